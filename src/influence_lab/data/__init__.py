@@ -1,0 +1,3 @@
+from .dataset import DataBundle, load_data
+
+__all__ = ["DataBundle", "load_data"]

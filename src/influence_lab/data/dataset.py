@@ -1,0 +1,115 @@
+"""From a data config to train/val splits: deterministic split by seed, removal by id, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig
+
+from ..errors import InfluenceLabError
+
+
+def fingerprint(ds: Dataset) -> str:
+    """Hash of the ids and content (and captions) of a dataset, in order."""
+    digest = hashlib.sha256()
+    content = "image" if "image" in ds.column_names else "text"
+    for start in range(0, len(ds), 1024):
+        chunk = ds[start : start + 1024]
+        digest.update("\x1f".join(chunk["id"]).encode())
+        digest.update("\x1f".join(chunk["caption"]).encode())
+        if content == "image":
+            digest.update(np.ascontiguousarray(np.asarray(chunk["image"], dtype=np.float32)).tobytes())
+        else:
+            digest.update("\x1f".join(chunk["text"]).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_exclude_ids(spec) -> list[str]:
+    """`data.exclude_ids`: a list of ids, or the path of a file with one id per line."""
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple, ListConfig)):
+        return [str(s) for s in spec]
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        raise InfluenceLabError(
+            f"data.exclude_ids is '{spec}', which is neither a list of ids nor an existing file of ids."
+        )
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0.0 <= val_fraction < 1.0:
+        raise InfluenceLabError(f"data.split.val_fraction is {val_fraction}; it must lie in [0, 1).")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@dataclass
+class DataBundle:
+    name: str
+    kind: str  # "image" or "text"
+    full: Dataset  # every item, before the split and removal
+    train: Dataset  # training split with the excluded ids removed
+    val: Dataset
+    excluded: list[str]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.train)
+
+    @property
+    def full_fingerprint(self) -> str:
+        return fingerprint(self.full)
+
+    @property
+    def captions(self) -> list[str]:
+        return list(self.full["caption"])
+
+
+def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Dataset:
+    if not exclude:
+        return train
+    unknown = sorted(set(exclude) - full_ids)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise InfluenceLabError(
+            f"data.exclude_ids names {len(unknown)} id(s) not in the dataset ({shown}); "
+            f"ids look like '{next(iter(sorted(full_ids)))}'."
+        )
+    train_ids = set(train["id"])
+    not_train = sorted(set(exclude) - train_ids)
+    if not_train:
+        raise InfluenceLabError(
+            f"data.exclude_ids names {len(not_train)} id(s) in the validation split, not the training "
+            f"split ({', '.join(not_train[:5])}); only training items can be removed."
+        )
+    drop = set(exclude)
+    keep = [i for i, item_id in enumerate(train["id"]) if item_id not in drop]
+    if not keep:
+        raise InfluenceLabError(
+            f"data.exclude_ids removes all {len(train)} training items; at least one must remain."
+        )
+    return train.select(keep)
+
+
+def load_data(cfg: DictConfig) -> DataBundle:
+    """Build the dataset that `cfg` (the `data` group) describes."""
+    full = instantiate(cfg.source)
+    if len(full) == 0:
+        raise InfluenceLabError(f"data source '{cfg.name}' is empty.")
+    ids = full["id"]
+    if len(set(ids)) != len(ids):
+        raise InfluenceLabError(f"data source '{cfg.name}' has duplicate ids; ids must be unique.")
+    train_idx, val_idx = split_indices(len(full), float(cfg.split.val_fraction), int(cfg.split.seed))
+    train, val = full.select(train_idx), full.select(val_idx)
+    exclude = read_exclude_ids(cfg.get("exclude_ids"))
+    train = remove_ids(train, set(ids), exclude)
+    kind = "image" if "image" in full.column_names else "text"
+    return DataBundle(str(cfg.name), kind, full, train, val, exclude)

@@ -1,0 +1,184 @@
+"""A small caption-conditioned denoising diffusion model (DDPM, epsilon prediction) for small
+images, with an MLP or a tiny UNet denoiser and classifier-free guidance at sampling time."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InfluenceLabError
+from .base import GenerativeModel, seeded_normal
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], 1)
+
+
+class MLPDenoiser(nn.Module):
+    def __init__(self, shape, hidden: int, cond_dim: int, depth: int = 3):
+        super().__init__()
+        self.shape = tuple(shape)
+        d = math.prod(self.shape)
+        self.inp = nn.Linear(d, hidden)
+        self.emb = nn.Sequential(nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, d))
+
+    def features(self, x, t, c):
+        h = self.inp(x.flatten(1)) + self.emb(torch.cat([timestep_embedding(t, 128), c], 1))
+        for block in self.blocks:
+            h = h + block(h)
+        return h
+
+    def forward(self, x, t, c):
+        return self.out(self.features(x, t, c)).view(-1, *self.shape)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch_in: int, ch_out: int, emb: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, ch_in)
+        self.conv1 = nn.Conv2d(ch_in, ch_out, 3, padding=1)
+        self.emb = nn.Linear(emb, ch_out)
+        self.norm2 = nn.GroupNorm(8, ch_out)
+        self.conv2 = nn.Conv2d(ch_out, ch_out, 3, padding=1)
+        self.skip = nn.Conv2d(ch_in, ch_out, 1) if ch_in != ch_out else nn.Identity()
+
+    def forward(self, x, e):
+        h = self.conv1(F.silu(self.norm1(x))) + self.emb(e)[:, :, None, None]
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class TinyUNet(nn.Module):
+    """Two resolutions (H and H/2) with a skip connection; H and W must be even."""
+
+    def __init__(self, shape, hidden: int, cond_dim: int, channels: int = 32):
+        super().__init__()
+        c = shape[0]
+        self.shape = tuple(shape)
+        self.emb = nn.Sequential(nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Conv2d(c, channels, 3, padding=1)
+        self.down = ResBlock(channels, channels, hidden)
+        self.pool = nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1)
+        self.mid = ResBlock(2 * channels, 2 * channels, hidden)
+        self.upsample = nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1)
+        self.up = ResBlock(2 * channels, channels, hidden)
+        self.out = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, c, 3, padding=1))
+
+    def features(self, x, t, c):
+        e = self.emb(torch.cat([timestep_embedding(t, 128), c], 1))
+        h1 = self.down(self.inp(x), e)
+        h2 = self.mid(self.pool(h1), e)
+        return self.up(torch.cat([self.upsample(h2), h1], 1), e), e
+
+    def forward(self, x, t, c):
+        return self.out(self.features(x, t, c)[0])
+
+
+class DDPM(GenerativeModel):
+    kind = "image"
+
+    def __init__(
+        self,
+        data_shape: list[int],
+        vocab: list[str],
+        conditional: bool = True,
+        arch: str = "mlp",
+        hidden: int = 384,
+        depth: int = 3,
+        cond_dim: int = 64,
+        timesteps: int = 200,
+        p_uncond: float = 0.1,
+        guidance: float = 2.0,
+        loss_timesteps: int = 10,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
+        self.save_hyperparameters()
+        self.shape = tuple(data_shape)
+        if arch == "mlp":
+            self.net = MLPDenoiser(self.shape, hidden, cond_dim, depth)
+        elif arch == "unet":
+            self.net = TinyUNet(self.shape, hidden, cond_dim)
+        else:
+            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'unet'.")
+        betas = torch.linspace(1e-4, 0.02 * 1000 / timesteps, timesteps)
+        alphas_bar = torch.cumprod(1 - betas, 0)
+        self.register_buffer("betas", betas, persistent=False)
+        self.register_buffer("alphas_bar", alphas_bar, persistent=False)
+
+    def _noised(self, x0, t, eps):
+        ab = self.alphas_bar[t][:, None, None, None]
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+    def loss(self, batch):
+        x0 = batch["content"] * 2 - 1
+        n = len(x0)
+        t = torch.randint(0, self.hparams.timesteps, (n,), device=self.device)
+        eps = torch.randn_like(x0)
+        drop = torch.rand(n, device=self.device) < self.hparams.p_uncond if self.conditional else None
+        pred = self.net(self._noised(x0, t, eps), t, self.condition(batch["caption"], drop))
+        return (pred - eps).pow(2).flatten(1).mean(1)
+
+    def loss_timestep_grid(self) -> torch.Tensor:
+        k, T = self.hparams.loss_timesteps, self.hparams.timesteps
+        return torch.linspace(0, T - 1, k).round().long()
+
+    def example_loss(self, batch, noise_seed: int = 0):
+        """Denoising loss averaged over `loss_timesteps` fixed timesteps with fixed noise."""
+        x0 = batch["content"] * 2 - 1
+        n = len(x0)
+        c = self.condition(batch["caption"])
+        eps_all = seeded_normal(noise_seed, (self.hparams.loss_timesteps, *x0.shape), self.device)
+        total = torch.zeros(n, device=self.device)
+        for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
+            t = torch.full((n,), t_val, device=self.device, dtype=torch.long)
+            pred = self.net(self._noised(x0, t, eps_all[k]), t, c)
+            total = total + (pred - eps_all[k]).pow(2).flatten(1).mean(1)
+        return total / self.hparams.loss_timesteps
+
+    def _eps(self, x, t, c, c_null):
+        if not self.conditional or self.hparams.guidance == 1.0:
+            return self.net(x, t, c)
+        both = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c_null]))
+        e_c, e_u = both.chunk(2)
+        return e_u + self.hparams.guidance * (e_c - e_u)
+
+    @torch.no_grad()
+    def sample(self, prompts, seeds):
+        """Ancestral DDPM sampling; every random draw of output i comes from its own seed."""
+        T, n = self.hparams.timesteps, len(seeds)
+        noise = torch.stack([seeded_normal(s, (T + 1, *self.shape)) for s in seeds], 1).to(self.device)
+        prompts = list(prompts)
+        c = self.condition(prompts)
+        c_null = self.condition(prompts, torch.ones(n, dtype=torch.bool, device=self.device))
+        x = noise[T]
+        for step in reversed(range(T)):
+            t = torch.full((n,), step, device=self.device, dtype=torch.long)
+            eps = self._eps(x, t, c, c_null)
+            ab, beta = self.alphas_bar[step], self.betas[step]
+            ab_prev = self.alphas_bar[step - 1] if step > 0 else torch.tensor(1.0, device=self.device)
+            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+            var = beta * (1 - ab_prev) / (1 - ab)
+            x = mean + (var.sqrt() * noise[step] if step > 0 else 0)
+        return ((x + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def embed(self, batch):
+        """Denoiser features of the image lightly noised (t = T/10, fixed noise)."""
+        x0 = batch["content"] * 2 - 1
+        n = len(x0)
+        t = torch.full((n,), self.hparams.timesteps // 10, device=self.device, dtype=torch.long)
+        xt = self._noised(x0, t, seeded_normal(0, x0.shape, self.device))
+        feats = self.net.features(xt, t, self.condition(batch["caption"]))
+        return feats[0].flatten(1) if isinstance(feats, tuple) else feats

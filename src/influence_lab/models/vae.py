@@ -1,0 +1,115 @@
+"""A caption-conditioned VAE for small images (MLP or a small conv net), Bernoulli pixels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InfluenceLabError
+from .base import GenerativeModel, seeded_normal
+
+
+class MLPCoder(nn.Module):
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d_out)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, shape, hidden: int, cond_dim: int, d_out: int):
+        super().__init__()
+        c, h, w = shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 3, 2, 1), nn.SiLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(), nn.Flatten()
+        )
+        self.head = MLPCoder(64 * math.ceil(h / 4) * math.ceil(w / 4) + cond_dim, hidden, d_out)
+
+    def forward(self, x, c):
+        return self.head(torch.cat([self.conv(x), c], 1))
+
+
+class ConvDecoder(nn.Module):
+    def __init__(self, shape, hidden: int, d_in: int):
+        super().__init__()
+        self.shape = shape
+        c, h, w = shape
+        self.h4, self.w4 = math.ceil(h / 4), math.ceil(w / 4)
+        self.fc = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, 64 * self.h4 * self.w4), nn.SiLU())
+        self.deconv = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(32, c, 4, 2, 1)
+        )
+
+    def forward(self, z):
+        out = self.deconv(self.fc(z).view(-1, 64, self.h4, self.w4))
+        return out[:, :, : self.shape[1], : self.shape[2]]
+
+
+class VAE(GenerativeModel):
+    kind = "image"
+
+    def __init__(
+        self,
+        data_shape: list[int],
+        vocab: list[str],
+        conditional: bool = True,
+        arch: str = "mlp",
+        hidden: int = 256,
+        latent_dim: int = 16,
+        cond_dim: int = 32,
+        beta: float = 1.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
+        self.save_hyperparameters()
+        self.shape = tuple(data_shape)
+        d = math.prod(self.shape)
+        if arch == "mlp":
+            self.encoder = MLPCoder(d + cond_dim, hidden, 2 * latent_dim)
+            self.decoder = MLPCoder(latent_dim + cond_dim, hidden, d)
+        elif arch == "conv":
+            self.encoder = ConvEncoder(self.shape, hidden, cond_dim, 2 * latent_dim)
+            self.decoder = ConvDecoder(self.shape, hidden, latent_dim + cond_dim)
+        else:
+            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'conv'.")
+
+    def encode(self, x, c):
+        inp = (torch.cat([x.flatten(1), c], 1),) if self.hparams.arch == "mlp" else (x, c)
+        mu, logvar = self.encoder(*inp).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+    def decode_logits(self, z, c):
+        return self.decoder(torch.cat([z, c], 1)).view(-1, *self.shape)
+
+    def _neg_elbo(self, batch, eps):
+        x = batch["content"]
+        c = self.condition(batch["caption"])
+        mu, logvar = self.encode(x, c)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        rec = F.binary_cross_entropy_with_logits(self.decode_logits(z, c), x, reduction="none").flatten(1).sum(1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return rec + self.hparams.beta * kl
+
+    def loss(self, batch):
+        return self._neg_elbo(batch, torch.randn(len(batch["caption"]), self.hparams.latent_dim, device=self.device))
+
+    def example_loss(self, batch, noise_seed: int = 0):
+        eps = seeded_normal(noise_seed, (len(batch["caption"]), self.hparams.latent_dim), self.device)
+        return self._neg_elbo(batch, eps)
+
+    @torch.no_grad()
+    def sample(self, prompts, seeds):
+        z = torch.stack([seeded_normal(s, (self.hparams.latent_dim,)) for s in seeds]).to(self.device)
+        return torch.sigmoid(self.decode_logits(z, self.condition(list(prompts))))
+
+    @torch.no_grad()
+    def embed(self, batch):
+        return self.encode(batch["content"], self.condition(batch["caption"]))[0]

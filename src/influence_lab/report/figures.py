@@ -1,0 +1,44 @@
+"""Pictures: grids of images with a label per row, and plain-text listings for texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..orchestration.store import atomic_write  # noqa: E402
+
+
+def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "") -> Path:
+    """`images` (rows, cols, C, H, W) in [0, 1]; one label per row, drawn at its left."""
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols + 1, figsize=(1.0 * cols + 2.8, 1.0 * rows + 0.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.8] + [1] * cols})
+    for r in range(rows):
+        axes[r, 0].axis("off")
+        axes[r, 0].text(1.0, 0.5, row_labels[r], ha="right", va="center", fontsize=8, wrap=True)
+        for c in range(cols):
+            img = images[r, c]
+            ax = axes[r, c + 1]
+            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray_r" if img.shape[0] == 1 else None,
+                      vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=90, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def text_listing(texts: list[list[str]], row_labels: list[str], path: Path, title: str = "") -> Path:
+    lines = [title, ""] if title else []
+    for label, row in zip(row_labels, texts, strict=True):
+        lines.append(f"{label}: {', '.join(row)}")
+    atomic_write(Path(path), lambda p: p.write_text("\n".join(lines) + "\n"))
+    return Path(path)

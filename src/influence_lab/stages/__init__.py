@@ -1,0 +1,7 @@
+"""One module per CLI stage, each exposing `run(cfg)`. The one-line help of each lives here so
+that `influence-lab --help` answers without importing torch."""
+
+STAGES = {
+    "train": "fit a generative model (model=vae|ddpm|chargpt) on a dataset (data=digits|names|imagefolder|hub)",
+    "generate": "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)",
+}

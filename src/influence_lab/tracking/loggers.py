@@ -1,0 +1,79 @@
+"""Trackers: W&B (offline by default, runs under `<output_dir>/wandb`), a local CSV file, or none.
+
+The local CSV (`<run>/csv/metrics.csv`) is kept whenever a tracker is on, so every number W&B
+holds is also on disk. If W&B fails to start, training goes on with the CSV logger and one warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from ..errors import InfluenceLabError
+
+KINDS = ("wandb", "csv", "none")
+
+
+class Tracking:
+    """The Lightning loggers of one job, plus direct access to the W&B run for images/tables."""
+
+    def __init__(self, logger_cfg: DictConfig, run_dir: Path, output_dir: Path, stage: str,
+                 experiment: str, name: str, config: dict[str, Any]):
+        kind = str(logger_cfg.name)
+        if kind not in KINDS:
+            raise InfluenceLabError(f"logger is '{kind}'; allowed values are {', '.join(KINDS)}.")
+        self.loggers: list = []
+        self.wandb_run = None
+        if kind == "none":
+            return
+        self.loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        if kind == "wandb":
+            self._start_wandb(logger_cfg, output_dir, stage, experiment, name, config)
+
+    def _start_wandb(self, cfg, output_dir, stage, experiment, name, config):
+        save_dir = Path(output_dir) / "wandb"
+        save_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            logger = WandbLogger(
+                project=cfg.project, entity=cfg.get("entity"), save_dir=str(save_dir),
+                offline=cfg.mode == "offline", group=experiment, job_type=stage, name=name,
+                config=config,
+            )
+            self.wandb_run = logger.experiment  # starts the run now, so failures surface here
+            self.loggers.append(logger)
+        except Exception as exc:  # any failure to start W&B: keep training, say so once
+            warnings.warn(f"W&B could not start ({exc}); logging to the local CSV only.", stacklevel=2)
+            self.wandb_run = None
+
+    @property
+    def wandb_dir(self) -> str | None:
+        return getattr(self.wandb_run, "dir", None) and str(Path(self.wandb_run.dir).parent)
+
+    def log_image(self, key: str, png: Path, caption: str = "") -> None:
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Image(str(png), caption=caption)})
+
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Table(columns=columns, data=rows)})
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(values)
+
+    def finish(self) -> None:
+        for logger in self.loggers:
+            logger.finalize("success")
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None

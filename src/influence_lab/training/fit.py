@@ -1,0 +1,61 @@
+"""Fit one model with a Lightning Trainer, resuming from the run's last checkpoint if present."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from ..data import DataBundle
+from ..models.base import GenerativeModel
+from .batches import loader
+
+for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers) -> pl.Trainer:
+    callbacks = [
+        pl.callbacks.ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0)
+    ]
+    return pl.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        precision=trainer_cfg.precision,
+        deterministic=trainer_cfg.deterministic,
+        max_epochs=max_epochs,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_progress_bar=trainer_cfg.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+    )
+
+
+def fit(
+    model: GenerativeModel,
+    bundle: DataBundle,
+    fit_cfg: DictConfig,
+    trainer_cfg: DictConfig,
+    run_dir: Path,
+    seed: int,
+    loggers=None,
+) -> dict[str, float]:
+    """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    if trainer_cfg.get("num_threads"):
+        torch.set_num_threads(int(trainer_cfg.num_threads))
+    train = loader(bundle.train, int(fit_cfg.batch_size), shuffle=True, seed=seed)
+    val = loader(bundle.val, 512) if len(bundle.val) else None
+    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    trainer.fit(model, train, val, ckpt_path=str(last) if last.exists() else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["epochs"] = int(trainer.current_epoch)
+    metrics["steps"] = int(trainer.global_step)
+    return metrics
