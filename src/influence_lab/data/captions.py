@@ -2,7 +2,8 @@
 
 Stroke weight compares an image's ink with the other images of its class (terciles), so a bold
 "1" and a bold "8" are both among the heaviest of their kind. Slant is the shear of the ink's
-second moments: the horizontal shift of the strokes per row, upward positive to the right.
+second moments: the horizontal shift of the strokes per row, upward positive to the right,
+measured from the dataset's median shear (the writers' typical stance reads as upright).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-SLANT_THRESHOLD = 0.2  # |shear| below this reads as upright
+SLANT_THRESHOLD = 0.12  # |shear - median shear| below this reads as upright
 
 
 def slant(images: np.ndarray) -> np.ndarray:
@@ -43,6 +44,7 @@ def digit_captions(images: np.ndarray, labels: np.ndarray) -> list[str]:
     """'digit seven, bold, leaning right' for each (H, W) image in [0, 1]."""
     weights = stroke_weight(images, labels)
     shears = slant(images)
+    shears = shears - np.median(shears)
     captions = []
     for label, weight, shear in zip(labels, weights, shears, strict=True):
         lean = (

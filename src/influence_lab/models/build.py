@@ -50,9 +50,12 @@ def _import(target: str):
     return getattr(importlib.import_module(module), name)
 
 
-def build_model(model_cfg: DictConfig, bundle: DataBundle) -> GenerativeModel:
+def build_model(model_cfg: DictConfig, bundle: DataBundle, seed: int = 0) -> GenerativeModel:
+    """A freshly initialised model; the initialisation depends only on `seed`."""
     target, params = init_kwargs(model_cfg, bundle)
-    model = _import(target)(**params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _import(target)(**params)
     model.init_spec = {"target": target, "init": params}
     return model
 

@@ -36,7 +36,7 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
                         f"train-{run.path.name}", {**spec, "signature": run.signature,
                                                    "data_fingerprint": bundle.fingerprint})
     try:
-        model = build_model(cfg.model, bundle)
+        model = build_model(cfg.model, bundle, int(cfg.seed))
         start = time.perf_counter()
         metrics = fit(model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers)
         metrics["fit_seconds"] = time.perf_counter() - start

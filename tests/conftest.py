@@ -1,0 +1,34 @@
+"""Compose stage configs with Hydra's compose API, shrunk to run in seconds, writing to tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hydra import compose, initialize_config_module
+
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# small but real settings per model: few epochs, short diffusion chain, few names
+SHRINK = {
+    "vae": ["model.fit.max_epochs=3"],
+    "ddpm": ["model.fit.max_epochs=3", "model.timesteps=20", "model.hidden=64"],
+    "chargpt": ["model.fit.max_epochs=2", "model.n_layer=1", "model.n_embd=32",
+                "data=names", "data.source.max_per_list=150"],
+}
+
+
+def make_cfg(stage: str, tmp_path, *overrides: str, model: str = "vae", shrink: bool = True):
+    args = [f"model={model}", f"paths.output_dir={tmp_path}", "logger=none", "trainer.progress_bar=false"]
+    if shrink:
+        args += SHRINK[model]
+    with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
+        return compose(config_name=stage, overrides=[*args, *overrides])
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    def factory(stage: str, *overrides: str, model: str = "vae", shrink: bool = True):
+        return make_cfg(stage, tmp_path, *overrides, model=model, shrink=shrink)
+
+    return factory
