@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
+from hydra.utils import get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..errors import InfluenceLabError
 
@@ -101,7 +101,9 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
 
 def load_data(cfg: DictConfig) -> DataBundle:
     """Build the dataset that `cfg` (the `data` group) describes."""
-    full = instantiate(cfg.source)
+    # called directly rather than through hydra's instantiate, which would wrap our clear errors
+    kwargs = OmegaConf.to_container(cfg.source, resolve=True)
+    full = get_method(kwargs.pop("_target_"))(**kwargs)
     if len(full) == 0:
         raise InfluenceLabError(f"data source '{cfg.name}' is empty.")
     ids = full["id"]

@@ -22,7 +22,6 @@ from .samples import draw, output_seeds, sample_grid
 from .train import train
 
 
-
 def generate(cfg: DictConfig) -> RunDir:
     bundle = load_data(cfg.data)
     model_run = train(cfg, bundle)

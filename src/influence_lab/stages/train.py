@@ -10,11 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import DataBundle, load_data
 from ..models.build import build_model, save_model
 from ..orchestration.store import RunDir, write_json, write_text
-from ..tracking.loggers import Tracking
+from ..tracking.loggers import Tracking, check_logger
 from ..training.fit import fit
 from .common import console, output_dir, reused, stage_entry, train_run, train_spec
 from .samples import draw_samples
-
 
 
 def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
@@ -24,6 +23,8 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
     if run.done and not cfg.force:
         reused(run)
         return run
+    model = build_model(cfg.model, bundle, int(cfg.seed))  # checks the model fits the data
+    check_logger(cfg.logger)
     run.prepare(force=bool(cfg.force))
     console.print(f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
                   highlight=False)
@@ -36,7 +37,6 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
                         f"train-{run.path.name}", {**spec, "signature": run.signature,
                                                    "data_fingerprint": bundle.fingerprint})
     try:
-        model = build_model(cfg.model, bundle, int(cfg.seed))
         start = time.perf_counter()
         metrics = fit(model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers)
         metrics["fit_seconds"] = time.perf_counter() - start

@@ -19,14 +19,19 @@ from ..errors import InfluenceLabError
 KINDS = ("wandb", "csv", "none")
 
 
+def check_logger(logger_cfg: DictConfig) -> str:
+    kind = str(logger_cfg.name)
+    if kind not in KINDS:
+        raise InfluenceLabError(f"logger is '{kind}'; allowed values are {', '.join(KINDS)}.")
+    return kind
+
+
 class Tracking:
     """The Lightning loggers of one job, plus direct access to the W&B run for images/tables."""
 
     def __init__(self, logger_cfg: DictConfig, run_dir: Path, output_dir: Path, stage: str,
                  experiment: str, name: str, config: dict[str, Any]):
-        kind = str(logger_cfg.name)
-        if kind not in KINDS:
-            raise InfluenceLabError(f"logger is '{kind}'; allowed values are {', '.join(KINDS)}.")
+        kind = check_logger(logger_cfg)
         self.loggers: list = []
         self.wandb_run = None
         if kind == "none":
@@ -36,7 +41,7 @@ class Tracking:
             self._start_wandb(logger_cfg, output_dir, stage, experiment, name, config)
 
     def _start_wandb(self, cfg, output_dir, stage, experiment, name, config):
-        save_dir = Path(output_dir) / "wandb"
+        save_dir = Path(output_dir)  # W&B adds its own `wandb/` folder below this
         save_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,6 +16,8 @@ from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Lightning 2.6 on torch 2.13 warns about its own use of a torch pytree API on every fit
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers) -> pl.Trainer:

@@ -1,0 +1,34 @@
+# influence-lab: `make demo` sets up and runs the demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+# torch first and pinned: it takes the CPU build on this machine's disk (no CUDA download);
+# the project's torch range is then already satisfied.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/influence-lab generate model=vae data=digits
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow and not slurm"
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,43 @@
+"""The W&B offline run of a training job holds the same final losses as the local metrics file."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from influence_lab.stages.train import train
+
+
+def leet_records(run_dir: str) -> list[dict]:
+    wandb_cli = shutil.which("wandb") or str(Path(sys.executable).parent / "wandb")
+    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", run_dir], capture_output=True,
+                         text=True, check=True, timeout=120)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
+
+
+def test_wandb_offline_run_matches_local_metrics(cfg_factory, tmp_path):
+    cfg = cfg_factory("train", "logger=wandb", "experiment=test-exp")
+    run = train(cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    wandb_dir = metrics["wandb_dir"]
+    assert wandb_dir and Path(wandb_dir).is_relative_to(tmp_path / "wandb")
+    csv = pd.read_csv(run / "csv" / "metrics.csv")
+    last_train = csv["train/loss"].dropna().iloc[-1]
+    last_val = csv["val/loss"].dropna().iloc[-1]
+    assert last_train == pytest.approx(metrics["train/loss"], rel=1e-6)
+
+    records = leet_records(wandb_dir)
+    history = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    logged_train = [h["train/loss"] for h in history if "train/loss" in h]
+    logged_val = [h["val/loss"] for h in history if "val/loss" in h]
+    assert len(logged_train) == len(logged_val) == cfg.model.fit.max_epochs
+    assert logged_train[-1] == pytest.approx(last_train, rel=1e-6)
+    assert logged_val[-1] == pytest.approx(last_val, rel=1e-6)
+    run_record = next(r["run"] for r in records if r.get("type") == "run")
+    assert run_record["run_group"] == "test-exp" and run_record["job_type"] == "train"
+    fingerprint = json.loads((run / "fingerprint.json").read_text())["fingerprint"]
+    assert fingerprint in json.dumps(run_record["config"])
