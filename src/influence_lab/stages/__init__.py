@@ -4,4 +4,5 @@ that `influence-lab --help` answers without importing torch."""
 STAGES = {
     "train": "fit a generative model (model=vae|ddpm|chargpt) on a dataset (data=digits|names|imagefolder|hub)",
     "generate": "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)",
+    "attribute": "rank the training items that influenced each prompt's outputs (prompt filter, raw and latent search)",
 }

@@ -1,0 +1,172 @@
+"""Latent spaces for the content kernel.
+
+- `model`: the generator's own `embed` (depends on the trained model);
+- `autoencoder`: a small MLP autoencoder trained once on the dataset's content and cached by
+  signature: a feature space that does not depend on the generator (as ImageNet features were in
+  the original paper). Images are flattened pixels; texts are character n-gram counts;
+- `pretrained`: a torchvision backbone loaded from a weights file the user names; never a download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InfluenceLabError
+from ..orchestration.signature import signature
+from ..orchestration.store import RunDir, atomic_write, read_json, write_json
+
+
+def _chunks(n: int, size: int = 512):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+class ModelEmbedder:
+    name = "model"
+
+    def __init__(self, model, model_signature: str):
+        self.model = model.eval()
+        self.signature = signature("model-embedder", model_signature)
+
+    @torch.no_grad()
+    def embed(self, content, captions: list[str]) -> np.ndarray:
+        out = []
+        for sl in _chunks(len(captions)):
+            chunk = content[sl] if isinstance(content, list) else torch.as_tensor(np.asarray(content[sl]))
+            out.append(self.model.embed({"content": chunk, "caption": list(captions[sl])}).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
+class _AE(nn.Module):
+    def __init__(self, d_in: int, hidden: int, latent: int):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, latent))
+        self.dec = nn.Sequential(nn.Linear(latent, hidden), nn.SiLU(), nn.Linear(hidden, d_in))
+
+    def forward(self, x):
+        return self.dec(self.enc(x))
+
+
+class AutoencoderEmbedder:
+    name = "autoencoder"
+
+    def __init__(self, cfg, full_dataset, full_fingerprint: str, root: Path):
+        self.cfg = cfg
+        self.kind = "image" if "image" in full_dataset.column_names else "text"
+        spec = {"hidden": int(cfg.hidden), "latent": int(cfg.latent_dim), "epochs": int(cfg.epochs),
+                "lr": float(cfg.lr), "seed": int(cfg.seed), "data": full_fingerprint}
+        self.signature = signature("autoencoder", spec)
+        self.run = RunDir(root, "embedders", "autoencoder", self.signature)
+        if self.kind == "text":
+            from sklearn.feature_extraction.text import CountVectorizer
+
+            self.vectorizer = CountVectorizer(analyzer="char_wb", ngram_range=(1, 2), lowercase=True)
+            self.vectorizer.fit(full_dataset["text"])
+        if self.run.done:
+            self.net = self._load()
+        else:
+            self.net = self._train(self._features(self._content(full_dataset)), spec)
+
+    @staticmethod
+    def _content(ds):
+        if "image" in ds.column_names:
+            return np.asarray(ds.with_format("numpy")["image"], dtype=np.float32)
+        return list(ds["text"])
+
+    def _features(self, content) -> torch.Tensor:
+        if self.kind == "image":
+            return torch.as_tensor(np.asarray(content, dtype=np.float32)).flatten(1)
+        return torch.as_tensor(self.vectorizer.transform(content).toarray(), dtype=torch.float32)
+
+    def _train(self, x: torch.Tensor, spec: dict) -> _AE:
+        self.run.prepare()
+        gen = torch.Generator().manual_seed(spec["seed"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec["seed"])
+            net = _AE(x.shape[1], spec["hidden"], spec["latent"])
+        opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
+        from tqdm.auto import tqdm
+
+        for _ in tqdm(range(spec["epochs"]), desc="autoencoder embedder", leave=False):
+            for idx in torch.randperm(len(x), generator=gen).split(128):
+                loss = (net(x[idx]) - x[idx]).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        atomic_write(self.run / "weights.pt", lambda p: torch.save(net.state_dict(), p))
+        write_json(self.run / "spec.json", {**spec, "d_in": int(x.shape[1]), "final_mse": float(loss.detach())})
+        self.run.mark_done()
+        return net.eval()
+
+    def _load(self) -> _AE:
+        spec = read_json(self.run / "spec.json")
+        net = _AE(spec["d_in"], spec["hidden"], spec["latent"])
+        net.load_state_dict(torch.load(self.run / "weights.pt", map_location="cpu", weights_only=True))
+        return net.eval()
+
+    @torch.no_grad()
+    def embed(self, content, captions: list[str]) -> np.ndarray:
+        return self.net.enc(self._features(content)).numpy().astype(np.float32)
+
+
+class PretrainedEmbedder:
+    """A torchvision backbone (`arch`, e.g. resnet18) with weights from a local file."""
+
+    name = "pretrained"
+
+    def __init__(self, cfg):
+        path = Path(str(cfg.weights)).expanduser() if cfg.get("weights") else None
+        if path is None or not path.is_file():
+            raise InfluenceLabError(
+                f"embedders.pretrained.weights is '{cfg.get('weights')}', which is not a file; name a local "
+                f"torchvision state-dict file for '{cfg.arch}' (nothing is downloaded)."
+            )
+        try:
+            import torchvision
+        except Exception as exc:
+            raise InfluenceLabError(
+                f"the pretrained embedder needs torchvision, which is not importable here ({exc}); "
+                f"install a torchvision that matches the installed torch."
+            ) from exc
+        net = torchvision.models.get_model(str(cfg.arch), weights=None)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.fc = nn.Identity() if hasattr(net, "fc") else net.fc
+        self.net = net.eval()
+        self.size = int(cfg.get("input_size", 64))
+        self.signature = signature("pretrained", str(cfg.arch), _file_hash(path), self.size)
+
+    @torch.no_grad()
+    def embed(self, content, captions: list[str]) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(content, dtype=np.float32))
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        mean = torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225])[None, :, None, None]
+        return np.concatenate([self.net((x[sl] - mean) / std).numpy() for sl in _chunks(len(x), 64)])
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+KINDS = ("model", "autoencoder", "pretrained")
+
+
+def build_embedder(name: str, cfg, *, model, model_signature: str, bundle, root: Path):
+    kind = str(cfg.kind)
+    if kind == "model":
+        return ModelEmbedder(model, model_signature)
+    if kind == "autoencoder":
+        return AutoencoderEmbedder(cfg, bundle.full, bundle.full_fingerprint, root)
+    if kind == "pretrained":
+        if bundle.kind != "image":
+            raise InfluenceLabError("the pretrained embedder works on images; use model or autoencoder for text.")
+        return PretrainedEmbedder(cfg)
+    raise InfluenceLabError(f"embedders.{name}.kind is '{kind}'; allowed values are {', '.join(KINDS)}.")
