@@ -7,10 +7,20 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..errors import InfluenceLabError
+
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
 from .scorers import PromptEvidence, paper_features, score
+
+
+def check_sizes(cfg, n: int) -> None:
+    for key in ("pool_size", "grid_top", "search_k"):
+        value = cfg.get(key)
+        if value is not None and not 1 <= int(value) <= n:
+            raise InfluenceLabError(f"attribution.{key} is {value} but the training set has {n} items; "
+                                    f"choose 1..{n}" + (" or null." if key != "grid_top" else "."))
 
 
 def resolve_methods(methods, kind: str) -> list[str]:
@@ -21,6 +31,11 @@ def resolve_methods(methods, kind: str) -> list[str]:
 
 
 def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> np.ndarray:
+    if queries.shape[1] != cache.index.d:
+        raise InfluenceLabError(
+            f"the cached embeddings in {cache.path} have dimension {cache.index.d} but the embedder gives "
+            f"{queries.shape[1]}; delete that directory or run with force=true."
+        )
     sims = similarity_matrix(cache.index, queries, n, cache.cfg, k=search_k)
     if search_k is not None and search_k < n:  # make sure the whole pool is measured
         in_pool = similarity_matrix(cache.index, queries, n, cache.cfg, subset=pool)
@@ -37,6 +52,7 @@ def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embed
     content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32) if kind == "image"
                else list(train["text"]))
     n = len(ids)
+    check_sizes(cfg, n)
     prompt_filter = PromptFilter(captions, str(cfg.filter))
     methods = resolve_methods(cfg.methods, kind)
     weights = dict(cfg.fused_weights)

@@ -26,6 +26,9 @@ from .generate import generate
 
 def load_outputs(gen_run: RunDir):
     """The generate stage's outputs grouped by prompt: (prompts, [outputs of each prompt], table)."""
+    if not (gen_run / "outputs.parquet").exists():
+        raise InfluenceLabError(f"the generate result {gen_run.path} has no outputs.parquet; "
+                                f"rerun generate with force=true.")
     table = pd.read_parquet(gen_run / "outputs.parquet")
     images = np.load(gen_run / "images.npy") if (gen_run / "images.npy").exists() else None
     prompts, grouped = [], []
