@@ -81,6 +81,11 @@ def test_fused_pool_only_holds_matching_captions(digits_setup):
     fused = table[table.method == "fused"]
     assert len(fused) == 20
     assert all("seven" in c for c in fused.caption)
+    from influence_lab.attribution.prompt_filter import PromptFilter
+
+    pool, b = PromptFilter(list(bundle.train["caption"])).pool("digit seven, bold, leaning right", 20)
+    exact = [i for i, c in enumerate(bundle.train["caption"]) if c == "digit seven, bold, leaning right"]
+    assert len(pool) >= 20 and set(exact) <= set(pool.tolist())  # ties at the cut are kept
 
 
 def test_bad_sizes_and_methods(digits_setup):
@@ -159,5 +164,7 @@ def test_prompt_filter_keeps_matching_captions(method):
     scores = pf.scores("digit seven, bold")
     assert scores.argmax() == 0 and scores[3] == 0
     assert (PromptFilter(["", ""], method).scores("anything") == 1).all()
+    tied, _ = PromptFilter(["a b", "a b", "a b", "c"], method).pool("a b", 1)
+    assert sorted(tied.tolist()) == [0, 1, 2]
     with pytest.raises(InfluenceLabError, match="attribution.filter is 'grep'"):
         PromptFilter(captions, "grep")

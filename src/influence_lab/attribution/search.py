@@ -8,7 +8,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import InfluenceLabError
-
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
