@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
@@ -32,3 +32,7 @@ lint: setup
 
 clean:
 	rm -rf outputs
+
+bench: setup
+	$(BIN)/python benchmarks/search_scale.py --attribute
+	$(BIN)/python benchmarks/default_models.py --out outputs --docs docs

@@ -53,8 +53,12 @@ def test_same_seed_same_generations_and_force_recomputes(cfg_factory, tmp_path):
     mtime = (run / "weights.pt").stat().st_mtime_ns
     forced = cfg_factory("generate", "generate.m=2", "force=true")
     second = np.load(generate(forced) / "images.npy")
+    assert (run / "weights.pt").stat().st_mtime_ns == mtime  # force recomputes only the stage asked for
+    np.testing.assert_array_equal(first, second)
+    train(cfg_factory("train", "force=true"))
     assert (run / "weights.pt").stat().st_mtime_ns != mtime  # retrained
-    np.testing.assert_array_equal(first, second)  # ... to the same result
+    third = np.load(generate(forced) / "images.npy")
+    np.testing.assert_array_equal(first, third)  # ... to the same result
 
 
 def test_a_different_setting_is_a_different_run(cfg_factory, tmp_path):

@@ -5,4 +5,7 @@ STAGES = {
     "train": "fit a generative model (model=vae|ddpm|chargpt) on a dataset (data=digits|names|imagefolder|hub)",
     "generate": "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)",
     "attribute": "rank the training items that influenced each prompt's outputs (prompt filter, raw and latent search)",
+    "counterfactual": "retrain without each method's top-k and controls (a Hydra multirun of retrain), compare with statistics",
+    "retrain": "train and measure the members of one job of a counterfactual sweep (launched by counterfactual)",
+    "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
 }

@@ -20,7 +20,7 @@ from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, read_json, write_json
 from ..report.neighbours import neighbour_grid, neighbour_text
 from ..tracking.loggers import Tracking
-from .common import console, output_dir, reused, stage_entry
+from .common import console, output_dir, reused, stage_entry, upstream
 from .generate import generate
 
 
@@ -45,7 +45,7 @@ def _slug(text: str) -> str:
 
 def attribute(cfg: DictConfig) -> RunDir:
     bundle = load_data(cfg.data)
-    gen_run = generate(cfg)
+    gen_run = generate(upstream(cfg))
     provenance = read_json(gen_run / "provenance.json")
     acfg = cfg.attribution
     methods = resolve_methods(OmegaConf.to_container(acfg.methods) if not isinstance(acfg.methods, str)

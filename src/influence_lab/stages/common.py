@@ -31,6 +31,13 @@ def stage_entry(fn):
     return wrapper
 
 
+def upstream(cfg: DictConfig) -> DictConfig:
+    """The config for the stages this one depends on: `force` recomputes only the stage asked for."""
+    out = cfg.copy()
+    out.force = False
+    return out
+
+
 def output_dir(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.output_dir)).expanduser().resolve()
 
@@ -54,4 +61,4 @@ def reused(run: RunDir) -> None:
                   f"force=true recomputes it", highlight=False)
 
 
-__all__ = ["stage_entry", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]
+__all__ = ["stage_entry", "upstream", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]

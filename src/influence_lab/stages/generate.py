@@ -17,14 +17,14 @@ from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, write_json
 from ..report.quality import quality
 from ..tracking.loggers import Tracking
-from .common import console, output_dir, reused, stage_entry
+from .common import console, output_dir, reused, stage_entry, upstream
 from .samples import draw, output_seeds, sample_grid
 from .train import train
 
 
 def generate(cfg: DictConfig) -> RunDir:
     bundle = load_data(cfg.data)
-    model_run = train(cfg, bundle)
+    model_run = train(upstream(cfg), bundle)
     prompts = [str(p) for p in cfg.generate.prompts]
     if not prompts:
         from ..errors import InfluenceLabError

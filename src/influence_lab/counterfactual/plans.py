@@ -1,0 +1,105 @@
+"""Removal plans: which training items each retrained model (a member) leaves out.
+
+Arms, for each target (prompt) and method, with k items per prompt:
+- `topk`: the method's k highest-ranked items;
+- `bottomk` (optional): the method's k lowest-ranked items among those it ranked;
+- `random_pool`: k random items from the prompt filter's pool (a control that keeps the caption match);
+- `random`: k random items from the whole training set;
+- `none`: nothing removed, only a different training seed (the noise floor).
+Controls do not depend on the method; they are planned once and compared with every method.
+
+Groupings: `per_target` (one member per target, arm, k, seed) and `grouped` (the original paper's
+protocol: remove the chosen items of every prompt at once and retrain once per arm, k and seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InfluenceLabError
+
+ARMS = ("topk", "bottomk", "random_pool", "random", "none")
+CONTROLS = ("random_pool", "random", "none")
+GROUPINGS = ("per_target", "grouped")
+
+
+@dataclass
+class Member:
+    member_id: str
+    method: str  # "control" for the method-independent arms
+    arm: str
+    k: int
+    seed: int
+    targets: list[int]
+    removed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rng(*parts) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _choose(arm: str, method: str, target: int, k: int, seed: int, ranking: pd.DataFrame,
+            pools: dict[int, list[str]], all_ids: list[str]) -> list[str]:
+    if arm == "none":
+        return []
+    if arm in ("topk", "bottomk"):
+        ranked = ranking[(ranking.target == target) & (ranking.method == method)].sort_values("rank")["id"].tolist()
+        if len(ranked) < k:
+            raise InfluenceLabError(f"method {method} ranked only {len(ranked)} items for target {target}, fewer than "
+                                    f"k={k}; raise attribution.keep or lower counterfactual.k.")
+        return ranked[:k] if arm == "topk" else ranked[-k:]
+    source = pools[target] if arm == "random_pool" else all_ids
+    if len(source) < k:
+        raise InfluenceLabError(f"arm {arm} needs {k} items but target {target} offers {len(source)}.")
+    picks = _rng(arm, target, k, seed).choice(len(source), size=k, replace=False)
+    return [source[i] for i in sorted(picks)]
+
+
+def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[str], methods: list[str],
+              arms: list[str], ks: list[int], seeds: list[int], grouping: str) -> list[Member]:
+    """Every member of a sweep. `ranking` is the attribute stage's table; `pools` the prompt
+    filter's pool of each target."""
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        raise InfluenceLabError(f"counterfactual.arms has {bad}; allowed values are {', '.join(ARMS)}.")
+    if grouping not in GROUPINGS:
+        raise InfluenceLabError(f"counterfactual.grouping is '{grouping}'; allowed values are per_target, grouped.")
+    if not any(a in ("topk", "bottomk") for a in arms):
+        raise InfluenceLabError("counterfactual.arms needs topk (or bottomk): there is nothing to test otherwise.")
+    n = len(all_ids)
+    for k in ks:
+        if not 1 <= int(k) < n:
+            raise InfluenceLabError(f"counterfactual.k has {k}; each k must lie in 1..{n - 1}.")
+    targets = sorted(int(t) for t in ranking.target.unique())
+    members: list[Member] = []
+    for k in ks:
+        for seed in seeds:
+            for arm in arms:
+                arm_methods = methods if arm in ("topk", "bottomk") else ["control"]
+                for method in arm_methods:
+                    chosen = {t: _choose(arm, method, t, int(k), int(seed), ranking, pools, all_ids) for t in targets}
+                    tag = f"{method.replace(':', '_')}-{arm}-k{k}-s{seed}"
+                    if grouping == "per_target":
+                        members += [Member(f"t{t:03d}-{tag}", method, arm, int(k), int(seed), [t], chosen[t])
+                                    for t in targets]
+                    else:
+                        union = sorted(set().union(*chosen.values())) if chosen else []
+                        members.append(Member(f"all-{tag}", method, arm, int(k), int(seed), targets, union))
+    for m in members:
+        if len(m.removed) >= n:
+            raise InfluenceLabError(f"member {m.member_id} would remove every training item.")
+    return members
+
+
+def jobs_of(members: list[Member], job_size: int) -> list[list[str]]:
+    """Group members into retrain jobs of at most `job_size` members each."""
+    ids = [m.member_id for m in members]
+    return [ids[i : i + job_size] for i in range(0, len(ids), max(1, int(job_size)))]

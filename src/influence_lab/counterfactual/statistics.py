@@ -1,0 +1,68 @@
+"""Paired statistics across targets: does removing a method's top-k change the outputs more than
+removing control items?
+
+For each method, k, metric and control arm: per target, the top-k effect and the control effect
+(each averaged over seeds) are paired; we report the mean difference with a bootstrap 95%
+interval (resampling targets), a Wilcoxon signed-rank p-value, and the ratio of mean effects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .plans import CONTROLS
+
+
+def bootstrap_ci(diffs: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    if len(diffs) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def wilcoxon_p(diffs: np.ndarray) -> float:
+    if len(diffs) < 2 or np.allclose(diffs, 0):
+        return float("nan")
+    return float(stats.wilcoxon(diffs).pvalue)
+
+
+def per_target(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds: one value per (method, arm, k, metric, target)."""
+    return results.groupby(["method", "arm", "k", "metric", "target"], as_index=False)["value"].mean()
+
+
+def compare(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, k, metric, control): the paired comparison of topk with that control."""
+    table = per_target(results)
+    rows = []
+    tested = table[table.arm == "topk"]
+    for (method, k, metric), top in tested.groupby(["method", "k", "metric"]):
+        top = top.set_index("target")["value"]
+        for control in CONTROLS:
+            ctrl = table[(table.arm == control) & (table.k == k) & (table.metric == metric)]
+            if ctrl.empty:
+                continue
+            ctrl = ctrl.set_index("target")["value"]
+            common = top.index.intersection(ctrl.index)
+            diffs = (top[common] - ctrl[common]).to_numpy()
+            lo, hi = bootstrap_ci(diffs)
+            mean_ctrl = float(ctrl[common].mean())
+            rows.append({
+                "method": method, "k": int(k), "metric": metric, "control": control, "n_targets": len(common),
+                "topk_mean": float(top[common].mean()), "control_mean": mean_ctrl,
+                "mean_diff": float(diffs.mean()), "ci_low": lo, "ci_high": hi, "wilcoxon_p": wilcoxon_p(diffs),
+                "ratio": float(top[common].mean() / mean_ctrl) if abs(mean_ctrl) > 1e-12 else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def arm_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The original paper's table format: per arm, mean, std and range of each metric."""
+    table = per_target(results)
+    grouped = table.groupby(["method", "arm", "k", "metric"])["value"]
+    out = grouped.agg(["mean", "std", "min", "max", "count"]).reset_index()
+    return out.rename(columns={"count": "n_targets"})

@@ -1,0 +1,56 @@
+"""Launch the retrain jobs of a sweep as a Hydra multirun of `influence-lab retrain`, on whatever
+launcher the user chose, with a progress bar of finished members."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import InfluenceLabError
+
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+
+
+def launcher_overrides(default: str, extra: list[str]) -> list[str]:
+    """The launcher the user chose on the command line (forwarded from this process's Hydra
+    config), else `default`; plus any `hydra.launcher.*` settings."""
+    chosen, forwarded = default, []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        chosen = hc.runtime.choices.get("hydra/launcher", default) or default
+        forwarded = [o for o in hc.overrides.hydra if o.startswith("hydra.launcher.")]
+        if chosen == "basic" and "hydra/launcher=basic" not in hc.overrides.hydra:
+            chosen = default
+    except ValueError:  # not inside a Hydra app (tests, notebooks)
+        pass
+    if chosen not in LAUNCHERS:
+        raise InfluenceLabError(f"hydra/launcher is '{chosen}'; allowed values are {', '.join(LAUNCHERS)}.")
+    return [f"hydra/launcher={chosen}", *forwarded, *extra]
+
+
+def run_multirun(sweep_dir: Path, jobs: list[int], overrides: list[str], count_done, total: int,
+                 log: Path) -> None:
+    cmd = [sys.executable, "-m", "influence_lab.cli", "retrain", "-m", f"sweep_dir={sweep_dir}",
+           f"job={','.join(map(str, jobs))}", f"hydra.sweep.dir={sweep_dir}/hydra", *overrides]
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        stop = threading.Event()
+        with Progress(TextColumn("retraining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=False) as bar:
+            task = bar.add_task("retrain", total=total, completed=count_done())
+            while proc.poll() is None and not stop.is_set():
+                bar.update(task, completed=count_done())
+                time.sleep(0.5)
+            bar.update(task, completed=count_done())
+    if proc.returncode != 0:
+        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
+        raise InfluenceLabError(f"the retrain multirun failed (exit {proc.returncode}); its log is {log}:\n{tail}")

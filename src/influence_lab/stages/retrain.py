@@ -1,0 +1,95 @@
+"""`influence-lab retrain sweep_dir=DIR job=N`: train the members of one retrain job of a
+counterfactual sweep and measure each against the full model. Launched by `counterfactual` as a
+Hydra multirun (`-m job=0,1,...`) on any launcher; safe to re-run: finished members are skipped,
+each member's results are written atomically with a `.done` marker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ..attribution.embedders import build_embedder
+from ..counterfactual.metrics import losses, target_metrics
+from ..data import load_data
+from ..errors import InfluenceLabError
+from ..models.build import load_model
+from ..orchestration.store import atomic_write, read_json, write_json
+from ..tracking.loggers import Tracking
+from .attribute import load_outputs
+from .common import console, output_dir, stage_entry
+from .train import train
+
+
+def member_done(results: Path, member_id: str) -> bool:
+    return (results / f"{member_id}.done").exists()
+
+
+def retrain(cfg: DictConfig) -> list[str]:
+    sweep = Path(str(cfg.sweep_dir))
+    if not (sweep / "plan.json").exists():
+        raise InfluenceLabError(f"sweep_dir '{sweep}' holds no plan.json; run influence-lab counterfactual first.")
+    base = OmegaConf.load(sweep / "config.yaml")
+    plan = read_json(sweep / "plan.json")
+    job = int(cfg.job)
+    if not 0 <= job < len(plan["jobs"]):
+        raise InfluenceLabError(f"job is {job}; this sweep has jobs 0..{len(plan['jobs']) - 1}.")
+    members = {m["member_id"]: m for m in plan["members"]}
+    results = sweep / "results"
+    todo = [members[i] for i in plan["jobs"][job] if not member_done(results, i)]
+    if not todo:
+        console.print(f"retrain job {job}: every member is already done", highlight=False)
+        return []
+    bundle = load_data(base.data)
+    full = load_model(plan["model_dir"])
+    prompts, originals, _ = load_outputs(_Dir(plan["generate_dir"]))
+    seeds = plan["output_seeds"]
+    embedders = {name: build_embedder(name, base.embedders[name], model=full, model_signature=plan["model_signature"],
+                                      bundle=bundle, root=output_dir(base))
+                 for name in base.counterfactual.embedders}
+    full_losses = [losses(full, originals[t], prompts[t]) for t in range(len(prompts))]
+    tracking = Tracking(base.logger, sweep / "jobs" / f"job{job:04d}", output_dir(base), "retrain",
+                        str(base.experiment), f"retrain-{sweep.name}-job{job}", {"job": job, "members": plan["jobs"][job]})
+    finished = []
+    try:
+        for member in todo:
+            mcfg = base.copy()
+            mcfg.data.exclude_ids = list(member["removed"])
+            mcfg.seed = int(member["seed"])
+            mcfg.force = False
+            mcfg.logger = OmegaConf.create({"name": "none"})
+            mcfg.trainer.progress_bar = False
+            model = load_model(train(mcfg).path)
+            rows = []
+            for t in member["targets"]:
+                values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds, embedders)
+                for metric, value in values.items():
+                    rows.append({"member_id": member["member_id"], "method": member["method"], "arm": member["arm"],
+                                 "k": member["k"], "seed": member["seed"], "target": t, "prompt": prompts[t],
+                                 "n_removed": len(member["removed"]), "metric": metric, "value": value})
+            table = pd.DataFrame(rows)
+            atomic_write(results / f"{member['member_id']}.parquet", lambda p, tb=table: tb.to_parquet(p, index=False))
+            write_json(results / f"{member['member_id']}.done", {"job": job})
+            means = table.groupby("metric")["value"].mean()
+            if tracking.wandb_run is not None:
+                tracking.wandb_run.log({f"{member['arm']}/{m}": float(v) for m, v in means.items()})
+            finished.append(member["member_id"])
+            console.print(f"retrain job {job}: {member['member_id']} "
+                          + ", ".join(f"{m}={v:.4g}" for m, v in means.items()), highlight=False)
+    finally:
+        tracking.finish()
+    return finished
+
+
+class _Dir:
+    """A path with the `/` of a RunDir, for reading another stage's files."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __truediv__(self, other):
+        return self.path / other
+
+
+run = stage_entry(retrain)
