@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/influence-lab generate model=vae data=digits
+	$(BIN)/influence-lab pipeline
 
 test: setup
 	$(BIN)/ruff check src tests

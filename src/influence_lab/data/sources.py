@@ -37,15 +37,17 @@ def text_dataset(ids, texts, captions, labels=None) -> Dataset:
     return Dataset.from_dict(columns)
 
 
-def load_digits() -> Dataset:
-    """scikit-learn's bundled 1,797 8x8 digits, captioned by label, stroke weight and slant."""
+def load_digits(max_items: int | None = None) -> Dataset:
+    """scikit-learn's bundled 1,797 8x8 digits, captioned by label, stroke weight and slant
+    (`max_items` keeps the first n, for small experiments)."""
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     images = (bunch.images / 16.0).astype(np.float32)
     captions = digit_captions(images, bunch.target)
     ids = [f"digit-{i:04d}" for i in range(len(images))]
-    return image_dataset(ids, images[:, None], captions, bunch.target)
+    n = len(ids) if max_items is None else int(max_items)
+    return image_dataset(ids[:n], images[:n, None], captions[:n], bunch.target[:n])
 
 
 NAME_LISTS = {"male": ("first:male", "male first name"), "female": ("first:female", "female first name")}

@@ -6,6 +6,8 @@ rows from arrays is far cheaper per step than going through Arrow for every item
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 from datasets import Dataset
@@ -39,10 +41,38 @@ class InMemory(torch.utils.data.Dataset):
         }
 
 
+class RemovalStableSampler(torch.utils.data.Sampler):
+    """Shuffles by a per-item key hashed from (item id, seed, epoch), so removing items leaves the
+    order of the others unchanged: a model retrained without some items sees the rest in the same
+    sequence as the full model did, which keeps counterfactual comparisons precise.
+
+    (torch's RandomSampler permutes positions, so one removal reshuffles everything.)
+    """
+
+    def __init__(self, ids: list[str], seed: int):
+        self.base = np.array([int(hashlib.sha1(i.encode()).hexdigest()[:16], 16) for i in ids], dtype=np.uint64)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        with np.errstate(over="ignore"):
+            x = self.base ^ np.uint64((self.seed * 0x9E3779B97F4A7C15 + self.epoch * 0xBF58476D1CE4E5B9) % 2**64)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+        return iter(np.argsort(x, kind="stable").tolist())
+
+
 def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
     data = InMemory(ds)
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=data.collate)
+    sampler = RemovalStableSampler(data.ids, seed) if shuffle else None
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=data.collate)
 
 
 def batch_of(ds: Dataset) -> dict:

@@ -1,0 +1,103 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from influence_lab.counterfactual.plans import jobs_of, make_plan
+from influence_lab.counterfactual.statistics import arm_table, compare
+from influence_lab.data import load_data
+from influence_lab.errors import InfluenceLabError
+
+
+def _ranking(n_targets=3, n_items=50, methods=("fused", "paper")):
+    rows = []
+    rng = np.random.default_rng(0)
+    for t in range(n_targets):
+        for m in methods:
+            order = rng.permutation(n_items)[:20]
+            rows += [{"target": t, "method": m, "rank": r + 1, "id": f"x{i:03d}", "prompt": f"p{t}"}
+                     for r, i in enumerate(order)]
+    return pd.DataFrame(rows)
+
+
+IDS = [f"x{i:03d}" for i in range(50)]
+POOLS = {t: IDS[t * 10 : t * 10 + 15] for t in range(3)}
+
+
+@pytest.mark.parametrize("grouping", ["per_target", "grouped"])
+def test_plans_respect_k_controls_and_seeds(grouping):
+    ranking = _ranking()
+    arms = ["topk", "bottomk", "random_pool", "random", "none"]
+    plan = make_plan(ranking, POOLS, IDS, ["fused", "paper"], arms, [2, 4], [1, 2], grouping)
+    again = make_plan(ranking, POOLS, IDS, ["fused", "paper"], arms, [2, 4], [1, 2], grouping)
+    assert [m.to_dict() for m in plan] == [m.to_dict() for m in again]  # same seed, same plan
+    assert len({m.member_id for m in plan}) == len(plan)
+    per_target_count = 3 if grouping == "per_target" else 1
+    # (2 methods x (topk, bottomk) + 3 controls) x 2 k x 2 seeds
+    assert len(plan) == (2 * 2 + 3) * 2 * 2 * per_target_count
+    for m in plan:
+        assert len(set(m.removed)) == len(m.removed)
+        per_prompt = len(m.removed) / len(m.targets)
+        if m.arm == "none":
+            assert m.removed == []
+        elif grouping == "per_target":
+            assert len(m.removed) == m.k
+        else:
+            assert per_prompt <= m.k
+        for t in m.targets:
+            ranked = ranking[(ranking.target == t) & (ranking.method == m.method)].sort_values("rank")["id"].tolist()
+            if m.arm == "topk" and grouping == "per_target":
+                assert m.removed == ranked[: m.k]
+            if m.arm == "bottomk" and grouping == "per_target":
+                assert m.removed == ranked[-m.k :]
+        if m.arm == "random_pool":
+            assert set(m.removed) <= set().union(*(POOLS[t] for t in m.targets))
+    randoms = {m.seed: m.removed for m in plan if m.arm == "random" and m.k == 4 and m.targets[0] == 0}
+    assert randoms[1] != randoms[2]  # seeds draw different controls
+    assert len(jobs_of(plan, 5)) == -(-len(plan) // 5)
+    assert sum(len(j) for j in jobs_of(plan, 5)) == len(plan)
+
+
+def test_plan_bad_inputs():
+    ranking = _ranking()
+    with pytest.raises(InfluenceLabError, match="counterfactual.arms has \\['top'\\]"):
+        make_plan(ranking, POOLS, IDS, ["fused"], ["top"], [2], [1], "grouped")
+    with pytest.raises(InfluenceLabError, match="ranked only 20 items for target 0, fewer than k=30"):
+        make_plan(ranking, POOLS, IDS, ["fused"], ["topk"], [30], [1], "grouped")
+    with pytest.raises(InfluenceLabError, match="counterfactual.grouping is 'all'"):
+        make_plan(ranking, POOLS, IDS, ["fused"], ["topk"], [2], [1], "all")
+    with pytest.raises(InfluenceLabError, match="needs topk"):
+        make_plan(ranking, POOLS, IDS, ["fused"], ["random"], [2], [1], "grouped")
+
+
+def test_removed_ids_never_reach_the_retrained_data(cfg_factory):
+    bundle = load_data(cfg_factory("train").data)
+    ids = list(bundle.train["id"])
+    ranking = pd.DataFrame([{"target": 0, "method": "fused", "rank": r + 1, "id": ids[r * 7], "prompt": "p"}
+                            for r in range(30)])
+    plan = make_plan(ranking, {0: ids[:40]}, ids, ["fused"], ["topk", "random_pool", "random"], [5], [1], "grouped")
+    for m in plan:
+        retrained = load_data(cfg_factory("train", f"data.exclude_ids=[{','.join(m.removed)}]").data)
+        assert not set(m.removed) & set(retrained.train["id"])
+        assert len(retrained.train) == len(bundle.train) - len(m.removed)
+
+
+def test_statistics_on_a_known_table():
+    rows = []
+    for t in range(8):
+        for seed in (1, 2):
+            rows.append({"method": "fused", "arm": "topk", "k": 5, "metric": "delta_loss", "target": t,
+                         "seed": seed, "value": 3.0 + 0.1 * t + (0.05 if seed == 1 else -0.05)})
+            rows.append({"method": "control", "arm": "random", "k": 5, "metric": "delta_loss", "target": t,
+                         "seed": seed, "value": 1.0 + 0.1 * t})
+            rows.append({"method": "control", "arm": "none", "k": 5, "metric": "delta_loss", "target": t,
+                         "seed": seed, "value": 3.0 + 0.1 * t})
+    stats = compare(pd.DataFrame(rows)).set_index("control")
+    assert stats.loc["random", "mean_diff"] == pytest.approx(2.0)
+    assert stats.loc["random", "ci_low"] == pytest.approx(2.0) and stats.loc["random", "ci_high"] == pytest.approx(2.0)
+    assert stats.loc["random", "wilcoxon_p"] == pytest.approx(2 / 2**8)  # all 8 differences positive
+    assert stats.loc["random", "ratio"] == pytest.approx(3.35 / 1.35)
+    assert stats.loc["none", "mean_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(stats.loc["none", "wilcoxon_p"])
+    arms = arm_table(pd.DataFrame(rows)).set_index("arm")
+    assert arms.loc["topk", "mean"] == pytest.approx(3.35) and arms.loc["topk", "min"] == pytest.approx(3.0)
+    assert arms.loc["topk", "max"] == pytest.approx(3.7) and arms.loc["topk", "n_targets"] == 8
