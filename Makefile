@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -36,3 +36,11 @@ clean:
 bench: setup
 	$(BIN)/python benchmarks/search_scale.py --attribute
 	$(BIN)/python benchmarks/default_models.py --out outputs --docs docs
+
+# a single-node SLURM cluster on this machine (Debian's slurm-wlm, installed if missing);
+# then: export SLURM_CONF=$(CURDIR)/.slurm/slurm.conf
+slurm-up:
+	bash scripts/slurm-up.sh
+
+slurm-down:
+	bash scripts/slurm-down.sh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,13 @@ def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, logger
     callbacks = [
         pl.callbacks.ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0)
     ]
+    plugins = []
+    if "SLURM_JOB_ID" in os.environ:  # inside a submitit job: submitit, not Lightning, handles requeueing
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
+        plugins=plugins,
         accelerator=trainer_cfg.accelerator,
         devices=trainer_cfg.devices,
         precision=trainer_cfg.precision,
