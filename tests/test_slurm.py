@@ -28,8 +28,8 @@ def test_slurm_sweep_equals_basic_launcher(cfg_factory, tmp_path):
     basic = counterfactual(cfg_factory("counterfactual", *SWEEP, f"paths.output_dir={tmp_path}/basic"))
     slurm = counterfactual(cfg_factory(
         "counterfactual", *SWEEP, f"paths.output_dir={tmp_path}/slurm", "counterfactual.launcher=submitit_slurm",
-        "counterfactual.launcher_overrides=[hydra.launcher.partition=debug,hydra.launcher.timeout_min=20,"
-        "hydra.launcher.cpus_per_task=1,hydra.launcher.array_parallelism=2]"))
+        "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
+        "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=2']"))
     log = (slurm / "retrain.log").read_text()
     assert "hydra/launcher=submitit_slurm" in log
     assert list((slurm.path / "hydra").rglob("*_submitted.pkl")) or list((slurm.path / "hydra").rglob(".submitit"))

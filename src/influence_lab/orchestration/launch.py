@@ -13,12 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import InfluenceLabError
 
-LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
-
 
 def launcher_overrides(default: str, extra: list[str]) -> list[str]:
     """The launcher the user chose on the command line (forwarded from this process's Hydra
-    config), else `default`; plus any `hydra.launcher.*` settings."""
+    config), else `default`; plus any `hydra.launcher.*` settings and `--config-dir` folders
+    (where a cluster's own launcher config, e.g. conf/local/hydra/launcher/cluster.yaml, lives)."""
     chosen, forwarded = default, []
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -28,10 +27,11 @@ def launcher_overrides(default: str, extra: list[str]) -> list[str]:
         forwarded = [o for o in hc.overrides.hydra if o.startswith("hydra.launcher.")]
         if chosen == "basic" and "hydra/launcher=basic" not in hc.overrides.hydra:
             chosen = default
+        for source in hc.runtime.config_sources:
+            if source.provider == "command-line":
+                forwarded += ["--config-dir", str(source.path).removeprefix("file://")]
     except ValueError:  # not inside a Hydra app (tests, notebooks)
         pass
-    if chosen not in LAUNCHERS:
-        raise InfluenceLabError(f"hydra/launcher is '{chosen}'; allowed values are {', '.join(LAUNCHERS)}.")
     return [f"hydra/launcher={chosen}", *forwarded, *extra]
 
 
