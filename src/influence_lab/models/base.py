@@ -5,6 +5,10 @@
 - `embed(batch) -> Tensor[B, d]`: the model's own latent representation.
 
 A batch is `{"content": Tensor (images) or list[str] (texts), "caption": list[str]}`.
+`prepare(batch)` adds the tensors the pure-tensor code needs (`bags`, and token ids for texts), so
+that `loss(batch, noise)` can run under `torch.func.vmap` for packs of models. Training noise
+comes from `draw_noise(n, generator)` with a generator seeded by (seed, step), so a model trained
+alone and the same model trained inside a pack see the same noise.
 """
 
 from __future__ import annotations
@@ -24,14 +28,43 @@ class GenerativeModel(pl.LightningModule):
         self.cond_dim = cond_dim
         self.text = BagOfWords(vocab, cond_dim) if conditional else None
 
+    noise_seed = 0  # the training seed; set by the trainer
+    record_losses = False  # keep every step's loss in `loss_history` (equivalence checks)
+
+    @property
+    def loss_history(self) -> list[float]:
+        if "_loss_history" not in self.__dict__:
+            self.__dict__["_loss_history"] = []
+        return self.__dict__["_loss_history"]
+
     # --- conditioning -------------------------------------------------------------------------
     def condition(self, captions: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
         if self.text is None:
             return torch.zeros(len(captions), self.cond_dim, device=self.device)
         return self.text(captions, drop)
 
+    def cond(self, batch: dict, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """The condition of a batch, from its precomputed `bags` when present."""
+        if "bags" not in batch:
+            return self.condition(batch["caption"], drop)
+        bags = batch["bags"]
+        if self.text is None:
+            return bags.new_zeros(bags.shape[0], self.cond_dim)
+        return self.text.embed_bags(bags, drop)
+
+    def prepare(self, batch: dict) -> dict:
+        """Add the tensors that `loss` needs and that take Python to compute (caption bags)."""
+        if "bags" not in batch:
+            bags = self.text.bags(batch["caption"]) if self.text is not None else torch.zeros(len(batch["caption"]), 1)
+            batch = {**batch, "bags": bags.to(self.device)}
+        return batch
+
     # --- protocol -----------------------------------------------------------------------------
-    def loss(self, batch) -> torch.Tensor:  # per-example training loss, random noise
+    def draw_noise(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Every random number one training step of n examples needs."""
+        return {}
+
+    def loss(self, batch, noise: dict[str, torch.Tensor]) -> torch.Tensor:  # per-example training loss
         raise NotImplementedError
 
     def example_loss(self, batch, noise_seed: int = 0) -> torch.Tensor:
@@ -43,10 +76,20 @@ class GenerativeModel(pl.LightningModule):
     def embed(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward(self, batch, noise):
+        """The per-example training loss: what a pack calls through `functional_call`."""
+        return self.loss(batch, noise)
+
     # --- Lightning ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        loss = self.loss(batch).mean()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["caption"]))
+        batch = self.prepare(batch)
+        n = len(batch["caption"])
+        noise = {k: v.to(self.device) for k, v in
+                 self.draw_noise(n, step_generator(self.noise_seed, self.global_step)).items()}
+        loss = self.loss(batch, noise).mean()
+        if self.record_losses:
+            self.loss_history.append(float(loss.detach()))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -59,6 +102,11 @@ class GenerativeModel(pl.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, eta_min=self.hparams.lr * 0.05)
         return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one training step of the model trained with `seed`."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63))
 
 
 def seeded_normal(seed: int, shape, device=None) -> torch.Tensor:

@@ -73,13 +73,21 @@ class CharGPT(GenerativeModel):
             x = block(x)
         return self.ln(x)
 
+    def prepare(self, batch):
+        batch = super().prepare(batch)
+        if "inp" not in batch:
+            inp, tgt = self.encode_texts(batch["content"])
+            batch = {**batch, "inp": inp, "tgt": tgt}
+        return batch
+
     def _nll(self, batch):
-        inp, tgt = self.encode_texts(batch["content"])
-        logits = self.head(self.hidden(inp, self.condition(batch["caption"])))
+        batch = self.prepare(batch)
+        inp, tgt = batch["inp"], batch["tgt"]
+        logits = self.head(self.hidden(inp, self.cond(batch)))
         nll = F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-1, reduction="none")
         return nll.sum(1), (tgt >= 0).sum(1)
 
-    def loss(self, batch):
+    def loss(self, batch, noise):
         nll, count = self._nll(batch)
         return nll / count  # per-character, for training
 
@@ -108,7 +116,8 @@ class CharGPT(GenerativeModel):
     @torch.no_grad()
     def embed(self, batch):
         """Mean final hidden state over the text's positions."""
-        inp, tgt = self.encode_texts(batch["content"])
-        h = self.hidden(inp, self.condition(batch["caption"]))
+        batch = self.prepare(batch)
+        inp, tgt = batch["inp"], batch["tgt"]
+        h = self.hidden(inp, self.cond(batch))
         mask = (tgt >= 0).float()[:, :, None]
         return (h * mask).sum(1) / mask.sum(1)

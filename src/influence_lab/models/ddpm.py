@@ -120,13 +120,17 @@ class DDPM(GenerativeModel):
         ab = self.alphas_bar[t][:, None, None, None]
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
-    def loss(self, batch):
+    def draw_noise(self, n, generator):
+        return {
+            "t": torch.randint(0, self.hparams.timesteps, (n,), generator=generator),
+            "eps": torch.randn(n, *self.shape, generator=generator),
+            "drop": torch.rand(n, generator=generator) < (self.hparams.p_uncond if self.conditional else 0.0),
+        }
+
+    def loss(self, batch, noise):
         x0 = batch["content"] * 2 - 1
-        n = len(x0)
-        t = torch.randint(0, self.hparams.timesteps, (n,), device=self.device)
-        eps = torch.randn_like(x0)
-        drop = torch.rand(n, device=self.device) < self.hparams.p_uncond if self.conditional else None
-        pred = self.net(self._noised(x0, t, eps), t, self.condition(batch["caption"], drop))
+        t, eps = noise["t"], noise["eps"]
+        pred = self.net(self._noised(x0, t, eps), t, self.cond(batch, noise["drop"]))
         return (pred - eps).pow(2).flatten(1).mean(1)
 
     def loss_timestep_grid(self) -> torch.Tensor:
@@ -137,7 +141,7 @@ class DDPM(GenerativeModel):
         """Denoising loss averaged over `loss_timesteps` fixed timesteps with fixed noise."""
         x0 = batch["content"] * 2 - 1
         n = len(x0)
-        c = self.condition(batch["caption"])
+        c = self.cond(batch)
         eps_all = seeded_normal(noise_seed, (self.hparams.loss_timesteps, *x0.shape), self.device)
         total = torch.zeros(n, device=self.device)
         for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
@@ -180,5 +184,5 @@ class DDPM(GenerativeModel):
         n = len(x0)
         t = torch.full((n,), self.hparams.timesteps // 10, device=self.device, dtype=torch.long)
         xt = self._noised(x0, t, seeded_normal(0, x0.shape, self.device))
-        feats = self.net.features(xt, t, self.condition(batch["caption"]))
+        feats = self.net.features(xt, t, self.cond(batch))
         return feats[0].flatten(1) if isinstance(feats, tuple) else feats

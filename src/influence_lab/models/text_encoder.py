@@ -38,9 +38,11 @@ class BagOfWords(nn.Module):
                     out[row, col] = 1.0
         return out
 
-    def forward(self, captions: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed captions; rows where `drop` is True get the empty bag (the null condition)."""
-        bags = self.bags(captions)
+    def embed_bags(self, bags: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Embed multi-hot bags; rows where `drop` is True get the empty bag (the null condition)."""
         if drop is not None:
-            bags = bags * (~drop).float()[:, None]
+            bags = bags * (~drop).to(bags.dtype)[:, None]
         return self.proj(bags)
+
+    def forward(self, captions: list[str], drop: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embed_bags(self.bags(captions), drop)

@@ -91,18 +91,21 @@ class VAE(GenerativeModel):
 
     def _neg_elbo(self, batch, eps):
         x = batch["content"]
-        c = self.condition(batch["caption"])
+        c = self.cond(batch)
         mu, logvar = self.encode(x, c)
         z = mu + torch.exp(0.5 * logvar) * eps
         rec = F.binary_cross_entropy_with_logits(self.decode_logits(z, c), x, reduction="none").flatten(1).sum(1)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
         return rec + self.hparams.beta * kl
 
-    def loss(self, batch):
-        return self._neg_elbo(batch, torch.randn(len(batch["caption"]), self.hparams.latent_dim, device=self.device))
+    def draw_noise(self, n, generator):
+        return {"eps": torch.randn(n, self.hparams.latent_dim, generator=generator)}
+
+    def loss(self, batch, noise):
+        return self._neg_elbo(batch, noise["eps"])
 
     def example_loss(self, batch, noise_seed: int = 0):
-        eps = seeded_normal(noise_seed, (len(batch["caption"]), self.hparams.latent_dim), self.device)
+        eps = seeded_normal(noise_seed, (len(batch["content"]), self.hparams.latent_dim), self.device)
         return self._neg_elbo(batch, eps)
 
     @torch.no_grad()
@@ -112,4 +115,4 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def embed(self, batch):
-        return self.encode(batch["content"], self.condition(batch["caption"]))[0]
+        return self.encode(batch["content"], self.cond(batch))[0]

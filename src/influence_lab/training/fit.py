@@ -58,6 +58,7 @@ def fit(
 ) -> dict[str, float]:
     """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics."""
     pl.seed_everything(seed, workers=True, verbose=False)
+    model.noise_seed = int(seed)
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg.num_threads))
     train = loader(bundle.train, int(fit_cfg.batch_size), shuffle=True, seed=seed)
@@ -69,3 +70,23 @@ def fit(
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["steps"] = int(trainer.global_step)
     return metrics
+
+
+def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int], fit_cfg: DictConfig,
+             trainer_cfg: DictConfig, run_dir: Path, loggers=None, record_seen: bool = False):
+    """Train `models` together as one pack (see `training.pack`): member m on the rows
+    `member_items[m]` of `train` with seed `seeds[m]`. The trained weights are copied back into
+    `models`; the pack is returned (per-member loss histories, items seen)."""
+    from .pack import Pack
+
+    pl.seed_everything(int(seeds[0]), workers=True, verbose=False)
+    if trainer_cfg.get("num_threads"):
+        torch.set_num_threads(int(trainer_cfg.num_threads))
+    pack = Pack(models, train, member_items, seeds, int(fit_cfg.batch_size), int(fit_cfg.max_epochs), record_seen)
+    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    trainer.fit(pack, ckpt_path=str(last) if last.exists() else None)
+    pack.unpack(models)
+    for model, seed in zip(models, seeds, strict=True):
+        model.noise_seed = int(seed)
+    return pack

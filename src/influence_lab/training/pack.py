@@ -1,0 +1,218 @@
+"""Packs: many small models of one class trained at once in one process and one optimizer loop.
+
+Each member has its own training items (its removal set), seed, initialisation, batch order and
+noise. Parameters are stacked (`torch.func.stack_module_state`) and one step runs every member's
+loss with `vmap(functional_call(...))`, so M models cost a few batched matrix products instead of
+M Python-level steps. It is still a Lightning module driven by a `Trainer` (manual optimisation),
+so callbacks, logging and checkpointing work.
+
+Exactness: member m's batches are exactly those of a solo fit (the same removal-stable order over
+its own items, the same batch size); a member whose epoch has fewer batches than the longest sits
+out the extra steps (its parameters, optimiser state and step count do not move), and a short
+last batch is padded with weight-0 rows that contribute nothing. Noise comes from the member's own
+(seed, step) generator, as in a solo fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..models.base import GenerativeModel, step_generator
+from .batches import InMemory, RemovalStableSampler
+
+
+class MaskedAdamW:
+    """AdamW over stacked parameters (M, ...) with a per-member mask and step count.
+
+    Written here because torch.optim updates every element of a stacked tensor: a member that sits
+    out a step would still move through its momentum, and members need their own bias-correction
+    step counts. The arithmetic mirrors torch.optim.AdamW (decoupled weight decay, eps added to
+    the bias-corrected root of the second moment).
+    """
+
+    def __init__(self, params: list[nn.Parameter], members: int, lr: float, weight_decay: float,
+                 betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = params
+        self.lr, self.wd, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = torch.zeros(members)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor, lr: float) -> None:
+        b1, b2 = self.betas
+        self.t += active.float()
+        t = self.t.clamp(min=1)
+        bc1 = 1 - b1**t
+        bc2_sqrt = (1 - b2**t).sqrt()
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            mask = active.view(shape)
+            g = p.grad
+            new_m = m * b1 + g * (1 - b1)
+            new_v = v * b2 + g * g * (1 - b2)
+            m.copy_(torch.where(mask, new_m, m))
+            v.copy_(torch.where(mask, new_v, v))
+            denom = v.sqrt() / bc2_sqrt.view(shape) + self.eps
+            updated = p * (1 - lr * self.wd) - (lr / bc1.view(shape)) * m / denom
+            p.copy_(torch.where(mask, updated, p))
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        for mine, saved in zip(self.m + self.v, state["m"] + state["v"], strict=True):
+            mine.copy_(saved)
+        self.t.copy_(state["t"])
+
+
+class Pack(pl.LightningModule):
+    def __init__(self, models: list[GenerativeModel], train: Dataset, member_items: list[np.ndarray],
+                 seeds: list[int], batch_size: int, max_epochs: int, record_seen: bool = False):
+        super().__init__()
+        self.automatic_optimization = False
+        self.members = len(models)
+        params, _ = stack_module_state(models)
+        self.names = list(params)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
+        self.shared_buffers = dict(models[0].named_buffers())
+        base = copy.deepcopy(models[0]).to("meta")
+        self._base = [base]  # kept out of the module tree: only its structure is used
+        self.hp = models[0].hparams
+        self.seeds = [int(s) for s in seeds]
+        self.batch_size = int(batch_size)
+        self.max_epochs = int(max_epochs)
+        data = InMemory(train)
+        prepared = models[0].prepare(data.collate(list(range(len(data)))))
+        self.table = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
+        self.member_items = [np.asarray(items, dtype=np.int64) for items in member_items]
+        self.samplers = [RemovalStableSampler([data.ids[i] for i in items], seed)
+                         for items, seed in zip(self.member_items, self.seeds, strict=True)]
+        self.steps_per_epoch = max(math.ceil(len(i) / self.batch_size) for i in self.member_items)
+        self.member_steps = torch.zeros(self.members, dtype=torch.long)
+        self.record_seen = record_seen
+        self.seen: list[set[int]] = [set() for _ in range(self.members)]
+        self.loss_history: list[list[float]] = [[] for _ in range(self.members)]
+        self.epoch_losses = torch.zeros(self.members)
+        self.epoch_counts = torch.zeros(self.members)
+        self._orders: list[list[int]] | None = None
+
+    # --- data ---------------------------------------------------------------------------------
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(range(self.steps_per_epoch), batch_size=None)
+
+    def on_train_epoch_start(self) -> None:
+        orders = []
+        for sampler, items in zip(self.samplers, self.member_items, strict=True):
+            sampler.set_epoch(self.current_epoch)
+            orders.append(items[list(iter(sampler))])
+        self._orders = orders
+        self.epoch_losses.zero_()
+        self.epoch_counts.zero_()
+
+    def _member_batch(self, m: int, step: int):
+        """Global item indices of member m's batch at this step (empty if it sits out)."""
+        order = self._orders[m]
+        return order[step * self.batch_size : (step + 1) * self.batch_size]
+
+    def _stack(self, step: int):
+        base = self._base[0]
+        batches, noises, weights = [], [], []
+        active = torch.zeros(self.members, dtype=torch.bool)
+        for m in range(self.members):
+            idx = self._member_batch(m, step)
+            n = len(idx)
+            active[m] = n > 0
+            if self.record_seen:
+                self.seen[m].update(int(i) for i in idx)
+            padded = np.zeros(self.batch_size, dtype=np.int64)
+            padded[:n] = idx
+            batches.append({k: v[padded] for k, v in self.table.items()})
+            w = torch.zeros(self.batch_size)
+            w[:n] = 1.0
+            weights.append(w)
+            noise = base.draw_noise(n, step_generator(self.seeds[m], int(self.member_steps[m]))) if n else {}
+            noises.append(noise)
+        keys = next((list(nz) for nz in noises if nz), [])
+        ref = next((nz for nz in noises if nz), None)
+        stacked_noise = {}
+        for key in keys:
+            rows = []
+            for nz in noises:
+                full = torch.zeros((self.batch_size, *ref[key].shape[1:]), dtype=ref[key].dtype)
+                if nz:
+                    full[: len(nz[key])] = nz[key]
+                rows.append(full)
+            stacked_noise[key] = torch.stack(rows).to(self.device)
+        stacked_batch = {k: torch.stack([b[k] for b in batches]).to(self.device) for k in batches[0]}
+        return stacked_batch, stacked_noise, torch.stack(weights).to(self.device), active
+
+    # --- training -----------------------------------------------------------------------------
+    def _losses(self, batch, noise, weight):
+        base = self._base[0]
+        buffers = {k: v.to(self.device) for k, v in self.shared_buffers.items()}
+
+        def member(params, b, nz, w):
+            per = functional_call(base, (params, buffers), (b, nz))
+            return (per * w).sum() / w.sum().clamp(min=1.0)
+
+        params = dict(zip(self.names, self.stacked, strict=True))
+        return vmap(member, randomness="different")(params, batch, noise, weight)
+
+    def lr_at(self, epoch: int) -> float:
+        """Cosine annealing per epoch, as the solo fit's CosineAnnealingLR."""
+        lr, eta_min = float(self.hp.lr), float(self.hp.lr) * 0.05
+        return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * epoch / self.max_epochs)) / 2
+
+    def configure_optimizers(self):
+        return None
+
+    def on_fit_start(self) -> None:
+        self.opt = MaskedAdamW(list(self.stacked), self.members, float(self.hp.lr), float(self.hp.weight_decay))
+        if getattr(self, "_pending_opt_state", None) is not None:
+            self.opt.load_state_dict(self._pending_opt_state)
+
+    def training_step(self, step, batch_idx):
+        batch, noise, weight, active = self._stack(int(step))
+        losses = self._losses(batch, noise, weight)
+        for p in self.stacked:
+            p.grad = None
+        losses.sum().backward()
+        self.opt.step(active.cpu(), self.lr_at(self.current_epoch))
+        detached = losses.detach().cpu()
+        for m in torch.nonzero(active).flatten().tolist():
+            self.loss_history[m].append(float(detached[m]))
+            self.epoch_losses[m] += float(detached[m])
+            self.epoch_counts[m] += 1
+        self.member_steps += active.long()
+        self.log("train/loss_mean", detached[active].mean(), on_step=False, on_epoch=True, batch_size=1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["pack_optimizer"] = self.opt.state_dict()
+        checkpoint["pack_member_steps"] = self.member_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._pending_opt_state = checkpoint.get("pack_optimizer")
+        if "pack_member_steps" in checkpoint:
+            self.member_steps = checkpoint["pack_member_steps"]
+
+    # --- results ------------------------------------------------------------------------------
+    def unpack(self, models: list[GenerativeModel]) -> list[GenerativeModel]:
+        """Copy every member's trained parameters into `models` (the same class and shapes)."""
+        for m, model in enumerate(models):
+            state = model.state_dict()
+            for name, p in zip(self.names, self.stacked, strict=True):
+                state[name] = p[m].detach().clone()
+            model.load_state_dict(state)
+            model.loss_history[:] = self.loss_history[m]
+        return models
