@@ -19,7 +19,7 @@ SWEEP = [
     "generate.m=2", "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
     "embedders.autoencoder.epochs=3", "attribution.methods=[raw_only,fused]", "attribution.keep=20",
     "counterfactual.methods=[raw_only]", "counterfactual.arms=[topk,random,none]", "counterfactual.k=[3]",
-    "counterfactual.seeds=[1]", "counterfactual.grouping=per_target", "counterfactual.job_size=2",
+    "counterfactual.seeds=[1]", "counterfactual.grouping=per_target", "counterfactual.pack_size=2",
 ]
 
 

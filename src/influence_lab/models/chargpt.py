@@ -3,6 +3,8 @@ causal self-attention; the caption embedding is added at every position)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,8 +25,14 @@ class Block(nn.Module):
     def forward(self, x):
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        # written out rather than F.scaled_dot_product_attention, which has no vmap batching rule on
+        # the CPU (packs would fall back to a Python loop over members)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        weights = F.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)
+        if self.training and self.dropout:
+            weights = F.dropout(weights, self.dropout)
+        x = x + self.proj((weights @ v).transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.ln2(x))
 
 

@@ -53,10 +53,10 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     pools = {t: [train_ids[i] for i in prompt_filter.pool(p, cfg.attribution.pool_size)[0]] for t, p in enumerate(prompts)}
     members = make_plan(ranking, pools, train_ids, methods, list(ccfg.arms), [int(k) for k in ccfg.k],
                         [int(s) for s in ccfg.seeds], str(ccfg.grouping))
-    jobs = jobs_of(members, int(ccfg.job_size))
+    jobs = jobs_of(members, int(ccfg.pack_size))
     spec = {"attribute_signature": att_run.signature, "methods": methods,
             "counterfactual": {k: v for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
-                               if k not in ("launcher", "launcher_overrides", "job_size")}}
+                               if k not in ("launcher", "launcher_overrides", "pack_size")}}
     run = RunDir(output_dir(cfg), "counterfactual", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
     if run.done and not cfg.force:
         reused(run)

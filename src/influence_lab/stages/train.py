@@ -16,6 +16,15 @@ from .common import console, output_dir, reused, stage_entry, train_run, train_s
 from .samples import draw_samples
 
 
+def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
+    """Write what a train result records before fitting: resolved config and data fingerprint."""
+    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    data_info = {"fingerprint": bundle.fingerprint, "full_fingerprint": bundle.full_fingerprint,
+                 "n_train": len(bundle.train), "n_val": len(bundle.val), "excluded": sorted(bundle.excluded)}
+    write_json(run / "fingerprint.json", data_info)
+    return train_spec(cfg, bundle)
+
+
 def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
     """Train the model `cfg` describes unless a complete run with its signature exists."""
     bundle = bundle or load_data(cfg.data)
@@ -28,11 +37,7 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
     run.prepare(force=bool(cfg.force))
     console.print(f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
                   highlight=False)
-    spec = train_spec(cfg, bundle)
-    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    data_info = {"fingerprint": bundle.fingerprint, "full_fingerprint": bundle.full_fingerprint,
-                 "n_train": len(bundle.train), "n_val": len(bundle.val), "excluded": sorted(bundle.excluded)}
-    write_json(run / "fingerprint.json", data_info)
+    spec = begin_train_run(run, cfg, bundle)
     tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "train", str(cfg.experiment),
                         f"train-{run.path.name}", {**spec, "signature": run.signature,
                                                    "data_fingerprint": bundle.fingerprint})

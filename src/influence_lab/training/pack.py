@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytorch_lightning as pl
@@ -27,6 +28,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..models.base import GenerativeModel, step_generator
 from .batches import InMemory, RemovalStableSampler
+
+# the pack steps its own optimiser (MaskedAdamW) under manual optimisation
+warnings.filterwarnings("ignore", message=r".*configure_optimizers. returned .None.*")
 
 
 class MaskedAdamW:
