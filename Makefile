@@ -34,6 +34,7 @@ clean:
 	rm -rf outputs
 
 bench: setup
+	$(BIN)/python benchmarks/retrain_throughput.py
 	$(BIN)/python benchmarks/search_scale.py --attribute
 	$(BIN)/python benchmarks/default_models.py --out outputs --docs docs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,15 +61,15 @@ class DataBundle:
     val: Dataset
     excluded: list[str]
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.train)
 
-    @property
+    @functools.cached_property
     def full_fingerprint(self) -> str:
         return fingerprint(self.full)
 
-    @property
+    @functools.cached_property
     def captions(self) -> list[str]:
         return list(self.full["caption"])
 

@@ -19,6 +19,8 @@ for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 # Lightning 2.6 on torch 2.13 warns about its own use of a torch pytree API on every fit
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# with slurm-client installed, Lightning warns on every fit outside a job that srun is unused
+warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers) -> pl.Trainer:

@@ -55,21 +55,31 @@ class MaskedAdamW:
         b1, b2 = self.betas
         self.t += active.float()
         t = self.t.clamp(min=1)
-        bc1 = 1 - b1**t
+        step_size = lr / (1 - b1**t)
         bc2_sqrt = (1 - b2**t).sqrt()
+        rows = None if bool(active.all()) else torch.nonzero(active).flatten()
+        if rows is not None and len(rows) == 0:
+            return
         for p, m, v in zip(self.params, self.m, self.v, strict=True):
             if p.grad is None:
                 continue
             shape = (-1,) + (1,) * (p.dim() - 1)
-            mask = active.view(shape)
-            g = p.grad
-            new_m = m * b1 + g * (1 - b1)
-            new_v = v * b2 + g * g * (1 - b2)
-            m.copy_(torch.where(mask, new_m, m))
-            v.copy_(torch.where(mask, new_v, v))
-            denom = v.sqrt() / bc2_sqrt.view(shape) + self.eps
-            updated = p * (1 - lr * self.wd) - (lr / bc1.view(shape)) * m / denom
-            p.copy_(torch.where(mask, updated, p))
+            if rows is None:  # every member steps: update in place
+                self._update(p.data, m, v, p.grad, step_size.view(shape), bc2_sqrt.view(shape), lr)
+            else:  # only the active members' rows move
+                sub_p, sub_m, sub_v = p.data[rows], m[rows], v[rows]
+                self._update(sub_p, sub_m, sub_v, p.grad[rows], step_size[rows].view(shape),
+                             bc2_sqrt[rows].view(shape), lr)
+                p.data[rows], m[rows], v[rows] = sub_p, sub_m, sub_v
+
+    def _update(self, p, m, v, g, step_size, bc2_sqrt, lr):
+        b1, b2 = self.betas
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+        if self.wd:
+            p.mul_(1 - lr * self.wd)
+        p.sub_(m / denom * step_size)
 
     def state_dict(self) -> dict:
         return {"m": self.m, "v": self.v, "t": self.t}
