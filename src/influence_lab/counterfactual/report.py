@@ -26,10 +26,10 @@ def print_summary(stats: pd.DataFrame, console) -> None:
     head = stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
     table = Table(title=f"{head.metric.iloc[0] if len(head) else ''}: removing each method's top-k vs controls "
                         f"(paired over targets)")
-    for col in ("method", "k", "metric", "vs control", "top-k", "control", "diff [95% CI]", "ratio", "Wilcoxon p"):
+    for col in ("method", "k", "vs control", "top-k", "control", "diff [95% CI]", "ratio", "Wilcoxon p"):
         table.add_column(col, no_wrap=True)
     for r in head.itertuples():
-        table.add_row(r.method, str(r.k), r.metric, r.control, _fmt(r.topk_mean), _fmt(r.control_mean),
+        table.add_row(r.method, str(r.k), r.control, _fmt(r.topk_mean), _fmt(r.control_mean),
                       f"{_fmt(r.mean_diff)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]", _fmt(r.ratio), _fmt(r.wilcoxon_p))
     console.print(table)
 

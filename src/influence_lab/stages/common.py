@@ -14,7 +14,7 @@ from ..errors import InfluenceLabError
 from ..orchestration.signature import signature
 from ..orchestration.store import RunDir
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
 
 
 def stage_entry(fn):
