@@ -18,6 +18,7 @@ from ..counterfactual.metrics import losses, target_metrics
 from ..data import load_data
 from ..errors import InfluenceLabError
 from ..models.build import build_model, load_model, save_model
+from ..orchestration.signature import signature
 from ..orchestration.store import atomic_write, read_json, write_json
 from ..tracking.loggers import Tracking
 from ..training.batches import batch_of
@@ -58,7 +59,10 @@ def retrain(cfg: DictConfig) -> list[str]:
                         str(base.experiment), f"retrain-{sweep.name}-job{job}", {"job": job, "members": plan["jobs"][job]})
     finished = []
     try:
-        runs = train_members(base, bundle, todo, sweep / "jobs" / f"job{job:04d}" / "pack")
+        # the pack's checkpoint directory is named by its members, so a regrouped sweep never
+        # resumes a pack of other members
+        pack_dir = sweep / "packs" / signature(sorted(m["member_id"] for m in todo))
+        runs = train_members(base, bundle, todo, pack_dir)
         for member in todo:
             model = load_model(runs[member["member_id"]].path)
             rows = []
