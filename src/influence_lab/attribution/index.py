@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InfluenceLabError
 from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write
+from ..orchestration.store import RunDir, atomic_write, write_npy
 
 TYPES = ("flat", "ivf", "hnsw")
 METRICS = ("ip", "l2")
@@ -100,7 +100,7 @@ class EmbeddingCache:
         content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32)
                    if bundle.kind == "image" else list(train["text"]))
         emb = embedder.embed(content, list(train["caption"]))
-        atomic_write(self.run / "embeddings.npy", lambda p: np.save(open(p, "wb"), emb))
+        write_npy(self.run / "embeddings.npy", emb)
         index = build_index(emb, self.cfg)
         atomic_write(self.run / "index.faiss", lambda p: faiss.write_index(index, str(p)))
         self.run.mark_done({"n": len(emb), "dim": int(emb.shape[1])})

@@ -99,7 +99,7 @@ def score(method: str, ev: PromptEvidence, weights: dict[str, float]) -> tuple[n
         weighted = sum(PAPER_WEIGHTS[k] * ev.paper[k] for k in PAPER_WEIGHTS)  # (m, pool)
         return ev.pool, -weighted.mean(0)
     raise InfluenceLabError(f"attribution.methods has '{method}'; allowed values are "
-                            f"{', '.join(BASE_METHODS)} and latent:<embedder>.")
+                            f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak.")
 
 
 def paper_features(outputs: np.ndarray, candidates: np.ndarray, emb_out: np.ndarray,

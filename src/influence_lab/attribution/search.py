@@ -42,23 +42,24 @@ def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> n
     return sims
 
 
-def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
-                      cfg) -> pd.DataFrame:
-    """One row per (target, method, rank): id, caption, score, caption_score and every per-space
-    similarity (mean over the prompt's outputs)."""
+def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict, cfg,
+             dense: dict | None = None, desc: str = "attribute"):
+    """Yield (target, prompt, evidence, {method: (candidate indices, scores)}) per prompt.
+
+    `dense` maps extra method names (the gradient attributors) to a function
+    `(prompt, outputs) -> scores over every training item`."""
     captions = list(train["caption"])
-    ids = list(train["id"])
     content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32) if kind == "image"
                else list(train["text"]))
-    n = len(ids)
+    n = len(captions)
     check_sizes(cfg, n)
+    dense = dense or {}
     prompt_filter = PromptFilter(captions, str(cfg.filter))
     methods = resolve_methods(cfg.methods, kind)
     weights = dict(cfg.fused_weights)
     search_k = None if cfg.search_k is None else int(cfg.search_k)
-    rows = []
-    for target, (prompt, outs) in enumerate(tqdm(list(zip(prompts, outputs, strict=True)), desc="attribute",
-                                                 leave=False)):
+    every = np.arange(n)
+    for target, (prompt, outs) in enumerate(tqdm(list(zip(prompts, outputs, strict=True)), desc=desc, leave=False)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
         raw = raw_similarities(outs, content)
@@ -70,16 +71,42 @@ def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embed
         if "paper" in methods and kind == "image":
             emb_name = str(cfg.paper_embedder)
             ev.paper = paper_features(outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool])
+        scored = {}
         for method in methods:
-            cand, scores = score(method, ev, weights)
+            scored[method] = (every, dense[method](prompt, outs)) if method in dense else score(method, ev, weights)
+        yield target, prompt, ev, scored
+
+
+def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
+                      cfg, dense: dict | None = None) -> pd.DataFrame:
+    """One row per (target, method, rank): id, caption, score, caption_score and every per-space
+    similarity (mean over the prompt's outputs)."""
+    captions = list(train["caption"])
+    ids = list(train["id"])
+    rows = []
+    for target, prompt, ev, scored in evaluate(train, kind, prompts, outputs, embedders, caches, cfg, dense):
+        for method, (cand, scores) in scored.items():
             order = np.argsort(-scores, kind="stable")[: int(cfg.keep)]
             for rank, j in enumerate(order):
                 i = int(cand[j])
                 row = {"target": target, "prompt": prompt, "method": method, "rank": rank + 1, "id": ids[i],
-                       "caption": captions[i], "score": float(scores[j]), "caption_score": float(b[i])}
-                for key, sim in raw.items():
+                       "caption": captions[i], "score": float(scores[j]), "caption_score": float(ev.b[i])}
+                for key, sim in ev.raw.items():
                     row[f"raw_{key}"] = float(np.mean(sim[:, i]))
-                for key, sim in latent.items():
+                for key, sim in ev.latent.items():
                     row[f"latent_{key}"] = float(np.nanmean(sim[:, i])) if not np.isnan(sim[:, i]).all() else np.nan
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def dense_scores(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict, cfg,
+                 dense: dict | None = None) -> dict[str, np.ndarray]:
+    """Every method's score of every training item per prompt: {method: (prompts, N)}. Items outside
+    a method's candidate pool get the pool's lowest score (they rank below every candidate)."""
+    out: dict[str, list] = {}
+    for _, _, _, scored in evaluate(train, kind, prompts, outputs, embedders, caches, cfg, dense, desc="scores"):
+        for method, (cand, scores) in scored.items():
+            full = np.full(len(train), float(np.min(scores)) if len(scores) else 0.0)
+            full[cand] = scores
+            out.setdefault(method, []).append(full)
+    return {method: np.stack(rows) for method, rows in out.items()}

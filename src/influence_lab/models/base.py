@@ -1,7 +1,9 @@
 """What every generative model shares: the protocol of DESIGN.md and the Lightning plumbing.
 
 - `sample(prompts, seeds)`: one output per (prompt, seed), deterministic given the seed;
-- `example_loss(batch, noise_seed) -> Tensor[B]`: per-example loss with fixed noise;
+- `example_loss(batch, noise_seed) -> Tensor[B]`: per-example loss with fixed noise
+  (= `measured_loss(prepare(batch), measure_noise(B, noise_seed))`, the split that lets gradient
+  attributors differentiate it per example under `torch.func`);
 - `embed(batch) -> Tensor[B, d]`: the model's own latent representation.
 
 A batch is `{"content": Tensor (images) or list[str] (texts), "caption": list[str]}`.
@@ -67,8 +69,18 @@ class GenerativeModel(pl.LightningModule):
     def loss(self, batch, noise: dict[str, torch.Tensor]) -> torch.Tensor:  # per-example training loss
         raise NotImplementedError
 
-    def example_loss(self, batch, noise_seed: int = 0) -> torch.Tensor:
+    def measure_noise(self, n: int, seed: int) -> dict[str, torch.Tensor]:
+        """The fixed noise of `example_loss` for n examples, example first (row i is example i's)."""
+        return {}
+
+    def measured_loss(self, batch, noise: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-example loss of a prepared batch under the fixed noise of `measure_noise`."""
         raise NotImplementedError
+
+    def example_loss(self, batch, noise_seed: int = 0) -> torch.Tensor:
+        batch = self.prepare(batch)
+        noise = self.measure_noise(len(batch["caption"]), noise_seed)
+        return self.measured_loss(batch, {k: v.to(self.device) for k, v in noise.items()})
 
     def sample(self, prompts: list[str], seeds: list[int]):
         raise NotImplementedError
@@ -76,9 +88,14 @@ class GenerativeModel(pl.LightningModule):
     def embed(self, batch) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, batch, noise):
-        """The per-example training loss: what a pack calls through `functional_call`."""
-        return self.loss(batch, noise)
+    def forward(self, batch, noise, output: str = "loss"):
+        """What `functional_call` runs: the per-example training loss (packs), the measured loss
+        (`output="measured"`) or another output function of the model (`output_<name>`)."""
+        if output == "loss":
+            return self.loss(batch, noise)
+        if output == "measured":
+            return self.measured_loss(batch, noise)
+        return getattr(self, f"output_{output}")(batch, noise)
 
     # --- Lightning ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

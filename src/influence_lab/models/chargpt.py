@@ -99,7 +99,7 @@ class CharGPT(GenerativeModel):
         nll, count = self._nll(batch)
         return nll / count  # per-character, for training
 
-    def example_loss(self, batch, noise_seed: int = 0):
+    def measured_loss(self, batch, noise):
         """Negative log-likelihood of the whole text, end token included (nats); no noise."""
         return self._nll(batch)[0]
 

@@ -137,18 +137,29 @@ class DDPM(GenerativeModel):
         k, T = self.hparams.loss_timesteps, self.hparams.timesteps
         return torch.linspace(0, T - 1, k).round().long()
 
-    def example_loss(self, batch, noise_seed: int = 0):
-        """Denoising loss averaged over `loss_timesteps` fixed timesteps with fixed noise."""
+    def measure_noise(self, n, seed):
+        """Noise of each of the `loss_timesteps` fixed timesteps, example first: (n, K, C, H, W)."""
+        return {"eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.shape)).transpose(0, 1)}
+
+    def _over_timesteps(self, batch, noise, per_step):
         x0 = batch["content"] * 2 - 1
         n = len(x0)
         c = self.cond(batch)
-        eps_all = seeded_normal(noise_seed, (self.hparams.loss_timesteps, *x0.shape), self.device)
         total = torch.zeros(n, device=self.device)
         for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
             t = torch.full((n,), t_val, device=self.device, dtype=torch.long)
-            pred = self.net(self._noised(x0, t, eps_all[k]), t, c)
-            total = total + (pred - eps_all[k]).pow(2).flatten(1).mean(1)
+            eps = noise["eps"][:, k]
+            total = total + per_step(self.net(self._noised(x0, t, eps), t, c), eps).flatten(1).mean(1)
         return total / self.hparams.loss_timesteps
+
+    def measured_loss(self, batch, noise):
+        """Denoising loss averaged over `loss_timesteps` fixed timesteps with fixed noise."""
+        return self._over_timesteps(batch, noise, lambda pred, eps: (pred - eps).pow(2))
+
+    def output_dtrak(self, batch, noise):
+        """D-TRAK's output function: the squared norm of the predicted noise, over the same fixed
+        timesteps and noise (Zheng et al., ICLR 2024)."""
+        return self._over_timesteps(batch, noise, lambda pred, eps: pred.pow(2))
 
     def _eps(self, x, t, c, c_null):
         if not self.conditional or self.hparams.guidance == 1.0:

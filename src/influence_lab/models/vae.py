@@ -104,9 +104,11 @@ class VAE(GenerativeModel):
     def loss(self, batch, noise):
         return self._neg_elbo(batch, noise["eps"])
 
-    def example_loss(self, batch, noise_seed: int = 0):
-        eps = seeded_normal(noise_seed, (len(batch["content"]), self.hparams.latent_dim), self.device)
-        return self._neg_elbo(batch, eps)
+    def measure_noise(self, n, seed):
+        return {"eps": seeded_normal(seed, (n, self.hparams.latent_dim))}
+
+    def measured_loss(self, batch, noise):
+        return self._neg_elbo(batch, noise["eps"])
 
     @torch.no_grad()
     def sample(self, prompts, seeds):

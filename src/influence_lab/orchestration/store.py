@@ -41,6 +41,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_npy(path: Path, array) -> Path:
+    """Save a numpy array atomically (np.save would add '.npy' to a temp name, so write a handle)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+    return atomic_write(path, write)
+
+
 def write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 

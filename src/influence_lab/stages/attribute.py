@@ -11,6 +11,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.embedders import build_embedder
+from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.index import EmbeddingCache
 from ..attribution.search import attribute_prompts, resolve_methods
 from ..data import load_data
@@ -22,6 +23,7 @@ from ..report.neighbours import neighbour_grid, neighbour_text
 from ..tracking.loggers import Tracking
 from .common import console, output_dir, reused, stage_entry, upstream
 from .generate import generate
+from .gradients import gradient_scorers
 
 
 def load_outputs(gen_run: RunDir):
@@ -58,6 +60,9 @@ def attribute(cfg: DictConfig) -> RunDir:
         raise InfluenceLabError("the paper scorer works on images only; drop 'paper' from attribution.methods.")
     if "paper" in methods and acfg.paper_embedder not in acfg.embedders:
         raise InfluenceLabError(f"attribution.paper_embedder '{acfg.paper_embedder}' is not in attribution.embedders.")
+    for method in methods:
+        if method in GRADIENT_METHODS:
+            check_gradient_method(method, str(cfg.model.name))
     spec = {"generate_signature": gen_run.signature, "methods": methods,
             "attribution": OmegaConf.to_container(acfg, resolve=True),
             "embedders": {k: OmegaConf.to_container(cfg.embedders[k], resolve=True) for k in acfg.embedders}}
@@ -74,7 +79,8 @@ def attribute(cfg: DictConfig) -> RunDir:
                                          model_signature=provenance["model_signature"], bundle=bundle, root=root)
         caches[name] = EmbeddingCache(root, embedders[name], bundle, acfg.index)
     prompts, outputs, _ = load_outputs(gen_run)
-    table = attribute_prompts(bundle.train, bundle.kind, prompts, outputs, embedders, caches, acfg)
+    dense = gradient_scorers(cfg, bundle, provenance["model_dir"], provenance["model_signature"], methods)
+    table = attribute_prompts(bundle.train, bundle.kind, prompts, outputs, embedders, caches, acfg, dense)
     atomic_write(run / "attribution.parquet", lambda p: table.to_parquet(p, index=False))
     pictures = draw_neighbours(run, bundle, table, prompts, outputs, int(acfg.grid_top))
     write_json(run / "provenance.json", {**spec, "generate_dir": str(gen_run.path),

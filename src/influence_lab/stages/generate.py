@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from ..data import load_data
 from ..models.build import load_model
 from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, write_json
+from ..orchestration.store import RunDir, atomic_write, write_json, write_npy
 from ..report.quality import quality
 from ..tracking.loggers import Tracking
 from .common import console, output_dir, reused, stage_entry, upstream
@@ -47,7 +47,7 @@ def generate(cfg: DictConfig) -> RunDir:
     table = pd.DataFrame(rows)
     if isinstance(outputs, np.ndarray):
         flat = outputs.reshape(-1, *outputs.shape[2:]).astype(np.float32)
-        atomic_write(run / "images.npy", lambda p: np.save(open(p, "wb"), flat))
+        write_npy(run / "images.npy", flat)
     else:
         table["text"] = [t for row in outputs for t in row]
     atomic_write(run / "outputs.parquet", lambda p: table.to_parquet(p, index=False))

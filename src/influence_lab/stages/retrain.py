@@ -5,27 +5,22 @@ each member's results are written atomically with a `.done` marker."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.embedders import build_embedder
 from ..counterfactual.metrics import losses, target_metrics
 from ..data import load_data
 from ..errors import InfluenceLabError
-from ..models.build import build_model, load_model, save_model
+from ..models.build import load_model
 from ..orchestration.signature import signature
 from ..orchestration.store import atomic_write, read_json, write_json
 from ..tracking.loggers import Tracking
-from ..training.batches import batch_of
-from ..training.fit import fit_pack
 from .attribute import load_outputs
-from .common import console, output_dir, stage_entry, train_run
-from .train import begin_train_run
+from .common import console, output_dir, stage_entry
+from .members import train_members
 
 
 def member_done(results: Path, member_id: str) -> bool:
@@ -84,50 +79,6 @@ def retrain(cfg: DictConfig) -> list[str]:
     finally:
         tracking.finish()
     return finished
-
-
-def member_cfg(base: DictConfig, member: dict) -> DictConfig:
-    mcfg = base.copy()
-    mcfg.data.exclude_ids = list(member["removed"])
-    mcfg.seed = int(member["seed"])
-    mcfg.force = False
-    mcfg.logger = OmegaConf.create({"name": "none"})
-    mcfg.trainer.progress_bar = False
-    return mcfg
-
-
-def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path) -> dict:
-    """Each member's train result (signature-named, as `influence-lab train` would make it),
-    training the missing ones together as one pack."""
-    runs, missing = {}, []
-    for member in members:
-        mcfg = member_cfg(base, member)
-        mbundle = load_data(mcfg.data)
-        run = train_run(mcfg, mbundle)
-        runs[member["member_id"]] = run
-        if not run.done:
-            missing.append((member, mcfg, mbundle, run))
-    if not missing:
-        return runs
-    models = [build_model(base.model, bundle, int(m["seed"])) for m, *_ in missing]
-    position = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
-    items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
-    console.print(f"training {len(models)} members as one pack", highlight=False)
-    start = time.perf_counter()
-    fit_pack(models, bundle.train, items, [int(m["seed"]) for m, *_ in missing], base.model.fit, base.trainer,
-             pack_dir)
-    seconds = time.perf_counter() - start
-    for model, (_, mcfg, mbundle, run) in zip(models, missing, strict=True):
-        run.prepare()
-        begin_train_run(run, mcfg, mbundle)
-        save_model(model.eval(), run.path)
-        with torch.no_grad():
-            val = float(model.example_loss(batch_of(mbundle.val), 0).mean()) if len(mbundle.val) else float("nan")
-        write_json(run / "metrics.json", {"val/loss": val, "train/loss": model.loss_history[-1],
-                                          "epochs": int(base.model.fit.max_epochs), "steps": len(model.loss_history),
-                                          "trained_in_pack": len(models), "fit_seconds": seconds / len(models)})
-        run.mark_done({"data_fingerprint": mbundle.fingerprint, "pack": str(pack_dir)})
-    return runs
 
 
 class _Dir:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from ..data import DataBundle
 from ..models.base import GenerativeModel
+from ..orchestration.store import atomic_write, read_json, write_json
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -23,10 +24,32 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
-def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers) -> pl.Trainer:
+class Snapshots(pl.Callback):
+    """Save the weights and learning rate at `count` evenly spaced epochs (TracIn's checkpoints)
+    under `<run>/snapshots/`, listed in `snapshots/index.json`."""
+
+    def __init__(self, folder: Path, count: int, max_epochs: int):
+        self.folder = Path(folder)
+        self.epochs = sorted({max(1, round(max_epochs * (i + 1) / count)) for i in range(count)})
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch not in self.epochs:
+            return
+        name = f"epoch{epoch:04d}.pt"
+        atomic_write(self.folder / name, lambda p: torch.save(pl_module.state_dict(), p))
+        index = read_json(self.folder / "index.json") if (self.folder / "index.json").exists() else []
+        index = [e for e in index if e["epoch"] != epoch]
+        index.append({"epoch": epoch, "file": name, "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
+        write_json(self.folder / "index.json", sorted(index, key=lambda e: e["epoch"]))
+
+
+def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0) -> pl.Trainer:
     callbacks = [
         pl.callbacks.ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0)
     ]
+    if snapshots:
+        callbacks.append(Snapshots(Path(run_dir) / "snapshots", int(snapshots), max_epochs))
     plugins = []
     if "SLURM_JOB_ID" in os.environ:  # inside a submitit job: submitit, not Lightning, handles requeueing
         from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -65,7 +88,7 @@ def fit(
         torch.set_num_threads(int(trainer_cfg.num_threads))
     train = loader(bundle.train, int(fit_cfg.batch_size), shuffle=True, seed=seed)
     val = loader(bundle.val, 512) if len(bundle.val) else None
-    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
+    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers, int(fit_cfg.get("snapshots") or 0))
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
     trainer.fit(model, train, val, ckpt_path=str(last) if last.exists() else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

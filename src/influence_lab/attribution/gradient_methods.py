@@ -1,0 +1,119 @@
+"""Gradient attributors: TracIn, TRAK and D-TRAK, on the projected per-example gradients of
+`per_example`. Every score is "higher = the item did more to make the model produce the
+target" (it lowers the target's loss), the convention of the search scorers.
+
+- TracIn (Pruthi et al. 2020): sum over the training snapshots c of lr_c * <g_c(target), g_c(item)>.
+- TRAK (Park et al. 2023): per ensemble model k, phi_k(target) (Phi_k^T Phi_k + lambda I)^-1 Phi_k^T
+  with Phi_k the training items' projected gradients of the example loss; averaged over the
+  ensemble (models trained on the full set with seeds seed, seed+1, ...). For these outputs
+  (losses, not classification margins) the TRAK Q weighting is the identity.
+- D-TRAK (Zheng et al. 2024): TRAK with the squared norm of the predicted noise, over the fixed
+  timesteps and noise of `example_loss`, as the output function on both sides. Diffusion only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ..errors import InfluenceLabError
+from ..models.build import load_model
+from ..orchestration.store import read_json
+from .per_example import SparseProjector, n_params, projected_gradients, train_features
+
+GRADIENT_METHODS = ("tracin", "trak", "dtrak")
+
+
+@dataclass
+class GradientSetup:
+    """What a gradient attributor needs: the trained model(s) and the training items."""
+
+    cfg: DictConfig  # attribution.gradient
+    root: Path  # output dir (feature cache)
+    model_dir: Path  # the attributed model's train result
+    model_signature: str
+    ensemble: list[tuple[Path, str]]  # (train result, signature) of the TRAK ensemble, model first
+    train_batch: dict
+    fingerprint: str
+
+
+def _target_features(model, batch, output: str, proj_dim: int, seed: int, noise_seed: int) -> np.ndarray:
+    return projected_gradients(model, batch, SparseProjector(n_params(model), proj_dim, seed), output, noise_seed)
+
+
+class TracIn:
+    def __init__(self, setup: GradientSetup):
+        folder = setup.model_dir / "snapshots"
+        if not (folder / "index.json").exists():
+            raise InfluenceLabError(f"tracin needs the training snapshots of {setup.model_dir}, which has none "
+                                    f"(model.fit.snapshots was 0, or the model was trained in a pack); "
+                                    f"retrain it with model.fit.snapshots=4 force=true.")
+        self.setup, self.snapshots = setup, read_json(folder / "index.json")
+        self.models, self.features = [], []
+        cfg = setup.cfg
+        for snap in self.snapshots:
+            model = load_model(setup.model_dir)
+            model.load_state_dict(torch.load(folder / snap["file"], map_location="cpu", weights_only=True))
+            self.models.append(model.eval())
+            self.features.append(train_features(setup.root, model, f"{setup.model_signature}/{snap['file']}",
+                                                 setup.train_batch, setup.fingerprint, "measured",
+                                                 int(cfg.proj_dim), int(cfg.proj_seed)))
+
+    def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
+        total = 0.0
+        for snap, model, phi in zip(self.snapshots, self.models, self.features, strict=True):
+            q = _target_features(model, batch, "measured", int(self.setup.cfg.proj_dim), int(self.setup.cfg.proj_seed),
+                                 noise_seed)
+            total = total + float(snap["lr"]) * (q.astype(np.float64) @ phi.T.astype(np.float64))
+        return np.asarray(total)
+
+
+class Trak:
+    """TRAK (output = "measured") or D-TRAK (output = "dtrak") over the first `ensemble` models."""
+
+    def __init__(self, setup: GradientSetup, output: str = "measured", ensemble: int | None = None):
+        cfg = setup.cfg
+        self.setup, self.output = setup, output
+        size = int(ensemble or cfg.ensemble)
+        if size > len(setup.ensemble):
+            raise InfluenceLabError(f"TRAK asks for {size} ensemble models but {len(setup.ensemble)} were trained.")
+        self.models, self.solved = [], []
+        for k, (path, sig) in enumerate(setup.ensemble[:size]):
+            model = load_model(path)
+            phi = train_features(setup.root, model, sig, setup.train_batch, setup.fingerprint, output,
+                                 int(cfg.proj_dim), int(cfg.proj_seed) + k).astype(np.float64)
+            kernel = phi.T @ phi
+            damping = float(cfg.damping) * float(np.mean(np.diag(kernel)))
+            self.solved.append(np.linalg.solve(kernel + damping * np.eye(len(kernel)), phi.T))  # (d, n)
+            self.models.append(model)
+
+    def per_model_scores(self, batch: dict, noise_seed: int = 0) -> list[np.ndarray]:
+        cfg = self.setup.cfg
+        out = []
+        for k, (model, solved) in enumerate(zip(self.models, self.solved, strict=True)):
+            q = _target_features(model, batch, self.output, int(cfg.proj_dim), int(cfg.proj_seed) + k, noise_seed)
+            out.append(q.astype(np.float64) @ solved)
+        return out
+
+    def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
+        return np.mean(self.per_model_scores(batch, noise_seed), axis=0)
+
+
+def check_gradient_method(method: str, model_name: str) -> None:
+    if method == "dtrak" and model_name != "ddpm":
+        raise InfluenceLabError(f"dtrak is defined for diffusion models (model=ddpm), not model={model_name}; "
+                                f"use trak or tracin.")
+
+
+def build_attributor(method: str, setup: GradientSetup):
+    if method == "tracin":
+        return TracIn(setup)
+    if method == "trak":
+        return Trak(setup, "measured")
+    if method == "dtrak":
+        return Trak(setup, "dtrak")
+    raise InfluenceLabError(f"unknown gradient method '{method}'; allowed: {', '.join(GRADIENT_METHODS)}.")

@@ -1,0 +1,65 @@
+"""Set up the gradient attributors for a stage: train the TRAK ensemble (as one pack, reusing any
+model already trained) and wrap each attributor as a dense scorer `(prompt, outputs) -> scores`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ..attribution.gradient_methods import (
+    GRADIENT_METHODS,
+    GradientSetup,
+    build_attributor,
+    check_gradient_method,
+)
+from ..counterfactual.metrics import NOISE_SEED
+from ..data import DataBundle
+from ..orchestration.signature import signature
+from ..training.batches import batch_of
+from .common import output_dir, train_spec
+from .members import train_members
+
+
+def ensemble_runs(cfg: DictConfig, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:
+    """Train results of `size` full-data models with seeds seed, seed+1, ...: the first is the model
+    being attributed; missing ones are trained together as one pack."""
+    members = [{"member_id": f"seed{int(cfg.seed) + k}", "removed": [], "seed": int(cfg.seed) + k}
+               for k in range(size)]
+    pack = output_dir(cfg) / "packs" / signature({"ensemble": [m["seed"] for m in members],
+                                                  "spec": train_spec(cfg, bundle)})
+    runs = train_members(cfg, bundle, members, pack)
+    return [(runs[m["member_id"]].path, runs[m["member_id"]].signature) for m in members]
+
+
+def gradient_setup(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str,
+                   ensemble: int) -> GradientSetup:
+    gcfg = cfg.attribution.gradient
+    return GradientSetup(cfg=gcfg, root=output_dir(cfg), model_dir=Path(model_dir), model_signature=model_signature,
+                         ensemble=ensemble_runs(cfg, bundle, ensemble) if ensemble else [],
+                         train_batch=batch_of(bundle.train), fingerprint=bundle.fingerprint)
+
+
+def as_batch(outputs, prompt: str) -> dict:
+    content = outputs if isinstance(outputs, list) else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
+    return {"content": content, "caption": [prompt] * len(outputs)}
+
+
+def gradient_scorers(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str,
+                     methods: list[str], ensemble: int | None = None) -> dict:
+    """{method: (prompt, outputs) -> Data Influence over every training item (summed over outputs)}."""
+    wanted = [m for m in methods if m in GRADIENT_METHODS]
+    for method in wanted:
+        check_gradient_method(method, str(cfg.model.name))
+    if not wanted:
+        return {}
+    size = int(ensemble or cfg.attribution.gradient.ensemble)
+    needs_ensemble = any(m in ("trak", "dtrak") for m in wanted)
+    setup = gradient_setup(cfg, bundle, model_dir, model_signature, size if needs_ensemble else 0)
+    scorers = {}
+    for method in wanted:
+        attributor = build_attributor(method, setup)
+        scorers[method] = (lambda prompt, outs, a=attributor: a.scores(as_batch(outs, prompt), NOISE_SEED).sum(0))
+    return scorers
