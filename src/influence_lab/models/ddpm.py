@@ -145,9 +145,9 @@ class DDPM(GenerativeModel):
         x0 = batch["content"] * 2 - 1
         n = len(x0)
         c = self.cond(batch)
-        total = torch.zeros(n, device=self.device)
+        total = x0.new_zeros(n)  # devices from the data: under a pack the module itself is on "meta"
         for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
-            t = torch.full((n,), t_val, device=self.device, dtype=torch.long)
+            t = torch.full((n,), t_val, device=x0.device, dtype=torch.long)
             eps = noise["eps"][:, k]
             total = total + per_step(self.net(self._noised(x0, t, eps), t, c), eps).flatten(1).mean(1)
         return total / self.hparams.loss_timesteps

@@ -7,5 +7,6 @@ STAGES = {
     "attribute": "rank the training items that influenced each prompt's outputs (prompt filter, raw and latent search)",
     "counterfactual": "retrain without each method's top-k and controls (a Hydra multirun of retrain), compare with statistics",
     "retrain": "train and measure the members of one job of a counterfactual sweep (launched by counterfactual)",
+    "lds": "score every attribution method by the linear datamodeling score on subset-trained models; memorization",
     "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
 }

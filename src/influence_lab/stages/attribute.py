@@ -71,13 +71,7 @@ def attribute(cfg: DictConfig) -> RunDir:
         reused(run)
         return run
     run.prepare(force=bool(cfg.force))
-    model = load_model(provenance["model_dir"])
-    root = output_dir(cfg)
-    embedders, caches = {}, {}
-    for name in acfg.embedders:
-        embedders[name] = build_embedder(name, cfg.embedders[name], model=model,
-                                         model_signature=provenance["model_signature"], bundle=bundle, root=root)
-        caches[name] = EmbeddingCache(root, embedders[name], bundle, acfg.index)
+    embedders, caches = search_spaces(cfg, bundle, provenance)
     prompts, outputs, _ = load_outputs(gen_run)
     dense = gradient_scorers(cfg, bundle, provenance["model_dir"], provenance["model_signature"], methods)
     table = attribute_prompts(bundle.train, bundle.kind, prompts, outputs, embedders, caches, acfg, dense)
@@ -90,6 +84,18 @@ def attribute(cfg: DictConfig) -> RunDir:
     run.mark_done({"generate_signature": gen_run.signature})
     summarise(table, run, pictures)
     return run
+
+
+def search_spaces(cfg: DictConfig, bundle, provenance: dict) -> tuple[dict, dict]:
+    """The embedders of `attribution.embedders` and their cached training-set indexes."""
+    model = load_model(provenance["model_dir"])
+    root = output_dir(cfg)
+    embedders, caches = {}, {}
+    for name in cfg.attribution.embedders:
+        embedders[name] = build_embedder(name, cfg.embedders[name], model=model,
+                                         model_signature=provenance["model_signature"], bundle=bundle, root=root)
+        caches[name] = EmbeddingCache(root, embedders[name], bundle, cfg.attribution.index)
+    return embedders, caches
 
 
 def draw_neighbours(run: RunDir, bundle, table: pd.DataFrame, prompts, outputs, top: int) -> list:

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_data
 from ..models.build import build_model, save_model
-from ..orchestration.store import write_json
+from ..orchestration.store import atomic_write, write_json
 from ..training.batches import batch_of
 from ..training.fit import fit_pack
 from .common import console, train_run
@@ -29,9 +30,11 @@ def member_cfg(base: DictConfig, member: dict) -> DictConfig:
     return mcfg
 
 
-def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path) -> dict:
+def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
+                  track_ids: list[str] | None = None) -> dict:
     """Each member's train result (signature-named, as `influence-lab train` would make it),
-    training the missing ones together as one pack."""
+    training the missing ones together as one pack. With `track_ids`, each new member also gets
+    `dynamics.parquet`: the measured loss of those training items after every epoch."""
     runs, missing = {}, []
     for member in members:
         mcfg = member_cfg(base, member)
@@ -47,10 +50,11 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path)
     items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
     console.print(f"training {len(models)} members as one pack", highlight=False)
     start = time.perf_counter()
-    fit_pack(models, bundle.train, items, [int(m["seed"]) for m, *_ in missing], base.model.fit, base.trainer,
-             pack_dir)
+    track = [position[i] for i in track_ids] if track_ids else None
+    pack = fit_pack(models, bundle.train, items, [int(m["seed"]) for m, *_ in missing], base.model.fit, base.trainer,
+                    pack_dir, track=track)
     seconds = time.perf_counter() - start
-    for model, (_, mcfg, mbundle, run) in zip(models, missing, strict=True):
+    for m, (model, (_, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
         save_model(model.eval(), run.path)
@@ -59,5 +63,11 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path)
         write_json(run / "metrics.json", {"val/loss": val, "train/loss": model.loss_history[-1],
                                           "epochs": int(base.model.fit.max_epochs), "steps": len(model.loss_history),
                                           "trained_in_pack": len(models), "fit_seconds": seconds / len(models)})
+        if track:
+            included = set(mbundle.train["id"])
+            dynamics = pd.DataFrame([{"epoch": epoch, "id": item_id, "included": item_id in included,
+                                      "loss": float(losses[m, j])}
+                                     for epoch, losses in pack.dynamics for j, item_id in enumerate(track_ids)])
+            atomic_write(run / "dynamics.parquet", lambda p, d=dynamics: d.to_parquet(p, index=False))
         run.mark_done({"data_fingerprint": mbundle.fingerprint, "pack": str(pack_dir)})
     return runs

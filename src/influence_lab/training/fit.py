@@ -98,16 +98,18 @@ def fit(
 
 
 def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int], fit_cfg: DictConfig,
-             trainer_cfg: DictConfig, run_dir: Path, loggers=None, record_seen: bool = False):
+             trainer_cfg: DictConfig, run_dir: Path, loggers=None, record_seen: bool = False, track=None):
     """Train `models` together as one pack (see `training.pack`): member m on the rows
     `member_items[m]` of `train` with seed `seeds[m]`. The trained weights are copied back into
-    `models`; the pack is returned (per-member loss histories, items seen)."""
+    `models`; the pack is returned (per-member loss histories, items seen, and the measured loss
+    of the rows `track` after every epoch)."""
     from .pack import Pack
 
     pl.seed_everything(int(seeds[0]), workers=True, verbose=False)
     if trainer_cfg.get("num_threads"):
         torch.set_num_threads(int(trainer_cfg.num_threads))
-    pack = Pack(models, train, member_items, seeds, int(fit_cfg.batch_size), int(fit_cfg.max_epochs), record_seen)
+    pack = Pack(models, train, member_items, seeds, int(fit_cfg.batch_size), int(fit_cfg.max_epochs), record_seen,
+                track)
     trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
     trainer.fit(pack, ckpt_path=str(last) if last.exists() else None)

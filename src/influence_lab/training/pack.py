@@ -92,7 +92,8 @@ class MaskedAdamW:
 
 class Pack(pl.LightningModule):
     def __init__(self, models: list[GenerativeModel], train: Dataset, member_items: list[np.ndarray],
-                 seeds: list[int], batch_size: int, max_epochs: int, record_seen: bool = False):
+                 seeds: list[int], batch_size: int, max_epochs: int, record_seen: bool = False,
+                 track: list[int] | None = None):
         super().__init__()
         self.automatic_optimization = False
         self.members = len(models)
@@ -120,6 +121,9 @@ class Pack(pl.LightningModule):
         self.epoch_losses = torch.zeros(self.members)
         self.epoch_counts = torch.zeros(self.members)
         self._orders: list[list[int]] | None = None
+        # training dynamics: every member's measured loss of the rows `track` after each epoch
+        self.track = [int(i) for i in (track or [])]
+        self.dynamics: list[tuple[int, np.ndarray]] = []  # (epoch, (members, len(track)))
 
     # --- data ---------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -210,6 +214,20 @@ class Pack(pl.LightningModule):
             self.epoch_counts[m] += 1
         self.member_steps += active.long()
         self.log("train/loss_mean", detached[active].mean(), on_step=False, on_epoch=True, batch_size=1)
+
+    def on_train_epoch_end(self) -> None:
+        if not self.track:
+            return
+        base = self._base[0]
+        rows = torch.as_tensor(self.track)
+        batch = {k: v[rows].to(self.device) for k, v in self.table.items()}
+        noise = {k: v.to(self.device) for k, v in base.measure_noise(len(self.track), 0).items()}
+        buffers = {k: v.to(self.device) for k, v in self.shared_buffers.items()}
+        params = dict(zip(self.names, self.stacked, strict=True))
+        with torch.no_grad():
+            losses = vmap(lambda p: functional_call(base, (p, buffers), (batch, noise), {"output": "measured"}),
+                          randomness="same")(params)
+        self.dynamics.append((int(self.current_epoch) + 1, losses.cpu().numpy()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["pack_optimizer"] = self.opt.state_dict()

@@ -1,0 +1,81 @@
+"""Pictures of the `lds` stage: LDS bars with intervals, the most memorized items, and training
+dynamics (loss of tracked items over epochs, for the models that saw them and those that did not)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..orchestration.store import atomic_write  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=dpi, format="png"))
+    plt.close(fig)
+    return Path(path)
+
+
+def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """One bar per method label: mean LDS with its bootstrap 95% interval."""
+    table = table.sort_values("lds", ascending=True)
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
+    y = np.arange(len(table))
+    err = np.vstack([table["lds"] - table["ci_low"], table["ci_high"] - table["lds"]])
+    colors = ["tab:orange" if str(m).split("@")[0] in ("tracin", "trak", "dtrak") else "tab:blue"
+              for m in table["method"]]
+    ax.barh(y, table["lds"], xerr=np.nan_to_num(err), color=colors, capsize=3)
+    ax.set_yticks(y, table["method"], fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("LDS (Spearman, mean over targets, 95% bootstrap interval)")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def memorization_grid(images: np.ndarray, labels: list[str], path: Path, title: str, cols: int = 8) -> Path:
+    """The most memorized training items, each titled with its id, caption and score."""
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(images):
+            continue
+        img = images[k]
+        grey = img.shape[0] == 1
+        ax.imshow(img[0] if grey else img.transpose(1, 2, 0), cmap="gray_r" if grey else None, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title("\n".join(textwrap.wrap(labels[k], 18)), fontsize=5.5)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def dynamics_plot(dynamics: pd.DataFrame, path: Path, title: str) -> Path:
+    """Per tracked item: mean loss per epoch over the models that trained on it (solid) and the
+    models that did not (dashed)."""
+    items = list(dict.fromkeys(dynamics["id"]))
+    cols = min(4, len(items))
+    rows = int(np.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.3 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items, strict=False):
+        ax.axis("on")
+        sub = dynamics[dynamics["id"] == item]
+        for included, style, label in ((True, "-", "trained on it"), (False, "--", "held out")):
+            curve = sub[sub["included"] == included].groupby("epoch")["loss"].mean()
+            if len(curve):
+                ax.plot(curve.index, curve.values, style, label=label)
+        ax.set_title(str(item), fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_ylabel("loss", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
