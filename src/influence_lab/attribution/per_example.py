@@ -3,7 +3,7 @@
 Written with `torch.func` (`vmap(grad(functional_call(...)))`) rather than through dattri: dattri's
 gradient code is the same `torch.func` construction, but its CPU projector (`BasicProjector`)
 draws a dense (parameters x block) Gaussian matrix anew for every batch of examples -- for the
-digits DDPM (about 350k parameters, 1,024 dimensions) that is 360M random numbers per batch, and
+digits DDPM (about 350k parameters, 4,096 dimensions) that is 1.4G random numbers per batch, and
 its fast projectors need CUDA. A sparse Johnson-Lindenstrauss sketch (below) preserves inner
 products the same way at a cost linear in the number of parameters, which keeps TRAK/TracIn
 features of a whole training set at seconds per model on 2 cores.
@@ -12,6 +12,7 @@ features of a whole training set at seconds per model on 2 cores.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def per_example_gradients(model: GenerativeModel, batch: dict, output: str = "me
         return functional_call(model, (p, buffers), (one, one_noise), {"output": output}).sum()
 
     per_example = vmap(grad(f), in_dims=(None, 0, 0))
-    for start in tqdm(range(0, n, chunk), desc=desc, leave=False, disable=desc is None):
+    for start in tqdm(range(0, n, chunk), desc=desc, leave=False,
+                      disable=desc is None or not sys.stderr.isatty()):
         sl = slice(start, start + chunk)
         grads = per_example(params, {k: v[sl] for k, v in tensors.items()}, {k: v[sl] for k, v in noise.items()})
         yield torch.cat([grads[k].reshape(grads[k].shape[0], -1) for k in params], 1)

@@ -1,0 +1,77 @@
+"""The `lds` stage end to end on a small preset."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from influence_lab.data import load_data
+from influence_lab.models.build import load_model
+from influence_lab.stages import lds as lds_stage
+from influence_lab.stages.lds import lds
+
+PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2",
+          "attribution.gradient.proj_dim=256", "lds.subsets=6", "lds.seeds=[1]", "lds.pack_size=6",
+          "lds.trak_ensembles=[1,2]", "lds.track_items=3", "lds.memorization_top=4",
+          "attribution.methods=[raw_only,fused]",
+          "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
+
+
+def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys):
+    cfg = cfg_factory("lds", *PRESET, model="ddpm")
+    run = lds(cfg)
+    table = pd.read_csv(run / "lds.csv")
+    labels = {"raw_only", "fused", "tracin", "trak@1", "trak@2", "dtrak@1", "dtrak@2"}
+    assert set(table.method) == labels
+    assert table["lds"].between(-1, 1).all() and (table["targets"] == 4).all()
+    assert (table["ci_low"] <= table["lds"]).all() and (table["lds"] <= table["ci_high"]).all()
+    per = pd.read_parquet(run / "lds_targets.parquet")
+    assert len(per) == len(labels) * 4
+    for name in ("lds.png", "memorization.png", "dynamics.png"):
+        assert (run / name).stat().st_size > 2000, name
+    assert "| method | LDS |" in (run / "summary.md").read_text()
+
+    bundle = load_data(cfg.data)
+    masks = np.load(run / "subsets.npy")
+    assert masks.shape == (6, len(bundle.train)) and set(masks.sum(1)) == {len(bundle.train) // 2}
+    mem = pd.read_parquet(run / "memorization.parquet")
+    assert len(mem) == len(bundle.train) and mem["memorization"].notna().mean() > 0.9
+
+    # a subset model is an ordinary train result without the items outside its subset, and the
+    # stored target losses are its example_loss
+    subset_runs = [p for p in (tmp_path / "train").iterdir()
+                   if json.loads((p / "fingerprint.json").read_text())["n_train"] == len(bundle.train) // 2]
+    assert len(subset_runs) == 6
+    ids = np.array(bundle.train["id"])
+    excluded = {tuple(json.loads((p / "fingerprint.json").read_text())["excluded"]) for p in subset_runs}
+    assert excluded == {tuple(sorted(ids[~m])) for m in masks}
+    losses = np.load(run / "losses" / "s000-seed1.npz")
+    assert losses["targets"].shape == (4,) and losses["items"].shape == (len(bundle.train),)
+
+    dyn = pd.read_parquet(run / "dynamics.parquet")
+    assert sorted(dyn["epoch"].unique()) == [1, 2, 3] and dyn["id"].nunique() == 3
+    assert set(dyn["included"]) == {True, False}
+    assert len(dyn) == 6 * 3 * 3
+
+    # the subset models are reused by a later call with other methods: nothing is trained again
+    before = sorted(p.name for p in (tmp_path / "train").iterdir())
+    capsys.readouterr()
+    again = lds(cfg_factory("lds", *PRESET, "lds.methods=[caption_only]", model="ddpm"))
+    err = capsys.readouterr().err
+    assert "members as one pack" not in err and "caption_only" in err
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == before
+    assert again.path != run.path
+    model = load_model(subset_runs[0])
+    assert model.hparams.hidden == 64
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["lds.alpha=1.5"], "lds.alpha is 1.5; it must be strictly between 0 and 1."),
+    (["lds.subsets=2"], "lds.subsets is 2; a rank correlation needs at least 3 subsets."),
+    (["lds.methods=[dtrak]"], "dtrak is defined for diffusion models (model=ddpm), not model=vae"),
+])
+def test_lds_bad_settings(cfg_factory, capsys, overrides, message):
+    with pytest.raises(SystemExit):
+        lds_stage.run(cfg_factory("lds", *PRESET, *overrides))
+    assert message in capsys.readouterr().err
