@@ -34,6 +34,10 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.barh(y, table["lds"], xerr=np.nan_to_num(err), color=colors, capsize=3)
     ax.set_yticks(y, table["method"], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:blue", label="search"), Patch(color="tab:orange", label="gradient")],
+              fontsize=7, loc="lower right")
     ax.set_xlabel("LDS (Spearman, mean over targets, 95% bootstrap interval)")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -42,7 +46,7 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
 def memorization_grid(images: np.ndarray, labels: list[str], path: Path, title: str, cols: int = 8) -> Path:
     """The most memorized training items, each titled with its id, caption and score."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 2.0 * rows + 0.5), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= len(images):
@@ -74,8 +78,9 @@ def dynamics_plot(dynamics: pd.DataFrame, path: Path, title: str) -> Path:
                 ax.plot(curve.index, curve.values, style, label=label)
         ax.set_title(str(item), fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
-        ax.set_ylabel("loss", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_ylabel("loss (log scale)", fontsize=7)
+        ax.set_yscale("log")
+        ax.tick_params(which="both", labelsize=6)
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
