@@ -114,3 +114,9 @@ def test_dtrak_needs_a_diffusion_model(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         attribute_stage.run(cfg_factory("attribute", *SMALL, "attribution.methods=[dtrak]"))
     assert "dtrak is defined for diffusion models (model=ddpm), not model=vae" in capsys.readouterr().err
+
+
+def test_tracin_needs_training_snapshots(cfg_factory, capsys):
+    with pytest.raises(SystemExit):
+        attribute_stage.run(cfg_factory("attribute", *SMALL, "model.fit.snapshots=0", "attribution.methods=[tracin]"))
+    assert "tracin needs the training snapshots of" in capsys.readouterr().err
