@@ -8,5 +8,6 @@ STAGES = {
     "counterfactual": "retrain without each method's top-k and controls (a Hydra multirun of retrain), compare with statistics",
     "retrain": "train and measure the members of one job of a counterfactual sweep (launched by counterfactual)",
     "lds": "score every attribution method by the linear datamodeling score on subset-trained models; memorization",
+    "report": "a self-contained HTML report (and markdown twin) of the results of one model and dataset",
     "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
 }

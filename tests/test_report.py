@@ -1,0 +1,104 @@
+"""The report stage: one self-contained HTML page and a markdown twin; rendered in headless Chromium."""
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from influence_lab.counterfactual.report import bar_chart
+from influence_lab.counterfactual.statistics import arm_table, compare
+from influence_lab.orchestration.store import RunDir
+from influence_lab.stages import report as report_stage
+from influence_lab.stages.attribute import attribute
+from influence_lab.stages.lds import lds
+from influence_lab.stages.report import report
+
+PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2", "attribution.keep=20",
+          "attribution.gradient.proj_dim=256", "attribution.methods=[raw_only,fused]",
+          "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
+LDS = ["lds.subsets=5", "lds.seeds=[1]", "lds.pack_size=5", "lds.trak_ensembles=[1]", "lds.track_items=2",
+       "lds.memorization_top=4"]
+
+
+def _sweep_results(tmp_path):
+    """A finished counterfactual result in the format the counterfactual stage writes."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(6):
+        for seed in (1, 2):
+            for arm, base in (("topk", 0.6), ("random", 0.1), ("none", 0.3)):
+                rows.append({"method": "fused" if arm == "topk" else "control", "arm": arm, "k": 10,
+                             "metric": "delta_loss", "target": t, "seed": seed,
+                             "value": base + 0.05 * rng.normal()})
+    table = pd.DataFrame(rows)
+    run = RunDir(tmp_path, "counterfactual", "vae-digits", "abc")
+    run.prepare()
+    compare(table).to_csv(run / "stats.csv", index=False)
+    arm_table(table).to_csv(run / "arms.csv", index=False)
+    bar_chart(compare(table), run / "chart.png")
+    (run / "config.yaml").write_text("model:\n  name: vae\n")
+    run.mark_done()
+
+
+@pytest.fixture
+def report_dir(cfg_factory, tmp_path):
+    attribute(cfg_factory("attribute", *PRESET))
+    lds(cfg_factory("lds", *PRESET, *LDS))
+    _sweep_results(tmp_path)
+    return report(cfg_factory("report")).parent
+
+
+def test_report_is_self_contained_with_every_section(report_dir):
+    html = (report_dir / "report.html").read_text()
+    for title in ("Counterfactual retraining", "Linear datamodeling score", "Attribution", "Sources"):
+        assert f">{title}</h2>" in html
+    assert "Removing fused&#39;s top 10 raised the loss on the original outputs" in html
+    assert "more than every control (random and none" in html
+    assert "Highest LDS:" in html
+    assert html.count("<table") >= 4
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) >= 5  # chart, lds bars, memorization, dynamics, neighbour grids
+    for data in images:
+        assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 100
+    assert not re.search(r'(src|href)="(http|//)', html)  # nothing fetched from the network
+    md = (report_dir / "report.md").read_text()
+    assert "## Linear datamodeling score" in md and "| method | lds |" in md
+    linked = re.findall(r"!\[[^\]]*\]\((images/[^)]+)\)", md)
+    assert len(linked) == len(images) and all((report_dir / p).exists() for p in linked)
+
+
+def test_report_without_results_is_a_clear_error(cfg_factory, capsys):
+    with pytest.raises(SystemExit):
+        report_stage.run(cfg_factory("report"))
+    assert "no finished attribute, counterfactual or lds results for vae-digits" in capsys.readouterr().err
+
+
+def _chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found and os.environ.get("REQUIRE_BROWSER"):
+        pytest.fail("REQUIRE_BROWSER is set but chromium is not installed")
+    if not found:
+        pytest.skip("chromium is not installed (CI installs it)")
+    return found
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    browser = _chromium()
+    page = (report_dir / "report.html").resolve().as_uri()
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,2400", page], check=True,
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (2400, 1200)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # not blank: text, tables and pictures
+    dom = subprocess.run([*args, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<table") >= 4 and "Linear datamodeling score" in dom
