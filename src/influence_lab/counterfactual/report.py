@@ -37,7 +37,7 @@ def print_summary(stats: pd.DataFrame, console) -> None:
 def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
     """One panel per metric: top-k minus each control, per method, with bootstrap intervals."""
     metrics = list(dict.fromkeys(stats.metric))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(7.0, 4.2 * len(metrics)), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         sub = stats[stats.metric == metric]
         methods = list(dict.fromkeys(sub.method))
