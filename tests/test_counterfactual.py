@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from influence_lab.counterfactual.plans import jobs_of, make_plan
-from influence_lab.counterfactual.statistics import arm_table, compare
+from influence_lab.counterfactual.statistics import arm_table, compare, experiment_table
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 
@@ -101,3 +101,39 @@ def test_statistics_on_a_known_table():
     arms = arm_table(pd.DataFrame(rows)).set_index("arm")
     assert arms.loc["topk", "mean"] == pytest.approx(3.35) and arms.loc["topk", "min"] == pytest.approx(3.0)
     assert arms.loc["topk", "max"] == pytest.approx(3.7) and arms.loc["topk", "n_targets"] == 8
+
+
+def test_grouped_plans_split_prompts_into_experiments():
+    ranking = _ranking(n_targets=5)
+    pools = {t: IDS[t * 5 : t * 5 + 15] for t in range(5)}
+    plan = make_plan(ranking, pools, IDS, ["fused"], ["topk", "random", "none"], [3], [1], "grouped", group_size=2)
+    topk = [m for m in plan if m.arm == "topk"]
+    assert [m.targets for m in topk] == [[0, 1], [2, 3], [4]] and [m.group for m in topk] == [0, 1, 2]
+    for m in topk:  # each experiment removes the top 3 of each of its prompts, nothing else
+        expected = set(ranking[(ranking.method == "fused") & ranking.target.isin(m.targets) & (ranking["rank"] <= 3)].id)
+        assert set(m.removed) == expected
+    assert len({m.member_id for m in plan}) == len(plan) == 3 * 3
+    with pytest.raises(InfluenceLabError, match="counterfactual.group_size is 0"):
+        make_plan(ranking, pools, IDS, ["fused"], ["topk"], [3], [1], "grouped", group_size=0)
+
+
+def test_experiment_table_is_the_papers_before_after_format():
+    rows = []
+    for group, targets in ((0, [0, 1]), (1, [2, 3])):
+        for t in targets:
+            for seed in (1, 2):
+                for metric, value in (("ref_before_autoencoder", 0.5 + 0.1 * t),
+                                      ("ref_after_autoencoder", 0.4 + 0.1 * t + (0.01 if seed == 1 else -0.01)),
+                                      ("ref_drop_autoencoder", 0.1)):
+                    rows.append({"method": "fused", "arm": "topk", "k": 10, "group": group, "metric": metric,
+                                 "target": t, "seed": seed, "value": value})
+                    rows.append({"method": "control", "arm": "none", "k": 10, "group": group, "metric": metric,
+                                 "target": t, "seed": seed, "value": value * 0.9})
+    every = experiment_table(pd.DataFrame(rows))
+    assert set(every.arm) == {"topk", "none"}
+    table = every[every.arm == "topk"].set_index("experiment")
+    assert table.loc[0, "before_mean"] == pytest.approx(0.55) and table.loc[1, "after_mean"] == pytest.approx(0.65)
+    assert table.loc[1, "before_min"] == pytest.approx(0.7) and table.loc[1, "before_max"] == pytest.approx(0.8)
+    assert table.loc[0, "after_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
+    assert (table["prompts"] == 2).all() and set(table["space"]) == {"autoencoder"}
+    assert set(compare(pd.DataFrame(rows)).metric) == {"ref_drop_autoencoder"}  # levels are not compared

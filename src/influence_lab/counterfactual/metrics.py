@@ -6,7 +6,12 @@ For each target (prompt) and its m original outputs:
 - `drop_raw`: 1 - cosine between the output regenerated with the same prompt and seed and the
   original output, in raw space (pixels; character n-grams for text);
 - `drop_<embedder>`: the same in each fixed embedder space (the full model's latent, the
-  autoencoder), cosine as the original paper measured.
+  autoencoder), cosine as the original paper measured;
+- `ref_before_<embedder>`, `ref_after_<embedder>`, `ref_drop_<embedder>`: the original paper's
+  before/after measure. The prompt's reference output is the full model's output for the first
+  seed; "before" is the mean cosine between the full model's outputs for the other seeds and the
+  reference, "after" the same for the retrained model's outputs (same prompt, same seeds);
+  `ref_drop` = before - after (needs m >= 2).
 Each value is the mean over the m outputs.
 """
 
@@ -44,4 +49,8 @@ def target_metrics(model, full_losses: np.ndarray, originals, prompt: str, seeds
         e_orig = embedder.embed(originals, [prompt] * len(seeds))
         e_new = embedder.embed(regenerated, [prompt] * len(seeds))
         out[f"drop_{name}"] = float(1 - np.mean(np.diag(cosine(e_orig, e_new))))
+        if len(seeds) > 1:
+            before = float(np.mean(cosine(e_orig[1:], e_orig[:1])))
+            after = float(np.mean(cosine(e_new[1:], e_orig[:1])))
+            out.update({f"ref_before_{name}": before, f"ref_after_{name}": after, f"ref_drop_{name}": before - after})
     return out

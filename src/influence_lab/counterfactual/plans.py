@@ -9,7 +9,9 @@ Arms, for each target (prompt) and method, with k items per prompt:
 Controls do not depend on the method; they are planned once and compared with every method.
 
 Groupings: `per_target` (one member per target, arm, k, seed) and `grouped` (the original paper's
-protocol: remove the chosen items of every prompt at once and retrain once per arm, k and seed).
+protocol: remove the chosen items of every prompt of a group at once and retrain once per group,
+arm, k and seed). `group_size` splits the prompts into consecutive groups of that many (the
+paper's "experiments" of 15 prompts); None keeps them all in one group.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Member:
     seed: int
     targets: list[int]
     removed: list[str] = field(default_factory=list)
+    group: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +67,8 @@ def _choose(arm: str, method: str, target: int, k: int, seed: int, ranking: pd.D
 
 
 def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[str], methods: list[str],
-              arms: list[str], ks: list[int], seeds: list[int], grouping: str) -> list[Member]:
+              arms: list[str], ks: list[int], seeds: list[int], grouping: str,
+              group_size: int | None = None) -> list[Member]:
     """Every member of a sweep. `ranking` is the attribute stage's table; `pools` the prompt
     filter's pool of each target."""
     bad = [a for a in arms if a not in ARMS]
@@ -79,6 +83,10 @@ def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[
         if not 1 <= int(k) < n:
             raise InfluenceLabError(f"counterfactual.k has {k}; each k must lie in 1..{n - 1}.")
     targets = sorted(int(t) for t in ranking.target.unique())
+    if group_size is not None and int(group_size) < 1:
+        raise InfluenceLabError(f"counterfactual.group_size is {group_size}; use a positive number of prompts or null.")
+    size = len(targets) if group_size is None else int(group_size)
+    groups = [targets[i : i + size] for i in range(0, len(targets), size)]
     members: list[Member] = []
     for k in ks:
         for seed in seeds:
@@ -90,9 +98,13 @@ def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[
                     if grouping == "per_target":
                         members += [Member(f"t{t:03d}-{tag}", method, arm, int(k), int(seed), [t], chosen[t])
                                     for t in targets]
-                    else:
+                    elif len(groups) == 1:
                         union = sorted(set().union(*chosen.values())) if chosen else []
                         members.append(Member(f"all-{tag}", method, arm, int(k), int(seed), targets, union))
+                    else:
+                        for g, group in enumerate(groups):
+                            union = sorted(set().union(*(chosen[t] for t in group)))
+                            members.append(Member(f"g{g:02d}-{tag}", method, arm, int(k), int(seed), group, union, g))
     for m in members:
         if len(m.removed) >= n:
             raise InfluenceLabError(f"member {m.member_id} would remove every training item.")

@@ -69,7 +69,8 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path) -> str:
+def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path,
+                     experiments: pd.DataFrame | None = None) -> str:
     head = stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
     parts = ["# Counterfactual summary", "",
              "Per method and k: the change when the method's top-k items are removed minus the change when "
@@ -79,4 +80,7 @@ def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path) -> st
              "original output.", "", "## Headline", "", _markdown(head), "", "## Every comparison", "",
              _markdown(stats), "", "## Per arm (mean, std, range over targets)", "", _markdown(arms), "",
              f"![chart]({chart.name})", ""]
+    if experiments is not None and len(experiments):
+        parts += ["## Per experiment: similarity to the reference outputs before and after (the paper's table)",
+                  "", _markdown(experiments), ""]
     return "\n".join(parts)

@@ -38,6 +38,7 @@ def per_target(results: pd.DataFrame) -> pd.DataFrame:
 def compare(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, k, metric, control): the paired comparison of topk with that control."""
     table = per_target(results)
+    table = table[~table.metric.str.startswith(("ref_before_", "ref_after_"))]  # levels, not changes
     rows = []
     tested = table[table.arm == "topk"]
     for (method, k, metric), top in tested.groupby(["method", "k", "metric"]):
@@ -66,3 +67,24 @@ def arm_table(results: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(["method", "arm", "k", "metric"])["value"]
     out = grouped.agg(["mean", "std", "min", "max", "count"]).reset_index()
     return out.rename(columns={"count": "n_targets"})
+
+
+def experiment_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The original paper's per-experiment table: for each group of prompts (an experiment), arm and
+    embedder space, the similarity to the reference outputs before and after retraining: mean, std
+    and range over the group's prompts (each prompt's value averaged over seeds first)."""
+    if "group" not in results or not results.metric.str.startswith("ref_before_").any():
+        return pd.DataFrame()
+    per = results.groupby(["method", "arm", "k", "group", "metric", "target"], as_index=False)["value"].mean()
+    rows = []
+    for (method, arm, k, group), part in per.groupby(["method", "arm", "k", "group"]):
+        for metric in sorted(m for m in part.metric.unique() if m.startswith("ref_before_")):
+            space = metric[len("ref_before_"):]
+            row = {"method": method, "arm": arm, "k": int(k), "experiment": int(group), "space": space}
+            for when in ("before", "after"):
+                values = part[part.metric == f"ref_{when}_{space}"]["value"]
+                row.update({f"{when}_mean": values.mean(), f"{when}_std": values.std(),
+                            f"{when}_min": values.min(), f"{when}_max": values.max()})
+            row["prompts"] = int(part[part.metric == metric]["target"].nunique())
+            rows.append(row)
+    return pd.DataFrame(rows)

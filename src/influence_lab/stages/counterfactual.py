@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..attribution.prompt_filter import PromptFilter
 from ..counterfactual.plans import jobs_of, make_plan
 from ..counterfactual.report import bar_chart, print_summary, summary_markdown
-from ..counterfactual.statistics import arm_table, compare
+from ..counterfactual.statistics import arm_table, compare, experiment_table
 from ..data import load_data
 from ..errors import InfluenceLabError
 from ..orchestration.launch import launcher_overrides, run_multirun
@@ -52,7 +52,8 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     prompts = ranking.drop_duplicates("target").sort_values("target")["prompt"].tolist()
     pools = {t: [train_ids[i] for i in prompt_filter.pool(p, cfg.attribution.pool_size)[0]] for t, p in enumerate(prompts)}
     members = make_plan(ranking, pools, train_ids, methods, list(ccfg.arms), [int(k) for k in ccfg.k],
-                        [int(s) for s in ccfg.seeds], str(ccfg.grouping))
+                        [int(s) for s in ccfg.seeds], str(ccfg.grouping),
+                        None if ccfg.get("group_size") is None else int(ccfg.group_size))
     jobs = jobs_of(members, int(ccfg.pack_size))
     spec = {"attribute_signature": att_run.signature, "methods": methods,
             "counterfactual": {k: v for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
@@ -87,12 +88,14 @@ def counterfactual(cfg: DictConfig) -> RunDir:
         raise InfluenceLabError(f"{len(members) - count_done()} members of {run.path} have no results; "
                                 f"see {run / 'retrain.log'} and run the same command again.")
     table = pd.concat([pd.read_parquet(results / f"{m.member_id}.parquet") for m in members], ignore_index=True)
-    stats, arms = compare(table), arm_table(table)
+    stats, arms, experiments = compare(table), arm_table(table), experiment_table(table)
     atomic_write(run / "results.parquet", lambda p: table.to_parquet(p, index=False))
+    if len(experiments):
+        atomic_write(run / "experiments.csv", lambda p: experiments.to_csv(p, index=False))
     atomic_write(run / "stats.csv", lambda p: stats.to_csv(p, index=False))
     atomic_write(run / "arms.csv", lambda p: arms.to_csv(p, index=False))
     chart = bar_chart(stats, run / "chart.png")
-    write_text(run / "summary.md", summary_markdown(stats, arms, chart))
+    write_text(run / "summary.md", summary_markdown(stats, arms, chart, experiments))
     log_summary(cfg, run, stats, arms, chart)
     run.mark_done({"members": len(members)})
     print_summary(stats, console)

@@ -95,9 +95,13 @@ def counterfactual_section(run: Path) -> Section:
         Block("table", caption="delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)",
               frame=head[cols]),
         Block("image", caption="top-k effect minus control effect, with 95% intervals", path=run / "chart.png"),
-        Block("table", caption="before/after per arm: the change of each metric (mean, std, range over prompts)",
+        Block("table", caption="per arm: the change of each metric (mean, std, range over prompts)",
               frame=arms),
     ]
+    if (run / "experiments.csv").exists():
+        section.blocks.append(Block("table", caption="per experiment (group of prompts): cosine similarity to the "
+                                                     "reference outputs before and after retraining",
+                                    frame=pd.read_csv(run / "experiments.csv")))
     return section
 
 

@@ -66,6 +66,7 @@ def retrain(cfg: DictConfig) -> list[str]:
                 for metric, value in values.items():
                     rows.append({"member_id": member["member_id"], "method": member["method"], "arm": member["arm"],
                                  "k": member["k"], "seed": member["seed"], "target": t, "prompt": prompts[t],
+                                 "group": int(member.get("group", 0)),
                                  "n_removed": len(member["removed"]), "metric": metric, "value": value})
             table = pd.DataFrame(rows)
             atomic_write(results / f"{member['member_id']}.parquet", lambda p, tb=table: tb.to_parquet(p, index=False))
