@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,28 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # not blank: text, tables and pictures
     dom = subprocess.run([*args, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120).stdout
     assert dom.count("<table") >= 4 and "Linear datamodeling score" in dom
+
+
+@pytest.mark.slow
+def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
+    """The experiment's one command on the small preset: runs, tables and the README block."""
+    folder = tmp_path / "experiments" / "paper_unlearning_small"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nend\n")
+    args = ["pipeline", "+experiment=paper_unlearning_small", f"paths.output_dir={tmp_path}", "logger=none",
+            "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
+    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = pd.read_csv(folder / "vae-digits" / "stats.csv")
+    assert set(stats.control) == {"random_pool", "random", "none"}
+    assert {"delta_loss", "ref_drop_model", "ref_drop_autoencoder"} <= set(stats.metric)
+    exp = pd.read_csv(folder / "vae-digits" / "experiments.csv")
+    assert sorted(exp.experiment.unique()) == [0, 1] and (exp.prompts == 3).all()
+    assert set(exp.arm) == {"topk", "random_pool", "random", "none"}
+    assert exp[["before_mean", "after_mean"]].apply(lambda c: c.between(-1, 1)).all().all()
+    assert (folder / "vae-digits" / "chart.png").stat().st_size > 2000
+    results = (folder / "RESULTS.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme
+    assert readme.endswith("<!-- results:end -->\n\nend\n")

@@ -69,7 +69,7 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     plan = {"members": [m.to_dict() for m in members], "jobs": jobs, "model_dir": gen["model_dir"],
             "model_signature": gen["model_signature"], "generate_dir": att["generate_dir"],
-            "output_seeds": gen["seeds"], "methods": methods}
+            "output_seeds": gen["seeds"], "prompt_seeds": gen.get("prompt_seeds"), "methods": methods}
     write_json(run / "plan.json", plan)
     results = run / "results"
     results.mkdir(exist_ok=True)

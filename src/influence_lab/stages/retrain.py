@@ -45,7 +45,7 @@ def retrain(cfg: DictConfig) -> list[str]:
     bundle = load_data(base.data)
     full = load_model(plan["model_dir"])
     prompts, originals, _ = load_outputs(_Dir(plan["generate_dir"]))
-    seeds = plan["output_seeds"]
+    seeds = plan.get("prompt_seeds") or [plan["output_seeds"]] * len(prompts)
     embedders = {name: build_embedder(name, base.embedders[name], model=full, model_signature=plan["model_signature"],
                                       bundle=bundle, root=output_dir(base))
                  for name in base.counterfactual.embedders}
@@ -62,7 +62,7 @@ def retrain(cfg: DictConfig) -> list[str]:
             model = load_model(runs[member["member_id"]].path)
             rows = []
             for t in member["targets"]:
-                values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds, embedders)
+                values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds[t], embedders)
                 for metric, value in values.items():
                     rows.append({"member_id": member["member_id"], "method": member["method"], "arm": member["arm"],
                                  "k": member["k"], "seed": member["seed"], "target": t, "prompt": prompts[t],

@@ -16,15 +16,39 @@ def output_seeds(m: int, base_seed: int = 0) -> list[int]:
     return [base_seed + j for j in range(m)]
 
 
+def prompt_seeds(n_prompts: int, m: int, base_seed: int = 0, stride: int = 0) -> list[list[int]]:
+    """Output j of prompt i uses seed base + i * stride + j (stride 0: the same seeds for every
+    prompt; stride >= m: every output of every prompt has its own seed, so that a prompt that
+    occurs twice gets different outputs)."""
+    return [[base_seed + i * stride + j for j in range(m)] for i in range(n_prompts)]
+
+
 @torch.no_grad()
-def sample_grid(model: GenerativeModel, prompts: list[str], seeds: list[int]):
-    """One output per (prompt, seed): an array (P, m, C, H, W) for images, a P x m list for texts."""
-    flat_prompts = [p for p in prompts for _ in seeds]
-    flat_seeds = [s for _ in prompts for s in seeds]
+def sample_grid(model: GenerativeModel, prompts: list[str], seeds):
+    """One output per (prompt, seed): an array (P, m, C, H, W) for images, a P x m list for texts.
+    `seeds`: the m seeds of every prompt, or one list of m seeds per prompt."""
+    per_prompt = seeds if seeds and isinstance(seeds[0], list) else [list(seeds)] * len(prompts)
+    m = len(per_prompt[0])
+    flat_prompts = [p for p in prompts for _ in range(m)]
+    flat_seeds = [s for row in per_prompt for s in row]
     out = model.eval().sample(flat_prompts, flat_seeds)
     if isinstance(out, torch.Tensor):
-        return out.cpu().numpy().reshape(len(prompts), len(seeds), *out.shape[1:])
-    return [out[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(prompts))]
+        return out.cpu().numpy().reshape(len(prompts), m, *out.shape[1:])
+    return [out[i * m : (i + 1) * m] for i in range(len(prompts))]
+
+
+def draw_prompts(captions: list[str], count: int, group: int | None, seed: int) -> list[str]:
+    """`count` prompts drawn from the distinct training captions: distinct within each consecutive
+    group of `group` prompts where there are enough distinct captions, repeated otherwise."""
+    distinct = sorted(set(captions))
+    rng = np.random.default_rng(seed)
+    size = int(group or count)
+    prompts: list[str] = []
+    while len(prompts) < count:
+        take = min(size, count - len(prompts))
+        picks = rng.choice(len(distinct), take, replace=take > len(distinct))
+        prompts += [distinct[i] for i in picks]
+    return prompts
 
 
 def draw(outputs, prompts: list[str], stem: Path, title: str) -> Path:
