@@ -65,6 +65,16 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys):
     model = load_model(subset_runs[0])
     assert model.hparams.hidden == 64
 
+    # an experiment folder gets the table, the figures, RESULTS.md and its README block
+    folder = tmp_path / "experiments" / "lds_benchmark"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    lds_stage.export_lds(folder, {"ddpm-digits": run}, "lds_benchmark")
+    assert (folder / "ddpm-digits" / "lds.csv").read_text() == (run / "lds.csv").read_text()
+    assert (folder / "ddpm-digits" / "lds.png").exists()
+    readme = (folder / "README.md").read_text()
+    assert "old" not in readme and "| trak@2 |" in readme and "| trak@2 |" in (folder / "RESULTS.md").read_text()
+
 
 @pytest.mark.parametrize("overrides,message", [
     (["lds.alpha=1.5"], "lds.alpha is 1.5; it must be strictly between 0 and 1."),

@@ -26,9 +26,10 @@ from .counterfactual import counterfactual
 EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png")
 
 
-def run_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """(label, config) of every run: this config alone, or one per entry of `pipeline.runs`."""
-    runs = cfg.pipeline.get("runs") or []
+def run_configs(cfg: DictConfig, config_name: str = "pipeline", runs=None) -> list[tuple[str, DictConfig]]:
+    """(label, config) of every run: this config alone, or one per entry of `runs` (each a list of
+    overrides added to this call's own)."""
+    runs = cfg.pipeline.get("runs") if runs is None else runs
     if not runs:
         return [(f"{cfg.model.name}-{cfg.data.name}", cfg)]
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -36,10 +37,10 @@ def run_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
     for extra in runs:
         overrides = base + [str(o) for o in extra]
         if GlobalHydra.instance().is_initialized():
-            run_cfg = compose(config_name="pipeline", overrides=overrides)
+            run_cfg = compose(config_name=config_name, overrides=overrides)
         else:
             with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-                run_cfg = compose(config_name="pipeline", overrides=overrides)
+                run_cfg = compose(config_name=config_name, overrides=overrides)
         configs.append((f"{run_cfg.model.name}-{run_cfg.data.name}", run_cfg))
     return configs
 
@@ -89,7 +90,11 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
                       f"(per experiment: [{label}/experiments.csv]({label}/experiments.csv)):", "",
                       _markdown(summary), ""]
         lines += [f"![{label}]({label}/chart.png)", ""]
-    text = "\n".join(lines)
+    return write_results(folder, "\n".join(lines), len(sweeps))
+
+
+def write_results(folder: Path, text: str, runs: int) -> Path:
+    """RESULTS.md, and the results block of the folder's README."""
     write_text(folder / "RESULTS.md", text)
     readme = folder / "README.md"
     if readme.exists():
@@ -97,7 +102,7 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
         new = re.sub(r"(<!-- results:start -->\n).*?(<!-- results:end -->)",
                      lambda m: m.group(1) + text.split("\n", 4)[-1] + "\n" + m.group(2), old, flags=re.S)
         write_text(readme, new)
-    console.print(f"[green]exported[/] {len(sweeps)} runs -> {folder}/RESULTS.md", highlight=False)
+    console.print(f"[green]exported[/] {runs} runs -> {folder}/RESULTS.md", highlight=False)
     return folder
 
 
