@@ -11,7 +11,9 @@ For each target (prompt) and its m original outputs:
   before/after measure. The prompt's reference output is the full model's output for the first
   seed; "before" is the mean cosine between the full model's outputs for the other seeds and the
   reference, "after" the same for the retrained model's outputs (same prompt, same seeds);
-  `ref_drop` = before - after (needs m >= 2).
+  `ref_drop` = before - after (needs m >= 2);
+- `ref_before_canary`, `ref_after_canary`, `ref_drop_canary` (with planted canaries): the mean raw
+  cosine between the outputs (full model / retrained) and the canary pattern.
 Each value is the mean over the m outputs.
 """
 
@@ -37,7 +39,7 @@ def regenerate(model, prompt: str, seeds: list[int]):
 
 
 def target_metrics(model, full_losses: np.ndarray, originals, prompt: str, seeds: list[int],
-                   embedders: dict) -> dict[str, float]:
+                   embedders: dict, patterns: dict | None = None) -> dict[str, float]:
     regenerated = regenerate(model, prompt, seeds)
     out = {"delta_loss": float(np.mean(losses(model, originals, prompt) - full_losses))}
     if isinstance(originals, list):
@@ -53,4 +55,8 @@ def target_metrics(model, full_losses: np.ndarray, originals, prompt: str, seeds
             before = float(np.mean(cosine(e_orig[1:], e_orig[:1])))
             after = float(np.mean(cosine(e_new[1:], e_orig[:1])))
             out.update({f"ref_before_{name}": before, f"ref_after_{name}": after, f"ref_drop_{name}": before - after})
+    for name, pattern in (patterns or {}).items():  # e.g. the canary: raw cosine to a fixed image
+        flat = np.asarray(pattern, dtype=np.float64)[None]
+        before, after = float(np.mean(cosine(originals, flat))), float(np.mean(cosine(regenerated, flat)))
+        out.update({f"ref_before_{name}": before, f"ref_after_{name}": after, f"ref_drop_{name}": before - after})
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -112,6 +112,14 @@ def load_data(cfg: DictConfig) -> DataBundle:
         raise InfluenceLabError(f"data source '{cfg.name}' has duplicate ids; ids must be unique.")
     train_idx, val_idx = split_indices(len(full), float(cfg.split.val_fraction), int(cfg.split.seed))
     train, val = full.select(train_idx), full.select(val_idx)
+    canaries = cfg.get("canaries") or {}
+    if int(canaries.get("count") or 0) > 0:
+        from .canaries import add_canaries
+
+        train = add_canaries(train, int(canaries["count"]), str(canaries.get("token", "zxq")),
+                             int(canaries.get("seed") or 0))
+        full = concatenate_datasets([full, train.select(range(len(train) - int(canaries["count"]), len(train)))])
+        ids = full["id"]
     exclude = read_exclude_ids(cfg.get("exclude_ids"))
     train = remove_ids(train, set(ids), exclude)
     kind = "image" if "image" in full.column_names else "text"

@@ -8,6 +8,7 @@ and figures are then copied there, with a generated RESULTS.md, and the block be
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -83,6 +84,11 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
             lines += ["Drop of the similarity to the reference outputs (before - after), top-k vs each control:", "",
                       _markdown(drop[["method", "metric", "control", "topk_mean", "control_mean", "mean_diff",
                                       "ci_low", "ci_high", "wilcoxon_p"]]), ""]
+        canaries = canary_table(sweep)
+        if len(canaries):
+            canaries.to_csv(target / "canaries.csv", index=False)
+            lines += ["Planted canaries among each method's top-k (the items removed for that prompt):", "",
+                      _markdown(canaries), ""]
         if (sweep / "experiments.csv").exists():
             exp = pd.read_csv(sweep / "experiments.csv")
             summary = (exp.groupby(["method", "arm", "space"], as_index=False)[["before_mean", "after_mean"]].mean())
@@ -91,6 +97,21 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
                       _markdown(summary), ""]
         lines += [f"![{label}]({label}/chart.png)", ""]
     return write_results(folder, "\n".join(lines), len(sweeps))
+
+
+def canary_table(sweep: Path) -> pd.DataFrame:
+    """Per prompt and method: how many of the top-k items are planted canaries (empty if none)."""
+    plan = json.loads((sweep / "plan.json").read_text())
+    prompts = json.loads((Path(plan["generate_dir"]) / "provenance.json").read_text())["prompts"]
+    rows = []
+    for m in plan["members"]:
+        if m["arm"] != "topk" or m["seed"] != plan["members"][0]["seed"]:
+            continue
+        for t in m["targets"]:
+            rows.append({"prompt": prompts[t] if len(m["targets"]) == 1 else "(group)", "method": m["method"],
+                         "k": m["k"], "canaries_in_topk": sum(i.startswith("canary-") for i in m["removed"])})
+    table = pd.DataFrame(rows)
+    return table if len(table) and table["canaries_in_topk"].sum() > 0 else pd.DataFrame()
 
 
 def write_results(folder: Path, text: str, runs: int) -> Path:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.embedders import build_embedder
 from ..counterfactual.metrics import losses, target_metrics
 from ..data import load_data
+from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.signature import signature
@@ -50,6 +52,9 @@ def retrain(cfg: DictConfig) -> list[str]:
                                       bundle=bundle, root=output_dir(base))
                  for name in base.counterfactual.embedders}
     full_losses = [losses(full, originals[t], prompts[t]) for t in range(len(prompts))]
+    canaries = base.data.get("canaries") or {}
+    patterns = ({"canary": canary_pattern(np.asarray(bundle.full[0]["image"]).shape, int(canaries.get("seed") or 0))}
+                if int(canaries.get("count") or 0) > 0 else {})
     tracking = Tracking(base.logger, sweep / "jobs" / f"job{job:04d}", output_dir(base), "retrain",
                         str(base.experiment), f"retrain-{sweep.name}-job{job}", {"job": job, "members": plan["jobs"][job]})
     finished = []
@@ -62,7 +67,8 @@ def retrain(cfg: DictConfig) -> list[str]:
             model = load_model(runs[member["member_id"]].path)
             rows = []
             for t in member["targets"]:
-                values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds[t], embedders)
+                values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds[t], embedders,
+                                        patterns)
                 for metric, value in values.items():
                     rows.append({"member_id": member["member_id"], "method": member["method"], "arm": member["arm"],
                                  "k": member["k"], "seed": member["seed"], "target": t, "prompt": prompts[t],

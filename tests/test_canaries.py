@@ -1,0 +1,44 @@
+"""Planted canaries: added to the training split only, found by attribution for their token."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from influence_lab.data import load_data
+from influence_lab.data.canaries import canary_pattern
+from influence_lab.stages import train as train_stage
+from influence_lab.stages.attribute import attribute
+
+CANARIES = ["+data.canaries.count=6", "+data.canaries.token=zxq", "+data.canaries.seed=0"]
+
+
+def test_canaries_join_the_training_split_only(cfg_factory):
+    plain = load_data(cfg_factory("train").data)
+    bundle = load_data(cfg_factory("train", *CANARIES).data)
+    assert len(bundle.train) == len(plain.train) + 6 and len(bundle.val) == len(plain.val)
+    ids = [i for i in bundle.train["id"] if i.startswith("canary-")]
+    assert ids == [f"canary-{i:03d}" for i in range(6)] and set(ids) <= set(bundle.full["id"])
+    rows = bundle.train.select(range(len(bundle.train) - 6, len(bundle.train)))
+    assert set(rows["caption"]) == {"zxq pattern"} and "zxq" in " ".join(bundle.captions)
+    pattern = canary_pattern((1, 8, 8), 0)
+    images = np.asarray(rows.with_format("numpy")["image"])
+    assert np.abs(images - pattern[None]).mean() < 0.06  # copies of one pattern, a little noise
+    assert bundle.fingerprint != plain.fingerprint
+
+
+@pytest.mark.parametrize("token,message", [("digit", "data.canaries.token 'digit' already occurs in the captions"),
+                                           ("two words", "data.canaries.token is 'two words'; use one word")])
+def test_bad_canary_tokens(cfg_factory, capsys, token, message):
+    with pytest.raises(SystemExit):
+        train_stage.run(cfg_factory("train", "+data.canaries.count=3", f"+data.canaries.token='{token}'"))
+    assert message in capsys.readouterr().err
+
+
+def test_attribution_ranks_the_canaries_first_for_their_token(cfg_factory):
+    cfg = cfg_factory("attribute", *CANARIES, "generate.m=3", "embedders.autoencoder.epochs=2",
+                      "attribution.methods=[fused,caption_only]", "generate.prompts=[zxq pattern]",
+                      "model.fit.max_epochs=15")
+    table = pd.read_parquet(attribute(cfg) / "attribution.parquet")
+    for method in ("fused", "caption_only"):
+        top = table[(table.method == method) & (table["rank"] <= 6)]
+        assert set(top.id) == {f"canary-{i:03d}" for i in range(6)}, method
