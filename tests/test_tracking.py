@@ -20,7 +20,7 @@ def leet_records(run_dir: str) -> list[dict]:
 
 
 def test_wandb_offline_run_matches_local_metrics(cfg_factory, tmp_path):
-    cfg = cfg_factory("train", "logger=wandb", "experiment=test-exp")
+    cfg = cfg_factory("train", "logger=wandb", "group=test-exp")
     run = train(cfg)
     metrics = json.loads((run / "metrics.json").read_text())
     wandb_dir = metrics["wandb_dir"]
