@@ -40,8 +40,13 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
     table = pd.read_parquet(run / "results.parquet")
     plan = json.loads((run / "plan.json").read_text())
     assert len(plan["members"]) == 6 and len(plan["jobs"]) == 3  # (1 topk + 2 controls) x 2 targets
-    assert set(table.metric) == {"delta_loss", "drop_raw", "drop_model", "drop_autoencoder"}
-    assert len(table) == 6 * 4
+    ref = {f"ref_{w}_{space}" for w in ("before", "after", "drop") for space in ("model", "autoencoder")}
+    assert set(table.metric) == {"delta_loss", "drop_raw", "drop_model", "drop_autoencoder"} | ref
+    levels = table[table.metric.str.startswith(("ref_before", "ref_after"))]["value"]
+    assert levels.between(-1, 1).all()
+    before = table[table.metric == "ref_before_model"].groupby("target")["value"]
+    assert (before.nunique() == 1).all()  # the full model's similarity: the same for every member
+    assert len(table) == 6 * 10  # 6 members (one target each) x 10 metrics
     none = table[table.arm == "none"]
     assert (none.n_removed == 0).all()
     assert np.isfinite(table.value).all()

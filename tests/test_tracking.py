@@ -20,7 +20,7 @@ def leet_records(run_dir: str) -> list[dict]:
 
 
 def test_wandb_offline_run_matches_local_metrics(cfg_factory, tmp_path):
-    cfg = cfg_factory("train", "logger=wandb", "experiment=test-exp")
+    cfg = cfg_factory("train", "logger=wandb", "group=test-exp")
     run = train(cfg)
     metrics = json.loads((run / "metrics.json").read_text())
     wandb_dir = metrics["wandb_dir"]
@@ -41,3 +41,12 @@ def test_wandb_offline_run_matches_local_metrics(cfg_factory, tmp_path):
     assert run_record["run_group"] == "test-exp" and run_record["job_type"] == "train"
     fingerprint = json.loads((run / "fingerprint.json").read_text())["fingerprint"]
     assert fingerprint in json.dumps(run_record["config"])
+
+
+def test_a_text_model_logs_its_samples_to_wandb(cfg_factory, tmp_path):
+    """chargpt draws samples.txt, not a PNG: the W&B run gets it as text instead of failing."""
+    run = train(cfg_factory("train", "logger=wandb", model="chargpt"))
+    wandb_dir = json.loads((run / "metrics.json").read_text())["wandb_dir"]
+    records = leet_records(wandb_dir)
+    items = [r["history"]["item"] for r in records if r.get("type") == "history"]
+    assert any(item.get("samples._type") == "html-file" for item in items)

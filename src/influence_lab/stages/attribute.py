@@ -117,7 +117,7 @@ def draw_neighbours(run: RunDir, bundle, table: pd.DataFrame, prompts, outputs, 
 
 
 def log_to_wandb(cfg, run: RunDir, bundle, table: pd.DataFrame, top: int, spec: dict) -> None:
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "attribute", str(cfg.experiment),
+    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "attribute", str(cfg.group),
                         f"attribute-{run.path.name}", {**spec, "data_fingerprint": bundle.fingerprint})
     try:
         if tracking.wandb_run is None:

@@ -105,7 +105,7 @@ def counterfactual(cfg: DictConfig) -> RunDir:
 
 
 def log_summary(cfg, run: RunDir, stats: pd.DataFrame, arms: pd.DataFrame, chart) -> None:
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "counterfactual", str(cfg.experiment),
+    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "counterfactual", str(cfg.group),
                         f"counterfactual-{run.path.name}", {"signature": run.signature})
     try:
         tracking.log_table("stats", list(stats.columns), stats.astype(object).values.tolist())

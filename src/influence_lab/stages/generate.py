@@ -66,7 +66,7 @@ def generate(cfg: DictConfig) -> RunDir:
     write_json(run / "quality.json", scores)
     write_json(run / "provenance.json", {**spec, "prompt_seeds": per_prompt, "model_dir": str(model_run.path),
                                          "data_fingerprint": bundle.fingerprint})
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "generate", str(cfg.experiment),
+    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "generate", str(cfg.group),
                         f"generate-{run.path.name}", {**spec, "data_fingerprint": bundle.fingerprint})
     try:
         if picture.suffix == ".png":

@@ -92,7 +92,7 @@ def lds_stage(cfg: DictConfig):
 
     runs = {label: lds(run_cfg) for label, run_cfg in run_configs(cfg, "lds", cfg.lds.get("runs") or [])}
     if cfg.lds.get("export_dir"):
-        export_lds(Path(str(cfg.lds.export_dir)), runs, str(cfg.experiment))
+        export_lds(Path(str(cfg.lds.export_dir)), runs, str(cfg.group))
     return runs
 
 
@@ -289,7 +289,7 @@ def summary_markdown(table: pd.DataFrame, title: str, pictures: dict) -> str:
 
 
 def log_summary(cfg, run: RunDir, table: pd.DataFrame, pictures: dict) -> None:
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "lds", str(cfg.experiment), f"lds-{run.path.name}",
+    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "lds", str(cfg.group), f"lds-{run.path.name}",
                         {"signature": run.signature})
     try:
         tracking.log_table("lds", list(table.columns), table.astype(object).values.tolist())

@@ -60,7 +60,7 @@ def pipeline(cfg: DictConfig):
         console.print(f"[green]pipeline done[/]: summary {out / 'summary.md'}, chart {out / 'chart.png'}",
                       highlight=False)
     if cfg.pipeline.get("export_dir"):
-        export(Path(str(cfg.pipeline.export_dir)), summaries, str(cfg.experiment))
+        export(Path(str(cfg.pipeline.export_dir)), summaries, str(cfg.group))
     return summaries
 
 

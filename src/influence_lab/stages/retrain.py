@@ -56,7 +56,7 @@ def retrain(cfg: DictConfig) -> list[str]:
     patterns = ({"canary": canary_pattern(np.asarray(bundle.full[0]["image"]).shape, int(canaries.get("seed") or 0))}
                 if int(canaries.get("count") or 0) > 0 else {})
     tracking = Tracking(base.logger, sweep / "jobs" / f"job{job:04d}", output_dir(base), "retrain",
-                        str(base.experiment), f"retrain-{sweep.name}-job{job}", {"job": job, "members": plan["jobs"][job]})
+                        str(base.group), f"retrain-{sweep.name}-job{job}", {"job": job, "members": plan["jobs"][job]})
     finished = []
     try:
         # the pack's checkpoint directory is named by its members, so a regrouped sweep never

@@ -38,7 +38,7 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
     console.print(f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
                   highlight=False)
     spec = begin_train_run(run, cfg, bundle)
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "train", str(cfg.experiment),
+    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "train", str(cfg.group),
                         f"train-{run.path.name}", {**spec, "signature": run.signature,
                                                    "data_fingerprint": bundle.fingerprint})
     try:

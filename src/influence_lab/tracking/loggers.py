@@ -61,10 +61,16 @@ class Tracking:
         return getattr(self.wandb_run, "dir", None) and str(Path(self.wandb_run.dir).parent)
 
     def log_image(self, key: str, png: Path, caption: str = "") -> None:
+        """Log a picture; a text listing (samples.txt of a text model) is logged as preformatted HTML."""
         if self.wandb_run is not None:
+            import html
+
             import wandb
 
-            self.wandb_run.log({key: wandb.Image(str(png), caption=caption)})
+            if Path(png).suffix == ".png":
+                self.wandb_run.log({key: wandb.Image(str(png), caption=caption)})
+            else:
+                self.wandb_run.log({key: wandb.Html(f"<pre>{html.escape(Path(png).read_text())}</pre>")})
 
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         if self.wandb_run is not None:
