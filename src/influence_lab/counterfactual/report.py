@@ -13,24 +13,26 @@ import pandas as pd  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ..orchestration.store import atomic_write  # noqa: E402
+from ..report.document import cell, table_markdown  # noqa: E402
 
 HEADLINE = "delta_loss"
 
 
-def _fmt(x: float) -> str:
-    return "nan" if x is None or not np.isfinite(x) else f"{x:.4g}"
+def headline(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the headline metric (all rows if it is absent)."""
+    return stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
 
 
 def print_summary(stats: pd.DataFrame, console) -> None:
     """The headline metric only (every metric is in stats.csv and summary.md)."""
-    head = stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
+    head = headline(stats)
     table = Table(title=f"{head.metric.iloc[0] if len(head) else ''}: removing each method's top-k vs controls "
                         f"(paired over targets)")
     for col in ("method", "k", "vs control", "top-k", "control", "diff [95% CI]", "ratio", "Wilcoxon p"):
         table.add_column(col, no_wrap=True)
     for r in head.itertuples():
-        table.add_row(r.method, str(r.k), r.control, _fmt(r.topk_mean), _fmt(r.control_mean),
-                      f"{_fmt(r.mean_diff)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]", _fmt(r.ratio), _fmt(r.wilcoxon_p))
+        table.add_row(r.method, str(r.k), r.control, cell(r.topk_mean), cell(r.control_mean),
+                      f"{cell(r.mean_diff)} [{cell(r.ci_low)}, {cell(r.ci_high)}]", cell(r.ratio), cell(r.wilcoxon_p))
     console.print(table)
 
 
@@ -61,26 +63,18 @@ def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
     return Path(path)
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v) if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
 def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path,
                      experiments: pd.DataFrame | None = None) -> str:
-    head = stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
+    head = headline(stats)
     parts = ["# Counterfactual summary", "",
              "Per method and k: the change when the method's top-k items are removed minus the change when "
              "control items are removed, paired over targets (mean over seeds first), with a bootstrap 95% "
              "interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained model's loss on the "
              "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated and the "
-             "original output.", "", "## Headline", "", _markdown(head), "", "## Every comparison", "",
-             _markdown(stats), "", "## Per arm (mean, std, range over targets)", "", _markdown(arms), "",
+             "original output.", "", "## Headline", "", table_markdown(head), "", "## Every comparison", "",
+             table_markdown(stats), "", "## Per arm (mean, std, range over targets)", "", table_markdown(arms), "",
              f"![chart]({chart.name})", ""]
     if experiments is not None and len(experiments):
         parts += ["## Per experiment: similarity to the reference outputs before and after (the paper's table)",
-                  "", _markdown(experiments), ""]
+                  "", table_markdown(experiments), ""]
     return "\n".join(parts)

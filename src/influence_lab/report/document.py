@@ -37,21 +37,24 @@ class Section:
         return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
+    """A table cell: floats to 4 significant digits, NaN/None as "nan"."""
+    if value is None:
+        return "nan"
     if isinstance(value, (float, np.floating)):
         return "nan" if not np.isfinite(value) else f"{value:.4g}"
     return str(value)
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    return frame.map(_cell).to_html(index=False, escape=True, border=0)
+    return frame.map(cell).to_html(index=False, escape=True, border=0)
 
 
 def table_markdown(frame: pd.DataFrame) -> str:
     cols = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(cell(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 

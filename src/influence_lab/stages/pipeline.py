@@ -19,8 +19,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..counterfactual.report import _markdown
+from ..counterfactual.report import headline
 from ..orchestration.store import write_text
+from ..report.document import table_markdown
 from .common import console, output_dir, stage_entry
 from .counterfactual import counterfactual
 
@@ -75,26 +76,26 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
             if (sweep / name).exists():
                 shutil.copy(sweep / name, target / name)
         stats = pd.read_csv(sweep / "stats.csv")
-        head = stats[stats.metric == "delta_loss"]
+        head = headline(stats)
         cols = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high", "wilcoxon_p"]
         lines += [f"## {label}", "", "delta_loss (loss of the original outputs, retrained minus full), top-k vs "
-                  "each control, paired over prompts:", "", _markdown(head[cols]), ""]
+                  "each control, paired over prompts:", "", table_markdown(head[cols]), ""]
         drop = stats[stats.metric.str.startswith("ref_drop_")]
         if len(drop):
             lines += ["Drop of the similarity to the reference outputs (before - after), top-k vs each control:", "",
-                      _markdown(drop[["method", "metric", "control", "topk_mean", "control_mean", "mean_diff",
+                      table_markdown(drop[["method", "metric", "control", "topk_mean", "control_mean", "mean_diff",
                                       "ci_low", "ci_high", "wilcoxon_p"]]), ""]
         canaries = canary_table(sweep)
         if len(canaries):
             canaries.to_csv(target / "canaries.csv", index=False)
             lines += ["Planted canaries among each method's top-k (the items removed for that prompt):", "",
-                      _markdown(canaries), ""]
+                      table_markdown(canaries), ""]
         if (sweep / "experiments.csv").exists():
             exp = pd.read_csv(sweep / "experiments.csv")
             summary = (exp.groupby(["method", "arm", "space"], as_index=False)[["before_mean", "after_mean"]].mean())
             lines += ["Similarity to the reference outputs before and after, averaged over the experiments "
                       f"(per experiment: [{label}/experiments.csv]({label}/experiments.csv)):", "",
-                      _markdown(summary), ""]
+                      table_markdown(summary), ""]
         lines += [f"![{label}]({label}/chart.png)", ""]
     return write_results(folder, "\n".join(lines), len(sweeps))
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from ..counterfactual.report import headline
 from ..errors import InfluenceLabError
 from ..report.document import Block, Section, write_report
 from .common import console, output_dir, stage_entry
@@ -31,7 +32,7 @@ def _join(items: list[str]) -> str:
 
 def counterfactual_finding(stats: pd.DataFrame) -> str:
     """One sentence per method: does removing its top-k change the outputs more than every control?"""
-    head = stats[stats.metric == "delta_loss"] if "delta_loss" in set(stats.metric) else stats
+    head = headline(stats)
     sentences = []
     for (method, k), group in head.groupby(["method", "k"], sort=False):
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
@@ -82,7 +83,7 @@ def attribution_section(run: Path, max_grids: int) -> Section:
 def counterfactual_section(run: Path) -> Section:
     stats = pd.read_csv(run / "stats.csv")
     arms = pd.read_csv(run / "arms.csv")
-    head = stats[stats.metric == "delta_loss"] if "delta_loss" in set(stats.metric) else stats
+    head = headline(stats)
     cols = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high", "ratio",
             "wilcoxon_p"]
     section = Section("Counterfactual retraining", finding=counterfactual_finding(stats))
