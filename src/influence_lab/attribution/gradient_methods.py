@@ -26,6 +26,7 @@ from ..orchestration.store import read_json
 from .per_example import SparseProjector, n_params, projected_gradients, train_features
 
 GRADIENT_METHODS = ("tracin", "trak", "dtrak")
+TRAK_OUTPUTS = {"trak": "measured", "dtrak": "dtrak"}  # the output function of each TRAK variant
 
 
 @dataclass
@@ -112,8 +113,6 @@ def check_gradient_method(method: str, model_name: str) -> None:
 def build_attributor(method: str, setup: GradientSetup):
     if method == "tracin":
         return TracIn(setup)
-    if method == "trak":
-        return Trak(setup, "measured")
-    if method == "dtrak":
-        return Trak(setup, "dtrak")
+    if method in TRAK_OUTPUTS:
+        return Trak(setup, TRAK_OUTPUTS[method])
     raise InfluenceLabError(f"unknown gradient method '{method}'; allowed: {', '.join(GRADIENT_METHODS)}.")

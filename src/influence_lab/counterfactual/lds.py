@@ -48,7 +48,7 @@ def lds_per_target(masks: np.ndarray, outputs: np.ndarray, scores: np.ndarray) -
 def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
     """Mean LDS over targets with a bootstrap 95% interval (resampling targets)."""
     finite = values[np.isfinite(values)]
-    lo, hi = bootstrap_ci(finite, n_boot) if len(finite) > 1 else (float("nan"), float("nan"))
+    lo, hi = bootstrap_ci(finite, n_boot)  # NaN for fewer than 2 targets
     return {"lds": float(np.mean(finite)) if len(finite) else float("nan"), "ci_low": lo, "ci_high": hi,
             "targets": int(len(finite))}
 

@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from ..attribution.raw import cosine, ngram_cosine
+from ..training.batches import outputs_batch
 
 NOISE_SEED = 0
 
 
 @torch.no_grad()
 def losses(model, outputs, prompt: str) -> np.ndarray:
-    content = outputs if isinstance(outputs, list) else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
-    return model.example_loss({"content": content, "caption": [prompt] * len(outputs)}, NOISE_SEED).cpu().numpy()
+    return model.example_loss(outputs_batch(outputs, [prompt] * len(outputs)), NOISE_SEED).cpu().numpy()
 
 
 def regenerate(model, prompt: str, seeds: list[int]):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from ..attribution.gradient_methods import (
@@ -18,7 +16,7 @@ from ..attribution.gradient_methods import (
 from ..counterfactual.metrics import NOISE_SEED
 from ..data import DataBundle
 from ..orchestration.signature import signature
-from ..training.batches import batch_of
+from ..training.batches import batch_of, outputs_batch
 from .common import output_dir, train_spec
 from .members import train_members
 
@@ -42,11 +40,6 @@ def gradient_setup(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_si
                          train_batch=batch_of(bundle.train), fingerprint=bundle.fingerprint)
 
 
-def as_batch(outputs, prompt: str) -> dict:
-    content = outputs if isinstance(outputs, list) else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
-    return {"content": content, "caption": [prompt] * len(outputs)}
-
-
 def gradient_scorers(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str,
                      methods: list[str], ensemble: int | None = None) -> dict:
     """{method: (prompt, outputs) -> Data Influence over every training item (summed over outputs)}."""
@@ -61,5 +54,5 @@ def gradient_scorers(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_
     scorers = {}
     for method in wanted:
         attributor = build_attributor(method, setup)
-        scorers[method] = (lambda prompt, outs, a=attributor: a.scores(as_batch(outs, prompt), NOISE_SEED).sum(0))
+        scorers[method] = (lambda prompt, outs, a=attributor: a.scores(outputs_batch(outs, [prompt] * len(outs)), NOISE_SEED).sum(0))
     return scorers

@@ -23,7 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from ..attribution.gradient_methods import GRADIENT_METHODS, TracIn, Trak, check_gradient_method
+from ..attribution.gradient_methods import (
+    GRADIENT_METHODS,
+    TRAK_OUTPUTS,
+    TracIn,
+    Trak,
+    check_gradient_method,
+)
 from ..attribution.search import dense_scores, resolve_methods
 from ..counterfactual.lds import draw_subsets, lds_per_target, lds_table, memorization
 from ..counterfactual.metrics import NOISE_SEED
@@ -34,7 +40,7 @@ from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, read_json, write_npy, write_text
 from ..report.lds_figures import dynamics_plot, lds_bars, memorization_grid
 from ..tracking.loggers import Tracking
-from ..training.batches import batch_of
+from ..training.batches import batch_of, outputs_batch
 from .attribute import load_outputs, search_spaces
 from .common import console, output_dir, reused, stage_entry, upstream
 from .generate import generate
@@ -79,11 +85,10 @@ def targets_of(prompts, outputs, per_prompt) -> tuple[list[str], list]:
 
 
 def target_batch(t_prompts, t_outputs) -> dict:
+    """Every target (a one-output group) in one batch, captioned by its prompt."""
     if isinstance(t_outputs[0], list):
-        content = [text for group in t_outputs for text in group]
-    else:
-        content = torch.as_tensor(np.concatenate(t_outputs).astype(np.float32))
-    return {"content": content, "caption": list(t_prompts)}
+        return outputs_batch([text for group in t_outputs for text in group], t_prompts)
+    return outputs_batch(np.concatenate(t_outputs), t_prompts)
 
 
 def lds_stage(cfg: DictConfig):
@@ -228,8 +233,7 @@ def method_scores(cfg, bundle, provenance, methods, t_prompts, t_outputs, batch)
         if method == "tracin":
             out["tracin"] = TracIn(setup).scores(batch, NOISE_SEED)
             continue
-        per_model = Trak(setup, "measured" if method == "trak" else "dtrak", max(sizes)).per_model_scores(
-            batch, NOISE_SEED)
+        per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(batch, NOISE_SEED)
         for e in sizes:
             out[f"{method}@{e}"] = np.mean(per_model[:e], axis=0)
     return out

@@ -75,6 +75,12 @@ def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -
     return DataLoader(data, batch_size=batch_size, sampler=sampler, collate_fn=data.collate)
 
 
+def outputs_batch(outputs, captions: list[str]) -> dict:
+    """Generated outputs (an image array or a list of texts) with one caption each, as a batch."""
+    content = outputs if isinstance(outputs, list) else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
+    return {"content": content, "caption": list(captions)}
+
+
 def batch_of(ds: Dataset) -> dict:
     """The whole dataset as one batch."""
     data = InMemory(ds)
