@@ -26,7 +26,39 @@ def stage_help() -> str:
     return "\n".join(lines)
 
 
+# flags with which Hydra only prints (help, config) and creates no directory
+PRINT_ONLY = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+
+
+def output_dir_arg(argv: list[str]) -> str | None:
+    """`paths.output_dir` as the command line sets it: the override, or the default (outputs) when
+    no `paths=` group is chosen; None when it cannot be told from the command line."""
+    value = None if any(a.lstrip("+").startswith("paths=") for a in argv) else "outputs"
+    for arg in argv:
+        key, sep, val = arg.lstrip("+").partition("=")
+        if sep and key == "paths.output_dir":
+            value = val.strip("'\"")
+    return value
+
+
+def check_output_dir_arg(argv: list[str]) -> None:
+    """Hydra creates its run directory under paths.output_dir before any stage runs, so a file in the
+    way is refused here, with the one sentence the stages give (and exit status 2)."""
+    value = output_dir_arg(argv)
+    if value is None or any(a in PRINT_ONLY for a in argv):
+        return
+    from .checks import check_output_dir
+    from .errors import InfluenceLabError
+
+    try:
+        check_output_dir(value)
+    except InfluenceLabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_stage(stage: str, argv: list[str]) -> None:
+    check_output_dir_arg(argv)
     module = importlib.import_module(f"influence_lab.stages.{stage}")
     sys.argv = [f"influence-lab {stage}", *argv]
 

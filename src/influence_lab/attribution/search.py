@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..checks import positive_int
 from ..errors import InfluenceLabError
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
@@ -17,9 +18,10 @@ from .scorers import PromptEvidence, paper_features, score
 def check_sizes(cfg, n: int) -> None:
     for key in ("pool_size", "grid_top", "search_k"):
         value = cfg.get(key)
-        if value is not None and not 1 <= int(value) <= n:
+        positive_int(value, f"attribution.{key}", null=key != "grid_top")
+        if value is not None and value > n:
             raise InfluenceLabError(f"attribution.{key} is {value} but the training set has {n} items; "
-                                    f"choose 1..{n}" + (" or null." if key != "grid_top" else "."))
+                                    f"choose at most that many" + (", or null." if key != "grid_top" else "."))
 
 
 def resolve_methods(methods, kind: str) -> list[str]:

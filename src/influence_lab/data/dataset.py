@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, concatenate_datasets
-from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..checks import a_list, below_one, is_int, non_negative_int, not_set, positive_int, seed, show
 from ..errors import InfluenceLabError
+from ..orchestration.paths import check_name
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -100,11 +101,62 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
     return train.select(keep)
 
 
+SOURCES_MODULE = "influence_lab.data.sources"
+
+
+def source_loader(target):
+    """The loader `data.source._target_` names. Only the `load_*` functions of
+    influence_lab.data.sources are allowed: a config never makes the tool import or call anything else."""
+    from . import sources
+
+    module, _, name = str(target).rpartition(".")
+    loaders = sorted(n for n, f in vars(sources).items()
+                     if n.startswith("load_") and callable(f) and getattr(f, "__module__", None) == SOURCES_MODULE)
+    if module != SOURCES_MODULE or name not in loaders:
+        raise InfluenceLabError(
+            f"data.source._target_ is '{target}'; it must be one of "
+            f"{', '.join(f'{SOURCES_MODULE}.{n}' for n in loaders)}."
+        )
+    return getattr(sources, name)
+
+
+def check_data_settings(cfg: DictConfig) -> None:
+    """The `data` settings that can be checked before anything is loaded, the source's arguments
+    included (the loaders of data.sources take them as they are)."""
+    source = cfg.get("source") or {}
+    for key in source:
+        if OmegaConf.is_missing(source, key):
+            raise not_set(f"data.source.{key}")
+    if "max_items" in source:
+        positive_int(source.max_items, "data.source.max_items", null=True)
+    if "max_per_list" in source:
+        positive_int(source.max_per_list, "data.source.max_per_list", null=True)
+    if "surnames" in source:
+        non_negative_int(source.surnames, "data.source.surnames")
+    if "genders" in source:
+        a_list(source.genders, "data.source.genders", "[female]")
+    if "size" in source:
+        size = source.size
+        sides = list(size) if isinstance(size, ListConfig) else [size]
+        if len(sides) not in (1, 2) or not all(is_int(s) and s >= 1 for s in sides):
+            raise InfluenceLabError(f"data.source.size is {show(size)}; give a positive integer or [H, W] of "
+                                    f"positive integers.")
+    split = cfg.get("split") or {}
+    below_one(split.get("val_fraction", 0.1), "data.split.val_fraction")
+    seed(split.get("seed", 0), "data.split.seed")
+    canaries = cfg.get("canaries") or {}
+    if canaries:
+        non_negative_int(canaries.get("count") or 0, "data.canaries.count")
+        seed(canaries.get("seed") or 0, "data.canaries.seed")
+
+
 def load_data(cfg: DictConfig) -> DataBundle:
     """Build the dataset that `cfg` (the `data` group) describes."""
+    check_name(cfg.name, "data.name")
+    check_data_settings(cfg)
     # called directly rather than through hydra's instantiate, which would wrap our clear errors
     kwargs = OmegaConf.to_container(cfg.source, resolve=True)
-    full = get_method(kwargs.pop("_target_"))(**kwargs)
+    full = source_loader(kwargs.pop("_target_", None))(**kwargs)
     if len(full) == 0:
         raise InfluenceLabError(f"data source '{cfg.name}' is empty.")
     ids = full["id"]

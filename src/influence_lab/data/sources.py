@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from datasets import Array3D, Dataset, Features, Value
 
 from ..errors import InfluenceLabError
+from ..orchestration.paths import inside
 from .captions import digit_captions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -106,6 +107,31 @@ def _safe_id(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "item"
 
 
+def _metadata_file(root: Path, name, where: str) -> Path:
+    """The image a metadata.jsonl `file_name` names, which must be a relative path inside `root`:
+    no absolute path or drive, no '..' (with '/' or '\\' as separator), no NUL, no link out."""
+    text = name if isinstance(name, str) else None
+    if (not text or "\x00" in text or PurePosixPath(text).is_absolute() or PureWindowsPath(text).anchor
+            or ".." in PureWindowsPath(text).parts):
+        raise InfluenceLabError(
+            f"{where}: file_name {name!r} is not a relative path inside data.source.path ({root}); "
+            f"file names must stay inside the folder (no absolute paths, no '..')."
+        )
+    return _inside_folder(root, root / text, f"{where}: file_name {name!r}")
+
+
+def _inside_folder(root: Path, path: Path, what: str) -> Path:
+    """`path` if it resolves (links followed) inside the data folder `root`: nothing outside the
+    folder is ever read."""
+    try:
+        return inside(root, path, what)
+    except InfluenceLabError:
+        raise InfluenceLabError(
+            f"{what} leads outside data.source.path ({root}); every file of the dataset must lie inside "
+            f"the folder (copy it in rather than linking to it)."
+        ) from None
+
+
 def _size(size) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -129,23 +155,30 @@ def load_imagefolder(path: str, size=32, mode: str = "L", caption_column: str = 
     metadata = root / "metadata.jsonl"
     entries: list[tuple[Path, str]] = []
     if metadata.exists():
+        _inside_folder(root, metadata, f"{metadata}")
         for n, line in enumerate(metadata.read_text().splitlines(), 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "file_name" not in row or caption_column not in row:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InfluenceLabError(f"{metadata} line {n} is not valid JSON ({exc.msg}).") from exc
+            if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
                 raise InfluenceLabError(
                     f"{metadata} line {n} needs 'file_name' and '{caption_column}' (data.source.caption_column)."
                 )
-            entries.append((root / row["file_name"], str(row[caption_column])))
+            file = _metadata_file(root, row["file_name"], f"{metadata} line {n}")
+            entries.append((file, str(row[caption_column])))
     else:
         for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            _inside_folder(root, file, f"image {file}")
             caption_file = file.with_suffix(".txt")
             if not caption_file.exists():
                 raise InfluenceLabError(
                     f"image {file} has no caption file {caption_file.name}; every image in "
                     f"data.source.path needs a same-named .txt caption (or use metadata.jsonl)."
                 )
+            _inside_folder(root, caption_file, f"caption file {caption_file}")
             entries.append((file, caption_file.read_text().strip()))
     if not entries:
         raise InfluenceLabError(
@@ -160,8 +193,11 @@ def load_imagefolder(path: str, size=32, mode: str = "L", caption_column: str = 
         if item_id in seen:
             raise InfluenceLabError(f"two images in '{path}' map to the same id '{item_id}'; rename one.")
         seen.add(item_id)
-        with Image.open(file) as img:
-            images.append(_to_array(img, size, mode))
+        try:
+            with Image.open(file) as img:
+                images.append(_to_array(img, size, mode))
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise InfluenceLabError(f"{file} in data.source.path cannot be read as an image ({exc}).") from exc
         ids.append(item_id)
         captions.append(caption)
     return image_dataset(ids, np.stack(images), captions)
@@ -187,6 +223,8 @@ def load_hub(
     if (image_column is None) == (text_column is None):
         raise InfluenceLabError("data.source needs exactly one of image_column and text_column.")
     try:
+        # Security: never pass trust_remote_code (or any other option that runs a dataset's own
+        # loading script); only data files are read. datasets >= 4 has no loading scripts at all.
         ds = datasets.load_dataset(name, config_name, split=split)
     except Exception as exc:  # network, missing dataset, bad split: one sentence
         raise InfluenceLabError(f"data.source.name '{name}' could not be loaded from the hub: {exc}") from exc

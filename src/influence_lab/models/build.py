@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
-from ..orchestration.store import atomic_write, write_json
+from ..orchestration.store import atomic_write, verify_result, write_json
 from .base import GenerativeModel
 from .text_encoder import build_vocab
 
@@ -21,10 +21,10 @@ NOT_INIT_ARGS = ("name", "fit")
 def init_kwargs(model_cfg: DictConfig, bundle: DataBundle) -> tuple[str, dict]:
     """The class path and the plain constructor arguments of the model `model_cfg` describes."""
     params = OmegaConf.to_container(model_cfg, resolve=True)
-    target = params.pop("_target_")
+    target = params.pop("_target_", None)
     for key in NOT_INIT_ARGS:
         params.pop(key, None)
-    cls = _import(target)
+    cls = model_class(target, "model._target_")
     if cls.kind != bundle.kind:
         wanted = "image" if cls.kind == "image" else "text"
         raise InfluenceLabError(
@@ -45,9 +45,27 @@ def _image_shape(bundle: DataBundle) -> tuple[int, ...]:
     return tuple(np.asarray(bundle.full[0]["image"]).shape)
 
 
-def _import(target: str):
-    module, _, name = target.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+MODELS_PACKAGE = "influence_lab.models"
+
+
+def model_class(target, where: str) -> type[GenerativeModel]:
+    """The class `target` names, if it is a GenerativeModel subclass defined under influence_lab.models.
+    Anything else (`os.system`, another package's class) is refused, and outside that package
+    nothing is even imported: a config or a model.json never makes the tool run other code."""
+    module, _, name = str(target).rpartition(".")
+    cls = None
+    if module == MODELS_PACKAGE or module.startswith(MODELS_PACKAGE + "."):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except (ImportError, ValueError):
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel) and cls is not GenerativeModel
+            and cls.__module__.startswith(MODELS_PACKAGE + ".")):
+        raise InfluenceLabError(
+            f"{where} is '{target}', which is not an influence_lab model; it must name a GenerativeModel "
+            f"class under {MODELS_PACKAGE} (e.g. influence_lab.models.vae.VAE)."
+        )
+    return cls
 
 
 def build_model(model_cfg: DictConfig, bundle: DataBundle, seed: int = 0) -> GenerativeModel:
@@ -55,7 +73,7 @@ def build_model(model_cfg: DictConfig, bundle: DataBundle, seed: int = 0) -> Gen
     target, params = init_kwargs(model_cfg, bundle)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _import(target)(**params)
+        model = model_class(target, "model._target_")(**params)
     model.init_spec = {"target": target, "init": params}
     return model
 
@@ -67,9 +85,8 @@ def save_model(model: GenerativeModel, run_dir: Path) -> None:
 
 def load_model(run_dir: Path) -> GenerativeModel:
     spec = json.loads((Path(run_dir) / "model.json").read_text())
-    if not spec["target"].startswith("influence_lab."):
-        raise InfluenceLabError(f"{run_dir}/model.json names {spec['target']}, which is not an influence_lab model.")
-    model = _import(spec["target"])(**spec["init"])
+    model = model_class(spec.get("target"), f"the target in {run_dir}/model.json")(**spec["init"])
+    verify_result(Path(run_dir), ["weights.pt", "model.json"])  # refuse weights altered after training
     state = torch.load(Path(run_dir) / "weights.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.init_spec = spec

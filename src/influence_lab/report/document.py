@@ -14,6 +14,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from ..orchestration.paths import inside, safe_name
 from ..orchestration.store import write_text
 
 
@@ -91,8 +92,8 @@ def render_markdown(title: str, subtitle: str, sections: list[Section], folder: 
             elif b.kind == "table":
                 lines += [f"_{b.caption}_", "", table_markdown(b.frame), ""]
             elif b.kind == "image":
-                name = f"{section.slug}-{Path(b.path).parent.name}-{Path(b.path).name}"
-                shutil.copyfile(b.path, images / name)
+                name = safe_name(f"{section.slug}-{Path(b.path).parent.name}-{Path(b.path).name}", 150)
+                shutil.copyfile(b.path, inside(images, images / name, "report image"))
                 lines += [f"![{b.caption}](images/{name})", "", f"_{b.caption}_", ""]
             elif b.kind == "code":
                 lines += ["```yaml", b.text.rstrip(), "```", ""]

@@ -13,6 +13,13 @@ import numpy as np  # noqa: E402
 from ..orchestration.store import atomic_write  # noqa: E402
 
 
+def plain(text) -> str:
+    """`text` (an id, caption or prompt from the data) as matplotlib shows it literally: every '$'
+    escaped, so a string with two '$' is never parsed as TeX (which fails on a bad one, and ignores
+    `parse_math=False` when it wraps text)."""
+    return str(text).replace("$", r"\$")
+
+
 def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "") -> Path:
     """`images` (rows, cols, C, H, W) in [0, 1]; one label per row, drawn at its left."""
     rows, cols = images.shape[:2]
@@ -20,7 +27,7 @@ def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str
                              gridspec_kw={"width_ratios": [2.8] + [1] * cols})
     for r in range(rows):
         axes[r, 0].axis("off")
-        axes[r, 0].text(1.0, 0.5, row_labels[r], ha="right", va="center", fontsize=8, wrap=True)
+        axes[r, 0].text(1.0, 0.5, plain(row_labels[r]), ha="right", va="center", fontsize=8, wrap=True)
         for c in range(cols):
             img = images[r, c]
             ax = axes[r, c + 1]
@@ -29,7 +36,7 @@ def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str
             ax.set_xticks([])
             ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(plain(title), fontsize=10)
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=90, format="png"))
     plt.close(fig)

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..orchestration.store import atomic_write  # noqa: E402
+from .figures import plain  # noqa: E402
 
 
 def _save(fig, path: Path, dpi: int = 110) -> Path:
@@ -55,7 +56,7 @@ def memorization_grid(images: np.ndarray, labels: list[str], path: Path, title: 
         grey = img.shape[0] == 1
         ax.imshow(img[0] if grey else img.transpose(1, 2, 0), cmap="gray_r" if grey else None, vmin=0, vmax=1,
                   interpolation="nearest")
-        ax.set_title("\n".join(textwrap.wrap(labels[k], 18)), fontsize=5.5)
+        ax.set_title(plain("\n".join(textwrap.wrap(labels[k], 18))), fontsize=5.5)  # ids, captions
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
@@ -76,7 +77,7 @@ def dynamics_plot(dynamics: pd.DataFrame, path: Path, title: str) -> Path:
             curve = sub[sub["included"] == included].groupby("epoch")["loss"].mean()
             if len(curve):
                 ax.plot(curve.index, curve.values, style, label=label)
-        ax.set_title(str(item), fontsize=8)
+        ax.set_title(plain(item), fontsize=8)
         ax.set_xlabel("epoch", fontsize=7)
         ax.set_ylabel("loss (log scale)", fontsize=7)
         ax.set_yscale("log")

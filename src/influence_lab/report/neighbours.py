@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..orchestration.store import atomic_write  # noqa: E402
+from .figures import plain  # noqa: E402
 
 
 def _show(ax, img):
@@ -36,8 +37,8 @@ def neighbour_grid(prompt: str, method: str, outputs: np.ndarray, neighbours: np
         if c < len(neighbours):
             axes[1, c].axis("on")
             _show(axes[1, c], neighbours[c])
-            axes[1, c].set_title("\n".join(textwrap.wrap(labels[c], 16)), fontsize=5.5)
-    fig.suptitle(f"{method}: '{prompt}'\ntop: generated outputs; bottom: most influential training items",
+            axes[1, c].set_title(plain("\n".join(textwrap.wrap(labels[c], 16))), fontsize=5.5)
+    fig.suptitle(plain(f"{method}: '{prompt}'\ntop: generated outputs; bottom: most influential training items"),
                  fontsize=8)
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))

@@ -17,6 +17,7 @@ from ..attribution.search import attribute_prompts, resolve_methods
 from ..data import load_data
 from ..errors import InfluenceLabError
 from ..models.build import load_model
+from ..orchestration.paths import inside
 from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, read_json, write_json
 from ..report.neighbours import neighbour_grid, neighbour_text
@@ -104,7 +105,10 @@ def draw_neighbours(run: RunDir, bundle, table: pd.DataFrame, prompts, outputs, 
     pictures = []
     for (target, method), group in table.groupby(["target", "method"], sort=True):
         best = group.sort_values("rank").head(top)
-        stem = run / "neighbours" / f"{target:03d}-{_slug(prompts[target])}-{_slug(method)}"
+        # prompts (possibly drawn from the data's captions) and method names become file names only
+        # through _slug, which keeps [a-z0-9-]; `inside` makes sure the file stays in the run
+        stem = inside(run.path, run / "neighbours" / f"{target:03d}-{_slug(prompts[target])}-{_slug(method)}",
+                      "neighbour file")
         if images is not None:
             labels = [f"{r.id} {r.caption} ({r.score:.3g})" for r in best.itertuples()]
             neighbours = images[[index_of[i] for i in best["id"]]]

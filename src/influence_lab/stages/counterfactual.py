@@ -24,6 +24,7 @@ from ..orchestration.store import RunDir, atomic_write, read_json, write_json, w
 from ..tracking.loggers import Tracking
 from .attribute import attribute
 from .common import console, output_dir, reused, stage_entry, upstream
+from .retrain import member_done, member_failed, member_finished
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
@@ -59,6 +60,12 @@ def counterfactual(cfg: DictConfig) -> RunDir:
             "counterfactual": {k: v for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
                                if k not in ("launcher", "launcher_overrides", "pack_size")}}
     run = RunDir(output_dir(cfg), "counterfactual", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
+    with run.claim():  # a second sweep on the same output directory waits, then reuses this one
+        return sweep(cfg, run, members, jobs, methods, att, gen)
+
+
+def sweep(cfg: DictConfig, run: RunDir, members: list, jobs: list, methods: list, att: dict, gen: dict) -> RunDir:
+    ccfg = cfg.counterfactual
     if run.done and not cfg.force:
         reused(run)
         print_summary(pd.read_csv(run / "stats.csv"), console)
@@ -75,9 +82,9 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     results.mkdir(exist_ok=True)
 
     def count_done() -> int:
-        return sum(1 for m in members if (results / f"{m.member_id}.done").exists())
+        return sum(1 for m in members if member_finished(results, m.member_id))
 
-    missing = [j for j, ids in enumerate(jobs) if not all((results / f"{i}.done").exists() for i in ids)]
+    missing = [j for j, ids in enumerate(jobs) if not all(member_finished(results, i) for i in ids)]
     console.print(f"counterfactual sweep {run.path}: {len(members)} retrained models in {len(jobs)} jobs, "
                   f"{len(members) - count_done()} to run", highlight=False)
     if missing:
@@ -87,7 +94,16 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     if count_done() != len(members):
         raise InfluenceLabError(f"{len(members) - count_done()} members of {run.path} have no results; "
                                 f"see {run / 'retrain.log'} and run the same command again.")
-    table = pd.concat([pd.read_parquet(results / f"{m.member_id}.parquet") for m in members], ignore_index=True)
+    failed = [read_json(results / f"{m.member_id}.failed") for m in members if member_failed(results, m.member_id)]
+    if failed:
+        atomic_write(run / "failures.csv", lambda p: pd.DataFrame(failed).to_csv(p, index=False))
+        for record in failed:
+            console.print(f"[red]failed member:[/] {record['error']}", highlight=False)
+    finished = [m for m in members if member_done(results, m.member_id)]
+    if not finished:
+        raise InfluenceLabError(f"every member of {run.path} failed (see {run / 'failures.csv'}); "
+                                f"no counterfactual numbers can be computed.")
+    table = pd.concat([pd.read_parquet(results / f"{m.member_id}.parquet") for m in finished], ignore_index=True)
     stats, arms, experiments = compare(table), arm_table(table), experiment_table(table)
     atomic_write(run / "results.parquet", lambda p: table.to_parquet(p, index=False))
     if len(experiments):
@@ -95,9 +111,13 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     atomic_write(run / "stats.csv", lambda p: stats.to_csv(p, index=False))
     atomic_write(run / "arms.csv", lambda p: arms.to_csv(p, index=False))
     chart = bar_chart(stats, run / "chart.png")
-    write_text(run / "summary.md", summary_markdown(stats, arms, chart, experiments))
+    summary = summary_markdown(stats, arms, chart, experiments)
+    if failed:
+        summary += (f"\n## Failed members\n\n{len(failed)} of {len(members)} retrained models failed and have no "
+                    f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n")
+    write_text(run / "summary.md", summary)
     log_summary(cfg, run, stats, arms, chart)
-    run.mark_done({"members": len(members)})
+    run.mark_done({"members": len(members), "failed": len(failed)})
     print_summary(stats, console)
     console.print(f"  results: {run / 'results.parquet'}\n  chart: {chart}\n  summary: {run / 'summary.md'}",
                   highlight=False)

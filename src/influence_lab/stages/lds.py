@@ -31,6 +31,17 @@ from ..attribution.gradient_methods import (
     check_gradient_method,
 )
 from ..attribution.search import dense_scores, resolve_methods
+from ..checks import (
+    a_list,
+    check_methods,
+    is_int,
+    is_number,
+    non_negative_int,
+    positive_int,
+    seed,
+    seed_list,
+    show,
+)
 from ..counterfactual.lds import draw_subsets, lds_per_target, lds_table, memorization
 from ..counterfactual.metrics import NOISE_SEED
 from ..data import load_data
@@ -49,7 +60,7 @@ from .members import train_members
 
 
 def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
-    methods = cfg.lds.methods
+    methods = check_methods(cfg.lds.methods, "lds.methods", cfg)
     if methods in (None, "auto"):
         search = resolve_methods(OmegaConf.to_container(cfg.attribution.methods)
                                  if not isinstance(cfg.attribution.methods, str) else cfg.attribution.methods, kind)
@@ -63,14 +74,20 @@ def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
 
 
 def check_settings(lcfg: DictConfig) -> None:
-    if not 0 < float(lcfg.alpha) < 1:
-        raise InfluenceLabError(f"lds.alpha is {lcfg.alpha}; it must be strictly between 0 and 1.")
-    if int(lcfg.subsets) < 3:
-        raise InfluenceLabError(f"lds.subsets is {lcfg.subsets}; a rank correlation needs at least 3 subsets.")
-    if not list(lcfg.seeds):
-        raise InfluenceLabError("lds.seeds is empty; give at least one training seed.")
-    if not list(lcfg.trak_ensembles) or min(int(e) for e in lcfg.trak_ensembles) < 1:
-        raise InfluenceLabError(f"lds.trak_ensembles is {list(lcfg.trak_ensembles)}; give sizes >= 1.")
+    if not is_number(lcfg.alpha) or not 0 < lcfg.alpha < 1:
+        raise InfluenceLabError(f"lds.alpha is {show(lcfg.alpha)}; it must be strictly between 0 and 1.")
+    if not is_int(lcfg.subsets) or lcfg.subsets < 3:
+        raise InfluenceLabError(f"lds.subsets is {show(lcfg.subsets)}; a rank correlation needs at least 3 subsets.")
+    seed_list(lcfg.seeds, "lds.seeds", "[1, 2]")
+    ensembles = a_list(lcfg.trak_ensembles, "lds.trak_ensembles", "[1, 2, 4]")
+    if not ensembles or not all(is_int(e) and e >= 1 for e in ensembles):
+        raise InfluenceLabError(f"lds.trak_ensembles is {ensembles}; give sizes >= 1.")
+    seed(lcfg.subset_seed, "lds.subset_seed")
+    positive_int(lcfg.pack_size, "lds.pack_size")
+    positive_int(lcfg.get("targets_per_prompt"), "lds.targets_per_prompt", null=True)
+    positive_int(lcfg.memorization_top, "lds.memorization_top")
+    non_negative_int(lcfg.track_items, "lds.track_items")
+    positive_int(lcfg.bootstrap, "lds.bootstrap")
 
 
 def targets_of(prompts, outputs, per_prompt) -> tuple[list[str], list]:

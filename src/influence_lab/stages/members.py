@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_data
 from ..models.build import build_model, save_model
-from ..orchestration.store import atomic_write, write_json
+from ..orchestration.signature import signature
+from ..orchestration.store import atomic_write, claim, write_json
 from ..training.batches import batch_of
-from ..training.fit import fit_pack
+from ..training.fit import NonFiniteLoss, fit_pack
 from .common import console, train_run
 from .train import begin_train_run
 
@@ -31,20 +32,39 @@ def member_cfg(base: DictConfig, member: dict) -> DictConfig:
 
 
 def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
-                  track_ids: list[str] | None = None) -> dict:
+                  track_ids: list[str] | None = None, failures: dict | None = None) -> dict:
     """Each member's train result (signature-named, as `influence-lab train` would make it),
     training the missing ones together as one pack. With `track_ids`, each new member also gets
-    `dynamics.parquet`: the measured loss of those training items after every epoch."""
-    runs, missing = {}, []
+    `dynamics.parquet`: the measured loss of those training items after every epoch.
+
+    A member whose loss stops being finite is left out of the result: its message goes into
+    `failures` (member id -> message) when given, else NonFiniteLoss is raised naming it. The pack
+    is claimed (file lock) so two processes never train the same members at once."""
+    runs = {}
     for member in members:
         mcfg = member_cfg(base, member)
         mbundle = load_data(mcfg.data)
-        run = train_run(mcfg, mbundle)
-        runs[member["member_id"]] = run
-        if not run.done:
-            missing.append((member, mcfg, mbundle, run))
-    if not missing:
-        return runs
+        runs[member["member_id"]] = (member, mcfg, mbundle, train_run(mcfg, mbundle))
+    if all(run.done for *_, run in runs.values()):
+        return {k: run for k, (*_, run) in runs.items()}
+    with claim(Path(f"{pack_dir}.lock"), f"the pack {pack_dir}"):
+        missing = [entry for entry in runs.values() if not entry[3].done]  # again, now that the pack is ours
+        if missing:
+            # the checkpoint folder is named by exactly the members it trains, so a pack never
+            # resumes from the checkpoint of another set of members
+            folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
+            failed = _train_pack(base, bundle, missing, folder, track_ids)
+            for member_id, message in failed.items():
+                runs.pop(member_id)
+                if failures is None:
+                    raise NonFiniteLoss(message)
+                failures[member_id] = message
+    return {k: run for k, (*_, run) in runs.items()}
+
+
+def _train_pack(base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, track_ids) -> dict[str, str]:
+    """Train `missing` (member, cfg, bundle, run) as one pack and save each finite member; return
+    the failed members' messages."""
     models = [build_model(base.model, bundle, int(m["seed"])) for m, *_ in missing]
     position = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
     items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
@@ -54,7 +74,15 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
     pack = fit_pack(models, bundle.train, items, [int(m["seed"]) for m, *_ in missing], base.model.fit, base.trainer,
                     pack_dir, track=track)
     seconds = time.perf_counter() - start
-    for m, (model, (_, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
+    failed = {}
+    for m, (model, (member, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
+        if m in pack.failed:
+            where = pack.failed[m]
+            failed[member["member_id"]] = (
+                f"member {member['member_id']} stopped: its training loss became {where['loss']} at epoch "
+                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); lower model.lr or check the data.")
+            console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
+            continue
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
         save_model(model.eval(), run.path)
@@ -70,4 +98,4 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
                                      for epoch, losses in pack.dynamics for j, item_id in enumerate(track_ids)])
             atomic_write(run / "dynamics.parquet", lambda p, d=dynamics: d.to_parquet(p, index=False))
         run.mark_done({"data_fingerprint": mbundle.fingerprint, "pack": str(pack_dir)})
-    return runs
+    return failed

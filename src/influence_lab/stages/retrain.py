@@ -1,7 +1,9 @@
 """`influence-lab retrain sweep_dir=DIR job=N`: train the members of one retrain job of a
 counterfactual sweep and measure each against the full model. Launched by `counterfactual` as a
 Hydra multirun (`-m job=0,1,...`) on any launcher; safe to re-run: finished members are skipped,
-each member's results are written atomically with a `.done` marker."""
+each member's results are written atomically with a `.done` marker holding their SHA-256. A job is
+claimed with a file lock, so two sweeps on one output directory never run it twice at once. A
+member whose training loss stops being finite gets a `.failed` record instead of numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.signature import signature
-from ..orchestration.store import atomic_write, read_json, write_json
+from ..orchestration.store import atomic_write, changed_files, claim, read_json, sha256, write_json
 from ..tracking.loggers import Tracking
 from .attribute import load_outputs
 from .common import console, output_dir, stage_entry
@@ -26,7 +28,25 @@ from .members import train_members
 
 
 def member_done(results: Path, member_id: str) -> bool:
-    return (results / f"{member_id}.done").exists()
+    """The member's results exist and still have the hash recorded when they were written (an
+    altered or truncated file makes the member count as not done, so it is measured again)."""
+    marker = results / f"{member_id}.done"
+    if not marker.exists():
+        return False
+    hashes = read_json(marker).get("sha256")
+    if hashes is not None and changed_files(results, hashes):
+        marker.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def member_failed(results: Path, member_id: str) -> bool:
+    return (results / f"{member_id}.failed").exists()
+
+
+def member_finished(results: Path, member_id: str) -> bool:
+    """Done, or recorded as failed (a re-run does not retry it; delete the .failed file to retry)."""
+    return member_failed(results, member_id) or member_done(results, member_id)
 
 
 def retrain(cfg: DictConfig) -> list[str]:
@@ -40,10 +60,16 @@ def retrain(cfg: DictConfig) -> list[str]:
         raise InfluenceLabError(f"job is {job}; this sweep has jobs 0..{len(plan['jobs']) - 1}.")
     members = {m["member_id"]: m for m in plan["members"]}
     results = sweep / "results"
-    todo = [members[i] for i in plan["jobs"][job] if not member_done(results, i)]
-    if not todo:
-        console.print(f"retrain job {job}: every member is already done", highlight=False)
-        return []
+    with claim(results / f".job{job:04d}.lock", f"retrain job {job} of {sweep}"):
+        todo = [members[i] for i in plan["jobs"][job] if not member_finished(results, i)]
+        if not todo:
+            console.print(f"retrain job {job}: every member is already done", highlight=False)
+            return []
+        return run_job(base, plan, sweep, job, todo)
+
+
+def run_job(base: DictConfig, plan: dict, sweep: Path, job: int, todo: list[dict]) -> list[str]:
+    results = sweep / "results"
     bundle = load_data(base.data)
     full = load_model(plan["model_dir"])
     prompts, originals, _ = load_outputs(_Dir(plan["generate_dir"]))
@@ -62,8 +88,12 @@ def retrain(cfg: DictConfig) -> list[str]:
         # the pack's checkpoint directory is named by its members, so a regrouped sweep never
         # resumes a pack of other members
         pack_dir = sweep / "packs" / signature(sorted(m["member_id"] for m in todo))
-        runs = train_members(base, bundle, todo, pack_dir)
-        for member in todo:
+        failures = {}
+        runs = train_members(base, bundle, todo, pack_dir, failures=failures)
+        for member_id, message in failures.items():
+            write_json(results / f"{member_id}.failed", {"job": job, "member_id": member_id,
+                                                         "error": f"retrain job {job}: {message}"})
+        for member in (m for m in todo if m["member_id"] in runs):
             model = load_model(runs[member["member_id"]].path)
             rows = []
             for t in member["targets"]:
@@ -76,7 +106,9 @@ def retrain(cfg: DictConfig) -> list[str]:
                                  "n_removed": len(member["removed"]), "metric": metric, "value": value})
             table = pd.DataFrame(rows)
             atomic_write(results / f"{member['member_id']}.parquet", lambda p, tb=table: tb.to_parquet(p, index=False))
-            write_json(results / f"{member['member_id']}.done", {"job": job})
+            write_json(results / f"{member['member_id']}.done",
+                       {"job": job, "sha256": {f"{member['member_id']}.parquet":
+                                               sha256(results / f"{member['member_id']}.parquet")}})
             means = table.groupby("metric")["value"].mean()
             if tracking.wandb_run is not None:
                 tracking.wandb_run.log({f"{member['arm']}/{m}": float(v) for m, v in means.items()})

@@ -29,6 +29,11 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
     """Train the model `cfg` describes unless a complete run with its signature exists."""
     bundle = bundle or load_data(cfg.data)
     run = train_run(cfg, bundle)
+    with run.claim():  # another process training the same model: wait for it, then reuse its result
+        return _train(cfg, bundle, run)
+
+
+def _train(cfg: DictConfig, bundle: DataBundle, run: RunDir) -> RunDir:
     if run.done and not cfg.force:
         reused(run)
         return run

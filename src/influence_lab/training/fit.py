@@ -1,19 +1,26 @@
-"""Fit one model with a Lightning Trainer, resuming from the run's last checkpoint if present."""
+"""Fit one model with a Lightning Trainer, resuming from the run's last checkpoint if present.
+
+Checkpoints are written atomically with a SHA-256 beside them and loaded with weights_only=True;
+one that fails its hash is discarded (training starts over) instead of being resumed. A loss that
+stops being finite ends the fit with an error naming the run."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..data import DataBundle
+from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
-from ..orchestration.store import atomic_write, read_json, write_json
+from ..orchestration.store import atomic_write, read_json, sha256, write_json, write_text
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -44,13 +51,74 @@ class Snapshots(pl.Callback):
         write_json(self.folder / "index.json", sorted(index, key=lambda e: e["epoch"]))
 
 
-def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0) -> pl.Trainer:
+class NonFiniteLoss(InfluenceLabError):
+    """A training loss became NaN or infinite."""
+
+
+class HashedCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed, with `<file>.sha256` beside
+    them, and read back with weights_only=True (no code runs while loading)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        def write(tmp: Path) -> None:
+            torch.save(checkpoint, tmp)
+            # the hash goes down first: a kill between the two writes leaves a checkpoint whose hash
+            # does not match, which is discarded, never one that is trusted without a hash
+            write_text(Path(f"{path}.sha256"), sha256(tmp) + "\n")
+
+        atomic_write(Path(path), write)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        if not checkpoint_intact(Path(path)):
+            raise InfluenceLabError(f"checkpoint {path} does not match its recorded SHA-256; delete it to start over.")
+        return torch.load(path, map_location=map_location or (lambda storage, loc: storage), weights_only=True)
+
+
+def checkpoint_intact(path: Path) -> bool:
+    stored = Path(f"{path}.sha256")
+    return path.is_file() and stored.is_file() and stored.read_text().strip() == sha256(path)
+
+
+def resume_point(run_dir: Path, name: str) -> str | None:
+    """The run's last checkpoint if it is intact; a truncated, altered or unhashed one is removed
+    with a warning, so the fit starts over rather than resume from bad state."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return None
+    if checkpoint_intact(last):
+        epoch = torch.load(last, map_location="cpu", weights_only=True).get("epoch")
+        print(f"{name}: resuming from {last} (epoch {epoch})", file=sys.stderr, flush=True)
+        return str(last)
+    warnings.warn(f"{last} does not match its recorded SHA-256 (truncated or altered); training {name} "
+                  f"from the start instead of resuming.", stacklevel=2)
+    last.unlink()
+    return None
+
+
+class FiniteLoss(pl.Callback):
+    """Stop the fit with a clear error when the training loss is NaN or infinite."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            raise NonFiniteLoss(f"training {self.name} stopped: the loss is {float(loss)} at epoch "
+                                f"{trainer.current_epoch}, batch {batch_idx}; lower model.lr or "
+                                f"check the data for NaN values.")
+
+
+def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0,
+                 name: str = "") -> pl.Trainer:
     callbacks = [
         pl.callbacks.ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0)
     ]
     if snapshots:
         callbacks.append(Snapshots(Path(run_dir) / "snapshots", int(snapshots), max_epochs))
-    plugins = []
+    if name:
+        callbacks.append(FiniteLoss(name))
+    plugins = [HashedCheckpointIO()]
     if "SLURM_JOB_ID" in os.environ:  # inside a submitit job: submitit, not Lightning, handles requeueing
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
@@ -88,9 +156,10 @@ def fit(
         torch.set_num_threads(int(trainer_cfg.num_threads))
     train = loader(bundle.train, int(fit_cfg.batch_size), shuffle=True, seed=seed)
     val = loader(bundle.val, 512) if len(bundle.val) else None
-    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers, int(fit_cfg.get("snapshots") or 0))
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    trainer.fit(model, train, val, ckpt_path=str(last) if last.exists() else None)
+    name = Path(run_dir).name
+    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers, int(fit_cfg.get("snapshots") or 0),
+                           name=name)
+    trainer.fit(model, train, val, ckpt_path=resume_point(run_dir, name), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["steps"] = int(trainer.global_step)
@@ -111,8 +180,7 @@ def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int
     pack = Pack(models, train, member_items, seeds, int(fit_cfg.batch_size), int(fit_cfg.max_epochs), record_seen,
                 track)
     trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    trainer.fit(pack, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(pack, ckpt_path=resume_point(run_dir, f"pack {Path(run_dir).name}"), weights_only=True)
     pack.unpack(models)
     for model, seed in zip(models, seeds, strict=True):
         model.noise_seed = int(seed)

@@ -124,6 +124,8 @@ class Pack(pl.LightningModule):
         # training dynamics: every member's measured loss of the rows `track` after each epoch
         self.track = [int(i) for i in (track or [])]
         self.dynamics: list[tuple[int, np.ndarray]] = []  # (epoch, (members, len(track)))
+        # members whose loss stopped being finite: member -> where; they sit out every later step
+        self.failed: dict[int, dict] = {}
 
     # --- data ---------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -202,12 +204,21 @@ class Pack(pl.LightningModule):
 
     def training_step(self, step, batch_idx):
         batch, noise, weight, active = self._stack(int(step))
+        for m in self.failed:
+            active[m] = False
         losses = self._losses(batch, noise, weight)
+        detached = losses.detach().cpu()
+        for m in torch.nonzero(active & ~torch.isfinite(detached)).flatten().tolist():
+            # a member's loss touches only its own parameters, so it alone stops; the others go on
+            self.failed[m] = {"epoch": int(self.current_epoch), "step": int(self.member_steps[m]),
+                              "loss": float(detached[m])}
+            active[m] = False
         for p in self.stacked:
             p.grad = None
-        losses.sum().backward()
+        losses.masked_fill(~active.to(losses.device), 0.0).sum().backward()
         self.opt.step(active.cpu(), self.lr_at(self.current_epoch))
-        detached = losses.detach().cpu()
+        if not bool(active.any()):
+            return
         for m in torch.nonzero(active).flatten().tolist():
             self.loss_history[m].append(float(detached[m]))
             self.epoch_losses[m] += float(detached[m])
@@ -230,13 +241,24 @@ class Pack(pl.LightningModule):
         self.dynamics.append((int(self.current_epoch) + 1, losses.cpu().numpy()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # everything a resumed pack needs to end exactly as an uninterrupted one (tensors and plain
+        # containers only, so the checkpoint loads with weights_only=True)
         checkpoint["pack_optimizer"] = self.opt.state_dict()
         checkpoint["pack_member_steps"] = self.member_steps
+        checkpoint["pack_loss_history"] = [torch.tensor(h, dtype=torch.float64) for h in self.loss_history]
+        checkpoint["pack_dynamics"] = [(epoch, torch.from_numpy(losses)) for epoch, losses in self.dynamics]
+        checkpoint["pack_failed"] = {int(m): dict(info) for m, info in self.failed.items()}
+        checkpoint["pack_seen"] = [torch.tensor(sorted(s), dtype=torch.long) for s in self.seen]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._pending_opt_state = checkpoint.get("pack_optimizer")
         if "pack_member_steps" in checkpoint:
             self.member_steps = checkpoint["pack_member_steps"]
+        if "pack_loss_history" in checkpoint:
+            self.loss_history = [h.tolist() for h in checkpoint["pack_loss_history"]]
+            self.dynamics = [(int(e), losses.numpy()) for e, losses in checkpoint["pack_dynamics"]]
+            self.failed = {int(m): info for m, info in checkpoint["pack_failed"].items()}
+            self.seen = [set(s.tolist()) for s in checkpoint["pack_seen"]]
 
     # --- results ------------------------------------------------------------------------------
     def unpack(self, models: list[GenerativeModel]) -> list[GenerativeModel]:
