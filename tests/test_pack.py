@@ -77,3 +77,25 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
 
     batch = batch_of(full.train.select([canary]))
     assert not torch.equal(members[0].example_loss(batch, 0), members[1].example_loss(batch, 0))
+
+
+def test_unpackable_models_train_their_members_one_by_one(cfg_factory, tmp_path, capsys):
+    """CharGPT is not packed (vmap over its attention is slower than solo fits): members are fitted
+    one by one, each exactly the model `influence-lab train` makes for its removal and seed."""
+    from influence_lab.stages.members import train_members
+    from influence_lab.stages.train import train
+
+    cfg = cfg_factory("train", model="chargpt")
+    bundle = load_data(cfg.data)
+    ids = list(bundle.train["id"])
+    members = [{"member_id": "a", "removed": ids[:5], "seed": 1}, {"member_id": "b", "removed": [], "seed": 2}]
+    runs = train_members(cfg, bundle, members, tmp_path / "packs")
+    assert "training 2 members one by one" in capsys.readouterr().err
+    assert all(run.done for run in runs.values()) and not (tmp_path / "packs").exists()
+    solo_cfg = cfg_factory("train", f"paths.output_dir={tmp_path}/solo", f"data.exclude_ids=[{','.join(ids[:5])}]",
+                           "seed=1", model="chargpt")
+    solo = train(solo_cfg)
+    assert solo.path.name == runs["a"].path.name  # the same signature: any stage reuses it
+    a = torch.load(runs["a"] / "weights.pt", weights_only=True)
+    b = torch.load(solo / "weights.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in b)

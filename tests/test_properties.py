@@ -286,9 +286,6 @@ def test_key_order_never_changes_a_signature(cfg, rng):
     assert signature(cfg, [shuffled]) == signature(OmegaConf.create(shuffled), [cfg])
 
 
-@pytest.mark.xfail(strict=True, reason="signature() turns a DictConfig inside a plain dict or list into str(), "
-                   "which keeps its key order and differs from the dict's JSON (orchestration/signature.py _plain "
-                   "converts only the top level); every caller converts with OmegaConf.to_container today")
 @settings(max_examples=50, deadline=None)
 @given(CONFIGS, st.randoms(use_true_random=False))
 def test_a_dictconfig_nested_in_a_plain_dict_signs_as_its_dict(cfg, rng):

@@ -14,8 +14,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 def _plain(obj: Any) -> Any:
+    """Plain JSON-able containers, converting DictConfig/ListConfig at any depth."""
     if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
+        obj = OmegaConf.to_container(obj, resolve=True)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
     return obj
 
 

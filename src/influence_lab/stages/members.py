@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from ..data import load_data
 from ..models.build import build_model, save_model
 from ..orchestration.signature import signature
 from ..orchestration.store import atomic_write, claim, write_json
 from ..training.batches import batch_of
-from ..training.fit import NonFiniteLoss, fit_pack
+from ..training.fit import NonFiniteLoss, fit, fit_pack
 from .common import console, train_run
 from .train import begin_train_run
 
@@ -53,13 +54,36 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
             # the checkpoint folder is named by exactly the members it trains, so a pack never
             # resumes from the checkpoint of another set of members
             folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
-            failed = _train_pack(base, bundle, missing, folder, track_ids)
+            packable = getattr(build_model(base.model, bundle, 0).__class__, "packable", True)
+            failed = (_train_pack(base, bundle, missing, folder, track_ids) if packable
+                      else _train_one_by_one(base, bundle, missing))
             for member_id, message in failed.items():
                 runs.pop(member_id)
                 if failures is None:
                     raise NonFiniteLoss(message)
                 failures[member_id] = message
     return {k: run for k, (*_, run) in runs.items()}
+
+
+def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[str, str]:
+    """Fit each member alone (models whose pack is slower than solo fits); each fit resumes from
+    its own last checkpoint. Training dynamics are not recorded on this path."""
+    failed = {}
+    console.print(f"training {len(missing)} members one by one", highlight=False)
+    for member, mcfg, mbundle, run in tqdm(missing, desc="members", leave=False):
+        model = build_model(base.model, bundle, int(member["seed"]))  # the full data's vocabulary, as a pack
+        run.prepare()
+        begin_train_run(run, mcfg, mbundle)
+        try:
+            metrics = fit(model, mbundle, base.model.fit, mcfg.trainer, run.path, int(member["seed"]))
+        except NonFiniteLoss as exc:
+            failed[member["member_id"]] = f"member {member['member_id']}: {exc}"
+            console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
+            continue
+        save_model(model.eval(), run.path)
+        write_json(run / "metrics.json", metrics)
+        run.mark_done({"data_fingerprint": mbundle.fingerprint})
+    return failed
 
 
 def _train_pack(base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, track_ids) -> dict[str, str]:
