@@ -4,11 +4,13 @@ the basic launcher. Skipped when no cluster answers, unless REQUIRE_SLURM=1."""
 import os
 import shutil
 import subprocess
+import time
 
 import pandas as pd
 import pytest
 
 from influence_lab.stages.counterfactual import counterfactual
+from tests.test_faults import _start
 from tests.test_sweep import SWEEP, _sorted
 
 
@@ -35,4 +37,46 @@ def test_slurm_sweep_equals_basic_launcher(cfg_factory, tmp_path):
     assert list((slurm.path / "hydra").rglob("*_submitted.pkl")) or list((slurm.path / "hydra").rglob(".submitit"))
     a = _sorted(pd.read_parquet(basic / "results.parquet"))
     b = _sorted(pd.read_parquet(slurm / "results.parquet"))
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+
+
+def _squeue() -> list[tuple[str, str]]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+    return [tuple(line.split()) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slurm
+def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_factory, tmp_path):
+    """`scontrol requeue` on a running retrain job (what preemption does): the job is killed, runs
+    again, resumes its pack from the last checkpoint, and the sweep's rows equal an uninterrupted one."""
+    if not cluster_up():
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)")
+        pytest.skip("no SLURM cluster (make slurm-up)")
+    longer = [*SWEEP, "model.fit.max_epochs=12"]  # jobs long enough to be preempted mid-fit
+    basic = counterfactual(cfg_factory("counterfactual", *longer, f"paths.output_dir={tmp_path}/basic"))
+    out = tmp_path / "slurm"
+    args = ["counterfactual", f"paths.output_dir={out}", "logger=none", "trainer.progress_bar=false", *longer,
+            "counterfactual.launcher=submitit_slurm",
+            "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
+            "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=1']"]
+    proc = _start(args, tmp_path)
+    requeued = None
+    deadline = time.time() + 600
+    while requeued is None and time.time() < deadline and proc.poll() is None:
+        running = [job for job, state in _squeue() if state == "RUNNING"]
+        if running and list(out.glob("counterfactual/*/packs/*/*/checkpoints/last.ckpt.sha256")):
+            done = subprocess.run(["scontrol", "requeue", running[0]], capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            requeued = running[0]
+        time.sleep(0.2)
+    assert requeued, "no retrain job was caught running with a checkpoint"
+    log = proc.communicate(timeout=1200)[0].decode()
+    assert proc.returncode == 0, log[-3000:]
+    sweep = next((out / "counterfactual").iterdir())
+    job_logs = " ".join(p.read_text() for p in (sweep / "hydra").rglob("*_log.err"))
+    assert "resuming from" in job_logs  # the requeued run continued from its checkpoint
+    a = _sorted(pd.read_parquet(basic / "results.parquet"))
+    b = _sorted(pd.read_parquet(sweep / "results.parquet"))
+    assert not b.duplicated(["member_id", "target", "metric"]).any()
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
