@@ -68,7 +68,7 @@ def _in_process_multirun(monkeypatch):
 
 @pytest.mark.slow
 def test_training_killed_mid_fit_resumes_from_last_checkpoint(cfg_factory, tmp_path):
-    args = ["train", "model=vae", "model.fit.max_epochs=30", "logger=none", "trainer.progress_bar=false",
+    args = ["train", "model=vae", "model.fit.max_epochs=150", "logger=none", "trainer.progress_bar=false",
             f"paths.output_dir={tmp_path}/killed"]
     proc = _start(args, tmp_path)
     ckpts = lambda: list((tmp_path / "killed" / "train").glob("*/checkpoints/last.ckpt.sha256"))  # noqa: E731
@@ -80,11 +80,11 @@ def test_training_killed_mid_fit_resumes_from_last_checkpoint(cfg_factory, tmp_p
     resumed = subprocess.run([EXE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epoch = int(resumed.stderr.split("resuming from")[1].split("(epoch ")[1].split(")")[0])
-    assert 1 <= epoch < 30
+    assert 1 <= epoch < 150
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 30 and metrics["steps"] > 0
+    assert metrics["epochs"] == 150 and metrics["steps"] > 0
     # the resumed model is the model of an uninterrupted fit
-    whole = train(cfg_factory("train", "model.fit.max_epochs=30", f"paths.output_dir={tmp_path}/whole"))
+    whole = train(cfg_factory("train", "model.fit.max_epochs=150", f"paths.output_dir={tmp_path}/whole"))
     a = torch.load(run_dir / "weights.pt", weights_only=True)
     b = torch.load(whole / "weights.pt", weights_only=True)
     assert whole.path.name == run_dir.name

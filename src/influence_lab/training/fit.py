@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -95,6 +96,23 @@ def resume_point(run_dir: Path, name: str) -> str | None:
     return None
 
 
+class LastCheckpoint(pl.Callback):
+    """Save `checkpoints/last.ckpt` at the end of an epoch when `every_s` seconds have passed since
+    the last save, and after the last epoch: what a killed fit resumes from. (Lightning's
+    ModelCheckpoint with save_top_k=0 writes `last.ckpt` only when the fit ends.)"""
+
+    def __init__(self, folder: Path, every_s: float):
+        self.path = Path(folder) / "last.ckpt"
+        self.every_s = float(every_s)
+        self._saved = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        last_epoch = trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_epoch or time.monotonic() - self._saved >= self.every_s:
+            trainer.save_checkpoint(self.path)
+            self._saved = time.monotonic()
+
+
 class FiniteLoss(pl.Callback):
     """Stop the fit with a clear error when the training loss is NaN or infinite."""
 
@@ -111,9 +129,7 @@ class FiniteLoss(pl.Callback):
 
 def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0,
                  name: str = "") -> pl.Trainer:
-    callbacks = [
-        pl.callbacks.ModelCheckpoint(dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0)
-    ]
+    callbacks = [LastCheckpoint(Path(run_dir) / "checkpoints", float(trainer_cfg.get("checkpoint_every_s", 5.0)))]
     if snapshots:
         callbacks.append(Snapshots(Path(run_dir) / "snapshots", int(snapshots), max_epochs))
     if name:
@@ -132,6 +148,7 @@ def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, logger
         max_epochs=max_epochs,
         logger=loggers or False,
         callbacks=callbacks,
+        enable_checkpointing=False,  # LastCheckpoint saves what a resume needs
         enable_progress_bar=trainer_cfg.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=1,
