@@ -53,7 +53,7 @@ def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_fa
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)")
         pytest.skip("no SLURM cluster (make slurm-up)")
-    longer = [*SWEEP, "model.fit.max_epochs=12"]  # jobs long enough to be preempted mid-fit
+    longer = [*SWEEP, "model.fit.max_epochs=30", "trainer.checkpoint_every_s=1"]  # preemptible mid-fit
     basic = counterfactual(cfg_factory("counterfactual", *longer, f"paths.output_dir={tmp_path}/basic"))
     out = tmp_path / "slurm"
     args = ["counterfactual", f"paths.output_dir={out}", "logger=none", "trainer.progress_bar=false", *longer,
@@ -61,14 +61,17 @@ def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_fa
             "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
             "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=1']"]
     proc = _start(args, tmp_path)
-    requeued = None
+    requeued, watched, before = None, None, set()
+    checkpoints = lambda: set(out.glob("counterfactual/*/packs/*/*/checkpoints/last.ckpt.sha256"))  # noqa: E731
     deadline = time.time() + 600
     while requeued is None and time.time() < deadline and proc.poll() is None:
         running = [job for job, state in _squeue() if state == "RUNNING"]
-        if running and list(out.glob("counterfactual/*/packs/*/*/checkpoints/last.ckpt.sha256")):
-            done = subprocess.run(["scontrol", "requeue", running[0]], capture_output=True, text=True, timeout=30)
+        if running and running[0] != watched:  # a job started: wait for a checkpoint of its own pack
+            watched, before = running[0], checkpoints()
+        elif running and checkpoints() - before:
+            done = subprocess.run(["scontrol", "requeue", watched], capture_output=True, text=True, timeout=30)
             assert done.returncode == 0, done.stderr
-            requeued = running[0]
+            requeued = watched
         time.sleep(0.2)
     assert requeued, "no retrain job was caught running with a checkpoint"
     log = proc.communicate(timeout=1200)[0].decode()
