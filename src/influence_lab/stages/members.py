@@ -71,6 +71,8 @@ def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[st
     failed = {}
     console.print(f"training {len(missing)} members one by one", highlight=False)
     for member, mcfg, mbundle, run in tqdm(missing, desc="members", leave=False):
+        if run.done:  # members with the same removal and seed share one train result
+            continue
         model = build_model(base.model, bundle, int(member["seed"]))  # the full data's vocabulary, as a pack
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
