@@ -32,3 +32,12 @@ def cfg_factory(tmp_path):
         return make_cfg(stage, tmp_path, *overrides, model=model, shrink=shrink)
 
     return factory
+
+
+def accept_edits(run) -> None:
+    """Re-mark a finished result after a test edited its files on purpose (planted outputs); else
+    the hashes recorded when it was written make the next stage rebuild it."""
+    import json
+
+    info = json.loads((run / "done").read_text())
+    run.mark_done({k: v for k, v in info.items() if k not in ("finished", "signature", "sha256")})

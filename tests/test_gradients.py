@@ -14,6 +14,7 @@ from influence_lab.models.build import build_model
 from influence_lab.stages import attribute as attribute_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.training.batches import batch_of
+from tests.conftest import accept_edits
 
 SMALL = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2", "attribution.keep=20",
          "attribution.gradient.ensemble=2", "attribution.gradient.proj_dim=256",
@@ -103,6 +104,7 @@ def test_trak_ranks_a_planted_copy_first(cfg_factory, tmp_path):
         rows = table.index[table.prompt_index == t].to_numpy()
         images[rows] = np.asarray(bundle.train[i]["image"], dtype=np.float32)
     np.save(gen / "images.npy", images)
+    accept_edits(gen)
     ranking = pd.read_parquet(attribute(cfg) / "attribution.parquet")
     for method, top in (("trak", 3), ("tracin", 20)):
         for t, i in enumerate(planted):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from influence_lab.stages.counterfactual import counterfactual
-from tests.conftest import SHRINK
+from tests.conftest import SHRINK, accept_edits
 
 SWEEP = [
     "generate.m=2", "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
@@ -115,6 +115,7 @@ def test_planted_copies_raise_the_loss_far_more_than_random(cfg_factory, tmp_pat
         far = np.linalg.norm((images[matches] - images[matches].mean(0)).reshape(len(matches), -1), axis=1)
         planted[row] = images[matches[int(np.argsort(-far)[row % 2])]]
     np.save(gen / "images.npy", planted)
+    accept_edits(gen)
     cfg = cfg_factory("counterfactual", *common, "counterfactual.methods=[raw_only]",
                       "counterfactual.arms=[topk,random]", "counterfactual.k=[4]", "counterfactual.seeds=[0]",
                       "counterfactual.grouping=grouped", shrink=False)
