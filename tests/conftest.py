@@ -41,3 +41,12 @@ def accept_edits(run) -> None:
 
     info = json.loads((run / "done").read_text())
     run.mark_done({k: v for k, v in info.items() if k not in ("finished", "signature", "sha256")})
+
+
+def stage_error(stage_module, cfg, capsys) -> str:
+    """Run a stage that must refuse its input: exit status 2; returns stderr with whitespace
+    collapsed (the console wraps long lines)."""
+    with pytest.raises(SystemExit) as exit_info:
+        stage_module.run(cfg)
+    assert exit_info.value.code == 2
+    return " ".join(capsys.readouterr().err.split())

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from influence_lab.data.dataset import split_indices
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, stage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -429,10 +429,7 @@ def _overrides(row: Row, tmp_path, stage: str) -> list[str]:
 
 
 def _run_and_check(stage: str, cfg, message: str, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        STAGES[stage].run(cfg)
-    assert exit_info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = stage_error(STAGES[stage], cfg, capsys)
     assert re.search("error: " + pattern(message) + "$", err), err
     return err
 

@@ -26,7 +26,7 @@ from influence_lab.stages.retrain import retrain
 from influence_lab.stages.train import train
 from influence_lab.training import fit as fit_module
 from influence_lab.training.pack import Pack
-from tests.conftest import SHRINK, make_cfg
+from tests.conftest import SHRINK, make_cfg, stage_error
 from tests.test_sweep import SWEEP, _sorted
 
 EXE = str(Path(sys.executable).parent / "influence-lab")
@@ -212,10 +212,7 @@ def test_nan_loss_stops_a_training_job_with_its_name(cfg_factory, tmp_path, caps
     original = VAE.loss
     monkeypatch.setattr(VAE, "loss", lambda self, batch, noise: original(self, batch, noise) * float("nan"))
     cfg = cfg_factory("train", "model.fit.max_epochs=2")
-    with pytest.raises(SystemExit) as exit_info:
-        train_stage.run(cfg)
-    assert exit_info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = stage_error(train_stage, cfg, capsys)
     assert "error: training vae-digits-" in err and "stopped: the loss is nan at epoch 0, batch 0" in err
     assert not list(tmp_path.rglob("done"))
 
@@ -271,10 +268,7 @@ def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temp_file(tmp_path):
 def test_an_unwritable_output_dir_is_a_clear_error(cfg_factory, tmp_path, capsys):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the output directory should be")
-    with pytest.raises(SystemExit) as exit_info:
-        train_stage.run(cfg_factory("train", f"paths.output_dir={blocker}/out"))
-    assert exit_info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = stage_error(train_stage, cfg_factory("train", f"paths.output_dir={blocker}/out"), capsys)
     assert "error: cannot" in err and "not-a-dir/out" in err and "paths.output_dir" in err
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "readonly"

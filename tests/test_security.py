@@ -23,6 +23,7 @@ from influence_lab.data import load_data
 from influence_lab.data.sources import load_imagefolder
 from influence_lab.errors import InfluenceLabError
 from influence_lab.orchestration.paths import check_name, inside, is_safe_name, safe_name
+from tests.conftest import stage_error
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "influence_lab"
 
@@ -247,10 +248,7 @@ def test_links_out_of_the_data_folder_are_refused(tmp_path, cfg_factory, capsys)
     from influence_lab.stages import train as train_stage
 
     cfg = cfg_factory("train", "data=imagefolder", f"data.source.path={meta}", "data.prompts=[a]")
-    with pytest.raises(SystemExit) as info:
-        train_stage.run(cfg)
-    assert info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = stage_error(train_stage, cfg, capsys)
     assert "error: " in err and "file_name 'link.png' leads outside data.source.path" in err
     assert not list(tmp_path.rglob("done"))
 
@@ -368,10 +366,7 @@ def test_code_interpolations_fail_and_run_nothing(resolver, cfg_factory, tmp_pat
     assert f"${{{resolver}:" in OmegaConf.to_container(cfg, resolve=False)["group"]
     with pytest.raises(UnsupportedInterpolationType):
         OmegaConf.to_container(cfg, resolve=True)
-    with pytest.raises(SystemExit) as info:
-        train_stage.run(cfg)
-    assert info.value.code == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = stage_error(train_stage, cfg, capsys)
     assert f"group uses the resolver '{resolver}'" in err and "evaluates no code" in err
     nested = cfg_factory("train", f"data.prompts=[a,'${{oc.select:x,${{{resolver}:1}}}}']")
     with pytest.raises(SystemExit):

@@ -127,6 +127,28 @@ def verify_result(folder: Path, files: list[str] | None = None) -> None:
         )
 
 
+def marker_intact(marker: Path, folder: Path) -> bool:
+    """Whether `marker` exists and every file it lists under `folder` still has the hash recorded
+    when it was written. A damaged result is reported once and its marker removed, so it counts as
+    missing and is rebuilt. (Markers without hashes, from older versions, count as intact.)"""
+    if not marker.exists():
+        return False
+    try:
+        hashes = read_json(marker).get("sha256") or {}
+    except (json.JSONDecodeError, OSError):
+        hashes = None
+    bad = [marker.name] if hashes is None else changed_files(folder, hashes)
+    if bad:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]warning:[/] {folder}/{bad[0]} changed after it was written "
+                                   f"(hash mismatch: truncated or altered); rebuilding this result",
+                                   highlight=False)
+        marker.unlink(missing_ok=True)
+        return False
+    return True
+
+
 @contextmanager
 def claim(lock_path: Path, what: str = "") -> Iterator[None]:
     """Hold an exclusive advisory lock on `lock_path` (blocking). flock locks die with their
@@ -166,23 +188,7 @@ class RunDir:
     def done(self) -> bool:
         """Finished, and every file still has the hash recorded when it was written. A changed
         file is reported once and the result counts as missing, so it is rebuilt."""
-        marker = self.path / DONE
-        if not marker.exists():
-            return False
-        try:
-            hashes = read_json(marker).get("sha256") or {}
-        except (json.JSONDecodeError, OSError):
-            hashes = None
-        bad = ["done"] if hashes is None else changed_files(self.path, hashes)
-        if bad:
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[yellow]warning:[/] {self.path}/{bad[0]} changed after it was written "
-                                       f"(hash mismatch: truncated or altered); rebuilding this result",
-                                       highlight=False)
-            marker.unlink(missing_ok=True)
-            return False
-        return True
+        return marker_intact(self.path / DONE, self.path)
 
     @contextmanager
     def claim(self) -> Iterator[None]:

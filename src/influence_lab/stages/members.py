@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from ..data import load_data
-from ..models.build import build_model, save_model
+from ..models.build import build_model, model_class, save_model
 from ..orchestration.signature import signature
 from ..orchestration.store import atomic_write, claim, write_json
 from ..training.batches import batch_of
@@ -54,8 +54,8 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
             # the checkpoint folder is named by exactly the members it trains, so a pack never
             # resumes from the checkpoint of another set of members
             folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
-            packable = getattr(build_model(base.model, bundle, 0).__class__, "packable", True)
-            failed = (_train_pack(base, bundle, missing, folder, track_ids) if packable
+            failed = (_train_pack(base, bundle, missing, folder, track_ids)
+                      if model_class(base.model.get("_target_"), "model._target_").packable
                       else _train_one_by_one(base, bundle, missing))
             for member_id, message in failed.items():
                 runs.pop(member_id)

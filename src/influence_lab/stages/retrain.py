@@ -21,7 +21,7 @@ from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.signature import signature
-from ..orchestration.store import atomic_write, changed_files, claim, read_json, sha256, write_json
+from ..orchestration.store import atomic_write, claim, marker_intact, read_json, sha256, write_json
 from ..tracking.loggers import Tracking
 from .attribute import load_outputs
 from .common import console, output_dir, stage_entry
@@ -31,14 +31,7 @@ from .members import train_members
 def member_done(results: Path, member_id: str) -> bool:
     """The member's results exist and still have the hash recorded when they were written (an
     altered or truncated file makes the member count as not done, so it is measured again)."""
-    marker = results / f"{member_id}.done"
-    if not marker.exists():
-        return False
-    hashes = read_json(marker).get("sha256")
-    if hashes is not None and changed_files(results, hashes):
-        marker.unlink(missing_ok=True)
-        return False
-    return True
+    return marker_intact(results / f"{member_id}.done", results)
 
 
 def member_failed(results: Path, member_id: str) -> bool:

@@ -65,7 +65,8 @@ class HashedCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
             # the hash goes down first: a kill between the two writes leaves a checkpoint whose hash
             # does not match, which is discarded, never one that is trusted without a hash
-            write_text(Path(f"{path}.sha256"), sha256(tmp) + "\n")
+            # (the epoch rides along, so a resume can say where it starts without loading the file twice)
+            write_text(Path(f"{path}.sha256"), f"{sha256(tmp)} {checkpoint.get('epoch')}\n")
 
         atomic_write(Path(path), write)
 
@@ -75,9 +76,15 @@ class HashedCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or (lambda storage, loc: storage), weights_only=True)
 
 
-def checkpoint_intact(path: Path) -> bool:
+def _sidecar(path: Path) -> list[str]:
+    """The `<hash> <epoch>` recorded beside a checkpoint (empty if there is none)."""
     stored = Path(f"{path}.sha256")
-    return path.is_file() and stored.is_file() and stored.read_text().strip() == sha256(path)
+    return stored.read_text().split() if stored.is_file() else []
+
+
+def checkpoint_intact(path: Path) -> bool:
+    recorded = _sidecar(path)
+    return path.is_file() and bool(recorded) and recorded[0] == sha256(path)
 
 
 def resume_point(run_dir: Path, name: str) -> str | None:
@@ -87,7 +94,7 @@ def resume_point(run_dir: Path, name: str) -> str | None:
     if not last.exists():
         return None
     if checkpoint_intact(last):
-        epoch = torch.load(last, map_location="cpu", weights_only=True).get("epoch")
+        epoch = (_sidecar(last)[1:] or [None])[0]
         print(f"{name}: resuming from {last} (epoch {epoch})", file=sys.stderr, flush=True)
         return str(last)
     warnings.warn(f"{last} does not match its recorded SHA-256 (truncated or altered); training {name} "
