@@ -128,3 +128,21 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     readme = (folder / "README.md").read_text()
     assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme
     assert readme.endswith("<!-- results:end -->\n\nend\n")
+
+
+def test_finding_states_the_papers_measure_against_each_control():
+    """With the paper's measure in the sweep, the finding says for it, too, which controls top-k beats."""
+    def row(metric, control, topk, low):
+        return {"method": "fused", "k": 10, "metric": metric, "control": control, "topk_mean": topk,
+                "control_mean": 0.0, "mean_diff": topk, "ci_low": low, "ci_high": low + 0.1}
+    stats = pd.DataFrame([row("delta_loss", "random", 0.72, 0.1), row("delta_loss", "none", 0.72, 0.05),
+                          row("drop_raw", "random", 0.3, 0.1),
+                          row("ref_drop_model", "random", 0.001, -0.003), row("ref_drop_model", "none", 0.001, 0.02)])
+    text = report_stage.counterfactual_finding(stats)
+    assert ("Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every control "
+            "(random and none;") in text
+    assert ("the paper's measure, in the model's latent space) by 0.001, more than none but not clearly more "
+            "than random.") in text
+    assert "drop_raw" not in text  # only the finding metrics are spoken of
+    assert report_stage.counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
+        "Removing fused's top 10 changed drop_raw by 0.3")

@@ -30,15 +30,25 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did to each
+FINDING_METRICS = {
+    "delta_loss": "raised the loss on the original outputs by",
+    "ref_drop_model": ("lowered the similarity of the outputs to each prompt's reference output (the paper's "
+                       "measure, in the model's latent space) by"),
+}
+
+
 def counterfactual_finding(stats: pd.DataFrame) -> str:
-    """One sentence per method: does removing its top-k change the outputs more than every control?"""
-    head = headline(stats)
+    """One sentence per method and measured finding metric (the headline metric when none is measured):
+    does removing the method's top-k change it more than every control?"""
+    measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
+    rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
     sentences = []
-    for (method, k), group in head.groupby(["method", "k"], sort=False):
+    for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
         lost = [r.control for r in group.itertuples() if r.control not in beaten]
         topk = group["topk_mean"].iloc[0]
-        text = f"Removing {method}'s top {k} raised the loss on the original outputs by {topk:.3g}"
+        text = f"Removing {method}'s top {k} {FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
         if not lost:
             text += (f", more than every control ({_join(beaten)}; 95% intervals of the paired "
                      f"differences above 0).")
