@@ -188,6 +188,9 @@ ROWS = [
     Row("`model=chargpt model.n_head=5`",
         "model.n_embd is 96 but model.n_head is 5; n_embd must be a multiple of n_head.",
         ["model.n_head=5"], model="chargpt", shrink=False),
+    Row("`model=chargpt model.block_size=8` (texts of 8 or more characters)",
+        "model.block_size is 8 but the longest text in data=names has ... characters; set model.block_size=... or "
+        "more (the text plus an end token).", ["model.block_size=8"], model="chargpt"),
     Row("`model.lr=0`", "model.lr is 0; it must be a positive number.", ["model.lr=0"]),
     Row("`model.weight_decay=-0.1`", "model.weight_decay is -0.1; it must be a non-negative number.",
         ["model.weight_decay=-0.1"]),

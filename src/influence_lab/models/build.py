@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -36,7 +37,21 @@ def init_kwargs(model_cfg: DictConfig, bundle: DataBundle) -> tuple[str, dict]:
         params["data_shape"] = list(_image_shape(bundle))
     else:
         params["alphabet"] = "".join(sorted(set("".join(bundle.full["text"]))))
+        _check_block_size(cls, params, bundle)
     return target, params
+
+
+def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
+    """A text model sees at most block_size - 1 characters and an end token: a longer text would be
+    cut off silently, and the model would learn a shorter text than the data holds."""
+    default = inspect.signature(cls).parameters.get("block_size")
+    block = params.get("block_size", default.default if default is not None else None)
+    longest = max((len(text) for text in bundle.full["text"]), default=0)
+    if isinstance(block, int) and longest + 1 > block:
+        raise InfluenceLabError(
+            f"model.block_size is {block} but the longest text in data={bundle.name} has {longest} characters; "
+            f"set model.block_size={longest + 1} or more (the text plus an end token)."
+        )
 
 
 def _image_shape(bundle: DataBundle) -> tuple[int, ...]:
