@@ -127,6 +127,7 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     results = (folder / "RESULTS.md").read_text()
     readme = (folder / "README.md").read_text()
     assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme
+    assert "| fused | 2 | " in results and "| fused | mean | " in results  # the paper's table
     assert readme.endswith("<!-- results:end -->\n\nend\n")
 
 
@@ -146,3 +147,24 @@ def test_finding_states_the_papers_measure_against_each_control():
     assert "drop_raw" not in text  # only the finding metrics are spoken of
     assert report_stage.counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
         "Removing fused's top 10 changed drop_raw by 0.3")
+
+
+def test_paper_table_has_the_papers_format():
+    """Per experiment (from 1) and space: mean ± std [min, max] before and after, then a row of means."""
+    from influence_lab.stages.pipeline import paper_table
+
+    rows = []
+    for experiment in (0, 1):
+        for space, base in (("model", 0.5), ("autoencoder", 0.9)):
+            for arm in ("topk", "random"):
+                rows.append({"method": "fused" if arm == "topk" else "control", "arm": arm, "k": 10,
+                             "experiment": experiment, "space": space, "before_mean": base + experiment / 10,
+                             "before_std": 0.01, "before_min": base - 0.1, "before_max": base + 0.2,
+                             "after_mean": base - 0.05, "after_std": 0.02, "after_min": 0.0, "after_max": 1.0,
+                             "prompts": 15})
+    table = paper_table(pd.DataFrame(rows))
+    assert list(table.experiment) == ["1", "2", "mean"] and set(table.method) == {"fused"}
+    first = table.iloc[0]
+    assert first["before (model)"] == "0.500 ± 0.010 [0.400, 0.700]"
+    assert first["after (autoencoder)"] == "0.850 ± 0.020 [0.000, 1.000]"
+    assert table.iloc[2]["before (model)"] == "0.550" and table.iloc[2]["after (autoencoder)"] == "0.850"

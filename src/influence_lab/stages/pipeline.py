@@ -108,8 +108,35 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
             lines += ["Similarity to the reference outputs before and after, averaged over the experiments "
                       f"(per experiment: [{label}/experiments.csv]({label}/experiments.csv)):", "",
                       table_markdown(summary), ""]
+            lines += ["In the paper's format: per experiment, the similarity of the top-k arm's outputs to the "
+                      "reference outputs, before and after, as mean ± std [min, max] over the experiment's prompts:",
+                      "", table_markdown(paper_table(exp)), ""]
         lines += [f"![{label}]({label}/chart.png)", ""]
     return write_results(folder, "\n".join(lines), len(sweeps))
+
+
+def paper_table(exp: pd.DataFrame) -> pd.DataFrame:
+    """The table of the original paper from experiments.csv: one row per method and experiment (numbered
+    from 1) and a last row of means, a column per space and before / after."""
+    def cell(r, when: str) -> str:
+        values = [getattr(r, f"{when}_{s}") for s in ("mean", "std", "min", "max")]
+        return "{:.3f} ± {:.3f} [{:.3f}, {:.3f}]".format(*values)
+
+    top = exp[exp.arm == "topk"]
+    rows = []
+    for (method, experiment), group in top.groupby(["method", "experiment"], sort=True):
+        row = {"method": method, "experiment": str(int(experiment) + 1)}
+        for r in group.itertuples():
+            row[f"before ({r.space})"] = cell(r, "before")
+            row[f"after ({r.space})"] = cell(r, "after")
+        rows.append(row)
+    for method, group in top.groupby("method", sort=True):
+        row = {"method": method, "experiment": "mean"}
+        for space, per in group.groupby("space", sort=True):
+            row[f"before ({space})"] = f"{per.before_mean.mean():.3f}"
+            row[f"after ({space})"] = f"{per.after_mean.mean():.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def canary_table(sweep: Path) -> pd.DataFrame:
