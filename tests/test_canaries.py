@@ -1,5 +1,8 @@
 """Planted canaries: added to the training split only, found by attribution for their token."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,3 +45,24 @@ def test_attribution_ranks_the_canaries_first_for_their_token(cfg_factory):
     for method in ("fused", "caption_only"):
         top = table[(table.method == method) & (table["rank"] <= 6)]
         assert set(top.id) == {f"canary-{i:03d}" for i in range(6)}, method
+
+
+@pytest.mark.slow
+def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
+    """The experiment's one command on the small preset: fused's top 10 for the canary prompt are the
+    10 canaries (none for the ordinary prompt), and the retrained model's loss on the canary outputs
+    rises more when they are removed than under any control."""
+    args = ["pipeline", "+experiment=planted_canaries_small", f"paths.output_dir={tmp_path}", "logger=none",
+            "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
+    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "experiments" / "planted_canaries_small"
+    canaries = pd.read_csv(folder / "vae-digits" / "canaries.csv").set_index("prompt")
+    assert canaries.loc["zxq pattern", "canaries_in_topk"] == 10
+    assert canaries.loc["digit zero, regular, upright", "canaries_in_topk"] == 0
+    results = pd.read_parquet(next((tmp_path / "counterfactual").iterdir()) / "results.parquet")
+    loss = results[(results.metric == "delta_loss") & (results.target == 0)].groupby("arm").value.mean()
+    assert set(loss.index) == {"topk", "random_pool", "random", "none"}
+    assert loss["topk"] > loss.drop("topk").max()
+    assert "Planted canaries among each method's top-k" in (folder / "RESULTS.md").read_text()

@@ -1,6 +1,8 @@
 """The `lds` stage end to end on a small preset."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -85,3 +87,25 @@ def test_lds_bad_settings(cfg_factory, capsys, overrides, message):
     with pytest.raises(SystemExit):
         lds_stage.run(cfg_factory("lds", *PRESET, *overrides))
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
+    """The experiment's one command on the small preset: the LDS table and figures of the run land in
+    the experiment folder, with RESULTS.md and the README block."""
+    folder = tmp_path / "experiments" / "lds_benchmark_small"
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    args = ["lds", "+experiment=lds_benchmark_small", f"paths.output_dir={tmp_path}", "logger=none",
+            "trainer.progress_bar=false", "model.fit.max_epochs=3"]
+    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(folder / "vae-digits" / "lds.csv")
+    assert {"raw_only", "fused", "tracin", "trak@1"} <= set(table.method)
+    assert table.lds.between(-1, 1).all() and (table.targets == 4).all() and (table.ci_low <= table.ci_high).all()
+    for picture in ("lds.png", "memorization.png", "dynamics.png"):
+        assert (folder / "vae-digits" / picture).stat().st_size > 2000
+    results = (folder / "RESULTS.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "## vae-digits" in results and "| fused | " in results and "old" not in readme and "| fused | " in readme
