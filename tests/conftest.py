@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -50,3 +53,10 @@ def stage_error(stage_module, cfg, capsys) -> str:
         stage_module.run(cfg)
     assert exit_info.value.code == 2
     return " ".join(capsys.readouterr().err.split())
+
+
+def run_cli(*args: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`influence-lab ARGS` in a child process (W&B disabled); its exit status and output."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    exe = Path(sys.executable).parent / "influence-lab"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,7 +18,7 @@ import pytest
 from PIL import Image
 
 from influence_lab.data.dataset import split_indices
-from tests.conftest import make_cfg, stage_error
+from tests.conftest import make_cfg, run_cli, stage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -515,32 +512,26 @@ def test_readme_lists_every_row_and_only_these():
     assert all(f"`{name}`" in section for name in named), named
 
 
-def _cli(*args, cwd):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    exe = Path(sys.executable).parent / "influence-lab"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
-
-
-def test_unknown_source_model_and_stage_from_the_cli(tmp_path):
-    out = _cli("train", "data=mnist", f"paths.output_dir={tmp_path}", cwd=tmp_path)
+def test_unknown_source_model_and_stage_from_therun_cli(tmp_path):
+    out = run_cli("train", "data=mnist", f"paths.output_dir={tmp_path}", cwd=tmp_path)
     assert out.returncode == 1
     assert "Could not find 'data/mnist'" in out.stderr
     assert "digits" in out.stderr and "names" in out.stderr and "imagefolder" in out.stderr
-    out = _cli("generate", "model=gan", f"paths.output_dir={tmp_path}", cwd=tmp_path)
+    out = run_cli("generate", "model=gan", f"paths.output_dir={tmp_path}", cwd=tmp_path)
     assert out.returncode == 1 and "Could not find 'model/gan'" in out.stderr
     assert "chargpt" in out.stderr and "ddpm" in out.stderr and "vae" in out.stderr
-    out = _cli("trian", cwd=tmp_path)
+    out = run_cli("trian", cwd=tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: unknown stage 'trian'; stages are train, generate, attribute, counterfactual, "
                                   "retrain, lds, report, pipeline.")
-    out = _cli("--help", cwd=tmp_path)
+    out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0 and "train " in out.stdout and "generate " in out.stdout
     assert not list(Path(tmp_path).rglob("done"))
 
 
 def test_an_output_dir_in_a_file_is_refused_before_hydra_creates_its_run_directory(tmp_path):
     blocker = _file(tmp_path)
-    out = _cli("train", f"paths.output_dir={blocker}/out", cwd=tmp_path)
+    out = run_cli("train", f"paths.output_dir={blocker}/out", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == (f"error: cannot create paths.output_dir '{blocker}/out': {blocker} is a file; "
                                   f"set paths.output_dir to a writable directory.")

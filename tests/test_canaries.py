@@ -1,8 +1,5 @@
 """Planted canaries: added to the training split only, found by attribution for their token."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +8,7 @@ from influence_lab.data import load_data
 from influence_lab.data.canaries import canary_pattern
 from influence_lab.stages import train as train_stage
 from influence_lab.stages.attribute import attribute
+from tests.conftest import run_cli
 
 CANARIES = ["+data.canaries.count=6", "+data.canaries.token=zxq", "+data.canaries.seed=0"]
 
@@ -54,8 +52,7 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
     rises more when they are removed than under any control."""
     args = ["pipeline", "+experiment=planted_canaries_small", f"paths.output_dir={tmp_path}", "logger=none",
             "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
-    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+    done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / "experiments" / "planted_canaries_small"
     canaries = pd.read_csv(folder / "vae-digits" / "canaries.csv").set_index("prompt")

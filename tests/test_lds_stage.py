@@ -1,8 +1,6 @@
 """The `lds` stage end to end on a small preset."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +10,7 @@ from influence_lab.data import load_data
 from influence_lab.models.build import load_model
 from influence_lab.stages import lds as lds_stage
 from influence_lab.stages.lds import lds
+from tests.conftest import run_cli
 
 PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2",
           "attribution.gradient.proj_dim=256", "lds.subsets=6", "lds.seeds=[1]", "lds.pack_size=6",
@@ -98,8 +97,7 @@ def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
     (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
     args = ["lds", "+experiment=lds_benchmark_small", f"paths.output_dir={tmp_path}", "logger=none",
             "trainer.progress_bar=false", "model.fit.max_epochs=3"]
-    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+    done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(folder / "vae-digits" / "lds.csv")
     assert {"raw_only", "fused", "tracin", "trak@1"} <= set(table.method)

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from influence_lab.stages import report as report_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.stages.lds import lds
 from influence_lab.stages.report import report
+from tests.conftest import run_cli
 
 PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2", "attribution.keep=20",
           "attribution.gradient.proj_dim=256", "attribution.methods=[raw_only,fused]",
@@ -113,8 +113,7 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nend\n")
     args = ["pipeline", "+experiment=paper_unlearning_small", f"paths.output_dir={tmp_path}", "logger=none",
             "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
-    done = subprocess.run([sys.executable, "-m", "influence_lab.cli", *args], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+    done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = pd.read_csv(folder / "vae-digits" / "stats.csv")
     assert set(stats.control) == {"random_pool", "random", "none"}
