@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint clean slurm-up slurm-down
+.PHONY: setup demo test test-fast bench lint docs clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/influence-lab pipeline
 
-test: setup
+test: setup docs
 	$(BIN)/ruff check src tests
 	$(BIN)/pytest -q
 
@@ -29,6 +29,10 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check src tests
+
+# the documentation site (docs/ + mkdocs.yml) into outputs/site; warnings fail the build
+docs: setup
+	$(BIN)/mkdocs build --strict --quiet --site-dir outputs/site
 
 clean:
 	rm -rf outputs

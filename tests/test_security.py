@@ -431,8 +431,8 @@ def _const(call: ast.Call, name: str):
     return None
 
 
-def source_findings(root: Path = SRC) -> list[str]:
-    """Unsafe loads and code execution in the package source, except ALLOWED."""
+def source_findings(root: Path = SRC, conf: Path = SRC.parents[1] / "conf") -> list[str]:
+    """Unsafe loads and code execution in the package source and its configs, except ALLOWED."""
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
@@ -464,9 +464,9 @@ def source_findings(root: Path = SRC) -> list[str]:
                 found.append(f"{where} mentions trust_remote_code in a string")
             elif isinstance(node, ast.Name) and node.id == "trust_remote_code":
                 found.append(f"{where} uses trust_remote_code")
-    for path in sorted((root / "conf").rglob("*.yaml")):
+    for path in sorted(conf.rglob("*.yaml")):
         if "trust_remote_code" in path.read_text():
-            found.append(f"{path.relative_to(root).as_posix()} sets trust_remote_code")
+            found.append(f"{path.relative_to(conf.parent).as_posix()} sets trust_remote_code")
     return found
 
 
@@ -477,6 +477,7 @@ def test_source_has_no_unsafe_load_or_code_execution():
 
 def test_static_checks_catch_what_they_look_for(tmp_path):
     (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "bad.yaml").write_text("source:\n  trust_remote_code: true\n")
     (tmp_path / "bad.py").write_text(
         "import pickle\nimport torch, numpy as np, datasets, subprocess\n"
         "torch.load('w.pt')\ntorch.load('w.pt', weights_only=False)\ntorch.load('ok.pt', weights_only=True)\n"
@@ -484,8 +485,9 @@ def test_static_checks_catch_what_they_look_for(tmp_path):
         "eval('1')\nexec('x=1')\npickle.loads(b'')\nsubprocess.run('ls', shell=True)\ntrainer.fit(m, ckpt_path='c')\n"
         "model.eval()\n"
     )
-    findings = source_findings(tmp_path)
+    findings = source_findings(tmp_path, tmp_path / "conf")
     text = "\n".join(findings)
+    assert "conf/bad.yaml sets trust_remote_code" in text
     assert text.count("torch.load without weights_only=True") == 2
     for expected in ("allow_pickle", "trust_remote_code", "bad.py:8 eval(", "exec(", "pickle.loads(", "imports pickle",
                      "shell=", "ckpt_path=...) without weights_only=True"):

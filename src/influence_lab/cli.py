@@ -1,5 +1,7 @@
 """`influence-lab STAGE [hydra overrides] [-m]`: each stage is a Hydra app with its own primary
-config in `influence_lab/conf/<stage>.yaml`."""
+config `<stage>.yaml` in the top-level conf/, installed as the package `influence_lab.conf` (so
+an editable install and a wheel find it alike). A user's own config folder joins the search path
+with `--config-dir DIR` (or `hydra.searchpath=[file://DIR]`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import hydra
 
 from .stages import STAGES
 
+CONFIG_PATH = "pkg://influence_lab.conf"
+APP = "influence-lab"
 USAGE = "usage: influence-lab STAGE [key=value ...] [-m]"
 
 
@@ -60,9 +64,10 @@ def check_output_dir_arg(argv: list[str]) -> None:
 def run_stage(stage: str, argv: list[str]) -> None:
     check_output_dir_arg(argv)
     module = importlib.import_module(f"influence_lab.stages.{stage}")
-    sys.argv = [f"influence-lab {stage}", *argv]
+    # Hydra names the app after argv[0] in `--help` ("== influence-lab ==") and its job
+    sys.argv = [APP, *argv]
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name=stage)
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=stage)
     def app(cfg):
         return module.run(cfg)
 
