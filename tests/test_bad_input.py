@@ -1,8 +1,8 @@
 """Each bad input gets one clear sentence naming the setting, exit status 2 and no `done` marker.
 
-ROWS is the README's "Bad input" table, row by row: `test_readme_lists_every_row_and_only_these`
-checks that the README holds exactly these rows, and every row is run here (or, where `tested_in`
-names another test file, that file checks its message). A row's message is the README's text;
+ROWS is the "Bad input" table of docs/bad-input.md, row by row: `test_catalogue_lists_every_row_and_only_these`
+checks that the page holds exactly these rows, and every row is run here (or, where `tested_in`
+names another test file, that file checks its message). A row's message is the page's text;
 `...` stands for the parts that vary (paths, sizes)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from influence_lab.data.dataset import split_indices
 from tests.conftest import make_cfg, run_cli, stage_error
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+CATALOGUE = ROOT / "docs" / "bad-input.md"  # the documentation's "Bad input" page
 STAGE_NAMES = ("train", "generate", "attribute", "counterfactual", "retrain", "lds", "report", "pipeline")
 STAGES = {name: importlib.import_module(f"influence_lab.stages.{name}") for name in STAGE_NAMES}
 
@@ -488,27 +488,31 @@ def test_every_size_setting_must_be_positive(stage, model, setting, cfg_factory,
     assert not _dones(tmp_path)
 
 
+def _catalogue_section() -> str:
+    """The "Bad input" page up to its next `## ` heading."""
+    return CATALOGUE.read_text().split("# Bad input\n", 1)[1].split("\n## ", 1)[0]
+
+
 def _bad_input_table() -> list[str]:
-    text = README.read_text()
-    section = text.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    section = _catalogue_section()
     lines = [line for line in section.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| input |"), lines[0]
     return lines[1:]
 
 
-def test_readme_lists_every_row_and_only_these():
+def test_catalogue_lists_every_row_and_only_these():
     table = _bad_input_table()
     missing = [row.line for row in ROWS if row.line not in table]
-    assert not missing, "rows missing from the README's Bad input table:\n" + "\n".join(missing)
+    assert not missing, "rows missing from the Bad input table of docs/bad-input.md:\n" + "\n".join(missing)
     extra = sorted(set(table) - {row.line for row in ROWS})
-    assert not extra, "README rows that no test checks:\n" + "\n".join(extra)
+    assert not extra, "docs/bad-input.md rows that no test checks:\n" + "\n".join(extra)
     assert len(table) == len(set(table)) == len(ROWS)
     for row in ROWS:
         if row.tested_in:
             assert row.evidence in row.message, row
             assert row.evidence in (ROOT / row.tested_in).read_text(), row
     named = {row.tested_in for row in ROWS if row.tested_in} | {"tests/test_bad_input.py"}
-    section = README.read_text().split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    section = _catalogue_section()
     assert all(f"`{name}`" in section for name in named), named
 
 
