@@ -20,6 +20,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+
 from ..errors import InfluenceLabError
 
 DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
