@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint docs clean slurm-up slurm-down
+.PHONY: setup demo test test-fast bench lint docs data clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -33,6 +33,20 @@ lint: setup
 # the documentation site (docs/ + mkdocs.yml) into outputs/site; warnings fail the build
 docs: setup
 	$(BIN)/mkdocs build --strict --quiet --site-dir outputs/site
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist (installed as root; otherwise says how)
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST is installed in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null && \
+	  echo "installed Fashion-MNIST into /usr/share/datasets/fashion-mnist"; \
+	else \
+	  echo "Fashion-MNIST is missing: as root run 'apt-get install dataset-fashion-mnist', or put the four"; \
+	  echo "standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz,"; \
+	  echo "t10k-labels-idx1-ubyte.gz) into a folder and pass data.source.path=FOLDER"; \
+	fi
 
 clean:
 	rm -rf outputs
