@@ -4,7 +4,7 @@ Plans: for any rankings, pools, ids, k, arms, seeds and grouping, `make_plan` ei
 infeasible request (a ranking or pool shorter than k) or gives members whose removal sets hold no
 duplicate, respect k (exactly k per target where one target is retrained; the union of the targets'
 choices for a group), have unique ids, fall into exactly one retrain job, and -- through the real
-data loading, `data.exclude_ids = member.removed` as `stages.members.member_cfg` sets it -- never
+data loading, `data.exclude_ids = member.removed` as `training.members.member_cfg` sets it -- never
 reach the member's training set.
 
 Signatures: key order (nested too, dict or DictConfig) never changes a signature; any change of a
@@ -30,7 +30,7 @@ from influence_lab.counterfactual.plans import ARMS, CONTROLS, GROUPINGS, jobs_o
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.orchestration.signature import signature
-from influence_lab.stages.members import member_cfg
+from influence_lab.training.members import member_cfg
 from tests.conftest import make_cfg
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -67,4 +67,16 @@ def inside(root: Path | str, path: Path | str, what: str = "path") -> Path:
     return Path(path)
 
 
-__all__ = ["is_safe_name", "slug", "safe_name", "check_name", "inside"]
+def output_dir(cfg) -> Path:
+    """The root every result of `cfg` is written under (`paths.output_dir`). `model.name` and
+    `data.name` name the result directories below it, so they must be plain file-name components."""
+    from omegaconf import OmegaConf
+
+    for setting in ("model.name", "data.name"):
+        value = OmegaConf.select(cfg, setting)
+        if value is not None:
+            check_name(value, setting)
+    return Path(str(cfg.paths.output_dir)).expanduser().resolve()
+
+
+__all__ = ["is_safe_name", "slug", "safe_name", "check_name", "inside", "output_dir"]

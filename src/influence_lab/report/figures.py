@@ -1,4 +1,5 @@
-"""Pictures: grids of images with a label per row, and plain-text listings for texts."""
+"""Pictures: grids of images with a label per row, plain-text listings for texts, and a model's samples
+drawn either way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..models.base import GenerativeModel  # noqa: E402
+from ..models.sampling import output_seeds, sample_grid  # noqa: E402
 from ..orchestration.store import atomic_write  # noqa: E402
 
 
@@ -49,3 +52,14 @@ def text_listing(texts: list[list[str]], row_labels: list[str], path: Path, titl
         lines.append(f"{label}: {', '.join(row)}")
     atomic_write(Path(path), lambda p: p.write_text("\n".join(lines) + "\n"))
     return Path(path)
+
+
+def draw(outputs, prompts: list[str], stem: Path, title: str) -> Path:
+    """A grid PNG of image outputs (prompts x seeds), or a text file listing text outputs."""
+    if isinstance(outputs, np.ndarray):
+        return image_grid(outputs, prompts, Path(f"{stem}.png"), title)
+    return text_listing(outputs, prompts, Path(f"{stem}.txt"), title)
+
+
+def draw_samples(model: GenerativeModel, prompts: list[str], m: int, stem: Path, title: str) -> Path:
+    return draw(sample_grid(model, prompts, output_seeds(m)), prompts, stem, title)

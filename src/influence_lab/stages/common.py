@@ -1,24 +1,22 @@
-"""What every stage shares: error reporting, output paths, the train signature, tracking."""
+"""What every stage shares: error reporting, the config of upstream stages, and (imported from the
+pieces below) the console, output paths and train results."""
 
 from __future__ import annotations
 
 import functools
 import re
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.markup import escape
 
 from ..checks import check_settings
-from ..data import DataBundle, load_data
+from ..data import load_data
 from ..errors import InfluenceLabError
-from ..orchestration.paths import check_name
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir
-
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
+from ..orchestration.cached import reused
+from ..orchestration.paths import output_dir
+from ..tracking.console import console
+from ..training.members import train_run, train_spec
 
 
 def stage_entry(fn):
@@ -70,35 +68,6 @@ def upstream(cfg: DictConfig) -> DictConfig:
     out = cfg.copy()
     out.force = False
     return out
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """The root every result is written under. `model.name` and `data.name` name the result
-    directories below it, so they must be plain file-name components."""
-    for setting in ("model.name", "data.name"):
-        value = OmegaConf.select(cfg, setting)
-        if value is not None:
-            check_name(value, setting)
-    return Path(str(cfg.paths.output_dir)).expanduser().resolve()
-
-
-def train_spec(cfg: DictConfig, bundle: DataBundle) -> dict:
-    """Everything that determines a trained model: data (not the prompts), model, seed, and the
-    fingerprint of the training items."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    data.pop("prompts", None)
-    data["exclude_ids"] = sorted(bundle.excluded)
-    return {"data": data, "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
-            "train_fingerprint": bundle.fingerprint}
-
-
-def train_run(cfg: DictConfig, bundle: DataBundle) -> RunDir:
-    return RunDir(output_dir(cfg), "train", f"{cfg.model.name}-{cfg.data.name}", signature(train_spec(cfg, bundle)))
-
-
-def reused(run: RunDir) -> None:
-    console.print(f"[green]reusing[/] {run.stage} result {run.path} (signature {run.signature}); "
-                  f"force=true recomputes it", highlight=False)
 
 
 __all__ = ["stage_entry", "upstream", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]

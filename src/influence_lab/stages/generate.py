@@ -8,17 +8,20 @@ The model is found by its train signature and trained first if missing.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
-from ..data import load_data
+from ..data import DataBundle, load_data
+from ..errors import InfluenceLabError
 from ..models.build import load_model
+from ..models.sampling import draw_prompts, output_seeds, prompt_seeds, sample_grid
+from ..orchestration.cached import cached
+from ..orchestration.records import GenerateProvenance, write_outputs
 from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, write_json, write_npy
+from ..orchestration.store import RunDir, write_json
+from ..report.figures import draw
 from ..report.quality import quality
-from ..tracking.loggers import Tracking
-from .common import console, output_dir, reused, stage_entry, upstream
-from .samples import draw, draw_prompts, output_seeds, prompt_seeds, sample_grid
+from ..tracking.loggers import tracked_run
+from .common import console, output_dir, stage_entry, upstream
 from .train import train
 
 
@@ -32,54 +35,39 @@ def generate(cfg: DictConfig) -> RunDir:
     else:
         prompts = [str(p) for p in gcfg.prompts]
     if not prompts:
-        from ..errors import InfluenceLabError
-
         raise InfluenceLabError("generate.prompts is empty; give at least one prompt.")
     seeds = output_seeds(int(gcfg.m), int(gcfg.seed))
     per_prompt = prompt_seeds(len(prompts), int(gcfg.m), int(gcfg.seed), int(gcfg.get("seed_stride") or 0))
     spec = {"model_signature": model_run.signature, "prompts": prompts, "seeds": seeds}
     if gcfg.get("seed_stride"):
         spec["prompt_seeds"] = per_prompt
+    provenance = GenerateProvenance(model_signature=model_run.signature, model_dir=str(model_run.path),
+                                    prompts=prompts, seeds=seeds, prompt_seeds=per_prompt,
+                                    data_fingerprint=bundle.fingerprint)
     run = RunDir(output_dir(cfg), "generate", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
-    if run.done and not cfg.force:
-        reused(run)
-        return run
-    run.prepare(force=bool(cfg.force))
-    model = load_model(model_run.path)
-    outputs = sample_grid(model, prompts, per_prompt)
-    rows = [
-        {"output_id": f"p{i:03d}-s{seed}", "prompt_index": i, "prompt": p, "seed": seed,
-         "model_signature": model_run.signature}
-        for i, p in enumerate(prompts) for seed in per_prompt[i]
-    ]
-    table = pd.DataFrame(rows)
-    if isinstance(outputs, np.ndarray):
-        flat = outputs.reshape(-1, *outputs.shape[2:]).astype(np.float32)
-        write_npy(run / "images.npy", flat)
-    else:
-        table["text"] = [t for row in outputs for t in row]
-    atomic_write(run / "outputs.parquet", lambda p: table.to_parquet(p, index=False))
+    return cached(run, bool(cfg.force), lambda run: _sample(cfg, bundle, run, provenance, spec))
+
+
+def _sample(cfg: DictConfig, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict) -> dict:
+    prompts = provenance.prompts
+    outputs = sample_grid(load_model(provenance.model_dir), prompts, provenance.prompt_seeds)
+    table = write_outputs(run.path, provenance, outputs)
     shown = min(len(prompts), 20)  # the picture shows the first 20 prompts
     picture = draw(outputs[:shown], prompts[:shown], run / ("grid" if isinstance(outputs, np.ndarray) else "samples"),
-                   f"{cfg.model.name} on {bundle.name}: {len(seeds)} seeds per prompt")
+                   f"{cfg.model.name} on {bundle.name}: {len(provenance.seeds)} seeds per prompt")
     scores = quality(bundle, prompts, outputs)
     write_json(run / "quality.json", scores)
-    write_json(run / "provenance.json", {**spec, "prompt_seeds": per_prompt, "model_dir": str(model_run.path),
-                                         "data_fingerprint": bundle.fingerprint})
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "generate", str(cfg.group),
-                        f"generate-{run.path.name}", {**spec, "data_fingerprint": bundle.fingerprint})
-    try:
+    provenance.write(run.path)
+    with tracked_run(cfg.logger, run.path, "generate", output_dir=output_dir(cfg), group=str(cfg.group),
+                     config={**spec, "data_fingerprint": bundle.fingerprint}) as tracking:
         if picture.suffix == ".png":
             tracking.log_image("generations", picture, "rows: prompts; columns: seeds")
         tracking.log_table("outputs", list(table.columns), table.astype(str).values.tolist())
         tracking.summary(scores)
-    finally:
-        tracking.finish()
-    run.mark_done({"model_signature": model_run.signature})
     shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
     console.print(f"[green]generated[/] {len(table)} outputs -> {run.path}\n  picture: {picture}"
                   + (f"\n  quality: {shown}" if shown else ""), highlight=False)
-    return run
+    return {"model_signature": provenance.model_signature}
 
 
 run = stage_entry(generate)

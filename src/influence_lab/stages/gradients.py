@@ -17,8 +17,8 @@ from ..counterfactual.metrics import NOISE_SEED
 from ..data import DataBundle
 from ..orchestration.signature import signature
 from ..training.batches import batch_of, outputs_batch
+from ..training.members import train_members
 from .common import output_dir, train_spec
-from .members import train_members
 
 
 def ensemble_runs(cfg: DictConfig, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:

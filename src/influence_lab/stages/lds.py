@@ -52,11 +52,11 @@ from ..orchestration.store import RunDir, atomic_write, read_json, write_npy, wr
 from ..report.lds_figures import dynamics_plot, lds_bars, memorization_grid
 from ..tracking.loggers import Tracking
 from ..training.batches import batch_of, outputs_batch
+from ..training.members import train_members
 from .attribute import load_outputs, search_spaces
 from .common import console, output_dir, reused, stage_entry, upstream
 from .generate import generate
 from .gradients import gradient_setup
-from .members import train_members
 
 
 def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:

@@ -23,9 +23,9 @@ from ..models.build import load_model
 from ..orchestration.signature import signature
 from ..orchestration.store import atomic_write, claim, marker_intact, read_json, sha256, write_json
 from ..tracking.loggers import Tracking
+from ..training.members import train_members
 from .attribute import load_outputs
 from .common import console, output_dir, stage_entry
-from .members import train_members
 
 
 def member_done(results: Path, member_id: str) -> bool:

@@ -5,48 +5,38 @@ from __future__ import annotations
 
 import time
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..data import DataBundle, load_data
 from ..models.build import build_model, save_model
-from ..orchestration.store import RunDir, write_json, write_text
-from ..tracking.loggers import Tracking, check_logger
+from ..orchestration.cached import cached
+from ..orchestration.store import RunDir, write_json
+from ..report.figures import draw_samples
+from ..tracking.loggers import check_logger, tracked_run
 from ..training.fit import fit
-from .common import console, output_dir, reused, stage_entry, train_run, train_spec
-from .samples import draw_samples
-
-
-def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
-    """Write what a train result records before fitting: resolved config and data fingerprint."""
-    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    data_info = {"fingerprint": bundle.fingerprint, "full_fingerprint": bundle.full_fingerprint,
-                 "n_train": len(bundle.train), "n_val": len(bundle.val), "excluded": sorted(bundle.excluded)}
-    write_json(run / "fingerprint.json", data_info)
-    return train_spec(cfg, bundle)
+from ..training.members import begin_train_run, train_run
+from .common import console, output_dir, stage_entry
 
 
 def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
-    """Train the model `cfg` describes unless a complete run with its signature exists."""
+    """Train the model `cfg` describes unless a complete run with its signature exists (another
+    process training the same model: wait for it, then reuse its result)."""
     bundle = bundle or load_data(cfg.data)
-    run = train_run(cfg, bundle)
-    with run.claim():  # another process training the same model: wait for it, then reuse its result
-        return _train(cfg, bundle, run)
+    built = []
+
+    def check() -> None:  # before anything is written: the model must fit the data
+        built.append(build_model(cfg.model, bundle, int(cfg.seed)))
+        check_logger(cfg.logger)
+
+    return cached(train_run(cfg, bundle), bool(cfg.force), lambda run: _fit(cfg, bundle, run, built[0]), check=check)
 
 
-def _train(cfg: DictConfig, bundle: DataBundle, run: RunDir) -> RunDir:
-    if run.done and not cfg.force:
-        reused(run)
-        return run
-    model = build_model(cfg.model, bundle, int(cfg.seed))  # checks the model fits the data
-    check_logger(cfg.logger)
-    run.prepare(force=bool(cfg.force))
+def _fit(cfg: DictConfig, bundle: DataBundle, run: RunDir, model) -> dict:
     console.print(f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
                   highlight=False)
     spec = begin_train_run(run, cfg, bundle)
-    tracking = Tracking(cfg.logger, run.path, output_dir(cfg), "train", str(cfg.group),
-                        f"train-{run.path.name}", {**spec, "signature": run.signature,
-                                                   "data_fingerprint": bundle.fingerprint})
-    try:
+    with tracked_run(cfg.logger, run.path, "train", output_dir=output_dir(cfg), group=str(cfg.group),
+                     config={**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint}) as tracking:
         start = time.perf_counter()
         metrics = fit(model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers)
         metrics["fit_seconds"] = time.perf_counter() - start
@@ -56,13 +46,10 @@ def _train(cfg: DictConfig, bundle: DataBundle, run: RunDir) -> RunDir:
         tracking.log_image("samples", grid)
         tracking.summary({**metrics, "data_fingerprint": bundle.fingerprint})
         metrics["wandb_dir"] = tracking.wandb_dir
-    finally:
-        tracking.finish()
     write_json(run / "metrics.json", metrics)
-    run.mark_done({"data_fingerprint": bundle.fingerprint})
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
     console.print(f"[green]trained[/] {run.path} ({shown}); samples: {grid}", highlight=False)
-    return run
+    return {"data_fingerprint": bundle.fingerprint}
 
 
 run = stage_entry(train)

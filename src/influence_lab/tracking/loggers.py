@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,16 @@ class Tracking:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+@contextmanager
+def tracked_run(logger_cfg: DictConfig, run_dir: Path, job_type: str, *, output_dir: Path, group: str,
+                config: dict[str, Any], name: str | None = None) -> Iterator[Tracking]:
+    """The trackers of one job (W&B run grouped by `group`, job type `job_type`, named
+    `<job_type>-<run folder>` unless `name` is given; the local CSV), finished however the block ends."""
+    tracking = Tracking(logger_cfg, run_dir, output_dir, job_type, group, name or f"{job_type}-{Path(run_dir).name}",
+                        config)
+    try:
+        yield tracking
+    finally:
+        tracking.finish()

@@ -1,5 +1,6 @@
-"""Train many models that differ in removal set and seed ("members") as packs, each saved as the
-train result `influence-lab train` would make for it (signature-named, so any stage reuses it)."""
+"""Train results (the directory `influence-lab train` makes for a model: signature-named, so any
+stage reuses it), and training many models that differ in removal set and seed ("members") as packs,
+each saved as the train result `influence-lab train` would make for it."""
 
 from __future__ import annotations
 
@@ -12,14 +13,37 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..data import load_data
+from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
+from ..orchestration.paths import output_dir
 from ..orchestration.signature import signature
-from ..orchestration.store import atomic_write, claim, write_json
-from ..training.batches import batch_of
-from ..training.fit import NonFiniteLoss, fit, fit_pack
-from .common import console, train_run
-from .train import begin_train_run
+from ..orchestration.store import RunDir, atomic_write, claim, write_json, write_text
+from ..tracking.console import console
+from .batches import batch_of
+from .fit import NonFiniteLoss, fit, fit_pack
+
+
+def train_spec(cfg: DictConfig, bundle: DataBundle) -> dict:
+    """Everything that determines a trained model: data (not the prompts), model, seed, and the
+    fingerprint of the training items."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("prompts", None)
+    data["exclude_ids"] = sorted(bundle.excluded)
+    return {"data": data, "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
+            "train_fingerprint": bundle.fingerprint}
+
+
+def train_run(cfg: DictConfig, bundle: DataBundle) -> RunDir:
+    return RunDir(output_dir(cfg), "train", f"{cfg.model.name}-{cfg.data.name}", signature(train_spec(cfg, bundle)))
+
+
+def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
+    """Write what a train result records before fitting: resolved config and data fingerprint."""
+    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    data_info = {"fingerprint": bundle.fingerprint, "full_fingerprint": bundle.full_fingerprint,
+                 "n_train": len(bundle.train), "n_val": len(bundle.val), "excluded": sorted(bundle.excluded)}
+    write_json(run / "fingerprint.json", data_info)
+    return train_spec(cfg, bundle)
 
 
 def member_cfg(base: DictConfig, member: dict) -> DictConfig:

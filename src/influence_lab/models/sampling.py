@@ -1,14 +1,11 @@
-"""Sampling m outputs per prompt with fixed seeds, and drawing them (grid PNG or text file)."""
+"""Sampling m outputs per prompt with fixed seeds, and drawing prompts from the training captions."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..models.base import GenerativeModel
-from ..report.figures import image_grid, text_listing
+from .base import GenerativeModel
 
 
 def output_seeds(m: int, base_seed: int = 0) -> list[int]:
@@ -49,13 +46,3 @@ def draw_prompts(captions: list[str], count: int, group: int | None, seed: int) 
         picks = rng.choice(len(distinct), take, replace=take > len(distinct))
         prompts += [distinct[i] for i in picks]
     return prompts
-
-
-def draw(outputs, prompts: list[str], stem: Path, title: str) -> Path:
-    if isinstance(outputs, np.ndarray):
-        return image_grid(outputs, prompts, Path(f"{stem}.png"), title)
-    return text_listing(outputs, prompts, Path(f"{stem}.txt"), title)
-
-
-def draw_samples(model: GenerativeModel, prompts: list[str], m: int, stem: Path, title: str) -> Path:
-    return draw(sample_grid(model, prompts, output_seeds(m)), prompts, stem, title)
