@@ -1,0 +1,48 @@
+"""The label classifier: fits the digits well, its features separate classes, and the Fréchet
+distance is zero for a set against itself and grows with a shift."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from influence_lab.models.classifier import (
+    classifier_features,
+    fit_classifier,
+    frechet_distance,
+    predict,
+)
+
+
+def test_classifier_learns_the_digits_and_gives_class_features():
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    y = bunch.target
+    start = time.perf_counter()
+    model = fit_classifier(x[:1500], y[:1500], epochs=5, seed=0)
+    seconds = time.perf_counter() - start
+    held_out = (predict(model, x[1500:]) == y[1500:]).mean()
+    assert held_out > 0.9, held_out  # 0.96 measured on the 297 held-out digits
+    assert seconds < 60
+    f = classifier_features(model, x)
+    assert f.shape == (len(x), 64)
+    # same-class items are closer in this space than items of different classes
+    centroids = np.stack([f[y == c].mean(0) for c in range(10)])
+    nearest = np.linalg.norm(f[:, None] - centroids[None], axis=2).argmin(1)
+    assert (nearest == y).mean() > 0.85
+    # the same seed gives the same model
+    one, two = (fit_classifier(x[:300], y[:300], epochs=1, seed=3) for _ in range(2))
+    np.testing.assert_allclose(classifier_features(one, x[:50]), classifier_features(two, x[:50]), atol=1e-5)
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2000, 8))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    shifted = a + 1.0
+    assert abs(frechet_distance(a, shifted) - 8.0) < 1e-3  # |mu|^2 = 8 x 1^2, same covariance
+    wider = rng.normal(scale=2.0, size=(2000, 8))
+    # tr(S_a + S_b - 2 sqrt(S_a S_b)) = 8 (1 + 4 - 4) = 8 for unit vs doubled spread
+    assert 7.0 < frechet_distance(a, wider) < 9.0
