@@ -36,6 +36,8 @@ class Row(NamedTuple):
     tested_in: str = ""  # another test file that checks this row (its message must contain `evidence`)
     evidence: str = ""
     cell: str = ""  # the README's second column, when it is not just the message
+    cli: tuple = ()  # run as `influence-lab CLI...` in a child process instead (Hydra's own errors)
+    exit: int = 2  # the exit status of a `cli` row
 
     @property
     def line(self) -> str:
@@ -83,15 +85,13 @@ ALL_ZERO_WEIGHTS = [f"attribution.fused_weights.{k}=0" for k in
 
 ROWS = [
     # --- the command line (Hydra's own errors: exit status 1) ---
-    Row("`data=mnist`", "Could not find 'data/mnist'", tested_in="tests/test_bad_input.py",
-        evidence="Could not find 'data/mnist'",
+    Row("`data=mnist`", "Could not find 'data/mnist'", cli=("train", "data=mnist"), exit=1,
         cell="`Could not find 'data/mnist'` + the available options (Hydra's own error, exit status 1)"),
-    Row("`model=gan`", "Could not find 'model/gan'", tested_in="tests/test_bad_input.py",
-        evidence="Could not find 'model/gan'",
+    Row("`model=gan`", "Could not find 'model/gan'", cli=("generate", "model=gan"), exit=1,
         cell="`Could not find 'model/gan'` + the available options (Hydra's own error, exit status 1)"),
     Row("`influence-lab trian`",
         "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, lds, report, pipeline.",
-        tested_in="tests/test_bad_input.py", evidence="unknown stage 'trian'; stages are train, generate, attribute"),
+        cli=("trian",)),
     # --- where results go ---
     Row("`paths.output_dir` is a file (or inside one)",
         "cannot create paths.output_dir '...': ... is a file; set paths.output_dir to a writable directory.",
@@ -212,6 +212,8 @@ ROWS = [
         ["trainer.num_threads=0"]),
     Row("`logger.name=tensorboard`", "logger is 'tensorboard'; allowed values are wandb, csv, none.",
         ["logger.name=tensorboard"], TRAIN_GENERATE),
+    Row("`logger.mode=ofline`", "logger.mode is 'ofline'; allowed values are offline, online, disabled.",
+        ["logger=wandb", "logger.mode=ofline"], TRAIN_GENERATE),
     # --- generate ---
     Row("`generate.m=0`", "generate.m is 0; it must be a positive integer.", ["generate.m=0"], ("generate",)),
     Row("`generate.seed=-1`", "generate.seed is -1; seeds must be integers from 0 to 4294967295.",
@@ -391,6 +393,8 @@ ROWS = [
     Row("`lds.bootstrap=0`", "lds.bootstrap is 0; it must be a positive integer.", ["lds.bootstrap=0"], ("lds",)),
     Row("`lds.runs=['model=ddpm']` (a run that is not a list)", "lds.runs has 'model=ddpm'; each run is a list of "
         "overrides, e.g. [[model=ddpm], [model=vae]].", ["lds.runs=['model=ddpm']"], ("lds",)),
+    Row("a bad setting in one of `lds.runs`", "lds.runs entry 1 (lds.subsets=2): lds.subsets is 2; a rank correlation "
+        "needs at least 3 subsets.", ["lds.runs=[[],['lds.subsets=2']]"], ("lds",)),
     # --- pipeline and report ---
     Row("`pipeline.runs=['model=vae']` (a run that is not a list)", "pipeline.runs has 'model=vae'; each run is a "
         "list of overrides, e.g. [[model=ddpm], [model=vae]].", ["pipeline.runs=['model=vae']"], ("pipeline",)),
@@ -446,7 +450,29 @@ def attributed(tmp_path_factory):
     return out
 
 
-STAGE_ROWS = [row for row in ROWS if not row.tested_in]
+STAGE_ROWS = [row for row in ROWS if not row.tested_in and not row.cli]
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.cli], ids=lambda r: r.input)
+def test_command_line_rows_from_the_cli(row, tmp_path):
+    out = run_cli(*row.cli, *([f"paths.output_dir={tmp_path}"] if len(row.cli) > 1 else []), cwd=tmp_path)
+    assert out.returncode == row.exit, out.stderr
+    assert re.search(pattern(row.message), " ".join(out.stderr.split())), out.stderr
+    assert not _dones(tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["pipeline", "lds"])
+def test_every_run_is_checked_before_the_first_trains(stage, tmp_path, capsys):
+    """A bad second entry of `<stage>.runs` is refused before the first entry trains anything."""
+    out = tmp_path / "out"
+    good = ["model=vae", f"paths.output_dir={out}", "logger=none", "model.fit.max_epochs=1"]
+    quoted = ",".join(f"'{o}'" for o in good)
+    runs = f"[[{quoted}],[{quoted},'model.hidden=0']]"
+    cfg = make_cfg(stage, out, f"{stage}.runs={runs}")
+    err = stage_error(STAGES[stage], cfg, capsys)
+    assert re.search(rf"error: {stage}.runs entry 1 \(.*model.hidden=0\): model.hidden is 0; it must be a positive "
+                     r"integer.$", err), err
+    assert not (out / "train").exists() and not _dones(tmp_path)
 
 
 @pytest.mark.parametrize("row", [r for r in STAGE_ROWS if r.input not in NEEDS_RESULTS], ids=lambda r: r.input)

@@ -18,6 +18,10 @@ from torch import nn
 from ..errors import InfluenceLabError
 from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, read_json, write_json
+from ..settings import section
+from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
+from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
+from ..settings.attribution import PretrainedEmbedder as PretrainedSettings
 
 
 def _chunks(n: int, size: int = 512):
@@ -54,11 +58,11 @@ class _AE(nn.Module):
 class AutoencoderEmbedder:
     name = "autoencoder"
 
-    def __init__(self, cfg, full_dataset, full_fingerprint: str, root: Path):
-        self.cfg = cfg
+    def __init__(self, cfg: AutoencoderSettings, full_dataset, full_fingerprint: str, root: Path):
+        cfg = self.cfg = section(AutoencoderSettings, cfg, "embedders.autoencoder")
         self.kind = "image" if "image" in full_dataset.column_names else "text"
-        spec = {"hidden": int(cfg.hidden), "latent": int(cfg.latent_dim), "epochs": int(cfg.epochs),
-                "lr": float(cfg.lr), "seed": int(cfg.seed), "data": full_fingerprint}
+        spec = {"hidden": cfg.hidden, "latent": cfg.latent_dim, "epochs": cfg.epochs, "lr": float(cfg.lr),
+                "seed": cfg.seed, "data": full_fingerprint}
         self.signature = signature("autoencoder", spec)
         self.run = RunDir(root, "embedders", "autoencoder", self.signature)
         if self.kind == "text":
@@ -118,13 +122,9 @@ class PretrainedEmbedder:
 
     name = "pretrained"
 
-    def __init__(self, cfg):
-        path = Path(str(cfg.weights)).expanduser() if cfg.get("weights") else None
-        if path is None or not path.is_file():
-            raise InfluenceLabError(
-                f"embedders.pretrained.weights is '{cfg.get('weights')}', which is not a file; name a local "
-                f"torchvision state-dict file for '{cfg.arch}' (nothing is downloaded)."
-            )
+    def __init__(self, cfg: PretrainedSettings, name: str = "pretrained"):
+        cfg = section(PretrainedSettings, cfg, f"embedders.{name}")
+        path = check_weights(name, cfg)
         try:
             import torchvision
         except Exception as exc:
@@ -132,12 +132,12 @@ class PretrainedEmbedder:
                 f"the pretrained embedder needs torchvision, which is not importable here ({exc}); "
                 f"install a torchvision that matches the installed torch."
             ) from exc
-        net = torchvision.models.get_model(str(cfg.arch), weights=None)
+        net = torchvision.models.get_model(cfg.arch, weights=None)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         net.fc = nn.Identity() if hasattr(net, "fc") else net.fc
         self.net = net.eval()
-        self.size = int(cfg.get("input_size", 64))
-        self.signature = signature("pretrained", str(cfg.arch), _file_hash(path), self.size)
+        self.size = cfg.input_size
+        self.signature = signature("pretrained", cfg.arch, _file_hash(path), self.size)
 
     @torch.no_grad()
     def embed(self, content, captions: list[str]) -> np.ndarray:
@@ -156,17 +156,28 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-KINDS = ("model", "autoencoder", "pretrained")
+KINDS = EMBEDDER_KINDS  # declared in settings.attribution
 
 
-def build_embedder(name: str, cfg, *, model, model_signature: str, bundle, root: Path):
-    kind = str(cfg.kind)
-    if kind == "model":
+def check_weights(name: str, cfg) -> Path | None:
+    """A pretrained embedder's weights must be a local file (nothing is downloaded): a question for
+    the machine, asked at a stage's entry for every embedder the stage uses. Other kinds: None."""
+    if getattr(cfg, "kind", None) != "pretrained":
+        return None
+    path = Path(cfg.weights).expanduser() if cfg.weights else None
+    if path is None or not path.is_file():
+        weights = "null" if cfg.weights is None else f"'{cfg.weights}'"
+        raise InfluenceLabError(f"embedders.{name}.weights is {weights}, which is not a file; name a local "
+                                f"torchvision state-dict file for '{cfg.arch}' (nothing is downloaded).")
+    return path
+
+
+def build_embedder(name: str, cfg: EmbedderSettings, *, model, model_signature: str, bundle, root: Path):
+    cfg = section(EmbedderSettings, cfg, f"embedders.{name}")
+    if cfg.kind == "model":
         return ModelEmbedder(model, model_signature)
-    if kind == "autoencoder":
+    if cfg.kind == "autoencoder":
         return AutoencoderEmbedder(cfg, bundle.full, bundle.full_fingerprint, root)
-    if kind == "pretrained":
-        if bundle.kind != "image":
-            raise InfluenceLabError("the pretrained embedder works on images; use model or autoencoder for text.")
-        return PretrainedEmbedder(cfg)
-    raise InfluenceLabError(f"embedders.{name}.kind is '{kind}'; allowed values are {', '.join(KINDS)}.")
+    if bundle.kind != "image":
+        raise InfluenceLabError("the pretrained embedder works on images; use model or autoencoder for text.")
+    return PretrainedEmbedder(cfg, name)

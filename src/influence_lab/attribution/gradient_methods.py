@@ -18,14 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.store import read_json
+from ..settings import section
+from ..settings.attribution import GRADIENT_METHODS, GradientSettings
+from ..settings.stage import check_gradient_method
 from .per_example import SparseProjector, n_params, projected_gradients, train_features
 
-GRADIENT_METHODS = ("tracin", "trak", "dtrak")
+__all__ = ["GRADIENT_METHODS", "TRAK_OUTPUTS", "GradientSetup", "TracIn", "Trak", "build_attributor",
+           "check_gradient_method"]
+
 TRAK_OUTPUTS = {"trak": "measured", "dtrak": "dtrak"}  # the output function of each TRAK variant
 
 
@@ -33,13 +37,16 @@ TRAK_OUTPUTS = {"trak": "measured", "dtrak": "dtrak"}  # the output function of 
 class GradientSetup:
     """What a gradient attributor needs: the trained model(s) and the training items."""
 
-    cfg: DictConfig  # attribution.gradient
+    cfg: GradientSettings  # attribution.gradient
     root: Path  # output dir (feature cache)
     model_dir: Path  # the attributed model's train result
     model_signature: str
     ensemble: list[tuple[Path, str]]  # (train result, signature) of the TRAK ensemble, model first
     train_batch: dict
     fingerprint: str
+
+    def __post_init__(self):
+        self.cfg = section(GradientSettings, self.cfg, "attribution.gradient")
 
 
 def _target_features(model, batch, output: str, proj_dim: int, seed: int, noise_seed: int) -> np.ndarray:
@@ -62,12 +69,12 @@ class TracIn:
             self.models.append(model.eval())
             self.features.append(train_features(setup.root, model, f"{setup.model_signature}/{snap['file']}",
                                                  setup.train_batch, setup.fingerprint, "measured",
-                                                 int(cfg.proj_dim), int(cfg.proj_seed)))
+                                                 cfg.proj_dim, cfg.proj_seed))
 
     def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
         total = 0.0
         for snap, model, phi in zip(self.snapshots, self.models, self.features, strict=True):
-            q = _target_features(model, batch, "measured", int(self.setup.cfg.proj_dim), int(self.setup.cfg.proj_seed),
+            q = _target_features(model, batch, "measured", self.setup.cfg.proj_dim, self.setup.cfg.proj_seed,
                                  noise_seed)
             total = total + float(snap["lr"]) * (q.astype(np.float64) @ phi.T.astype(np.float64))
         return np.asarray(total)
@@ -79,16 +86,16 @@ class Trak:
     def __init__(self, setup: GradientSetup, output: str = "measured", ensemble: int | None = None):
         cfg = setup.cfg
         self.setup, self.output = setup, output
-        size = int(ensemble or cfg.ensemble)
+        size = ensemble or cfg.ensemble
         if size > len(setup.ensemble):
             raise InfluenceLabError(f"TRAK asks for {size} ensemble models but {len(setup.ensemble)} were trained.")
         self.models, self.solved = [], []
         for k, (path, sig) in enumerate(setup.ensemble[:size]):
             model = load_model(path)
             phi = train_features(setup.root, model, sig, setup.train_batch, setup.fingerprint, output,
-                                 int(cfg.proj_dim), int(cfg.proj_seed) + k).astype(np.float64)
+                                 cfg.proj_dim, cfg.proj_seed + k).astype(np.float64)
             kernel = phi.T @ phi
-            damping = float(cfg.damping) * float(np.mean(np.diag(kernel)))
+            damping = cfg.damping * float(np.mean(np.diag(kernel)))
             self.solved.append(np.linalg.solve(kernel + damping * np.eye(len(kernel)), phi.T))  # (d, n)
             self.models.append(model)
 
@@ -96,18 +103,12 @@ class Trak:
         cfg = self.setup.cfg
         out = []
         for k, (model, solved) in enumerate(zip(self.models, self.solved, strict=True)):
-            q = _target_features(model, batch, self.output, int(cfg.proj_dim), int(cfg.proj_seed) + k, noise_seed)
+            q = _target_features(model, batch, self.output, cfg.proj_dim, cfg.proj_seed + k, noise_seed)
             out.append(q.astype(np.float64) @ solved)
         return out
 
     def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
         return np.mean(self.per_model_scores(batch, noise_seed), axis=0)
-
-
-def check_gradient_method(method: str, model_name: str) -> None:
-    if method == "dtrak" and model_name != "ddpm":
-        raise InfluenceLabError(f"dtrak is defined for diffusion models (model=ddpm), not model={model_name}; "
-                                f"use trak or tracin.")
 
 
 def build_attributor(method: str, setup: GradientSetup):

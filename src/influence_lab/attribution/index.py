@@ -15,9 +15,10 @@ import numpy as np
 from ..errors import InfluenceLabError
 from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, write_npy
+from ..settings import IndexSettings, section
+from ..settings.attribution import INDEX_METRICS, INDEX_TYPES
 
-TYPES = ("flat", "ivf", "hnsw")
-METRICS = ("ip", "l2")
+TYPES, METRICS = INDEX_TYPES, INDEX_METRICS  # declared in settings.attribution
 
 
 def _prep(x: np.ndarray, metric: str) -> np.ndarray:
@@ -27,8 +28,8 @@ def _prep(x: np.ndarray, metric: str) -> np.ndarray:
     return x
 
 
-def build_index(x: np.ndarray, cfg) -> faiss.Index:
-    kind, metric = str(cfg.type), str(cfg.metric)
+def build_index(x: np.ndarray, cfg: IndexSettings) -> faiss.Index:
+    kind, metric = cfg.type, cfg.metric
     if kind not in TYPES:
         raise InfluenceLabError(f"attribution.index.type is '{kind}'; allowed values are {', '.join(TYPES)}.")
     if metric not in METRICS:
@@ -39,33 +40,33 @@ def build_index(x: np.ndarray, cfg) -> faiss.Index:
     if kind == "flat":
         index = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
     elif kind == "ivf":
-        nlist = max(1, min(int(cfg.nlist), len(x) // 4))
+        nlist = max(1, min(cfg.nlist, len(x) // 4))
         quantizer = faiss.IndexFlatIP(d) if metric == "ip" else faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
         index.train(x)
-        index.nprobe = int(cfg.nprobe)
+        index.nprobe = cfg.nprobe
     else:
-        index = faiss.IndexHNSWFlat(d, int(cfg.hnsw_m), fmetric)
-        index.hnsw.efSearch = int(cfg.ef_search)
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, fmetric)
+        index.hnsw.efSearch = cfg.ef_search
     index.add(x)
     return index
 
 
-def _params(index: faiss.Index, cfg, subset: np.ndarray | None):
+def _params(index: faiss.Index, cfg: IndexSettings, subset: np.ndarray | None):
     sel = faiss.IDSelectorBatch(np.asarray(subset, dtype=np.int64)) if subset is not None else None
-    if str(cfg.type) == "ivf":
-        return faiss.SearchParametersIVF(sel=sel, nprobe=int(cfg.nprobe))
-    if str(cfg.type) == "hnsw":
-        return faiss.SearchParametersHNSW(sel=sel, efSearch=int(cfg.ef_search))
+    if cfg.type == "ivf":
+        return faiss.SearchParametersIVF(sel=sel, nprobe=cfg.nprobe)
+    if cfg.type == "hnsw":
+        return faiss.SearchParametersHNSW(sel=sel, efSearch=cfg.ef_search)
     return faiss.SearchParameters(sel=sel) if sel is not None else None
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, cfg, subset: np.ndarray | None = None):
+def search(index: faiss.Index, queries: np.ndarray, k: int, cfg: IndexSettings, subset: np.ndarray | None = None):
     """Top-k (scores, indices) for each query, larger score = closer; -1 where fewer found."""
-    q = _prep(queries, str(cfg.metric))
+    q = _prep(queries, cfg.metric)
     k = min(int(k), index.ntotal if subset is None else len(subset))
     scores, idx = index.search(q, k, params=_params(index, cfg, subset))
-    if str(cfg.metric) == "l2":
+    if cfg.metric == "l2":
         scores = -scores
     return scores, idx
 
@@ -83,12 +84,11 @@ def similarity_matrix(index, queries, n: int, cfg, subset: np.ndarray | None = N
 class EmbeddingCache:
     """Training-set embeddings + their faiss index, one directory per (embedder, data, index)."""
 
-    def __init__(self, root: Path, embedder, bundle, index_cfg):
-        from omegaconf import OmegaConf
-
-        sig = signature(embedder.signature, bundle.fingerprint, OmegaConf.to_container(index_cfg, resolve=True))
+    def __init__(self, root: Path, embedder, bundle, index: IndexSettings):
+        index = section(IndexSettings, index, "attribution.index")
+        sig = signature(embedder.signature, bundle.fingerprint, index.plain())
         self.run = RunDir(root, "embeddings", f"{embedder.name}-{bundle.name}", sig)
-        self.cfg = index_cfg
+        self.cfg = index
         if not self.run.done:
             self._build(embedder, bundle)
         self.embeddings = np.load(self.run / "embeddings.npy")

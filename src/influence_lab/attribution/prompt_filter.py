@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InfluenceLabError
+from ..settings.attribution import FILTERS
 
-METHODS = ("tfidf", "bm25")
+METHODS = FILTERS  # declared in settings.attribution
 WORD = r"(?u)\b\w+\b"  # single-character words count too
 
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InfluenceLabError
+from ..settings.attribution import BASE_METHODS
 from .raw import IMAGE_DISTANCES
 
 PAPER_WEIGHTS = {
     "raw_mse": 0.0001, "raw_mae": 0.01, "raw_cosine": -1.0, "raw_ssim_diff": -1.0,
     "emb_cosine": -1.0, "emb_mse": 1.0, "emb_kl": 0.00001, "emb_l1": 0.00001, "emb_l2": 0.001,
 }
-BASE_METHODS = ("paper", "fused", "caption_only", "raw_only", "latent_only")
 
 
 @dataclass

@@ -7,28 +7,24 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..checks import positive_int
 from ..errors import InfluenceLabError
+from ..settings import AttributionSettings, section
+from ..settings.attribution import resolve_methods
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
 from .scorers import PromptEvidence, paper_features, score
 
+__all__ = ["check_sizes", "resolve_methods", "evaluate", "attribute_prompts", "dense_scores"]
 
-def check_sizes(cfg, n: int) -> None:
+
+def check_sizes(cfg: AttributionSettings, n: int) -> None:
+    """The sizes of the settings against the training set's (their signs are the schema's)."""
     for key in ("pool_size", "grid_top", "search_k"):
-        value = cfg.get(key)
-        positive_int(value, f"attribution.{key}", null=key != "grid_top")
+        value = getattr(cfg, key)
         if value is not None and value > n:
             raise InfluenceLabError(f"attribution.{key} is {value} but the training set has {n} items; "
                                     f"choose at most that many" + (", or null." if key != "grid_top" else "."))
-
-
-def resolve_methods(methods, kind: str) -> list[str]:
-    if methods == "auto" or methods is None:
-        base = ["fused", "caption_only", "raw_only", "latent_only"]
-        return (["paper"] + base) if kind == "image" else base
-    return [str(m) for m in ([methods] if isinstance(methods, str) else methods)]
 
 
 def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> np.ndarray:
@@ -44,22 +40,24 @@ def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> n
     return sims
 
 
-def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict, cfg,
-             dense: dict | None = None, desc: str = "attribute"):
+def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
+             cfg: AttributionSettings, dense: dict | None = None, desc: str = "attribute"):
     """Yield (target, prompt, evidence, {method: (candidate indices, scores)}) per prompt.
 
     `dense` maps extra method names (the gradient attributors) to a function
-    `(prompt, outputs) -> scores over every training item`."""
+    `(prompt, outputs) -> scores over every training item`. (A raw `attribution` section is
+    validated first.)"""
+    cfg = section(AttributionSettings, cfg, "attribution")
     captions = list(train["caption"])
     content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32) if kind == "image"
                else list(train["text"]))
     n = len(captions)
     check_sizes(cfg, n)
     dense = dense or {}
-    prompt_filter = PromptFilter(captions, str(cfg.filter))
+    prompt_filter = PromptFilter(captions, cfg.filter)
     methods = resolve_methods(cfg.methods, kind)
     weights = dict(cfg.fused_weights)
-    search_k = None if cfg.search_k is None else int(cfg.search_k)
+    search_k = cfg.search_k
     every = np.arange(n)
     for target, (prompt, outs) in enumerate(tqdm(list(zip(prompts, outputs, strict=True)), desc=desc, leave=False)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
@@ -71,7 +69,7 @@ def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dic
             latent[name] = _latent(caches[name], queries[name], n, pool, search_k)
         ev = PromptEvidence(b=b, pool=pool, raw=raw, latent=latent)
         if "paper" in methods and kind == "image":
-            emb_name = str(cfg.paper_embedder)
+            emb_name = cfg.paper_embedder
             ev.paper = paper_features(outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool])
         scored = {}
         for method in methods:
@@ -80,15 +78,16 @@ def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dic
 
 
 def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
-                      cfg, dense: dict | None = None) -> pd.DataFrame:
+                      cfg: AttributionSettings, dense: dict | None = None) -> pd.DataFrame:
     """One row per (target, method, rank): id, caption, score, caption_score and every per-space
     similarity (mean over the prompt's outputs)."""
+    cfg = section(AttributionSettings, cfg, "attribution")
     captions = list(train["caption"])
     ids = list(train["id"])
     rows = []
     for target, prompt, ev, scored in evaluate(train, kind, prompts, outputs, embedders, caches, cfg, dense):
         for method, (cand, scores) in scored.items():
-            order = np.argsort(-scores, kind="stable")[: int(cfg.keep)]
+            order = np.argsort(-scores, kind="stable")[: cfg.keep]
             for rank, j in enumerate(order):
                 i = int(cand[j])
                 row = {"target": target, "prompt": prompt, "method": method, "rank": rank + 1, "id": ids[i],
@@ -101,8 +100,8 @@ def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embed
     return pd.DataFrame(rows)
 
 
-def dense_scores(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict, cfg,
-                 dense: dict | None = None) -> dict[str, np.ndarray]:
+def dense_scores(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
+                 cfg: AttributionSettings, dense: dict | None = None) -> dict[str, np.ndarray]:
     """Every method's score of every training item per prompt: {method: (prompts, N)}. Items outside
     a method's candidate pool get the pool's lowest score (they rank below every candidate)."""
     out: dict[str, list] = {}

@@ -22,13 +22,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..checks import a_list, is_int, once_each, positive_int, seed_list, show
 from ..errors import InfluenceLabError
 from ..orchestration.paths import safe_name
+from ..settings.base import PositiveInt, validated
+from ..settings.counterfactual import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, check_plan
 
-ARMS = ("topk", "bottomk", "random_pool", "random", "none")
-CONTROLS = ("random_pool", "random", "none")
-GROUPINGS = ("per_target", "grouped")
+__all__ = ["ARMS", "CONTROLS", "GROUPINGS", "Member", "make_plan", "jobs_of", "check_plan"]
 
 
 @dataclass
@@ -55,7 +54,7 @@ def _choose(arm: str, method: str, target: int, k: int, seed: int, ranking: pd.D
             pools: dict[int, list[str]], all_ids: list[str]) -> list[str]:
     if arm == "none":
         return []
-    if arm in ("topk", "bottomk"):
+    if arm in TESTED_ARMS:
         ranked = ranking[(ranking.target == target) & (ranking.method == method)].sort_values("rank")["id"].tolist()
         if len(ranked) < k:
             raise InfluenceLabError(f"method {method} ranked only {len(ranked)} items for target {target}, fewer than "
@@ -72,71 +71,49 @@ def _choose(arm: str, method: str, target: int, k: int, seed: int, ranking: pd.D
     return [source[i] for i in sorted(picks)]
 
 
-def check_plan_settings(arms, ks, seeds, grouping, group_size=None) -> None:
-    """The settings of a removal plan that can be checked before anything is ranked:
-    `counterfactual.arms`, `k`, `seeds`, `grouping` and `group_size` (raw config values)."""
-    arms = a_list(arms, "counterfactual.arms", "[topk,random_pool,random,none]")
-    bad = [a for a in arms if a not in ARMS]
-    if bad:
-        raise InfluenceLabError(f"counterfactual.arms has {bad}; allowed values are {', '.join(ARMS)}.")
-    if not any(a in ("topk", "bottomk") for a in arms):
-        raise InfluenceLabError("counterfactual.arms needs topk (or bottomk): there is nothing to test otherwise.")
-    once_each(arms, "counterfactual.arms")
-    ks = a_list(ks, "counterfactual.k", "[10]")
-    if not ks:
-        raise InfluenceLabError("counterfactual.k is empty; give at least one number of items to remove.")
-    for k in ks:
-        if not is_int(k) or k < 1:
-            raise InfluenceLabError(f"counterfactual.k has {show(k)}; each k must be a positive integer.")
-    once_each(ks, "counterfactual.k")
-    seed_list(seeds, "counterfactual.seeds")
-    if grouping not in GROUPINGS:
-        raise InfluenceLabError(f"counterfactual.grouping is '{grouping}'; allowed values are per_target, grouped.")
-    if group_size is not None and (not is_int(group_size) or group_size < 1):
-        raise InfluenceLabError(f"counterfactual.group_size is {show(group_size)}; use a positive number of prompts "
-                                f"or null.")
-
-
 def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[str], methods: list[str],
               arms: list[str], ks: list[int], seeds: list[int], grouping: str,
               group_size: int | None = None) -> list[Member]:
     """Every member of a sweep. `ranking` is the attribute stage's table; `pools` the prompt
     filter's pool of each target."""
-    check_plan_settings(arms, ks, seeds, grouping, group_size)
+    plan = check_plan(arms, ks, seeds, grouping, group_size)
+    arms, ks, seeds, grouping, group_size = plan.arms, plan.k, plan.seeds, plan.grouping, plan.group_size
     if not methods:
         raise InfluenceLabError("counterfactual.methods is empty; give at least one attribution method, or auto.")
-    once_each(list(methods), "counterfactual.methods")
+    if len(set(methods)) < len(methods):
+        twice = next(m for i, m in enumerate(methods) if m in methods[:i])
+        raise InfluenceLabError(f"counterfactual.methods has '{twice}' twice; list each value once.")
     n = len(all_ids)
     for k in ks:
-        if not 1 <= int(k) < n:
+        if not 1 <= k < n:
             raise InfluenceLabError(f"counterfactual.k has {k} but the training set has only {n} items; each k "
                                     f"must be smaller.")
     targets = sorted(int(t) for t in ranking.target.unique())
     if not targets:
         raise InfluenceLabError("the attribution ranks no items for any prompt, so there is nothing to remove; "
                                 "rerun influence-lab attribute with force=true.")
-    size = len(targets) if group_size is None else int(group_size)
+    size = len(targets) if group_size is None else group_size
     groups = [targets[i : i + size] for i in range(0, len(targets), size)]
     members: list[Member] = []
     for k in ks:
         for seed in seeds:
             for arm in arms:
-                arm_methods = methods if arm in ("topk", "bottomk") else ["control"]
+                arm_methods = methods if arm in TESTED_ARMS else ["control"]
                 for method in arm_methods:
-                    chosen = {t: _choose(arm, method, t, int(k), int(seed), ranking, pools, all_ids) for t in targets}
+                    chosen = {t: _choose(arm, method, t, k, seed, ranking, pools, all_ids) for t in targets}
                     # member ids name result files: a method name that is not a plain file-name
                     # component gets a slug and a hash (ordinary names are unchanged)
-                    tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{int(k)}-s{int(seed)}"
+                    tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{k}-s{seed}"
                     if grouping == "per_target":
-                        members += [Member(f"t{t:03d}-{tag}", method, arm, int(k), int(seed), [t], chosen[t])
+                        members += [Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t])
                                     for t in targets]
                     elif len(groups) == 1:
                         union = sorted(set().union(*chosen.values())) if chosen else []
-                        members.append(Member(f"all-{tag}", method, arm, int(k), int(seed), targets, union))
+                        members.append(Member(f"all-{tag}", method, arm, k, seed, targets, union))
                     else:
                         for g, group in enumerate(groups):
                             union = sorted(set().union(*(chosen[t] for t in group)))
-                            members.append(Member(f"g{g:02d}-{tag}", method, arm, int(k), int(seed), group, union, g))
+                            members.append(Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g))
     for m in members:
         if len(m.removed) >= n:
             raise InfluenceLabError(f"member {m.member_id} would remove every training item.")
@@ -145,6 +122,6 @@ def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[
 
 def jobs_of(members: list[Member], job_size: int) -> list[list[str]]:
     """Group members into retrain jobs of at most `job_size` members each."""
-    positive_int(job_size, "counterfactual.pack_size")
+    validated(PositiveInt, job_size, "counterfactual.pack_size")
     ids = [m.member_id for m in members]
     return [ids[i : i + job_size] for i in range(0, len(ids), job_size)]

@@ -1,4 +1,6 @@
-"""From a data config to train/val splits: deterministic split by seed, removal by id, fingerprints."""
+"""From the data settings to train/val splits: deterministic split by seed, removal by id, fingerprints.
+The settings are checked by their schema (`settings.data`); what needs the data (unknown ids, a
+removal that empties the training split) is checked here."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, concatenate_datasets
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..checks import a_list, below_one, is_int, non_negative_int, not_set, positive_int, seed, show
 from ..errors import InfluenceLabError
 from ..orchestration.paths import check_name
+from ..settings import DataSettings, section
+from ..settings.data import SOURCES_MODULE
+from . import sources
+from .canaries import add_canaries
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -35,7 +39,7 @@ def read_exclude_ids(spec) -> list[str]:
     """`data.exclude_ids`: a list of ids, or the path of a file with one id per line."""
     if spec is None:
         return []
-    if isinstance(spec, (list, tuple, ListConfig)):
+    if isinstance(spec, (list, tuple)) or type(spec).__name__ == "ListConfig":
         return [str(s) for s in spec]
     path = Path(str(spec)).expanduser()
     if not path.is_file():
@@ -101,14 +105,9 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
     return train.select(keep)
 
 
-SOURCES_MODULE = "influence_lab.data.sources"
-
-
 def source_loader(target):
     """The loader `data.source._target_` names. Only the `load_*` functions of
     influence_lab.data.sources are allowed: a config never makes the tool import or call anything else."""
-    from . import sources
-
     module, _, name = str(target).rpartition(".")
     loaders = sorted(n for n, f in vars(sources).items()
                      if n.startswith("load_") and callable(f) and getattr(f, "__module__", None) == SOURCES_MODULE)
@@ -120,59 +119,26 @@ def source_loader(target):
     return getattr(sources, name)
 
 
-def check_data_settings(cfg: DictConfig) -> None:
-    """The `data` settings that can be checked before anything is loaded, the source's arguments
-    included (the loaders of data.sources take them as they are)."""
-    source = cfg.get("source") or {}
-    for key in source:
-        if OmegaConf.is_missing(source, key):
-            raise not_set(f"data.source.{key}")
-    if "max_items" in source:
-        positive_int(source.max_items, "data.source.max_items", null=True)
-    if "max_per_list" in source:
-        positive_int(source.max_per_list, "data.source.max_per_list", null=True)
-    if "surnames" in source:
-        non_negative_int(source.surnames, "data.source.surnames")
-    if "genders" in source:
-        a_list(source.genders, "data.source.genders", "[female]")
-    if "size" in source:
-        size = source.size
-        sides = list(size) if isinstance(size, ListConfig) else [size]
-        if len(sides) not in (1, 2) or not all(is_int(s) and s >= 1 for s in sides):
-            raise InfluenceLabError(f"data.source.size is {show(size)}; give a positive integer or [H, W] of "
-                                    f"positive integers.")
-    split = cfg.get("split") or {}
-    below_one(split.get("val_fraction", 0.1), "data.split.val_fraction")
-    seed(split.get("seed", 0), "data.split.seed")
-    canaries = cfg.get("canaries") or {}
-    if canaries:
-        non_negative_int(canaries.get("count") or 0, "data.canaries.count")
-        seed(canaries.get("seed") or 0, "data.canaries.seed")
-
-
-def load_data(cfg: DictConfig) -> DataBundle:
-    """Build the dataset that `cfg` (the `data` group) describes."""
-    check_name(cfg.name, "data.name")
-    check_data_settings(cfg)
+def load_data(data: DataSettings) -> DataBundle:
+    """Build the dataset that the `data` settings describe (a raw `data` section is validated first)."""
+    data = section(DataSettings, data, "data")
+    check_name(data.name, "data.name")
     # called directly rather than through hydra's instantiate, which would wrap our clear errors
-    kwargs = OmegaConf.to_container(cfg.source, resolve=True)
+    kwargs = data.source.plain()
     full = source_loader(kwargs.pop("_target_", None))(**kwargs)
     if len(full) == 0:
-        raise InfluenceLabError(f"data source '{cfg.name}' is empty.")
+        raise InfluenceLabError(f"data source '{data.name}' is empty.")
     ids = full["id"]
     if len(set(ids)) != len(ids):
-        raise InfluenceLabError(f"data source '{cfg.name}' has duplicate ids; ids must be unique.")
-    train_idx, val_idx = split_indices(len(full), float(cfg.split.val_fraction), int(cfg.split.seed))
+        raise InfluenceLabError(f"data source '{data.name}' has duplicate ids; ids must be unique.")
+    train_idx, val_idx = split_indices(len(full), data.split.val_fraction, data.split.seed)
     train, val = full.select(train_idx), full.select(val_idx)
-    canaries = cfg.get("canaries") or {}
-    if int(canaries.get("count") or 0) > 0:
-        from .canaries import add_canaries
-
-        train = add_canaries(train, int(canaries["count"]), str(canaries.get("token", "zxq")),
-                             int(canaries.get("seed") or 0))
-        full = concatenate_datasets([full, train.select(range(len(train) - int(canaries["count"]), len(train)))])
+    if data.canary_count > 0:
+        canaries = data.canaries
+        train = add_canaries(train, canaries.count, canaries.token, canaries.seed)
+        full = concatenate_datasets([full, train.select(range(len(train) - canaries.count, len(train)))])
         ids = full["id"]
-    exclude = read_exclude_ids(cfg.get("exclude_ids"))
+    exclude = read_exclude_ids(data.exclude_ids)
     train = remove_ids(train, set(ids), exclude)
     kind = "image" if "image" in full.column_names else "text"
-    return DataBundle(str(cfg.name), kind, full, train, val, exclude)
+    return DataBundle(data.name, kind, full, train, val, exclude)

@@ -1,4 +1,4 @@
-"""Create a model for a dataset from its config; save and load it without pickle."""
+"""Create a model for a dataset from its settings; save and load it without pickle."""
 
 from __future__ import annotations
 
@@ -7,29 +7,28 @@ import inspect
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..orchestration.store import atomic_write, verify_result, write_json
+from ..settings import ModelSettings, section
 from .base import GenerativeModel
 from .text_encoder import build_vocab
 
-NOT_INIT_ARGS = ("name", "fit")
 
-
-def init_kwargs(model_cfg: DictConfig, bundle: DataBundle) -> tuple[str, dict]:
-    """The class path and the plain constructor arguments of the model `model_cfg` describes."""
-    params = OmegaConf.to_container(model_cfg, resolve=True)
-    target = params.pop("_target_", None)
-    for key in NOT_INIT_ARGS:
-        params.pop(key, None)
+def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
+    """The class path and the plain constructor arguments of the model the settings describe (a raw
+    `model` section is validated first)."""
+    model = section(ModelSettings, model, "model")
+    params = model.init_args()
+    target = model.target
     cls = model_class(target, "model._target_")
     if cls.kind != bundle.kind:
         wanted = "image" if cls.kind == "image" else "text"
         raise InfluenceLabError(
-            f"model={model_cfg.name} needs {wanted} data but data={bundle.name} holds {bundle.kind}; "
+            f"model={model.name} needs {wanted} data but data={bundle.name} holds {bundle.kind}; "
             f"use model=vae or model=ddpm for images and model=chargpt for text."
         )
     params["vocab"] = build_vocab(bundle.captions)
@@ -55,8 +54,6 @@ def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
 
 
 def _image_shape(bundle: DataBundle) -> tuple[int, ...]:
-    import numpy as np
-
     return tuple(np.asarray(bundle.full[0]["image"]).shape)
 
 
@@ -83,9 +80,9 @@ def model_class(target, where: str) -> type[GenerativeModel]:
     return cls
 
 
-def build_model(model_cfg: DictConfig, bundle: DataBundle, seed: int = 0) -> GenerativeModel:
+def build_model(model: ModelSettings, bundle: DataBundle, seed: int = 0) -> GenerativeModel:
     """A freshly initialised model; the initialisation depends only on `seed`."""
-    target, params = init_kwargs(model_cfg, bundle)
+    target, params = init_kwargs(model, bundle)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(target, "model._target_")(**params)

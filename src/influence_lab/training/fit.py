@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
 from ..orchestration.store import atomic_write, read_json, sha256, write_json, write_text
+from ..settings import FitSettings, TrainerSettings, section
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -134,11 +134,11 @@ class FiniteLoss(pl.Callback):
                                 f"check the data for NaN values.")
 
 
-def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0,
+def make_trainer(trainer: TrainerSettings, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0,
                  name: str = "") -> pl.Trainer:
-    callbacks = [LastCheckpoint(Path(run_dir) / "checkpoints", float(trainer_cfg.get("checkpoint_every_s", 5.0)))]
+    callbacks = [LastCheckpoint(Path(run_dir) / "checkpoints", trainer.checkpoint_every_s)]
     if snapshots:
-        callbacks.append(Snapshots(Path(run_dir) / "snapshots", int(snapshots), max_epochs))
+        callbacks.append(Snapshots(Path(run_dir) / "snapshots", snapshots, max_epochs))
     if name:
         callbacks.append(FiniteLoss(name))
     plugins = [HashedCheckpointIO()]
@@ -148,15 +148,15 @@ def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, logger
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return pl.Trainer(
         plugins=plugins,
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        precision=trainer_cfg.precision,
-        deterministic=trainer_cfg.deterministic,
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        precision=trainer.precision,
+        deterministic=trainer.deterministic,
         max_epochs=max_epochs,
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=False,  # LastCheckpoint saves what a resume needs
-        enable_progress_bar=trainer_cfg.progress_bar,
+        enable_progress_bar=trainer.progress_bar,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -167,21 +167,24 @@ def make_trainer(trainer_cfg: DictConfig, max_epochs: int, run_dir: Path, logger
 def fit(
     model: GenerativeModel,
     bundle: DataBundle,
-    fit_cfg: DictConfig,
-    trainer_cfg: DictConfig,
+    fit_settings: FitSettings,
+    trainer_settings: TrainerSettings,
     run_dir: Path,
     seed: int,
     loggers=None,
 ) -> dict[str, float]:
-    """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics."""
+    """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics. (Raw
+    `model.fit` and `trainer` sections are validated first.)"""
+    fit_settings = section(FitSettings, fit_settings, "model.fit")
+    trainer_settings = section(TrainerSettings, trainer_settings, "trainer")
     pl.seed_everything(seed, workers=True, verbose=False)
     model.noise_seed = int(seed)
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg.num_threads))
-    train = loader(bundle.train, int(fit_cfg.batch_size), shuffle=True, seed=seed)
+    if trainer_settings.num_threads:
+        torch.set_num_threads(trainer_settings.num_threads)
+    train = loader(bundle.train, fit_settings.batch_size, shuffle=True, seed=seed)
     val = loader(bundle.val, 512) if len(bundle.val) else None
     name = Path(run_dir).name
-    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers, int(fit_cfg.get("snapshots") or 0),
+    trainer = make_trainer(trainer_settings, fit_settings.max_epochs, run_dir, loggers, fit_settings.snapshots or 0,
                            name=name)
     trainer.fit(model, train, val, ckpt_path=resume_point(run_dir, name), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -190,20 +193,22 @@ def fit(
     return metrics
 
 
-def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int], fit_cfg: DictConfig,
-             trainer_cfg: DictConfig, run_dir: Path, loggers=None, record_seen: bool = False, track=None):
+def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int], fit_settings: FitSettings,
+             trainer_settings: TrainerSettings, run_dir: Path, loggers=None, record_seen: bool = False, track=None):
     """Train `models` together as one pack (see `training.pack`): member m on the rows
     `member_items[m]` of `train` with seed `seeds[m]`. The trained weights are copied back into
     `models`; the pack is returned (per-member loss histories, items seen, and the measured loss
     of the rows `track` after every epoch)."""
     from .pack import Pack
 
+    fit_settings = section(FitSettings, fit_settings, "model.fit")
+    trainer_settings = section(TrainerSettings, trainer_settings, "trainer")
     pl.seed_everything(int(seeds[0]), workers=True, verbose=False)
-    if trainer_cfg.get("num_threads"):
-        torch.set_num_threads(int(trainer_cfg.num_threads))
-    pack = Pack(models, train, member_items, seeds, int(fit_cfg.batch_size), int(fit_cfg.max_epochs), record_seen,
+    if trainer_settings.num_threads:
+        torch.set_num_threads(trainer_settings.num_threads)
+    pack = Pack(models, train, member_items, seeds, fit_settings.batch_size, fit_settings.max_epochs, record_seen,
                 track)
-    trainer = make_trainer(trainer_cfg, int(fit_cfg.max_epochs), run_dir, loggers)
+    trainer = make_trainer(trainer_settings, fit_settings.max_epochs, run_dir, loggers)
     trainer.fit(pack, ckpt_path=resume_point(run_dir, f"pack {Path(run_dir).name}"), weights_only=True)
     pack.unpack(models)
     for model, seed in zip(models, seeds, strict=True):

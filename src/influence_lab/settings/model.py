@@ -1,0 +1,120 @@
+"""`model`: the generative model, one of three variants picked by `model.name` (or, for a renamed
+model, by the class `_target_` names): `vae`, `ddpm`, `chargpt`. `_target_` itself is checked where
+the class is imported (`models.build.model_class`: only influence_lab models). The model classes'
+constructor defaults equal these (tests/test_settings.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from .base import (
+    RULE,
+    BelowOne,
+    Bool,
+    NonNegativeIntOrNull,
+    NonNegativeNumber,
+    Number,
+    PositiveInt,
+    PositiveNumber,
+    Settings,
+    fail,
+    one_of,
+)
+
+MODEL_NAMES = ("vae", "ddpm", "chargpt")
+VAE_ARCHS = ("mlp", "conv")
+DDPM_ARCHS = ("mlp", "unet")
+NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model class's arguments
+
+
+class FitSettings(Settings):
+    max_epochs: PositiveInt = 60
+    batch_size: PositiveInt = 128
+    snapshots: NonNegativeIntOrNull = 4  # weights saved at evenly spaced epochs (TracIn's checkpoints)
+
+
+class ModelBase(Settings):
+    target: str = Field("", alias="_target_")
+    name: str = ""
+
+    def init_args(self) -> dict:
+        """The model class's constructor arguments (without the data-dependent ones)."""
+        return {k: v for k, v in self.plain().items() if k not in NOT_INIT_ARGS}
+
+
+class VAESettings(ModelBase):
+    """Caption-conditioned VAE for small images."""
+
+    target: str = Field("influence_lab.models.VAE", alias="_target_")
+    name: str = "vae"
+    conditional: Bool = True
+    arch: Annotated[str, one_of(VAE_ARCHS, "'mlp' and 'conv'")] = "mlp"
+    hidden: PositiveInt = 256
+    latent_dim: PositiveInt = 16
+    cond_dim: PositiveInt = 32
+    beta: NonNegativeNumber = 1.0
+    lr: PositiveNumber = 0.002
+    weight_decay: NonNegativeNumber = 0.0
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=60))
+
+
+class DDPMSettings(ModelBase):
+    """Small caption-conditioned DDPM with classifier-free guidance."""
+
+    target: str = Field("influence_lab.models.DDPM", alias="_target_")
+    name: str = "ddpm"
+    conditional: Bool = True
+    arch: Annotated[str, one_of(DDPM_ARCHS, "'mlp' and 'unet'")] = "mlp"
+    hidden: PositiveInt = 256
+    depth: PositiveInt = 3
+    cond_dim: PositiveInt = 64
+    timesteps: PositiveInt = 200
+    p_uncond: BelowOne = 0.1  # caption dropout during training (for guidance)
+    guidance: Number = 2.0  # classifier-free guidance scale at sampling time
+    loss_timesteps: PositiveInt = 10  # fixed timesteps of example_loss
+    lr: PositiveNumber = 0.002
+    weight_decay: NonNegativeNumber = 0.0
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=150))
+
+
+class CharGPTSettings(ModelBase):
+    """Caption-conditioned character-level transformer for names."""
+
+    target: str = Field("influence_lab.models.CharGPT", alias="_target_")
+    name: str = "chargpt"
+    conditional: Bool = True
+    block_size: PositiveInt = 24
+    n_layer: PositiveInt = 3
+    n_head: PositiveInt = 4
+    n_embd: PositiveInt = 96
+    dropout: BelowOne = 0.0
+    temperature: PositiveNumber = 1.0
+    lr: PositiveNumber = 0.003
+    weight_decay: NonNegativeNumber = 0.01
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=20))
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.n_embd % self.n_head:
+            fail("{key}.n_embd is {n_embd} but {key}.n_head is {n_head}; n_embd must be a multiple of n_head.",
+                 n_embd=self.n_embd, n_head=self.n_head)
+        return self
+
+
+def _model_kind(value):
+    get = value.get if isinstance(value, dict) else lambda k, d=None: getattr(value, k, d)
+    name = get("name")
+    if name not in MODEL_NAMES:  # a renamed model: its class decides
+        name = str(get("_target_", get("target", ""))).rpartition(".")[2].lower()
+    return f"<model:{name}>" if name in MODEL_NAMES else None
+
+
+ModelSettings = Annotated[
+    Annotated[VAESettings, Tag("<model:vae>")] | Annotated[DDPMSettings, Tag("<model:ddpm>")]
+    | Annotated[CharGPTSettings, Tag("<model:chargpt>")],
+    Discriminator(_model_kind, custom_error_type=RULE, custom_error_message="unknown model",
+                  custom_error_context={"template": "{key} is {value}; allowed values are " + ", ".join(MODEL_NAMES)
+                                        + ".", "field": "name"}),
+]

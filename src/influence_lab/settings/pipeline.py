@@ -1,0 +1,11 @@
+"""`pipeline`: train -> generate -> attribute -> counterfactual, for one config or several runs."""
+
+from __future__ import annotations
+
+from .base import Settings
+from .runs import Runs
+
+
+class PipelineSettings(Settings):
+    runs: Runs = []  # each a list of overrides, e.g. [[model=vae], [model=ddpm]]; empty = this config alone
+    export_dir: str | None = None  # copy every run's tables and figures here + RESULTS.md

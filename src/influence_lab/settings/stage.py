@@ -1,0 +1,200 @@
+"""A stage's whole config as typed settings, and the one conversion from a Hydra config to them.
+
+`from_config(cfg)` is the only place a `DictConfig` becomes settings: a setting left at Hydra's
+`???` is named first, then every section is validated by its schema and the checks across
+sections run (`StageSettings`). The report stage reads only names and `report.*`
+(`ReportStageSettings`), so a report of `data=imagefolder` needs no folder."""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field, model_validator
+
+from ..errors import InfluenceLabError
+from .attribution import (
+    DIFFUSION_ONLY,
+    GRADIENT_METHODS,
+    LATENT_PREFIX,
+    AttributionSettings,
+    EmbedderSettings,
+    method_list,
+)
+from .base import Bool, Seed, Settings, fail, show, validated
+from .counterfactual import CounterfactualSettings
+from .data import DataSettings
+from .generate import GenerateSettings
+from .lds import LDSSettings
+from .logger import LoggerSettings, WandbLogger
+from .model import ModelSettings, VAESettings
+from .paths import PathsSettings
+from .pipeline import PipelineSettings
+from .report import ReportSettings
+from .trainer import TrainerSettings
+
+STAGES = ("train", "generate", "attribute", "counterfactual", "retrain", "lds", "report", "pipeline")
+MISSING = "???"
+# what to say about a required setting that is not set (Hydra's `???`)
+NOT_SET_HINTS = {
+    "data.source.path": "point it at a folder of images, e.g. data.source.path=/path/to/folder",
+    "data.prompts": "give the prompts to sample, e.g. data.prompts='[a red circle]'",
+    "data.source.name": "name a Hugging Face dataset, e.g. data.source.name=ylecun/mnist",
+    "sweep_dir": "influence-lab counterfactual launches retrain with the sweep directory",
+}
+IGNORED = ("hydra",)  # Hydra's own node, when a config carries it
+
+
+class StageSettings(Settings):
+    """Every section a stage's config may hold; the sections a stage does not use are absent (None)."""
+
+    stage: str = "train"
+    seed: Seed = 0  # training seed (initialisation, batch order, noise)
+    force: Bool = False  # true: recompute even if a complete result with the same signature exists
+    group: str = "default"  # W&B group (an experiment config sets its own name)
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    logger: LoggerSettings = Field(default_factory=WandbLogger)
+    model: ModelSettings = Field(default_factory=VAESettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    generate: GenerateSettings = Field(default_factory=GenerateSettings.model_construct)  # prompts: data.prompts
+    attribution: AttributionSettings | None = None
+    embedders: dict[str, EmbedderSettings] | None = None
+    counterfactual: CounterfactualSettings | None = None
+    lds: LDSSettings | None = None
+    pipeline: PipelineSettings | None = None
+    report: ReportSettings | None = None
+    sweep_dir: str | None = None  # retrain: the counterfactual run directory holding plan.json and config.yaml
+    job: int | None = None  # retrain: which job of plan.json to run
+
+    @model_validator(mode="after")
+    def _across_sections(self):
+        if self.attribution is not None:
+            self._check_attribution()
+        if self.counterfactual is not None:
+            self._check_counterfactual()
+        if self.lds is not None:
+            self.check_methods(self.lds.methods, "lds.methods")
+        return self
+
+    def known_embedders(self, names: list[str], key: str) -> None:
+        known = list(self.embedders or {})
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            fail(f"{key} names {unknown}, which have no settings under embedders (known: {', '.join(known)}).")
+
+    def check_methods(self, methods, key: str) -> None:
+        """Each method fits the embedders (`latent:<name>`) and the model (dtrak: ddpm only)."""
+        embedders = self.attribution.embedders if self.attribution else []
+        for method in method_list(methods) or []:
+            if method.startswith(LATENT_PREFIX):
+                name = method.split(":", 1)[1]
+                if name not in embedders:
+                    fail(f"method {method} names embedder {show(name)}, not in attribution.embedders "
+                         f"({', '.join(embedders)}).")
+            elif method in GRADIENT_METHODS:
+                check_gradient_method(method, self.model.name)
+
+    def _check_attribution(self) -> None:
+        self.known_embedders(self.attribution.embedders, "attribution.embedders")
+        self.check_methods(self.attribution.methods, "attribution.methods")
+
+    def _check_counterfactual(self) -> None:
+        cf, attribution = self.counterfactual, self.attribution
+        named = method_list(cf.methods)
+        attributed = method_list(attribution.methods) if attribution else None
+        if named and attributed is not None:
+            missing = [m for m in named if m not in attributed]
+            if missing:
+                fail(f"counterfactual.methods has {missing}, which attribution.methods does not include "
+                     f"({', '.join(attributed)}); add them to attribution.methods.")
+        keep = attribution.keep if attribution else None
+        for k in cf.k:
+            if keep is not None and k > keep:
+                fail(f"counterfactual.k has {k} but attribution.keep is {keep}; each k must be at most "
+                     f"attribution.keep (the ranked items kept per prompt).")
+        self.known_embedders(cf.embedders, "counterfactual.embedders")
+
+    def embedders_used(self) -> list[str]:
+        """The embedders a stage builds: those of attribution.embedders and counterfactual.embedders."""
+        names = list(self.attribution.embedders) if self.attribution else []
+        if self.counterfactual is not None:
+            names += [n for n in self.counterfactual.embedders if n not in names]
+        return names
+
+
+def check_gradient_method(method: str, model_name: str) -> None:
+    wanted = DIFFUSION_ONLY.get(method)
+    if wanted is not None and model_name != wanted:
+        raise InfluenceLabError(f"{method} is defined for diffusion models (model={wanted}), not model={model_name}; "
+                                f"use trak or tracin.")
+
+
+class Named(Settings):
+    """A section of which only the name is read."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class ReportStageSettings(Settings):
+    """The report stage reads only the names of model and data, paths and report.*."""
+
+    model_config = ConfigDict(extra="ignore")
+    stage: str = "report"
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    model: Named
+    data: Named
+    report: ReportSettings = Field(default_factory=ReportSettings)
+
+
+# ---------------------------------------------------------------- from a Hydra config
+
+
+def not_set(key: str) -> InfluenceLabError:
+    hint = NOT_SET_HINTS.get(key, f"give it on the command line, e.g. {key}=VALUE")
+    return InfluenceLabError(f"{key} is not set; {hint}.")
+
+
+def missing_keys(tree, key: str = "") -> list[str]:
+    """The settings still at Hydra's `???` (not set) in a plain, unresolved config tree."""
+    if isinstance(tree, dict):
+        return [m for k, v in tree.items() for m in missing_keys(v, f"{key}.{k}" if key else str(k))]
+    return [key] if tree == MISSING else []
+
+
+def section(schema, cfg, prefix: str):
+    """One section of a config (e.g. `cfg.data`, a DictConfig or plain values; settings pass through
+    as they are) as the settings `schema` describes, for the pieces that are handed a raw section
+    (tests, notebooks)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, Settings):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        for key in missing_keys(OmegaConf.to_container(cfg, resolve=False), prefix):
+            raise not_set(key)
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return validated(schema, cfg, prefix)
+
+
+def from_config(cfg) -> StageSettings | ReportStageSettings:
+    """A stage's Hydra config (a DictConfig, or the same as plain containers) as typed settings; the
+    first bad setting raises one sentence naming it (an InfluenceLabError)."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    raw = {k: v for k, v in raw.items() if k not in IGNORED}
+    if raw.get("stage") == "report":
+        sections = {k: raw[k] for k in ("stage", "paths", "report") if k in raw}
+        sections.update({k: {"name": (raw.get(k) or {}).get("name")} for k in ("model", "data")})
+        try:
+            sections = OmegaConf.to_container(OmegaConf.create(sections), resolve=True)
+        except OmegaConfBaseException as exc:
+            raise InfluenceLabError(f"the config cannot be resolved: {exc}") from None
+        return validated(ReportStageSettings, sections)
+    for key in missing_keys(raw):
+        raise not_set(key)
+    try:
+        plain = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    except OmegaConfBaseException as exc:
+        raise InfluenceLabError(f"the config cannot be resolved: {exc}") from None
+    return validated(StageSettings, plain)
