@@ -51,8 +51,8 @@ def check_output_dir_arg(argv: list[str]) -> None:
     value = output_dir_arg(argv)
     if value is None or any(a in PRINT_ONLY for a in argv):
         return
-    from .checks import check_output_dir
     from .errors import InfluenceLabError
+    from .orchestration.paths import check_output_dir
 
     try:
         check_output_dir(value)

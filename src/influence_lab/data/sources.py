@@ -12,6 +12,7 @@ from datasets import Array3D, Dataset, Features, Value
 
 from ..errors import InfluenceLabError
 from ..orchestration.paths import inside
+from ..settings.data import IMAGE_MODES
 from .captions import digit_captions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -137,12 +138,12 @@ def _size(size) -> tuple[int, int]:
 
 
 def _check_mode(mode: str) -> str:
-    if mode not in ("L", "RGB"):
+    if mode not in IMAGE_MODES:
         raise InfluenceLabError(f"data.source.mode is '{mode}'; allowed values are 'L' (grey) and 'RGB'.")
     return mode
 
 
-def load_imagefolder(path: str, size=32, mode: str = "L", caption_column: str = "text") -> Dataset:
+def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = "text") -> Dataset:
     """A folder of images, each with a same-named `.txt` caption beside it, or an HF-style
     `metadata.jsonl` (one `{"file_name": ..., "<caption_column>": ...}` per line)."""
     from PIL import Image
@@ -212,9 +213,9 @@ def load_hub(
     caption_column: str | None = "text",
     label_column: str | None = None,
     id_column: str | None = None,
-    size=32,
+    size=16,
     mode: str = "L",
-    max_items: int | None = None,
+    max_items: int | None = 5000,
 ) -> Dataset:
     """Any Hugging Face dataset by name (needs the network or a local cache). Never runs remote
     code. Exactly one of `image_column` and `text_column` names the content."""

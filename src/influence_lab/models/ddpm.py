@@ -92,7 +92,7 @@ class DDPM(GenerativeModel):
         vocab: list[str],
         conditional: bool = True,
         arch: str = "mlp",
-        hidden: int = 384,
+        hidden: int = 256,
         depth: int = 3,
         cond_dim: int = 64,
         timesteps: int = 200,

@@ -14,6 +14,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import InfluenceLabError
 
 
+def installed_launchers() -> list[str]:
+    """The Hydra launchers installed here (their config names)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # imports the installed plugins, which register their configs
+    return sorted(n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher"))
+
+
+def check_launcher(name: str | None) -> None:
+    """`counterfactual.launcher` must name a launcher installed here (a question for the machine, so
+    not part of the settings' schema)."""
+    if name is None:
+        return
+    installed = installed_launchers()
+    if name not in installed:
+        raise InfluenceLabError(f"counterfactual.launcher is '{name}'; use one of the launchers installed here: "
+                                f"{', '.join(installed)}.")
+
+
 def launcher_overrides(default: str, extra: list[str]) -> list[str]:
     """The launcher the user chose on the command line (forwarded from this process's Hydra
     config), else `default`; plus any `hydra.launcher.*` settings and `--config-dir` folders

@@ -67,6 +67,18 @@ def inside(root: Path | str, path: Path | str, what: str = "path") -> Path:
     return Path(path)
 
 
+def check_output_dir(value) -> Path:
+    """`paths.output_dir` must be a directory, or a path whose first existing ancestor is one."""
+    path = Path(str(value)).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise InfluenceLabError(f"cannot create paths.output_dir '{value}': {p} is a file; set "
+                                        f"paths.output_dir to a writable directory.")
+            break
+    return path
+
+
 def output_dir(cfg) -> Path:
     """The root every result of `cfg` is written under (`paths.output_dir`). `model.name` and
     `data.name` name the result directories below it, so they must be plain file-name components."""

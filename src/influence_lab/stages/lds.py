@@ -31,21 +31,9 @@ from ..attribution.gradient_methods import (
     check_gradient_method,
 )
 from ..attribution.search import dense_scores, resolve_methods
-from ..checks import (
-    a_list,
-    check_methods,
-    is_int,
-    is_number,
-    non_negative_int,
-    positive_int,
-    seed,
-    seed_list,
-    show,
-)
 from ..counterfactual.lds import draw_subsets, lds_per_target, lds_table, memorization
 from ..counterfactual.metrics import NOISE_SEED
 from ..data import load_data
-from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.signature import signature
 from ..orchestration.store import RunDir, atomic_write, read_json, write_npy, write_text
@@ -60,7 +48,8 @@ from .gradients import gradient_setup
 
 
 def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
-    methods = check_methods(cfg.lds.methods, "lds.methods", cfg)
+    """The methods of `lds.methods` (checked against the model and embedders at the stage's entry)."""
+    methods = cfg.lds.methods
     if methods in (None, "auto"):
         search = resolve_methods(OmegaConf.to_container(cfg.attribution.methods)
                                  if not isinstance(cfg.attribution.methods, str) else cfg.attribution.methods, kind)
@@ -71,23 +60,6 @@ def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
         if method in GRADIENT_METHODS:
             check_gradient_method(method, model_name)
     return methods
-
-
-def check_settings(lcfg: DictConfig) -> None:
-    if not is_number(lcfg.alpha) or not 0 < lcfg.alpha < 1:
-        raise InfluenceLabError(f"lds.alpha is {show(lcfg.alpha)}; it must be strictly between 0 and 1.")
-    if not is_int(lcfg.subsets) or lcfg.subsets < 3:
-        raise InfluenceLabError(f"lds.subsets is {show(lcfg.subsets)}; a rank correlation needs at least 3 subsets.")
-    seed_list(lcfg.seeds, "lds.seeds", "[1, 2]")
-    ensembles = a_list(lcfg.trak_ensembles, "lds.trak_ensembles", "[1, 2, 4]")
-    if not ensembles or not all(is_int(e) and e >= 1 for e in ensembles):
-        raise InfluenceLabError(f"lds.trak_ensembles is {ensembles}; give sizes >= 1.")
-    seed(lcfg.subset_seed, "lds.subset_seed")
-    positive_int(lcfg.pack_size, "lds.pack_size")
-    positive_int(lcfg.get("targets_per_prompt"), "lds.targets_per_prompt", null=True)
-    positive_int(lcfg.memorization_top, "lds.memorization_top")
-    non_negative_int(lcfg.track_items, "lds.track_items")
-    positive_int(lcfg.bootstrap, "lds.bootstrap")
 
 
 def targets_of(prompts, outputs, per_prompt) -> tuple[list[str], list]:
@@ -139,7 +111,6 @@ def export_lds(folder: Path, runs: dict, experiment: str) -> Path:
 
 def lds(cfg: DictConfig) -> RunDir:
     lcfg = cfg.lds
-    check_settings(lcfg)
     bundle = load_data(cfg.data)
     methods = lds_methods(cfg, str(cfg.model.name), bundle.kind)
     gen_run = generate(upstream(cfg))

@@ -19,12 +19,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..checks import a_list, check_settings, is_list, show
 from ..counterfactual.report import headline
 from ..errors import InfluenceLabError
 from ..orchestration.store import write_text
 from ..report.document import table_markdown
-from .common import console, output_dir, stage_entry
+from .common import console, output_dir, stage_entry, validate
 from .counterfactual import counterfactual
 
 EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png")
@@ -32,16 +31,13 @@ EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png
 
 def run_configs(cfg: DictConfig, config_name: str = "pipeline", runs=None) -> list[tuple[str, DictConfig]]:
     """(label, config) of every run: this config alone, or one per entry of `runs` (each a list of
-    overrides added to this call's own)."""
+    overrides added to this call's own). Every run's config is composed and validated (as at a
+    stage's entry) before the first run starts; the entries themselves are the schema's
+    (`settings.runs`), checked at this stage's entry."""
     runs = cfg.pipeline.get("runs") if runs is None else runs
     if not runs:
         return [(f"{cfg.model.name}-{cfg.data.name}", cfg)]
     key = f"{config_name}.runs"
-    runs = a_list(runs, key, "[[model=ddpm],[model=vae]]")
-    for extra in runs:
-        if not is_list(extra) or not all(isinstance(o, str) for o in extra):
-            raise InfluenceLabError(f"{key} has {show(extra)}; each run is a list of overrides, e.g. "
-                                    f"[[model=ddpm], [model=vae]].")
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     configs = []
     for i, extra in enumerate(runs):
@@ -52,7 +48,7 @@ def run_configs(cfg: DictConfig, config_name: str = "pipeline", runs=None) -> li
             with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
                 run_cfg = compose(config_name=config_name, overrides=overrides)
         try:  # every run's settings before the first run starts
-            check_settings(run_cfg)
+            validate(run_cfg)
         except InfluenceLabError as exc:
             raise InfluenceLabError(f"{key} entry {i} ({' '.join(extra)}): {exc}") from exc
         configs.append((f"{run_cfg.model.name}-{run_cfg.data.name}", run_cfg))

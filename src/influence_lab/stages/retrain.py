@@ -14,7 +14,6 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.embedders import build_embedder
-from ..checks import check_settings
 from ..counterfactual.metrics import losses, target_metrics
 from ..data import load_data
 from ..data.canaries import canary_pattern
@@ -25,7 +24,7 @@ from ..orchestration.store import atomic_write, claim, marker_intact, read_json,
 from ..tracking.loggers import Tracking
 from ..training.members import train_members
 from .attribute import load_outputs
-from .common import console, output_dir, stage_entry
+from .common import console, output_dir, stage_entry, validate
 
 
 def member_done(results: Path, member_id: str) -> bool:
@@ -48,7 +47,7 @@ def retrain(cfg: DictConfig) -> list[str]:
     if not (sweep / "plan.json").exists():
         raise InfluenceLabError(f"sweep_dir '{sweep}' holds no plan.json; run influence-lab counterfactual first.")
     base = OmegaConf.load(sweep / "config.yaml")
-    check_settings(base)  # the sweep's config may have been edited by hand
+    validate(base)  # the sweep's config may have been edited by hand
     plan = read_json(sweep / "plan.json")
     job = int(cfg.job)
     if not 0 <= job < len(plan["jobs"]):

@@ -16,31 +16,29 @@ from typing import Any
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from ..errors import InfluenceLabError
+from ..settings import LoggerSettings, section
+from ..settings.logger import LOGGERS as KINDS  # noqa: F401  (the logger names, declared in settings)
 
-KINDS = ("wandb", "csv", "none")
 
-
-def check_logger(logger_cfg: DictConfig) -> str:
-    kind = str(logger_cfg.name)
-    if kind not in KINDS:
-        raise InfluenceLabError(f"logger is '{kind}'; allowed values are {', '.join(KINDS)}.")
-    return kind
+def check_logger(logger: LoggerSettings) -> str:
+    """The tracker's name (a raw `logger` section is validated first)."""
+    return section(LoggerSettings, logger, "logger").name
 
 
 class Tracking:
-    """The Lightning loggers of one job, plus direct access to the W&B run for images/tables."""
+    """The Lightning loggers of one job, plus direct access to the W&B run for images/tables.
+    `logger.mode=disabled` keeps only the local CSV."""
 
-    def __init__(self, logger_cfg: DictConfig, run_dir: Path, output_dir: Path, stage: str,
+    def __init__(self, logger: LoggerSettings, run_dir: Path, output_dir: Path, stage: str,
                  experiment: str, name: str, config: dict[str, Any]):
-        kind = check_logger(logger_cfg)
+        logger = section(LoggerSettings, logger, "logger")
         self.loggers: list = []
         self.wandb_run = None
-        if kind == "none":
+        if logger.name == "none":
             return
         self.loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
-        if kind == "wandb":
-            self._start_wandb(logger_cfg, output_dir, stage, experiment, name, config)
+        if logger.name == "wandb" and logger.mode != "disabled":
+            self._start_wandb(logger, output_dir, stage, experiment, name, config)
 
     def _start_wandb(self, cfg, output_dir, stage, experiment, name, config):
         save_dir = Path(output_dir)  # W&B adds its own `wandb/` folder below this
@@ -48,7 +46,7 @@ class Tracking:
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             logger = WandbLogger(
-                project=cfg.project, entity=cfg.get("entity"), save_dir=str(save_dir),
+                project=cfg.project, entity=cfg.entity, save_dir=str(save_dir),
                 offline=cfg.mode == "offline", group=experiment, job_type=stage, name=name,
                 config=config,
             )
