@@ -15,7 +15,7 @@ from ..orchestration.cached import reused
 from ..orchestration.paths import output_dir
 from ..tracking.console import console
 from ..training.members import train_run, train_spec
-from .validation import check_resolvers, validate
+from .validation import SAFE_RESOLVERS, check_resolvers, validate
 
 
 def stage_entry(fn):
@@ -41,4 +41,4 @@ def upstream(cfg: DictConfig) -> DictConfig:
     return out
 
 
-__all__ = ["stage_entry", "validate", "check_resolvers", "upstream", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]
+__all__ = ["stage_entry", "validate", "check_resolvers", "SAFE_RESOLVERS", "upstream", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]
