@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from influence_lab.data import load_data
 from influence_lab.models.build import load_model
@@ -19,16 +20,48 @@ PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.ep
           "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
 
 
-def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys):
+def spearman(a, b) -> float:
+    """Pearson correlation of average ranks, written out here rather than taken from the package."""
+    ra, rb = stats.rankdata(a), stats.rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
+    scores = {}
+    score = lds_stage.method_scores
+
+    def recording(*args, **kwargs):  # the scores the stage correlates, kept for an independent check
+        out = score(*args, **kwargs)
+        scores.update({label: np.array(s, copy=True) for label, s in out.items()})
+        return out
+
+    monkeypatch.setattr(lds_stage, "method_scores", recording)
     cfg = cfg_factory("lds", *PRESET, model="ddpm")
     run = lds(cfg)
-    table = pd.read_csv(run / "lds.csv")
+    table = pd.read_csv(run / "lds.csv").set_index("method")
     labels = {"raw_only", "fused", "tracin", "trak@1", "trak@2", "dtrak@1", "dtrak@2"}
-    assert set(table.method) == labels
-    assert table["lds"].between(-1, 1).all() and (table["targets"] == 4).all()
+    assert set(table.index) == labels == set(scores)
+    assert (table["targets"] == 4).all()
     assert (table["ci_low"] <= table["lds"]).all() and (table["lds"] <= table["ci_high"]).all()
     per = pd.read_parquet(run / "lds_targets.parquet")
     assert len(per) == len(labels) * 4
+
+    # the LDS recomputed from what the run saved: the subsets (subsets.npy), each subset model's
+    # target losses (losses/*.npz; the output is minus the loss, here of one seed, lds.seeds=[1]) and
+    # the scores of each method; per target the Spearman correlation across the 6 subsets between the
+    # summed scores of the included items and the output, then the mean over targets
+    masks = np.load(run / "subsets.npy")
+    outputs = -np.stack([np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)])
+    assert outputs.shape == (6, 4)
+    for label, s in scores.items():
+        assert s.shape == (4, masks.shape[1])
+        mine = [spearman(masks.astype(float) @ s[t], outputs[:, t]) for t in range(4)]
+        saved = per[per.method == label].sort_values("target")["lds"].to_numpy()
+        np.testing.assert_allclose(saved, mine, atol=1e-6, err_msg=label)
+        assert abs(table.loc[label, "lds"] - np.mean(mine)) < 1e-6, label
+    # no method is held to a bound here: with 6 subsets of 3-epoch models the measured LDS were noise,
+    # -0.24 (tracin) to +0.23 (dtrak@2), per target -0.60 to +0.71, intervals spanning 0 for 6 of 7
     for name in ("lds.png", "memorization.png", "dynamics.png"):
         assert (run / name).stat().st_size > 2000, name
     assert "| method | LDS |" in (run / "summary.md").read_text()
@@ -101,7 +134,14 @@ def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(folder / "vae-digits" / "lds.csv")
     assert {"raw_only", "fused", "tracin", "trak@1"} <= set(table.method)
-    assert table.lds.between(-1, 1).all() and (table.targets == 4).all() and (table.ci_low <= table.ci_high).all()
+    assert (table.targets == 4).all() and (table.ci_low <= table.lds).all() and (table.lds <= table.ci_high).all()
+    # the exported table is the run's, and each method's LDS is the mean of its 4 per-target values
+    (run,) = (tmp_path / "lds").glob("vae-digits-*")
+    assert (run / "lds.csv").read_text() == (folder / "vae-digits" / "lds.csv").read_text()
+    per = pd.read_parquet(run / "lds_targets.parquet")
+    means = per.groupby("method")["lds"].agg(["mean", "count"])
+    assert set(means.index) == set(table.method) and (means["count"] == 4).all()
+    np.testing.assert_allclose(table["lds"].to_numpy(), means["mean"].reindex(table.method).to_numpy(), atol=1e-6)
     for picture in ("lds.png", "memorization.png", "dynamics.png"):
         assert (folder / "vae-digits" / picture).stat().st_size > 2000
     results = (folder / "RESULTS.md").read_text()
