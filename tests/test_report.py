@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from influence_lab.counterfactual.report import bar_chart
 from influence_lab.counterfactual.statistics import arm_table, compare
 from influence_lab.orchestration.store import RunDir
+from influence_lab.report.counterfactual import bar_chart
+from influence_lab.report.sections import counterfactual_finding
 from influence_lab.stages import report as report_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.stages.lds import lds
@@ -138,19 +139,19 @@ def test_finding_states_the_papers_measure_against_each_control():
     stats = pd.DataFrame([row("delta_loss", "random", 0.72, 0.1), row("delta_loss", "none", 0.72, 0.05),
                           row("drop_raw", "random", 0.3, 0.1),
                           row("ref_drop_model", "random", 0.001, -0.003), row("ref_drop_model", "none", 0.001, 0.02)])
-    text = report_stage.counterfactual_finding(stats)
+    text = counterfactual_finding(stats)
     assert ("Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every control "
             "(random and none;") in text
     assert ("the paper's measure, in the model's latent space) by 0.001, more than none but not clearly more "
             "than random.") in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
-    assert report_stage.counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
+    assert counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
         "Removing fused's top 10 changed drop_raw by 0.3")
 
 
 def test_paper_table_has_the_papers_format():
     """Per experiment (from 1) and space: mean ± std [min, max] before and after, then a row of means."""
-    from influence_lab.stages.pipeline import paper_table
+    from influence_lab.report.exports import paper_table
 
     rows = []
     for experiment in (0, 1):

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from ..attribution.raw import cosine, ngram_cosine
+from ..models.base import NOISE_SEED
 from ..training.batches import outputs_batch
-
-NOISE_SEED = 0
 
 
 @torch.no_grad()

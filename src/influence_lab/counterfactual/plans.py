@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
 from ..orchestration.paths import safe_name
+from ..orchestration.store import read_json, write_json
 from ..settings.base import PositiveInt, validated
 from ..settings.counterfactual import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, check_plan
 
@@ -43,6 +45,10 @@ class Member:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Member:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def _rng(*parts) -> np.random.Generator:
@@ -125,3 +131,31 @@ def jobs_of(members: list[Member], job_size: int) -> list[list[str]]:
     validated(PositiveInt, job_size, "counterfactual.pack_size")
     ids = [m.member_id for m in members]
     return [ids[i : i + job_size] for i in range(0, len(ids), job_size)]
+
+
+@dataclass
+class Plan:
+    """`plan.json` of a counterfactual sweep: every member, the retrain jobs (member ids), and what
+    each retrain job measures against (the full model and the generated outputs)."""
+
+    members: list[Member]
+    jobs: list[list[str]]
+    model_dir: str
+    model_signature: str
+    generate_dir: str
+    output_seeds: list[int]
+    prompt_seeds: list[list[int]] | None
+    methods: list[str]
+
+    def write(self, folder: Path) -> Path:
+        return write_json(Path(folder) / "plan.json", asdict(self))
+
+    @classmethod
+    def read(cls, folder: Path) -> Plan:
+        data = read_json(Path(folder) / "plan.json")
+        data["members"] = [Member.from_dict(m) for m in data["members"]]
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+    def seeds_of(self, target: int) -> list[int]:
+        """The seeds of the outputs of prompt `target`."""
+        return self.prompt_seeds[target] if self.prompt_seeds else self.output_seeds

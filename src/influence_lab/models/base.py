@@ -20,6 +20,8 @@ import torch
 
 from .text_encoder import BagOfWords
 
+NOISE_SEED = 0  # the fixed noise of every measured `example_loss` (counterfactual targets, LDS, gradients)
+
 
 class GenerativeModel(pl.LightningModule):
     kind = "image"  # or "text"

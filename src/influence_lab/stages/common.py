@@ -1,5 +1,5 @@
-"""What every stage shares: error reporting, the config of upstream stages, and (imported from the
-pieces below) the console, output paths and train results."""
+"""What every stage shares: validation and error reporting at entry, the config of upstream stages,
+and (from the pieces below) the console and the output root."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ import sys
 from omegaconf import DictConfig
 from rich.markup import escape
 
-from ..data import load_data
 from ..errors import InfluenceLabError
-from ..orchestration.cached import reused
 from ..orchestration.paths import output_dir
 from ..tracking.console import console
-from ..training.members import train_run, train_spec
 from .validation import SAFE_RESOLVERS, check_resolvers, validate
 
 
@@ -41,4 +38,4 @@ def upstream(cfg: DictConfig) -> DictConfig:
     return out
 
 
-__all__ = ["stage_entry", "validate", "check_resolvers", "SAFE_RESOLVERS", "upstream", "output_dir", "train_spec", "train_run", "reused", "load_data", "console"]
+__all__ = ["stage_entry", "validate", "check_resolvers", "SAFE_RESOLVERS", "upstream", "output_dir", "console"]

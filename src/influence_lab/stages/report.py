@@ -10,150 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
-from ..counterfactual.report import headline
 from ..errors import InfluenceLabError
-from ..report.document import Block, Section, write_report
+from ..report.document import write_report
+from ..report.sections import STAGES, newest, report_sections
 from .common import console, output_dir, stage_entry
-
-
-def newest(root: Path, stage: str, name: str) -> Path | None:
-    """The most recently finished result of `stage` for `<model>-<data>`, if any."""
-    done = [p for p in (root / stage).glob(f"{name}-*") if (p / "done").exists()]
-    return max(done, key=lambda p: (p / "done").stat().st_mtime) if done else None
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-# the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did to each
-FINDING_METRICS = {
-    "delta_loss": "raised the loss on the original outputs by",
-    "ref_drop_model": ("lowered the similarity of the outputs to each prompt's reference output (the paper's "
-                       "measure, in the model's latent space) by"),
-}
-
-
-def counterfactual_finding(stats: pd.DataFrame) -> str:
-    """One sentence per method and measured finding metric (the headline metric when none is measured):
-    does removing the method's top-k change it more than every control?"""
-    measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
-    rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
-    sentences = []
-    for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
-        beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
-        lost = [r.control for r in group.itertuples() if r.control not in beaten]
-        topk = group["topk_mean"].iloc[0]
-        text = f"Removing {method}'s top {k} {FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
-        if not lost:
-            text += (f", more than every control ({_join(beaten)}; 95% intervals of the paired "
-                     f"differences above 0).")
-        elif beaten:
-            text += f", more than {_join(beaten)} but not clearly more than {_join(lost)}."
-        else:
-            text += f", not clearly more than any control ({_join(lost)})."
-        sentences.append(text)
-    return " ".join(sentences)
-
-
-def lds_finding(table: pd.DataFrame) -> str:
-    ranked = table.sort_values("lds", ascending=False)
-    best = ranked.iloc[0]
-    text = (f"Highest LDS: {best['method']} at {best['lds']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
-            f"over {int(best['targets'])} targets.")
-    gradient = ranked[ranked["method"].str.split("@").str[0].isin(["tracin", "trak", "dtrak"])]
-    search = ranked[~ranked.index.isin(gradient.index)]
-    if len(gradient) and len(search):
-        g, s = gradient.iloc[0], search.iloc[0]
-        text += (f" Best gradient method {g['method']} {g['lds']:.3f}; best search method {s['method']} "
-                 f"{s['lds']:.3f}.")
-    return text
-
-
-def attribution_section(run: Path, max_grids: int) -> Section:
-    table = pd.read_parquet(run / "attribution.parquet")
-    section = Section("Attribution", [Block("text", f"{table['target'].nunique()} prompts, methods: "
-                                                  f"{', '.join(dict.fromkeys(table['method']))}. Each grid: "
-                                                  f"the prompt's generated outputs on top, the training items "
-                                                  f"the method ranks most influential below.")])
-    top = table[table["rank"] <= 3][["prompt", "method", "rank", "id", "caption", "score"]]
-    section.blocks.append(Block("table", caption="the top 3 items per prompt and method", frame=top))
-    grids = sorted((run / "neighbours").glob("*.png"))[:max_grids]
-    for grid in grids:
-        section.blocks.append(Block("image", caption=grid.stem, path=grid))
-    for listing in sorted((run / "neighbours").glob("*.txt"))[:max_grids]:
-        section.blocks.append(Block("code", text=listing.read_text()))
-    return section
-
-
-def counterfactual_section(run: Path) -> Section:
-    stats = pd.read_csv(run / "stats.csv")
-    arms = pd.read_csv(run / "arms.csv")
-    head = headline(stats)
-    cols = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high", "ratio",
-            "wilcoxon_p"]
-    section = Section("Counterfactual retraining", finding=counterfactual_finding(stats))
-    section.blocks += [
-        Block("text", "Each method's top-k items per prompt were removed and the model retrained (several "
-                      "seeds); controls removed k random items from the prompt filter's pool (random_pool), k "
-                      "random items (random), or nothing with a new seed (none). delta_loss: the retrained "
-                      "model's loss on the original outputs minus the full model's. drop_*: 1 - cosine "
-                      "between the regenerated and the original output in each space."),
-        Block("table", caption="delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)",
-              frame=head[cols]),
-        Block("image", caption="top-k effect minus control effect, with 95% intervals", path=run / "chart.png"),
-        Block("table", caption="per arm: the change of each metric (mean, std, range over prompts)",
-              frame=arms),
-    ]
-    if (run / "experiments.csv").exists():
-        section.blocks.append(Block("table", caption="per experiment (group of prompts): cosine similarity to the "
-                                                     "reference outputs before and after retraining",
-                                    frame=pd.read_csv(run / "experiments.csv")))
-    return section
-
-
-def lds_section(run: Path) -> Section:
-    table = pd.read_csv(run / "lds.csv").sort_values("lds", ascending=False)
-    section = Section("Linear datamodeling score", finding=lds_finding(table))
-    section.blocks.append(Block("table", caption="LDS per method (Spearman, mean over targets, 95% interval)",
-                                frame=table))
-    captions = {"lds.png": "LDS with 95% intervals", "memorization.png": "the most memorized training items",
-                "dynamics.png": "training dynamics of tracked items (trained on it vs held out)"}
-    for name, caption in captions.items():
-        if (run / name).exists():
-            section.blocks.append(Block("image", caption=caption, path=run / name))
-    if (run / "memorization.txt").exists():
-        section.blocks.append(Block("code", text=(run / "memorization.txt").read_text()))
-    return section
 
 
 def report(cfg: DictConfig) -> Path:
     root = output_dir(cfg)
     name = f"{cfg.model.name}-{cfg.data.name}"
-    found = {stage: newest(root, stage, name) for stage in ("attribute", "counterfactual", "lds")}
+    found = {stage: newest(root, stage, name) for stage in STAGES}
     if not any(found.values()):
         raise InfluenceLabError(f"no finished attribute, counterfactual or lds results for {name} under {root}; "
                                 f"run influence-lab pipeline (or lds) with the same model and data first.")
-    sections = []
-    config = next((p / "config.yaml" for p in (found["counterfactual"], found["lds"]) if p and (p / "config.yaml").exists()),
-                  None)
-    if found["counterfactual"]:
-        sections.append(counterfactual_section(found["counterfactual"]))
-    if found["lds"]:
-        sections.append(lds_section(found["lds"]))
-    if found["attribute"]:
-        sections.append(attribution_section(found["attribute"], int(cfg.report.max_grids)))
-    sources = Section("Sources", [Block("text", f"{stage}: {path}") for stage, path in found.items() if path])
-    if config is not None:
-        sources.blocks.append(Block("code", text=config.read_text()))
-    sections.append(sources)
     title = cfg.report.title or f"influence-lab report: {cfg.model.name} on {cfg.data.name}"
     subtitle = "Which training examples made the model produce its outputs, and does removing them change them?"
-    html, md = write_report(root / "report" / name, str(title), subtitle, sections)
+    html, md = write_report(root / "report" / name, str(title), subtitle,
+                            report_sections(found, int(cfg.report.max_grids)))
     console.print(f"[green]report[/]: {html}\n  markdown: {md}", highlight=False)
     return html
 

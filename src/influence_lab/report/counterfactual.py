@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ..orchestration.store import atomic_write  # noqa: E402
-from ..report.document import cell, table_markdown  # noqa: E402
+from .document import cell, table_markdown  # noqa: E402
 
 HEADLINE = "delta_loss"
 
@@ -64,7 +64,9 @@ def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
 
 
 def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path,
-                     experiments: pd.DataFrame | None = None) -> str:
+                     experiments: pd.DataFrame | None = None, failed: list[dict] | None = None,
+                     members: int = 0) -> str:
+    """summary.md of a sweep; `failed`: the records of the members that failed, of `members` in all."""
     head = headline(stats)
     parts = ["# Counterfactual summary", "",
              "Per method and k: the change when the method's top-k items are removed minus the change when "
@@ -77,4 +79,8 @@ def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path,
     if experiments is not None and len(experiments):
         parts += ["## Per experiment: similarity to the reference outputs before and after (the paper's table)",
                   "", table_markdown(experiments), ""]
-    return "\n".join(parts)
+    summary = "\n".join(parts)
+    if failed:
+        summary += (f"\n## Failed members\n\n{len(failed)} of {members} retrained models failed and have no "
+                    f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n")
+    return summary

@@ -1,5 +1,6 @@
-"""Set up the gradient attributors for a stage: train the TRAK ensemble (as one pack, reusing any
-model already trained) and wrap each attributor as a dense scorer `(prompt, outputs) -> scores`."""
+"""Set up the attributors of a stage: the search spaces (embedders and their cached training-set
+indexes), and the gradient attributors: train the TRAK ensemble (as one pack, reusing any model
+already trained) and wrap each attributor as a dense scorer `(prompt, outputs) -> scores`."""
 
 from __future__ import annotations
 
@@ -7,18 +8,34 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..attribution.gradient_methods import (
+from ..data import DataBundle
+from ..models.base import NOISE_SEED
+from ..models.build import load_model
+from ..orchestration.paths import output_dir
+from ..orchestration.records import GenerateProvenance
+from ..orchestration.signature import signature
+from ..training.batches import batch_of, outputs_batch
+from ..training.members import train_members, train_spec
+from .embedders import build_embedder
+from .gradient_methods import (
     GRADIENT_METHODS,
     GradientSetup,
     build_attributor,
     check_gradient_method,
 )
-from ..counterfactual.metrics import NOISE_SEED
-from ..data import DataBundle
-from ..orchestration.signature import signature
-from ..training.batches import batch_of, outputs_batch
-from ..training.members import train_members
-from .common import output_dir, train_spec
+from .index import EmbeddingCache
+
+
+def search_spaces(cfg: DictConfig, bundle: DataBundle, generated: GenerateProvenance) -> tuple[dict, dict]:
+    """The embedders of `attribution.embedders` and their cached training-set indexes."""
+    model = load_model(generated.model_dir)
+    root = output_dir(cfg)
+    embedders, caches = {}, {}
+    for name in cfg.attribution.embedders:
+        embedders[name] = build_embedder(name, cfg.embedders[name], model=model,
+                                         model_signature=generated.model_signature, bundle=bundle, root=root)
+        caches[name] = EmbeddingCache(root, embedders[name], bundle, cfg.attribution.index)
+    return embedders, caches
 
 
 def ensemble_runs(cfg: DictConfig, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:

@@ -1,0 +1,115 @@
+"""The subset models of the LDS: members (random subsets x seeds) trained as packs, their losses on
+every target and every training item, and each method's predicted scores of every target."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from ..attribution.gradient_methods import GRADIENT_METHODS, TRAK_OUTPUTS, TracIn, Trak
+from ..attribution.search import dense_scores
+from ..attribution.setup import gradient_setup, search_spaces
+from ..models.base import NOISE_SEED
+from ..models.build import load_model
+from ..orchestration.records import GenerateProvenance
+from ..orchestration.signature import signature
+from ..orchestration.store import RunDir, atomic_write
+from ..tracking.console import console
+from ..training.batches import outputs_batch
+from ..training.members import train_members
+
+
+def subset_members(ids: list[str], masks: np.ndarray, seeds) -> list[dict]:
+    """One member per (subset, seed): trained without the items outside the subset."""
+    return [{"member_id": f"s{j:03d}-seed{s}", "subset": j, "seed": int(s),
+             "removed": [ids[i] for i in np.flatnonzero(~masks[j])]}
+            for j in range(len(masks)) for s in seeds]
+
+
+def tracked_items(ids: list[str], count: int, seed: int) -> list[str]:
+    """The `count` training items whose loss is recorded after every epoch (training dynamics)."""
+    rng = np.random.default_rng(seed)
+    return [ids[i] for i in sorted(rng.choice(len(ids), min(count, len(ids)), replace=False))]
+
+
+def train_subset_models(cfg: DictConfig, bundle, members: list[dict], run: RunDir, track_ids: list[str]) -> dict:
+    size = int(cfg.lds.pack_size)
+    packs = [members[i : i + size] for i in range(0, len(members), size)]
+    runs = {}
+    for pack in tqdm(packs, desc=f"subset models ({len(members)} in packs of {size})"):
+        pack_dir = run.path.parent / "packs" / signature(sorted(m["member_id"] for m in pack) + [run.signature])
+        runs.update(train_members(cfg, bundle, pack, pack_dir, track_ids))
+    return runs
+
+
+def targets_of(prompts, outputs, per_prompt) -> tuple[list[str], list]:
+    """Every generated output as its own target: (prompt of each, [one-output group of each])."""
+    t_prompts, t_outputs = [], []
+    for prompt, outs in zip(prompts, outputs, strict=True):
+        count = len(outs) if per_prompt is None else min(int(per_prompt), len(outs))
+        for j in range(count):
+            t_prompts.append(prompt)
+            t_outputs.append(outs[j : j + 1])
+    return t_prompts, t_outputs
+
+
+def target_batch(t_prompts, t_outputs) -> dict:
+    """Every target (a one-output group) in one batch, captioned by its prompt."""
+    if isinstance(t_outputs[0], list):
+        return outputs_batch([text for group in t_outputs for text in group], t_prompts)
+    return outputs_batch(np.concatenate(t_outputs), t_prompts)
+
+
+@torch.no_grad()
+def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, run: RunDir):
+    """Each subset model's example_loss of every target (fixed noise) and of every training item;
+    cached per model under `losses/` so that a killed run resumes here."""
+    truth, items = [], []
+    for member in tqdm(members, desc="losses under subset models", leave=False):
+        path = run / "losses" / f"{member['member_id']}.npz"
+        if not path.exists():
+            model = load_model(runs[member["member_id"]].path)
+            t = model.example_loss(targets, NOISE_SEED).numpy()
+            i = model.example_loss(train_batch, NOISE_SEED).numpy()
+
+            def write(p, t=t, i=i):
+                with open(p, "wb") as fh:
+                    np.savez(fh, targets=t, items=i)
+
+            atomic_write(path, write)
+        data = np.load(path)
+        truth.append(data["targets"])
+        items.append(data["items"])
+    return np.stack(truth), np.stack(items)
+
+
+def method_scores(cfg, bundle, generated: GenerateProvenance, methods, t_prompts, t_outputs,
+                  batch) -> dict[str, np.ndarray]:
+    """Scores of every training item for every target: {label: (T, N)}; TRAK and D-TRAK once per
+    ensemble size of `lds.trak_ensembles` (labels `trak@e`)."""
+    out = {}
+    search = [m for m in methods if m not in GRADIENT_METHODS]
+    if search:
+        acfg = cfg.attribution.copy()
+        acfg.methods = search
+        scfg = cfg.copy()
+        scfg.attribution = acfg
+        embedders, caches = search_spaces(scfg, bundle, generated)
+        out.update(dense_scores(bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, acfg))
+    grads = [m for m in methods if m in GRADIENT_METHODS]
+    if not grads:
+        return out
+    sizes = sorted({int(e) for e in cfg.lds.trak_ensembles})
+    setup = gradient_setup(cfg, bundle, generated.model_dir, generated.model_signature,
+                           max(sizes) if any(m != "tracin" for m in grads) else 0)
+    for method in grads:
+        console.print(f"lds: scores of {method}", highlight=False)
+        if method == "tracin":
+            out["tracin"] = TracIn(setup).scores(batch, NOISE_SEED)
+            continue
+        per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(batch, NOISE_SEED)
+        for e in sizes:
+            out[f"{method}@{e}"] = np.mean(per_model[:e], axis=0)
+    return out
