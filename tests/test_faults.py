@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from influence_lab.orchestration import store
-from influence_lab.orchestration.store import RunDir, atomic_write
+from influence_lab.store.files import RunDir, atomic_write
 from influence_lab.stages import counterfactual as counterfactual_stage
 from influence_lab.stages import train as train_stage
 from influence_lab.stages.counterfactual import counterfactual
@@ -339,7 +339,7 @@ def test_two_processes_never_run_the_same_retrain_job(cfg_factory, tmp_path, mon
 
 def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
     lock = tmp_path / "job.lock"
-    code = (f"from influence_lab.orchestration.store import claim\nimport time\n"
+    code = (f"from influence_lab.store.files import claim\nimport time\n"
             f"with claim({str(lock)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
     assert holder.stdout.readline().strip() == b"held"

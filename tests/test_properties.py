@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from influence_lab.counterfactual.plans import ARMS, CONTROLS, GROUPINGS, jobs_of, make_plan
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
-from influence_lab.orchestration.signature import signature
+from influence_lab.store.signature import signature
 from influence_lab.training.members import member_cfg
 from tests.conftest import make_cfg
 

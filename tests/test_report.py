@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from influence_lab.counterfactual.statistics import arm_table, compare
-from influence_lab.orchestration.store import RunDir
+from influence_lab.store.files import RunDir
 from influence_lab.report.counterfactual import bar_chart
 from influence_lab.report.sections import counterfactual_finding
 from influence_lab.stages import report as report_stage

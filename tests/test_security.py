@@ -22,7 +22,7 @@ from PIL import Image
 from influence_lab.data import load_data
 from influence_lab.data.sources import load_imagefolder
 from influence_lab.errors import InfluenceLabError
-from influence_lab.orchestration.paths import check_name, inside, is_safe_name, safe_name
+from influence_lab.store.paths import check_name, inside, is_safe_name, safe_name
 from tests.conftest import stage_error
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "influence_lab"
@@ -283,7 +283,7 @@ def evil_module(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("target", ["evil_mod_xyz.Thing", "os.system", "builtins.eval", "influence_lab.models.build.Path",
                                     "influence_lab.models.base.GenerativeModel", "influence_lab.models.build.torch",
-                                    "influence_lab.orchestration.store.atomic_write", "influence_lab.models..VAE",
+                                    "influence_lab.store.files.atomic_write", "influence_lab.models..VAE",
                                     "influence_lab.modelsx.VAE", "VAE"])
 def test_model_target_must_be_an_influence_lab_model(target, evil_module, cfg_factory, tmp_path, capsys):
     from influence_lab.models.build import build_model, load_model

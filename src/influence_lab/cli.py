@@ -52,7 +52,7 @@ def check_output_dir_arg(argv: list[str]) -> None:
     if value is None or any(a in PRINT_ONLY for a in argv):
         return
     from .errors import InfluenceLabError
-    from .orchestration.paths import check_output_dir
+    from .store.paths import check_output_dir
 
     try:
         check_output_dir(value)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import InfluenceLabError
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, read_json, write_json
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write, read_json, write_json
 from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings

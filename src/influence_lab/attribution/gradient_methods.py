@@ -21,7 +21,7 @@ import torch
 
 from ..errors import InfluenceLabError
 from ..models.build import load_model
-from ..orchestration.store import read_json
+from ..store.files import read_json
 from ..settings import section
 from ..settings.attribution import GRADIENT_METHODS, GradientSettings
 from ..settings.stage import check_gradient_method

@@ -13,8 +13,8 @@ import faiss
 import numpy as np
 
 from ..errors import InfluenceLabError
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, write_npy
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write, write_npy
 from ..settings import IndexSettings, section
 from ..settings.attribution import INDEX_METRICS, INDEX_TYPES
 

@@ -21,8 +21,8 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from ..models.base import GenerativeModel
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, write_npy
+from ..store.signature import signature
+from ..store.files import RunDir, write_npy
 
 OUTPUTS = ("measured", "dtrak")  # the model's example_loss; D-TRAK's squared norm of predicted noise
 

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from ..data import DataBundle
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
-from ..orchestration.paths import output_dir
+from ..store.paths import output_dir
 from ..orchestration.records import GenerateProvenance
-from ..orchestration.signature import signature
+from ..store.signature import signature
 from ..training.batches import batch_of, outputs_batch
 from ..training.members import train_members, train_spec
 from .embedders import build_embedder

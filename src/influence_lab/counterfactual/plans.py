@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
-from ..orchestration.paths import safe_name
-from ..orchestration.store import read_json, write_json
+from ..store.paths import safe_name
+from ..store.files import read_json, write_json
 from ..settings.base import PositiveInt, validated
 from ..settings.counterfactual import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, check_plan
 

@@ -14,8 +14,8 @@ from ..attribution.setup import gradient_setup, search_spaces
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write
 from ..tracking.console import console
 from ..training.batches import outputs_batch
 from ..training.members import train_members

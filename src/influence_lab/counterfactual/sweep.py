@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InfluenceLabError
-from ..orchestration.store import atomic_write, marker_intact, read_json, sha256, write_json
+from ..store.files import atomic_write, marker_intact, read_json, sha256, write_json
 from ..tracking.console import console
 from .metrics import target_metrics
 from .plans import Member

@@ -13,7 +13,7 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 
 from ..errors import InfluenceLabError
-from ..orchestration.paths import check_name
+from ..store.paths import check_name
 from ..settings import DataSettings, section
 from ..settings.data import SOURCES_MODULE
 from . import sources

@@ -11,7 +11,7 @@ import numpy as np
 from datasets import Array3D, Dataset, Features, Value
 
 from ..errors import InfluenceLabError
-from ..orchestration.paths import inside
+from ..store.paths import inside
 from ..settings.data import IMAGE_MODES
 from .captions import digit_captions
 

@@ -12,7 +12,7 @@ import torch
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
-from ..orchestration.store import atomic_write, verify_result, write_json
+from ..store.files import atomic_write, verify_result, write_json
 from ..settings import ModelSettings, section
 from .base import GenerativeModel
 from .text_encoder import build_vocab

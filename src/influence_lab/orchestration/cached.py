@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..tracking.console import console
-from .store import RunDir
+from ..store.files import RunDir
 
 
 def reused(run: RunDir) -> None:

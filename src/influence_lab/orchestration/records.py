@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
-from .store import atomic_write, read_json, write_json, write_npy
+from ..store.files import atomic_write, read_json, write_json, write_npy
 
 PROVENANCE = "provenance.json"
 

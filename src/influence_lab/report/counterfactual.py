@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ..orchestration.store import atomic_write  # noqa: E402
+from ..store.files import atomic_write  # noqa: E402
 from .document import cell, table_markdown  # noqa: E402
 
 HEADLINE = "delta_loss"

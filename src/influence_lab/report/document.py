@@ -14,8 +14,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from ..orchestration.paths import inside, safe_name
-from ..orchestration.store import write_text
+from ..store.paths import inside, safe_name
+from ..store.files import write_text
 
 
 @dataclass

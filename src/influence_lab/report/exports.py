@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..counterfactual.plans import Plan
 from ..orchestration.records import GenerateProvenance
-from ..orchestration.store import write_text
+from ..store.files import write_text
 from ..tracking.console import console
 from .counterfactual import headline
 from .document import table_markdown

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from ..models.base import GenerativeModel  # noqa: E402
 from ..models.sampling import output_seeds, sample_grid  # noqa: E402
-from ..orchestration.store import atomic_write  # noqa: E402
+from ..store.files import atomic_write  # noqa: E402
 
 
 def plain(text) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from ..counterfactual.lds import memorization
-from ..orchestration.store import atomic_write, write_text
+from ..store.files import atomic_write, write_text
 from ..tracking.console import console
 from .lds_figures import dynamics_plot, memorization_grid
 

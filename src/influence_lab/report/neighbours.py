@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..orchestration.paths import inside  # noqa: E402
-from ..orchestration.store import atomic_write  # noqa: E402
+from ..store.paths import inside  # noqa: E402
+from ..store.files import atomic_write  # noqa: E402
 from .figures import plain  # noqa: E402
 
 

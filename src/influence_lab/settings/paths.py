@@ -1,5 +1,5 @@
 """`paths`: where every result goes. Whether the directory can be made is a question for the
-machine, checked by `orchestration.paths.check_output_dir` at a stage's entry."""
+machine, checked by `store.paths.check_output_dir` at a stage's entry."""
 
 from __future__ import annotations
 

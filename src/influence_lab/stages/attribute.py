@@ -13,8 +13,8 @@ from ..data import DataBundle, load_data
 from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.records import AttributeProvenance, GenerateProvenance, load_outputs
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write
 from ..report.neighbours import attribution_summary, draw_neighbours, wandb_table
 from ..tracking.loggers import tracked_run
 from .common import console, output_dir, stage_entry, upstream

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from ..errors import InfluenceLabError
-from ..orchestration.paths import output_dir
+from ..store.paths import output_dir
 from ..tracking.console import console
 from .validation import SAFE_RESOLVERS, check_resolvers, validate
 

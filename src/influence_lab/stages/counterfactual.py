@@ -18,8 +18,8 @@ from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, write_text
+from ..store.signature import signature
+from ..store.files import RunDir, write_text
 from ..report.counterfactual import bar_chart, print_summary, summary_markdown
 from ..tracking.loggers import tracked_run
 from .attribute import attribute

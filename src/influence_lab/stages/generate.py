@@ -16,8 +16,8 @@ from ..models.build import load_model
 from ..models.sampling import draw_prompts, output_seeds, prompt_seeds, sample_grid
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, write_outputs
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, write_json
+from ..store.signature import signature
+from ..store.files import RunDir, write_json
 from ..report.figures import draw
 from ..report.quality import quality
 from ..tracking.loggers import tracked_run

@@ -33,8 +33,8 @@ from ..counterfactual.subsets import (
 from ..data import load_data
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, load_outputs
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, write_npy, write_text
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write, write_npy, write_text
 from ..report.exports import export_lds
 from ..report.lds_figures import lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ..errors import InfluenceLabError
-from ..orchestration.store import write_text
+from ..store.files import write_text
 from ..report.exports import export
 from .common import console, output_dir, stage_entry, validate
 from .counterfactual import counterfactual

@@ -21,8 +21,8 @@ from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.records import load_outputs
-from ..orchestration.signature import signature
-from ..orchestration.store import claim
+from ..store.signature import signature
+from ..store.files import claim
 from ..tracking.loggers import tracked_run
 from ..training.members import train_members
 from .common import console, output_dir, stage_entry, validate

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from ..data import DataBundle, load_data
 from ..models.build import build_model, save_model
 from ..orchestration.cached import cached
-from ..orchestration.store import RunDir, write_json
+from ..store.files import RunDir, write_json
 from ..report.figures import draw_samples
 from ..tracking.loggers import check_logger, tracked_run
 from ..training.fit import fit

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..attribution.embedders import check_weights
 from ..errors import InfluenceLabError
 from ..orchestration.launch import check_launcher
-from ..orchestration.paths import check_output_dir
+from ..store.paths import check_output_dir
 from ..settings import ReportStageSettings, StageSettings, from_config
 from ..training.devices import check_accelerator
 

@@ -20,7 +20,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
-from ..orchestration.store import atomic_write, read_json, sha256, write_json, write_text
+from ..store.files import atomic_write, read_json, sha256, write_json, write_text
 from ..settings import FitSettings, TrainerSettings, section
 from .batches import loader
 

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
-from ..orchestration.paths import output_dir
-from ..orchestration.signature import signature
-from ..orchestration.store import RunDir, atomic_write, claim, write_json, write_text
+from ..store.paths import output_dir
+from ..store.signature import signature
+from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..tracking.console import console
 from .batches import batch_of
 from .fit import NonFiniteLoss, fit, fit_pack

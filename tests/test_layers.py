@@ -1,0 +1,50 @@
+"""The package's layers hold: no module imports a layer above its own (import-linter's contract
+in pyproject.toml), and no import circle exists among the modules, counting imports made inside
+functions too (grimp sees those)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def circles(graph) -> list[list[str]]:
+    """Every direct import a -> b for which b also reaches a, as the chain b -> ... -> a; a package
+    importing its own children (or a child its package) is not counted."""
+    found = []
+    for imp in graph.find_matching_direct_imports(import_expression="influence_lab.** -> influence_lab.**"):
+        a, b = imp["importer"], imp["imported"]
+        if a.startswith(b + ".") or b.startswith(a + "."):
+            continue
+        chain = graph.find_shortest_chain(importer=b, imported=a)
+        if chain and not any(x.startswith(y + ".") or y.startswith(x + ".") for x, y in zip(chain, chain[1:], strict=False)):
+            found.append([a, *chain])
+    return found
+
+
+def test_no_import_circle():
+    found = circles(grimp.build_graph("influence_lab"))
+    assert not found, "import circles:\n" + "\n".join(" -> ".join(c) for c in found[:5])
+
+
+def test_circle_check_sees_a_circle():
+    graph = grimp.ImportGraph()
+    for m in ("influence_lab", "influence_lab.a", "influence_lab.b", "influence_lab.c"):
+        graph.add_module(m)
+    graph.add_import(importer="influence_lab.a", imported="influence_lab.b")
+    graph.add_import(importer="influence_lab.b", imported="influence_lab.c")
+    assert circles(graph) == []
+    graph.add_import(importer="influence_lab.c", imported="influence_lab.a")
+    assert len(circles(graph)) == 3
+
+
+def test_layers_contract_is_kept():
+    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:]
+    assert "1 kept, 0 broken" in out.stdout
