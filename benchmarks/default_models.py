@@ -27,19 +27,39 @@ def main() -> None:
     rows = []
     for model, data in RUNS:
         with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-            cfg = compose("generate", [f"model={model}", f"data={data}", f"paths.output_dir={args.out}",
-                                       "logger=csv", "trainer.progress_bar=false"])
+            cfg = compose(
+                "generate",
+                [
+                    f"model={model}",
+                    f"data={data}",
+                    f"paths.output_dir={args.out}",
+                    "logger=csv",
+                    "trainer.progress_bar=false",
+                ],
+            )
         run = generate(cfg)
         provenance = json.loads((run / "provenance.json").read_text())
         train_dir = Path(provenance["model_dir"])
         metrics = json.loads((train_dir / "metrics.json").read_text())
         quality = json.loads((run / "quality.json").read_text())
-        n_params = sum(v.numel() for v in __import__("torch").load(train_dir / "weights.pt", weights_only=True).values())
+        n_params = sum(
+            v.numel()
+            for v in __import__("torch").load(train_dir / "weights.pt", weights_only=True).values()
+        )
         picture = next(p for p in (run / "grid.png", run / "samples.txt") if p.exists())
         Path(args.docs).mkdir(exist_ok=True)
         shutil.copy(picture, Path(args.docs) / f"samples-{model}-{data}{picture.suffix}")
-        rows.append((model, data, n_params, metrics["epochs"], metrics["fit_seconds"], metrics["val/loss"],
-                     ", ".join(f"{k} {v:.2f}" for k, v in quality.items())))
+        rows.append(
+            (
+                model,
+                data,
+                n_params,
+                metrics["epochs"],
+                metrics["fit_seconds"],
+                metrics["val/loss"],
+                ", ".join(f"{k} {v:.2f}" for k, v in quality.items()),
+            )
+        )
     print("| model | data | parameters | epochs | fit (s) | held-out loss | generation quality |")
     print("|---|---|---|---|---|---|---|")
     for model, data, n, epochs, secs, loss, q in rows:

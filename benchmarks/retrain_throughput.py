@@ -37,15 +37,25 @@ EPOCH_SCALE = {"vae": 1.0, "ddpm": 0.2, "chargpt": 0.1}
 
 def config(model: str, scale: float, out: str):
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-        cfg = compose("train", [f"model={model}", f"data={DATA[model]}", "logger=none", "trainer.progress_bar=false",
-                                f"paths.output_dir={out}"])
+        cfg = compose(
+            "train",
+            [
+                f"model={model}",
+                f"data={DATA[model]}",
+                "logger=none",
+                "trainer.progress_bar=false",
+                f"paths.output_dir={out}",
+            ],
+        )
     cfg.model.fit.max_epochs = max(1, round(cfg.model.fit.max_epochs * scale))
     return cfg
 
 
 def removal_sets(ids: list[str], count: int) -> list[list[str]]:
-    return [sorted(np.random.default_rng(1000 + i).choice(ids, len(ids) // 20, replace=False).tolist())
-            for i in range(count)]
+    return [
+        sorted(np.random.default_rng(1000 + i).choice(ids, len(ids) // 20, replace=False).tolist())
+        for i in range(count)
+    ]
 
 
 def peak_gflops() -> float:
@@ -75,10 +85,23 @@ def per_process(cfg, removals, seeds, out: Path) -> float:
     for removed, seed in zip(removals, seeds, strict=True):
         ids = out / f"remove-{seed}.txt"
         ids.write_text("\n".join(removed))
-        subprocess.run([str(exe), "train", f"model={cfg.model.name}", f"data={cfg.data.name}", "logger=none",
-                        "trainer.progress_bar=false", f"paths.output_dir={out}", f"seed={seed}",
-                        f"data.exclude_ids={ids}", f"model.fit.max_epochs={cfg.model.fit.max_epochs}"],
-                       check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "disabled"})
+        subprocess.run(
+            [
+                str(exe),
+                "train",
+                f"model={cfg.model.name}",
+                f"data={cfg.data.name}",
+                "logger=none",
+                "trainer.progress_bar=false",
+                f"paths.output_dir={out}",
+                f"seed={seed}",
+                f"data.exclude_ids={ids}",
+                f"model.fit.max_epochs={cfg.model.fit.max_epochs}",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "WANDB_MODE": "disabled"},
+        )
     return (time.perf_counter() - start) / len(removals)
 
 
@@ -95,7 +118,9 @@ def sequential(cfg, removals, seeds, out: Path) -> float:
 
 def packed(cfg, bundle, removals, seeds, out: Path) -> tuple[float, int]:
     position = {x: i for i, x in enumerate(bundle.train["id"])}
-    items = [np.array(sorted(set(range(len(position))) - {position[i] for i in r})) for r in removals]
+    items = [
+        np.array(sorted(set(range(len(position))) - {position[i] for i in r})) for r in removals
+    ]
     start = time.perf_counter()
     models = [build_model(cfg.model, bundle, s) for s in seeds]
     pack = fit_pack(models, bundle.train, items, seeds, cfg.model.fit, cfg.trainer, out / "pack")
@@ -105,12 +130,19 @@ def packed(cfg, bundle, removals, seeds, out: Path) -> tuple[float, int]:
 
 def pack_memory(model: str, members: int) -> float:
     """Peak resident memory (GB) of a process that trains a pack of `members` for one epoch."""
-    code = (f"import sys; sys.argv=['x']; from benchmarks.retrain_throughput import *; "
-            f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); cfg.model.fit.max_epochs=1; b=load_data(cfg.data); "
-            f"r=removal_sets(list(b.train['id']), {members}); packed(cfg, b, r, list(range({members})), "
-            f"Path('{tempfile.mkdtemp()}'))")
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=Path(__file__).parent.parent,
-                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    code = (
+        f"import sys; sys.argv=['x']; from benchmarks.retrain_throughput import *; "
+        f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); cfg.model.fit.max_epochs=1; b=load_data(cfg.data); "
+        f"r=removal_sets(list(b.train['id']), {members}); packed(cfg, b, r, list(range({members})), "
+        f"Path('{tempfile.mkdtemp()}'))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
 
 
@@ -119,7 +151,9 @@ def main():
     parser.add_argument("--models", nargs="+", default=["vae", "ddpm", "chargpt"])
     parser.add_argument("--members", type=int, default=32)
     parser.add_argument("--sample", type=int, default=3, help="retrains timed for (a) and (b)")
-    parser.add_argument("--epochs", type=float, default=None, help="scale of the default epochs (all models)")
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="scale of the default epochs (all models)"
+    )
     parser.add_argument("--memory-members", type=int, default=64)
     args = parser.parse_args()
     peak = peak_gflops()
@@ -127,7 +161,9 @@ def main():
     rows = []
     for model in args.models:
         out = Path(tempfile.mkdtemp())
-        cfg = config(model, args.epochs if args.epochs is not None else EPOCH_SCALE[model], str(out))
+        cfg = config(
+            model, args.epochs if args.epochs is not None else EPOCH_SCALE[model], str(out)
+        )
         bundle = load_data(cfg.data)
         removals = removal_sets(list(bundle.train["id"]), args.members)
         seeds = list(range(1, args.members + 1))
@@ -137,15 +173,39 @@ def main():
         flops = step_flops(cfg, bundle) * steps / args.members  # per model
         gflops = flops / c / 1e9
         mem = pack_memory(model, args.memory_members) if model == "vae" else float("nan")
-        rows.append((model, cfg.model.fit.max_epochs, 60 / a, 60 / b, 60 / c, a / c, b / c, gflops, gflops / peak, mem))
-        print(json.dumps({"model": model, "a_s_per_model": a, "b_s_per_model": b, "c_s_per_model": c}), flush=True)
-    print(f"\n{args.members} retrains per model, each without its own random 5% of the training set:\n")
-    print("| model | epochs | (a) process per retrain, models/min | (b) sequential fits, models/min | "
-          "(c) packed, models/min | c/a | c/b | packed GFLOP/s | of matmul peak | 64-member pack peak RSS (GB) |")
+        rows.append(
+            (
+                model,
+                cfg.model.fit.max_epochs,
+                60 / a,
+                60 / b,
+                60 / c,
+                a / c,
+                b / c,
+                gflops,
+                gflops / peak,
+                mem,
+            )
+        )
+        print(
+            json.dumps(
+                {"model": model, "a_s_per_model": a, "b_s_per_model": b, "c_s_per_model": c}
+            ),
+            flush=True,
+        )
+    print(
+        f"\n{args.members} retrains per model, each without its own random 5% of the training set:\n"
+    )
+    print(
+        "| model | epochs | (a) process per retrain, models/min | (b) sequential fits, models/min | "
+        "(c) packed, models/min | c/a | c/b | packed GFLOP/s | of matmul peak | 64-member pack peak RSS (GB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]:.0f} | "
-              f"{100 * r[8]:.0f}% | {r[9]:.2f} |")
+        print(
+            f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]:.0f} | "
+            f"{100 * r[8]:.0f}% | {r[9]:.2f} |"
+        )
 
 
 if __name__ == "__main__":

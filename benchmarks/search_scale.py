@@ -51,7 +51,9 @@ def numpy_brute(x, q):
 def sklearn_brute(x, q):
     from sklearn.neighbors import NearestNeighbors
 
-    return NearestNeighbors(n_neighbors=K, algorithm="brute", metric="cosine").fit(x).kneighbors(q)[1]
+    return (
+        NearestNeighbors(n_neighbors=K, algorithm="brute", metric="cosine").fit(x).kneighbors(q)[1]
+    )
 
 
 def recall(found, truth):
@@ -62,12 +64,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--sklearn-max", type=int, default=100_000, help="skip scikit-learn above this N")
-    parser.add_argument("--attribute", action="store_true", help="also time the attribute stage on digits")
+    parser.add_argument(
+        "--sklearn-max", type=int, default=100_000, help="skip scikit-learn above this N"
+    )
+    parser.add_argument(
+        "--attribute", action="store_true", help="also time the attribute stage on digits"
+    )
     args = parser.parse_args()
-    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, d={D}, top-{K}, {args.queries} queries")
-    print("| N | numpy brute (s) | sklearn brute (s) | faiss flat (s) | flat vs numpy | IVF build (s) | "
-          "IVF search (s) | IVF vs flat | IVF recall@10 |")
+    print(
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, d={D}, top-{K}, {args.queries} queries"
+    )
+    print(
+        "| N | numpy brute (s) | sklearn brute (s) | faiss flat (s) | flat vs numpy | IVF build (s) | "
+        "IVF search (s) | IVF vs flat | IVF recall@10 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         x, q = data(n, args.queries)
@@ -81,12 +91,17 @@ def main():
         (_, found), t_flat = timed(lambda: search(flat, q, K, flat_cfg))  # noqa: B023
         assert recall(found, truth) > 0.999
         nlist = int(4 * np.sqrt(n))
-        ivf_cfg = OmegaConf.create({"type": "ivf", "metric": "ip", "nlist": nlist, "nprobe": max(8, nlist // 64)})
+        ivf_cfg = OmegaConf.create(
+            {"type": "ivf", "metric": "ip", "nlist": nlist, "nprobe": max(8, nlist // 64)}
+        )
         ivf, t_build = timed(lambda: build_index(x, ivf_cfg))  # noqa: B023
         (_, found_ivf), t_ivf = timed(lambda: search(ivf, q, K, ivf_cfg))  # noqa: B023
         sk_text = f"{t_sk:.2f}" if t_sk is not None else "skipped"
-        print(f"| {n:,} | {t_np:.2f} | {sk_text} | {t_flat:.2f} | {t_np / t_flat:.1f}x | {t_build:.1f} | "
-              f"{t_ivf:.3f} | {t_flat / t_ivf:.1f}x | {recall(found_ivf, truth):.3f} |", flush=True)
+        print(
+            f"| {n:,} | {t_np:.2f} | {sk_text} | {t_flat:.2f} | {t_np / t_flat:.1f}x | {t_build:.1f} | "
+            f"{t_ivf:.3f} | {t_flat / t_ivf:.1f}x | {recall(found_ivf, truth):.3f} |",
+            flush=True,
+        )
     if args.attribute:
         attribute_timing()
 
@@ -98,11 +113,15 @@ def attribute_timing():
     from influence_lab.stages.generate import generate
 
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-        cfg = compose("attribute", ["logger=none", "trainer.progress_bar=false", "paths.output_dir=outputs"])
+        cfg = compose(
+            "attribute", ["logger=none", "trainer.progress_bar=false", "paths.output_dir=outputs"]
+        )
     generate(cfg)  # train + generate outside the timing
     cfg.force = True
     _, t = timed(lambda: attribute(cfg))
-    print(f"attribute stage on digits (10 prompts x 8 outputs, 5 methods, model and embeddings cached): {t:.1f} s")
+    print(
+        f"attribute stage on digits (10 prompts x 8 outputs, 5 methods, model and embeddings cached): {t:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,23 @@ os.environ.setdefault("WANDB_SILENT", "true")
 SHRINK = {
     "vae": ["model.fit.max_epochs=3"],
     "ddpm": ["model.fit.max_epochs=3", "model.timesteps=20", "model.hidden=64"],
-    "chargpt": ["model.fit.max_epochs=2", "model.n_layer=1", "model.n_embd=32",
-                "data=names", "data.source.max_per_list=150"],
+    "chargpt": [
+        "model.fit.max_epochs=2",
+        "model.n_layer=1",
+        "model.n_embd=32",
+        "data=names",
+        "data.source.max_per_list=150",
+    ],
 }
 
 
 def make_cfg(stage: str, tmp_path, *overrides: str, model: str = "vae", shrink: bool = True):
-    args = [f"model={model}", f"paths.output_dir={tmp_path}", "logger=none", "trainer.progress_bar=false"]
+    args = [
+        f"model={model}",
+        f"paths.output_dir={tmp_path}",
+        "logger=none",
+        "trainer.progress_bar=false",
+    ]
     if shrink:
         args += SHRINK[model]
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
@@ -59,4 +69,6 @@ def run_cli(*args: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
     """`influence-lab ARGS` in a child process (W&B disabled); its exit status and output."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
     exe = Path(sys.executable).parent / "influence-lab"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )

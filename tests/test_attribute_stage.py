@@ -10,16 +10,30 @@ SMALL = ["generate.m=3", "embedders.autoencoder.epochs=3", "attribution.keep=30"
 
 
 def test_attribute_images_end_to_end_and_reuse(cfg_factory, tmp_path, capsys):
-    cfg = cfg_factory("attribute", *SMALL, "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]")
+    cfg = cfg_factory(
+        "attribute",
+        *SMALL,
+        "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+    )
     run = attribute(cfg)
     table = pd.read_parquet(run / "attribution.parquet")
     assert set(table.method) == {"paper", "fused", "caption_only", "raw_only", "latent_only"}
     assert table.groupby(["target", "method"]).size().eq(30).all()
-    for col in ("score", "caption_score", "raw_cosine", "raw_l2", "raw_ssim", "raw_hist", "latent_model",
-                "latent_autoencoder"):
+    for col in (
+        "score",
+        "caption_score",
+        "raw_cosine",
+        "raw_l2",
+        "raw_ssim",
+        "raw_hist",
+        "latent_model",
+        "latent_autoencoder",
+    ):
         assert col in table and table[col].notna().all(), col
     for (_, _), group in table.groupby(["target", "method"]):
-        assert (np.diff(group.sort_values("rank")["score"].to_numpy()) <= 1e-12).all()  # ranked by score
+        assert (
+            np.diff(group.sort_values("rank")["score"].to_numpy()) <= 1e-12
+        ).all()  # ranked by score
     fused = table[(table.method == "fused") & (table.target == 1)]
     assert all("seven" in c for c in fused.caption)  # the prompt filter's pool
     grids = sorted((run / "neighbours").glob("*.png"))
@@ -49,7 +63,10 @@ def test_attribute_bad_inputs(cfg_factory, tmp_path, capsys):
     assert not gen.done and generate(cfg_factory("generate", "generate.m=2")).done
     assert (gen / "outputs.parquet").exists()
     cases = [
-        (["attribution.pool_size=99999"], "attribution.pool_size is 99999 but the training set has 1617 items"),
+        (
+            ["attribution.pool_size=99999"],
+            "attribution.pool_size is 99999 but the training set has 1617 items",
+        ),
         (["attribution.methods=[best]"], "attribution.methods has 'best'; allowed values are"),
         (["attribution.embedders=[model,clip]"], "attribution.embedders names \\['clip'\\]"),
     ]

@@ -13,14 +13,24 @@ from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model
 from influence_lab.training.fit import fit
 
-INDEX = OmegaConf.create({"type": "flat", "metric": "ip", "nlist": 8, "nprobe": 8, "hnsw_m": 16, "ef_search": 64})
+INDEX = OmegaConf.create(
+    {"type": "flat", "metric": "ip", "nlist": 8, "nprobe": 8, "hnsw_m": 16, "ef_search": 64}
+)
 
 
 def attribution_cfg(**over):
-    base = {"methods": ["raw_only", "latent:model", "latent:autoencoder", "fused", "caption_only"],
-            "filter": "tfidf", "pool_size": 100, "embedders": ["model", "autoencoder"],
-            "paper_embedder": "autoencoder", "fused_weights": {}, "index": INDEX, "search_k": None,
-            "keep": 20, "grid_top": 10}
+    base = {
+        "methods": ["raw_only", "latent:model", "latent:autoencoder", "fused", "caption_only"],
+        "filter": "tfidf",
+        "pool_size": 100,
+        "embedders": ["model", "autoencoder"],
+        "paper_embedder": "autoencoder",
+        "fused_weights": {},
+        "index": INDEX,
+        "search_k": None,
+        "keep": 20,
+        "grid_top": 10,
+    }
     base.update(over)
     return OmegaConf.create(base)
 
@@ -35,8 +45,10 @@ def digits_setup(tmp_path_factory):
     model = build_model(cfg.model, bundle, seed=0)
     fit(model, bundle, cfg.model.fit, cfg.trainer, tmp / "run", seed=0)
     ae_cfg = OmegaConf.create({"hidden": 64, "latent_dim": 16, "epochs": 5, "lr": 1e-3, "seed": 0})
-    embedders = {"model": ModelEmbedder(model.eval(), "sig"),
-                 "autoencoder": AutoencoderEmbedder(ae_cfg, bundle.full, bundle.full_fingerprint, tmp)}
+    embedders = {
+        "model": ModelEmbedder(model.eval(), "sig"),
+        "autoencoder": AutoencoderEmbedder(ae_cfg, bundle.full, bundle.full_fingerprint, tmp),
+    }
     caches = {k: EmbeddingCache(tmp, e, bundle, INDEX) for k, e in embedders.items()}
     return bundle, embedders, caches
 
@@ -52,7 +64,9 @@ def test_planted_copies_rank_first_in_every_space(digits_setup):
         noisy = np.clip(exact + rng.normal(0, 0.03, exact.shape), 0, 1).astype(np.float32)
         prompts.append(bundle.train[i]["caption"])
         outputs.append(np.stack([exact, noisy]))
-    table = attribute_prompts(bundle.train, "image", prompts, outputs, embedders, caches, attribution_cfg())
+    table = attribute_prompts(
+        bundle.train, "image", prompts, outputs, embedders, caches, attribution_cfg()
+    )
     for target, i in enumerate(picks):
         want = bundle.train[i]["id"]
         for method in ("raw_only", "latent:model", "latent:autoencoder", "fused"):
@@ -66,25 +80,49 @@ def test_planted_copies_rank_first_in_every_space(digits_setup):
 def test_same_inputs_give_the_same_ranking(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    args = (bundle.train, "image", ["digit four, regular, upright"], [images[10:14]], embedders, caches)
+    args = (
+        bundle.train,
+        "image",
+        ["digit four, regular, upright"],
+        [images[10:14]],
+        embedders,
+        caches,
+    )
     a = attribute_prompts(*args, attribution_cfg())
     b = attribute_prompts(*args, attribution_cfg())
     assert a.equals(b)
-    assert set(a.method) == {"raw_only", "latent:model", "latent:autoencoder", "fused", "caption_only"}
+    assert set(a.method) == {
+        "raw_only",
+        "latent:model",
+        "latent:autoencoder",
+        "fused",
+        "caption_only",
+    }
 
 
 def test_fused_pool_only_holds_matching_captions(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    table = attribute_prompts(bundle.train, "image", ["digit seven, bold, leaning right"], [images[:2]],
-                              embedders, caches, attribution_cfg(pool_size=20, keep=20))
+    table = attribute_prompts(
+        bundle.train,
+        "image",
+        ["digit seven, bold, leaning right"],
+        [images[:2]],
+        embedders,
+        caches,
+        attribution_cfg(pool_size=20, keep=20),
+    )
     fused = table[table.method == "fused"]
     assert len(fused) == 20
     assert all("seven" in c for c in fused.caption)
     from influence_lab.attribution.prompt_filter import PromptFilter
 
-    pool, b = PromptFilter(list(bundle.train["caption"])).pool("digit seven, bold, leaning right", 20)
-    exact = [i for i, c in enumerate(bundle.train["caption"]) if c == "digit seven, bold, leaning right"]
+    pool, b = PromptFilter(list(bundle.train["caption"])).pool(
+        "digit seven, bold, leaning right", 20
+    )
+    exact = [
+        i for i, c in enumerate(bundle.train["caption"]) if c == "digit seven, bold, leaning right"
+    ]
     assert len(pool) >= 20 and set(exact) <= set(pool.tolist())  # ties at the cut are kept
 
 
@@ -92,9 +130,13 @@ def test_bad_sizes_and_methods(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     args = (bundle.train, "image", ["digit one"], [images[:1]], embedders, caches)
-    with pytest.raises(InfluenceLabError, match="attribution.pool_size is 5000 but the training set has 1617"):
+    with pytest.raises(
+        InfluenceLabError, match="attribution.pool_size is 5000 but the training set has 1617"
+    ):
         attribute_prompts(*args, attribution_cfg(pool_size=5000))
-    with pytest.raises(InfluenceLabError, match="attribution.methods has 'nearest'; allowed values are paper"):
+    with pytest.raises(
+        InfluenceLabError, match="attribution.methods has 'nearest'; allowed values are paper"
+    ):
         attribute_prompts(*args, attribution_cfg(methods=["nearest"]))
     with pytest.raises(InfluenceLabError, match="names embedder 'clip'"):
         attribute_prompts(*args, attribution_cfg(methods=["latent:clip"]))
@@ -118,16 +160,21 @@ def test_identity_is_maximal_and_ssim_matches_scikit_image():
     # known pairs: identical = 1, image against its inverse is strongly negative
     img = rng.random((1, 1, 16, 16))
     assert raw.ssim(img, img)[0, 0] == pytest.approx(1.0)
-    assert raw.ssim(img, 1 - img)[0, 0] == pytest.approx(structural_similarity(img[0, 0], 1 - img[0, 0], data_range=1))
+    assert raw.ssim(img, 1 - img)[0, 0] == pytest.approx(
+        structural_similarity(img[0, 0], 1 - img[0, 0], data_range=1)
+    )
     rgb = rng.random((2, 3, 12, 12))
-    ref_rgb = structural_similarity(rgb[0].transpose(1, 2, 0), rgb[1].transpose(1, 2, 0), data_range=1.0,
-                                    channel_axis=2)
+    ref_rgb = structural_similarity(
+        rgb[0].transpose(1, 2, 0), rgb[1].transpose(1, 2, 0), data_range=1.0, channel_axis=2
+    )
     assert raw.ssim(rgb[:1], rgb[1:])[0, 0] == pytest.approx(ref_rgb, abs=1e-10)
 
 
 def test_text_metrics():
     sims = raw.edit_similarity(["Mary", "John"], ["Mary", "Marya", "Jon"])
-    assert sims[0, 0] == 1.0 and sims[0, 1] == pytest.approx(0.8) and sims[1, 2] == pytest.approx(0.75)
+    assert (
+        sims[0, 0] == 1.0 and sims[0, 1] == pytest.approx(0.8) and sims[1, 2] == pytest.approx(0.75)
+    )
     ng = raw.ngram_cosine(["Mary"], ["Mary", "Zoe"])
     assert ng[0, 0] == pytest.approx(1.0) and ng[0, 1] < 0.3
 
@@ -138,7 +185,9 @@ def test_faiss_equals_brute_force(metric, kind):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 16)).astype(np.float32)
     q = rng.normal(size=(20, 16)).astype(np.float32)
-    cfg = OmegaConf.merge(INDEX, {"type": kind, "metric": metric, "nlist": 8, "nprobe": 8, "ef_search": 300})
+    cfg = OmegaConf.merge(
+        INDEX, {"type": kind, "metric": metric, "nlist": 8, "nprobe": 8, "ef_search": 300}
+    )
     scores, idx = search(build_index(x, cfg), q, 10, cfg)
     if metric == "ip":
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -155,8 +204,13 @@ def test_faiss_equals_brute_force(metric, kind):
 
 @pytest.mark.parametrize("method", ["tfidf", "bm25"])
 def test_prompt_filter_keeps_matching_captions(method):
-    captions = ["digit seven, bold, upright", "digit one, thin, upright", "digit seven, thin, leaning left",
-                "female first name", "digit three, bold, upright"]
+    captions = [
+        "digit seven, bold, upright",
+        "digit one, thin, upright",
+        "digit seven, thin, leaning left",
+        "female first name",
+        "digit three, bold, upright",
+    ]
     pf = PromptFilter(captions, method)
     pool, b = pf.pool("digit seven", 2)
     assert sorted(pool.tolist()) == [0, 2]

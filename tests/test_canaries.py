@@ -27,18 +27,31 @@ def test_canaries_join_the_training_split_only(cfg_factory):
     assert bundle.fingerprint != plain.fingerprint
 
 
-@pytest.mark.parametrize("token,message", [("digit", "data.canaries.token 'digit' already occurs in the captions"),
-                                           ("two words", "data.canaries.token is 'two words'; use one word")])
+@pytest.mark.parametrize(
+    "token,message",
+    [
+        ("digit", "data.canaries.token 'digit' already occurs in the captions"),
+        ("two words", "data.canaries.token is 'two words'; use one word"),
+    ],
+)
 def test_bad_canary_tokens(cfg_factory, capsys, token, message):
     with pytest.raises(SystemExit):
-        train_stage.run(cfg_factory("train", "+data.canaries.count=3", f"+data.canaries.token='{token}'"))
+        train_stage.run(
+            cfg_factory("train", "+data.canaries.count=3", f"+data.canaries.token='{token}'")
+        )
     assert message in capsys.readouterr().err
 
 
 def test_attribution_ranks_the_canaries_first_for_their_token(cfg_factory):
-    cfg = cfg_factory("attribute", *CANARIES, "generate.m=3", "embedders.autoencoder.epochs=2",
-                      "attribution.methods=[fused,caption_only]", "generate.prompts=[zxq pattern]",
-                      "model.fit.max_epochs=15")
+    cfg = cfg_factory(
+        "attribute",
+        *CANARIES,
+        "generate.m=3",
+        "embedders.autoencoder.epochs=2",
+        "attribution.methods=[fused,caption_only]",
+        "generate.prompts=[zxq pattern]",
+        "model.fit.max_epochs=15",
+    )
     table = pd.read_parquet(attribute(cfg) / "attribution.parquet")
     for method in ("fused", "caption_only"):
         top = table[(table.method == method) & (table["rank"] <= 6)]
@@ -50,8 +63,15 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
     """The experiment's one command on the small preset: fused's top 10 for the canary prompt are the
     10 canaries (none for the ordinary prompt), and the retrained model's loss on the canary outputs
     rises more when they are removed than under any control."""
-    args = ["pipeline", "+experiment=planted_canaries_small", f"paths.output_dir={tmp_path}", "logger=none",
-            "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
+    args = [
+        "pipeline",
+        "+experiment=planted_canaries_small",
+        f"paths.output_dir={tmp_path}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "model.fit.max_epochs=3",
+        "embedders.autoencoder.epochs=2",
+    ]
     done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / "experiments" / "planted_canaries_small"
@@ -59,7 +79,11 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
     assert canaries.loc["zxq pattern", "canaries_in_topk"] == 10
     assert canaries.loc["digit zero, regular, upright", "canaries_in_topk"] == 0
     results = pd.read_parquet(next((tmp_path / "counterfactual").iterdir()) / "results.parquet")
-    loss = results[(results.metric == "delta_loss") & (results.target == 0)].groupby("arm").value.mean()
+    loss = (
+        results[(results.metric == "delta_loss") & (results.target == 0)]
+        .groupby("arm")
+        .value.mean()
+    )
     assert set(loss.index) == {"topk", "random_pool", "random", "none"}
     assert loss["topk"] > loss.drop("topk").max()
     assert "Planted canaries among each method's top-k" in (folder / "RESULTS.md").read_text()

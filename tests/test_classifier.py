@@ -34,7 +34,9 @@ def test_classifier_learns_the_digits_and_gives_class_features():
     assert (nearest == y).mean() > 0.85
     # the same seed gives the same model
     one, two = (fit_classifier(x[:300], y[:300], epochs=1, seed=3) for _ in range(2))
-    np.testing.assert_allclose(classifier_features(one, x[:50]), classifier_features(two, x[:50]), atol=1e-5)
+    np.testing.assert_allclose(
+        classifier_features(one, x[:50]), classifier_features(two, x[:50]), atol=1e-5
+    )
 
 
 def test_frechet_distance():

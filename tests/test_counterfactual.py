@@ -14,8 +14,10 @@ def _ranking(n_targets=3, n_items=50, methods=("fused", "paper")):
     for t in range(n_targets):
         for m in methods:
             order = rng.permutation(n_items)[:20]
-            rows += [{"target": t, "method": m, "rank": r + 1, "id": f"x{i:03d}", "prompt": f"p{t}"}
-                     for r, i in enumerate(order)]
+            rows += [
+                {"target": t, "method": m, "rank": r + 1, "id": f"x{i:03d}", "prompt": f"p{t}"}
+                for r, i in enumerate(order)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -44,14 +46,20 @@ def test_plans_respect_k_controls_and_seeds(grouping):
         else:
             assert per_prompt <= m.k
         for t in m.targets:
-            ranked = ranking[(ranking.target == t) & (ranking.method == m.method)].sort_values("rank")["id"].tolist()
+            ranked = (
+                ranking[(ranking.target == t) & (ranking.method == m.method)]
+                .sort_values("rank")["id"]
+                .tolist()
+            )
             if m.arm == "topk" and grouping == "per_target":
                 assert m.removed == ranked[: m.k]
             if m.arm == "bottomk" and grouping == "per_target":
                 assert m.removed == ranked[-m.k :]
         if m.arm == "random_pool":
             assert set(m.removed) <= set().union(*(POOLS[t] for t in m.targets))
-    randoms = {m.seed: m.removed for m in plan if m.arm == "random" and m.k == 4 and m.targets[0] == 0}
+    randoms = {
+        m.seed: m.removed for m in plan if m.arm == "random" and m.k == 4 and m.targets[0] == 0
+    }
     assert randoms[1] != randoms[2]  # seeds draw different controls
     assert len(jobs_of(plan, 5)) == -(-len(plan) // 5)
     assert sum(len(j) for j in jobs_of(plan, 5)) == len(plan)
@@ -61,7 +69,9 @@ def test_plan_bad_inputs():
     ranking = _ranking()
     with pytest.raises(InfluenceLabError, match="counterfactual.arms has \\['top'\\]"):
         make_plan(ranking, POOLS, IDS, ["fused"], ["top"], [2], [1], "grouped")
-    with pytest.raises(InfluenceLabError, match="ranked only 20 items for target 0, fewer than k=30"):
+    with pytest.raises(
+        InfluenceLabError, match="ranked only 20 items for target 0, fewer than k=30"
+    ):
         make_plan(ranking, POOLS, IDS, ["fused"], ["topk"], [30], [1], "grouped")
     with pytest.raises(InfluenceLabError, match="counterfactual.grouping is 'all'"):
         make_plan(ranking, POOLS, IDS, ["fused"], ["topk"], [2], [1], "all")
@@ -72,11 +82,26 @@ def test_plan_bad_inputs():
 def test_removed_ids_never_reach_the_retrained_data(cfg_factory):
     bundle = load_data(cfg_factory("train").data)
     ids = list(bundle.train["id"])
-    ranking = pd.DataFrame([{"target": 0, "method": "fused", "rank": r + 1, "id": ids[r * 7], "prompt": "p"}
-                            for r in range(30)])
-    plan = make_plan(ranking, {0: ids[:40]}, ids, ["fused"], ["topk", "random_pool", "random"], [5], [1], "grouped")
+    ranking = pd.DataFrame(
+        [
+            {"target": 0, "method": "fused", "rank": r + 1, "id": ids[r * 7], "prompt": "p"}
+            for r in range(30)
+        ]
+    )
+    plan = make_plan(
+        ranking,
+        {0: ids[:40]},
+        ids,
+        ["fused"],
+        ["topk", "random_pool", "random"],
+        [5],
+        [1],
+        "grouped",
+    )
     for m in plan:
-        retrained = load_data(cfg_factory("train", f"data.exclude_ids=[{','.join(m.removed)}]").data)
+        retrained = load_data(
+            cfg_factory("train", f"data.exclude_ids=[{','.join(m.removed)}]").data
+        )
         assert not set(m.removed) & set(retrained.train["id"])
         assert len(retrained.train) == len(bundle.train) - len(m.removed)
 
@@ -85,32 +110,85 @@ def test_statistics_on_a_known_table():
     rows = []
     for t in range(8):
         for seed in (1, 2):
-            rows.append({"method": "fused", "arm": "topk", "k": 5, "metric": "delta_loss", "target": t,
-                         "seed": seed, "value": 3.0 + 0.1 * t + (0.05 if seed == 1 else -0.05)})
-            rows.append({"method": "control", "arm": "random", "k": 5, "metric": "delta_loss", "target": t,
-                         "seed": seed, "value": 1.0 + 0.1 * t})
-            rows.append({"method": "control", "arm": "none", "k": 5, "metric": "delta_loss", "target": t,
-                         "seed": seed, "value": 3.0 + 0.1 * t})
+            rows.append(
+                {
+                    "method": "fused",
+                    "arm": "topk",
+                    "k": 5,
+                    "metric": "delta_loss",
+                    "target": t,
+                    "seed": seed,
+                    "value": 3.0 + 0.1 * t + (0.05 if seed == 1 else -0.05),
+                }
+            )
+            rows.append(
+                {
+                    "method": "control",
+                    "arm": "random",
+                    "k": 5,
+                    "metric": "delta_loss",
+                    "target": t,
+                    "seed": seed,
+                    "value": 1.0 + 0.1 * t,
+                }
+            )
+            rows.append(
+                {
+                    "method": "control",
+                    "arm": "none",
+                    "k": 5,
+                    "metric": "delta_loss",
+                    "target": t,
+                    "seed": seed,
+                    "value": 3.0 + 0.1 * t,
+                }
+            )
     stats = compare(pd.DataFrame(rows)).set_index("control")
     assert stats.loc["random", "mean_diff"] == pytest.approx(2.0)
-    assert stats.loc["random", "ci_low"] == pytest.approx(2.0) and stats.loc["random", "ci_high"] == pytest.approx(2.0)
-    assert stats.loc["random", "wilcoxon_p"] == pytest.approx(2 / 2**8)  # all 8 differences positive
+    assert stats.loc["random", "ci_low"] == pytest.approx(2.0) and stats.loc[
+        "random", "ci_high"
+    ] == pytest.approx(2.0)
+    assert stats.loc["random", "wilcoxon_p"] == pytest.approx(
+        2 / 2**8
+    )  # all 8 differences positive
     assert stats.loc["random", "ratio"] == pytest.approx(3.35 / 1.35)
     assert stats.loc["none", "mean_diff"] == pytest.approx(0.0, abs=1e-12)
     assert np.isnan(stats.loc["none", "wilcoxon_p"])
     arms = arm_table(pd.DataFrame(rows)).set_index("arm")
-    assert arms.loc["topk", "mean"] == pytest.approx(3.35) and arms.loc["topk", "min"] == pytest.approx(3.0)
+    assert arms.loc["topk", "mean"] == pytest.approx(3.35) and arms.loc[
+        "topk", "min"
+    ] == pytest.approx(3.0)
     assert arms.loc["topk", "max"] == pytest.approx(3.7) and arms.loc["topk", "n_targets"] == 8
 
 
 def test_grouped_plans_split_prompts_into_experiments():
     ranking = _ranking(n_targets=5)
     pools = {t: IDS[t * 5 : t * 5 + 15] for t in range(5)}
-    plan = make_plan(ranking, pools, IDS, ["fused"], ["topk", "random", "none"], [3], [1], "grouped", group_size=2)
+    plan = make_plan(
+        ranking,
+        pools,
+        IDS,
+        ["fused"],
+        ["topk", "random", "none"],
+        [3],
+        [1],
+        "grouped",
+        group_size=2,
+    )
     topk = [m for m in plan if m.arm == "topk"]
-    assert [m.targets for m in topk] == [[0, 1], [2, 3], [4]] and [m.group for m in topk] == [0, 1, 2]
+    assert [m.targets for m in topk] == [[0, 1], [2, 3], [4]] and [m.group for m in topk] == [
+        0,
+        1,
+        2,
+    ]
     for m in topk:  # each experiment removes the top 3 of each of its prompts, nothing else
-        expected = set(ranking[(ranking.method == "fused") & ranking.target.isin(m.targets) & (ranking["rank"] <= 3)].id)
+        expected = set(
+            ranking[
+                (ranking.method == "fused")
+                & ranking.target.isin(m.targets)
+                & (ranking["rank"] <= 3)
+            ].id
+        )
         assert set(m.removed) == expected
     assert len({m.member_id for m in plan}) == len(plan) == 3 * 3
     with pytest.raises(InfluenceLabError, match="counterfactual.group_size is 0"):
@@ -122,18 +200,46 @@ def test_experiment_table_is_the_papers_before_after_format():
     for group, targets in ((0, [0, 1]), (1, [2, 3])):
         for t in targets:
             for seed in (1, 2):
-                for metric, value in (("ref_before_autoencoder", 0.5 + 0.1 * t),
-                                      ("ref_after_autoencoder", 0.4 + 0.1 * t + (0.01 if seed == 1 else -0.01)),
-                                      ("ref_drop_autoencoder", 0.1)):
-                    rows.append({"method": "fused", "arm": "topk", "k": 10, "group": group, "metric": metric,
-                                 "target": t, "seed": seed, "value": value})
-                    rows.append({"method": "control", "arm": "none", "k": 10, "group": group, "metric": metric,
-                                 "target": t, "seed": seed, "value": value * 0.9})
+                for metric, value in (
+                    ("ref_before_autoencoder", 0.5 + 0.1 * t),
+                    ("ref_after_autoencoder", 0.4 + 0.1 * t + (0.01 if seed == 1 else -0.01)),
+                    ("ref_drop_autoencoder", 0.1),
+                ):
+                    rows.append(
+                        {
+                            "method": "fused",
+                            "arm": "topk",
+                            "k": 10,
+                            "group": group,
+                            "metric": metric,
+                            "target": t,
+                            "seed": seed,
+                            "value": value,
+                        }
+                    )
+                    rows.append(
+                        {
+                            "method": "control",
+                            "arm": "none",
+                            "k": 10,
+                            "group": group,
+                            "metric": metric,
+                            "target": t,
+                            "seed": seed,
+                            "value": value * 0.9,
+                        }
+                    )
     every = experiment_table(pd.DataFrame(rows))
     assert set(every.arm) == {"topk", "none"}
     table = every[every.arm == "topk"].set_index("experiment")
-    assert table.loc[0, "before_mean"] == pytest.approx(0.55) and table.loc[1, "after_mean"] == pytest.approx(0.65)
-    assert table.loc[1, "before_min"] == pytest.approx(0.7) and table.loc[1, "before_max"] == pytest.approx(0.8)
+    assert table.loc[0, "before_mean"] == pytest.approx(0.55) and table.loc[
+        1, "after_mean"
+    ] == pytest.approx(0.65)
+    assert table.loc[1, "before_min"] == pytest.approx(0.7) and table.loc[
+        1, "before_max"
+    ] == pytest.approx(0.8)
     assert table.loc[0, "after_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
     assert (table["prompts"] == 2).all() and set(table["space"]) == {"autoencoder"}
-    assert set(compare(pd.DataFrame(rows)).metric) == {"ref_drop_autoencoder"}  # levels are not compared
+    assert set(compare(pd.DataFrame(rows)).metric) == {
+        "ref_drop_autoencoder"
+    }  # levels are not compared

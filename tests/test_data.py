@@ -115,7 +115,9 @@ def test_split_is_deterministic_and_removal_by_id(tmp_path):
 
 
 def test_unknown_exclude_id_is_an_error():
-    with pytest.raises(InfluenceLabError, match=r"data.exclude_ids names 1 id\(s\) not in the dataset \(nope\)"):
+    with pytest.raises(
+        InfluenceLabError, match=r"data.exclude_ids names 1 id\(s\) not in the dataset \(nope\)"
+    ):
         load_data(data_cfg("data.exclude_ids=[nope]"))
 
 

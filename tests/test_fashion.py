@@ -17,10 +17,13 @@ from influence_lab.errors import InfluenceLabError
 HAVE = all((Path(DEFAULT_PATH) / f).is_file() for pair in FILES.values() for f in pair)
 needs_package = pytest.mark.skipif(
     not HAVE and os.environ.get("REQUIRE_FASHION") != "1",
-    reason="Debian's dataset-fashion-mnist is not installed (make data installs it)")
+    reason="Debian's dataset-fashion-mnist is not installed (make data installs it)",
+)
 
 
-def write_idx(folder: Path, split: str, images: np.ndarray, labels: np.ndarray, magic=(2051, 2049)) -> None:
+def write_idx(
+    folder: Path, split: str, images: np.ndarray, labels: np.ndarray, magic=(2051, 2049)
+) -> None:
     image_file, label_file = FILES[split]
     head = magic[0].to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
     (folder / image_file).write_bytes(gzip.compress(head + images.astype(np.uint8).tobytes()))
@@ -40,38 +43,71 @@ def tiny(tmp_path):
 def test_reads_idx_files_with_stable_ids_and_class_subsets(tiny):
     folder, images, labels = tiny
     ids, x, captions, y = fashion_items(str(folder), classes=["sneaker", 9], per_class=2)
-    assert ids == ["fashion-train-00000", "fashion-train-00001", "fashion-train-00002", "fashion-train-00003"]
+    assert ids == [
+        "fashion-train-00000",
+        "fashion-train-00001",
+        "fashion-train-00002",
+        "fashion-train-00003",
+    ]
     assert list(y) == [7, 9, 7, 9] and x.shape == (4, 1, 28, 28) and x.dtype == np.float32
     np.testing.assert_allclose(x[2, 0], images[2] / 255.0, atol=1e-7)
     assert captions[0].endswith(" sneaker") and captions[1].endswith(" ankle boot")
-    assert captions[1].startswith(("an ankle", "a dark", "a light", "a narrow", "a wide", "a plain", "a patterned"))
+    assert captions[1].startswith(
+        ("an ankle", "a dark", "a light", "a narrow", "a wide", "a plain", "a patterned")
+    )
     all_ids, *_ = fashion_items(str(folder))
     assert len(all_ids) == 9  # no classes, no per_class: everything
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "Fashion-MNIST is not in data.source.path '{folder}' (missing train-images-idx3-ubyte.gz, "
-                "train-labels-idx1-ubyte.gz); install Debian's package"),
-    ("magic", "train-images-idx3-ubyte.gz is not a Fashion-MNIST image file (magic number 2049, expected 2051)"),
-    ("truncated", "train-labels-idx1-ubyte.gz is truncated or corrupt"),
-    ("not gzip", "train-images-idx3-ubyte.gz cannot be read as an idx file"),
-    ("class", "data.source.classes has 'boots'; the classes are 0 t-shirt/top, 1 trouser, 2 pullover, 3 dress, "
-              "4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot."),
-    ("per_class", "data.source.per_class is 4 but class 'sneaker' holds only 3 items in this file; use at most 3."),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "missing",
+            "Fashion-MNIST is not in data.source.path '{folder}' (missing train-images-idx3-ubyte.gz, "
+            "train-labels-idx1-ubyte.gz); install Debian's package",
+        ),
+        (
+            "magic",
+            "train-images-idx3-ubyte.gz is not a Fashion-MNIST image file (magic number 2049, expected 2051)",
+        ),
+        ("truncated", "train-labels-idx1-ubyte.gz is truncated or corrupt"),
+        ("not gzip", "train-images-idx3-ubyte.gz cannot be read as an idx file"),
+        (
+            "class",
+            "data.source.classes has 'boots'; the classes are 0 t-shirt/top, 1 trouser, 2 pullover, 3 dress, "
+            "4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.",
+        ),
+        (
+            "per_class",
+            "data.source.per_class is 4 but class 'sneaker' holds only 3 items in this file; use at most 3.",
+        ),
+    ],
+)
 def test_bad_input_is_one_sentence(tmp_path, case, message):
     rng = np.random.default_rng(1)
     labels = np.array([7, 7, 7, 9])
     images = rng.integers(0, 256, size=(4, 28, 28))
     if case != "missing":
-        write_idx(tmp_path, "train", images, labels, magic=(2049, 2049) if case == "magic" else (2051, 2049))
+        write_idx(
+            tmp_path,
+            "train",
+            images,
+            labels,
+            magic=(2049, 2049) if case == "magic" else (2051, 2049),
+        )
     if case == "truncated":
         label_file = tmp_path / FILES["train"][1]
         label_file.write_bytes(gzip.compress(gzip.decompress(label_file.read_bytes())[:-1]))
     if case == "not gzip":
         (tmp_path / FILES["train"][0]).write_bytes(b"not a gzip file")
-    kwargs = {"classes": ["boots"]} if case == "class" else {"classes": [7], "per_class": 4} if case == "per_class" \
+    kwargs = (
+        {"classes": ["boots"]}
+        if case == "class"
+        else {"classes": [7], "per_class": 4}
+        if case == "per_class"
         else {}
+    )
     with pytest.raises(InfluenceLabError) as info:
         fashion_items(str(tmp_path), **kwargs)
     assert message.format(folder=tmp_path) in str(info.value)

@@ -18,12 +18,12 @@ import torch
 from omegaconf import OmegaConf
 
 from influence_lab.orchestration import store
-from influence_lab.store.files import RunDir, atomic_write
 from influence_lab.stages import counterfactual as counterfactual_stage
 from influence_lab.stages import train as train_stage
 from influence_lab.stages.counterfactual import counterfactual
 from influence_lab.stages.retrain import retrain
 from influence_lab.stages.train import train
+from influence_lab.store.files import RunDir, atomic_write
 from influence_lab.training import fit as fit_module
 from influence_lab.training.pack import Pack
 from tests.conftest import SHRINK, make_cfg, stage_error
@@ -33,8 +33,14 @@ EXE = str(Path(sys.executable).parent / "influence-lab")
 
 
 def _start(args, cwd):
-    return subprocess.Popen([EXE, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "WANDB_MODE": "disabled"}, start_new_session=True)
+    return subprocess.Popen(
+        [EXE, *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        start_new_session=True,
+    )
 
 
 def _kill(proc) -> str:
@@ -66,25 +72,38 @@ def _in_process_multirun(monkeypatch):
 
 # --- a training job killed mid-fit resumes from its last checkpoint ---------------------------------
 
+
 @pytest.mark.slow
 def test_training_killed_mid_fit_resumes_from_last_checkpoint(cfg_factory, tmp_path):
-    args = ["train", "model=vae", "model.fit.max_epochs=150", "logger=none", "trainer.progress_bar=false",
-            f"paths.output_dir={tmp_path}/killed"]
+    args = [
+        "train",
+        "model=vae",
+        "model.fit.max_epochs=150",
+        "logger=none",
+        "trainer.progress_bar=false",
+        f"paths.output_dir={tmp_path}/killed",
+    ]
     proc = _start(args, tmp_path)
     ckpts = lambda: list((tmp_path / "killed" / "train").glob("*/checkpoints/last.ckpt.sha256"))  # noqa: E731
-    assert _wait_for(lambda: ckpts() and torch.load(ckpts()[0].with_suffix(""), weights_only=True)["epoch"] >= 1,
-                     proc), proc.communicate()[0].decode()[-2000:]
+    assert _wait_for(
+        lambda: ckpts() and torch.load(ckpts()[0].with_suffix(""), weights_only=True)["epoch"] >= 1,
+        proc,
+    ), proc.communicate()[0].decode()[-2000:]
     _kill(proc)
     run_dir = ckpts()[0].parent.parent
     assert not (run_dir / "done").exists()
-    resumed = subprocess.run([EXE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [EXE, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epoch = int(resumed.stderr.split("resuming from")[1].split("(epoch ")[1].split(")")[0])
     assert 1 <= epoch < 150
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 150 and metrics["steps"] > 0
     # the resumed model is the model of an uninterrupted fit
-    whole = train(cfg_factory("train", "model.fit.max_epochs=150", f"paths.output_dir={tmp_path}/whole"))
+    whole = train(
+        cfg_factory("train", "model.fit.max_epochs=150", f"paths.output_dir={tmp_path}/whole")
+    )
     a = torch.load(run_dir / "weights.pt", weights_only=True)
     b = torch.load(whole / "weights.pt", weights_only=True)
     assert whole.path.name == run_dir.name
@@ -93,6 +112,7 @@ def test_training_killed_mid_fit_resumes_from_last_checkpoint(cfg_factory, tmp_p
 
 
 # --- a sweep killed at random points, or every 20 seconds, ends with exactly the uninterrupted rows -
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
@@ -123,15 +143,23 @@ def _check_same_rows(out_dir, uninterrupted):
     sweep = next((out_dir / "counterfactual").iterdir())
     table = pd.read_parquet(sweep / "results.parquet")
     assert not table.duplicated(["member_id", "target", "metric"]).any()  # no row twice
-    pd.testing.assert_frame_equal(_sorted(table), uninterrupted, check_exact=False, rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        _sorted(table), uninterrupted, check_exact=False, rtol=1e-6, atol=1e-9
+    )
     plan = json.loads((sweep / "plan.json").read_text())
     assert len(list((sweep / "results").glob("*.done"))) == len(plan["members"])
 
 
 @pytest.mark.slow
 def test_sweep_killed_at_random_points_gives_the_uninterrupted_rows(tmp_path, uninterrupted):
-    args = ["counterfactual", f"paths.output_dir={tmp_path}/out", "logger=none", "trainer.progress_bar=false",
-            *SHRINK["vae"], *SWEEP]
+    args = [
+        "counterfactual",
+        f"paths.output_dir={tmp_path}/out",
+        "logger=none",
+        "trainer.progress_bar=false",
+        *SHRINK["vae"],
+        *SWEEP,
+    ]
     # up to 4 kills at random times, then to the end; on an idle machine the sweep can finish before
     # the later kills, but the first two (at most 30 s, each restart paying its imports) always land
     delays = [random.Random(seed).uniform(4, 15) for seed in range(4)] + [3600]
@@ -143,8 +171,14 @@ def test_sweep_killed_at_random_points_gives_the_uninterrupted_rows(tmp_path, un
 
 @pytest.mark.slow
 def test_sweep_survives_being_killed_every_20_seconds(tmp_path, uninterrupted):
-    args = ["counterfactual", f"paths.output_dir={tmp_path}/out", "logger=none", "trainer.progress_bar=false",
-            *SHRINK["vae"], *SWEEP]
+    args = [
+        "counterfactual",
+        f"paths.output_dir={tmp_path}/out",
+        "logger=none",
+        "trainer.progress_bar=false",
+        *SHRINK["vae"],
+        *SWEEP,
+    ]
     kills, out = run_with_kills(args, tmp_path, [20])
     print(f"killed {kills} times")
     assert kills >= 1
@@ -153,9 +187,12 @@ def test_sweep_survives_being_killed_every_20_seconds(tmp_path, uninterrupted):
 
 # --- corrupt files are detected by their hash ------------------------------------------------------
 
+
 def test_truncated_or_altered_checkpoint_is_discarded_not_resumed(tmp_path):
     last = tmp_path / "checkpoints" / "last.ckpt"
-    fit_module.HashedCheckpointIO().save_checkpoint({"epoch": 2, "state_dict": {"w": torch.ones(3)}}, last)
+    fit_module.HashedCheckpointIO().save_checkpoint(
+        {"epoch": 2, "state_dict": {"w": torch.ones(3)}}, last
+    )
     assert fit_module.resume_point(tmp_path, "job") == str(last)
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])  # truncated, as by a kill during a copy
@@ -173,24 +210,32 @@ def test_altered_result_files_are_rebuilt(cfg_factory, tmp_path, capsys):
     needs them notices the hash mismatch and rebuilds them (same bytes as before)."""
     from influence_lab.stages.attribute import attribute
 
-    cfg = cfg_factory("attribute", "model.fit.max_epochs=1", "embedders.autoencoder.epochs=1",
-                      "generate.m=1", "generate.prompts=[digit zero]", "attribution.methods=[raw_only,fused]")
+    cfg = cfg_factory(
+        "attribute",
+        "model.fit.max_epochs=1",
+        "embedders.autoencoder.epochs=1",
+        "generate.m=1",
+        "generate.prompts=[digit zero]",
+        "attribution.methods=[raw_only,fused]",
+    )
     attribute(cfg)
     weights = next((tmp_path / "train").glob("vae-digits-*/weights.pt"))
     index = next((tmp_path / "embeddings").glob("model-*/index.faiss"))
     emb = next((tmp_path / "embeddings").glob("autoencoder-*/embeddings.npy"))
     originals = {p: p.read_bytes() for p in (weights, index, emb)}
     state = torch.load(weights, weights_only=True)
-    weights.write_bytes(originals[weights][:100])            # truncated
-    index.write_bytes(originals[index][:-8] + b"\0" * 8)     # altered, same size
-    np.save(emb, np.zeros((2, 2), dtype=np.float32))         # replaced
+    weights.write_bytes(originals[weights][:100])  # truncated
+    index.write_bytes(originals[index][:-8] + b"\0" * 8)  # altered, same size
+    np.save(emb, np.zeros((2, 2), dtype=np.float32))  # replaced
     capsys.readouterr()
     attribute(OmegaConf.merge(cfg, {"force": True}))
     err = "".join(capsys.readouterr().err.split())  # the console wraps long paths
     for path in (weights, index, emb):
         assert f"{path}changedafteritwaswritten" in err
     assert index.read_bytes() == originals[index] and emb.read_bytes() == originals[emb]
-    rebuilt = torch.load(weights, weights_only=True)  # (torch.save names its archive after the temp file)
+    rebuilt = torch.load(
+        weights, weights_only=True
+    )  # (torch.save names its archive after the temp file)
     assert all(torch.equal(rebuilt[k], state[k]) for k in state)
     assert RunDir(tmp_path, "train", "x", "y").done is False
 
@@ -209,18 +254,26 @@ def test_load_model_refuses_altered_weights(cfg_factory, tmp_path):
 
 # --- NaN / infinite losses -------------------------------------------------------------------------
 
+
 def test_nan_loss_stops_a_training_job_with_its_name(cfg_factory, tmp_path, capsys, monkeypatch):
     from influence_lab.models.vae import VAE
 
     original = VAE.loss
-    monkeypatch.setattr(VAE, "loss", lambda self, batch, noise: original(self, batch, noise) * float("nan"))
+    monkeypatch.setattr(
+        VAE, "loss", lambda self, batch, noise: original(self, batch, noise) * float("nan")
+    )
     cfg = cfg_factory("train", "model.fit.max_epochs=2")
     err = stage_error(train_stage, cfg, capsys)
-    assert "error: training vae-digits-" in err and "stopped: the loss is nan at epoch 0, batch 0" in err
+    assert (
+        "error: training vae-digits-" in err
+        and "stopped: the loss is nan at epoch 0, batch 0" in err
+    )
     assert not list(tmp_path.rglob("done"))
 
 
-def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(cfg_factory, tmp_path, monkeypatch):
+def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(
+    cfg_factory, tmp_path, monkeypatch
+):
     _in_process_multirun(monkeypatch)
     original = Pack._losses
     poisoned = []
@@ -240,7 +293,9 @@ def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(cfg_factory, 
     first = plan["jobs"][0][0]
     failure = json.loads((run / "results" / f"{first}.failed").read_text())
     assert failure["member_id"] == first and failure["job"] == 0
-    assert failure["error"].startswith(f"retrain job 0: member {first} stopped: its training loss became inf")
+    assert failure["error"].startswith(
+        f"retrain job 0: member {first} stopped: its training loss became inf"
+    )
     assert "at epoch 0, step 2" in failure["error"]
     table = pd.read_parquet(run / "results.parquet")
     assert first not in set(table.member_id)
@@ -253,6 +308,7 @@ def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(cfg_factory, 
 
 
 # --- writes are atomic; a write failure is a clear error -------------------------------------------
+
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temp_file(tmp_path):
     target = tmp_path / "results.parquet"
@@ -284,7 +340,10 @@ def test_an_unwritable_output_dir_is_a_clear_error(cfg_factory, tmp_path, capsys
 
 # --- W&B unavailable -------------------------------------------------------------------------------
 
-def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(cfg_factory, tmp_path, monkeypatch):
+
+def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(
+    cfg_factory, tmp_path, monkeypatch
+):
     from influence_lab.tracking import loggers
 
     class Broken(loggers.WandbLogger):
@@ -305,6 +364,7 @@ def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(cfg_factory, t
 
 # --- concurrency -----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_two_processes_never_run_the_same_retrain_job(cfg_factory, tmp_path, monkeypatch):
     """Plan a sweep (no retraining), then start the same retrain job twice at once: one trains,
@@ -320,17 +380,27 @@ def test_two_processes_never_run_the_same_retrain_job(cfg_factory, tmp_path, mon
     joined = [" ".join(o.split()) for o in outs]
     assert sum("members as one pack" in o for o in joined) == 1
     assert sum("retrain job 0: every member is already done" in o for o in joined) == 1
-    assert sorted(p.name for p in (sweep / "results").glob("*.done")) == sorted(f"{m}.done" for m in plan["jobs"][0])
+    assert sorted(p.name for p in (sweep / "results").glob("*.done")) == sorted(
+        f"{m}.done" for m in plan["jobs"][0]
+    )
 
     # two whole sweeps on one output directory at once: one runs the jobs, the other reuses
-    args = ["counterfactual", f"paths.output_dir={tmp_path}/both", "logger=none", "trainer.progress_bar=false",
-            *SHRINK["vae"], *SWEEP]
+    args = [
+        "counterfactual",
+        f"paths.output_dir={tmp_path}/both",
+        "logger=none",
+        "trainer.progress_bar=false",
+        *SHRINK["vae"],
+        *SWEEP,
+    ]
     procs = [_start(args, tmp_path) for _ in range(2)]
     outs = [" ".join(p.communicate(timeout=900)[0].decode().split()) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("reusing counterfactual result" in o for o in outs) == 1
     both = next((tmp_path / "both" / "counterfactual").iterdir())
-    launches = [line for line in (both / "retrain.log").read_text().splitlines() if line.startswith("$ ")]
+    launches = [
+        line for line in (both / "retrain.log").read_text().splitlines() if line.startswith("$ ")
+    ]
     assert len(launches) == 1
     assert sum(o.count("training vae on digits") for o in outs) == 1  # the full model: trained once
     table = pd.read_parquet(both / "results.parquet")
@@ -339,9 +409,13 @@ def test_two_processes_never_run_the_same_retrain_job(cfg_factory, tmp_path, mon
 
 def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
     lock = tmp_path / "job.lock"
-    code = (f"from influence_lab.store.files import claim\nimport time\n"
-            f"with claim({str(lock)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    code = (
+        f"from influence_lab.store.files import claim\nimport time\n"
+        f"with claim({str(lock)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    )
     assert holder.stdout.readline().strip() == b"held"
     from filelock import FileLock, Timeout
 

@@ -16,9 +16,15 @@ from influence_lab.stages.attribute import attribute
 from influence_lab.training.batches import batch_of
 from tests.conftest import accept_edits
 
-SMALL = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2", "attribution.keep=20",
-         "attribution.gradient.ensemble=2", "attribution.gradient.proj_dim=256",
-         "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
+SMALL = [
+    "data.source.max_items=200",
+    "generate.m=2",
+    "embedders.autoencoder.epochs=2",
+    "attribution.keep=20",
+    "attribution.gradient.ensemble=2",
+    "attribution.gradient.proj_dim=256",
+    "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+]
 
 
 @pytest.mark.parametrize("model", ["vae", "ddpm", "chargpt"])
@@ -37,8 +43,12 @@ def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory,
             net.zero_grad()
             one = {k: v[i : i + 1] for k, v in prepared.items()}
             net(one, {k: v[i : i + 1] for k, v in noise.items()}, output=output).sum().backward()
-            ref = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
-                             for p in net.parameters()])
+            ref = torch.cat(
+                [
+                    p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                    for p in net.parameters()
+                ]
+            )
             assert torch.linalg.norm(grads[i] - ref) <= 1e-5 * torch.linalg.norm(ref), (output, i)
 
 
@@ -67,7 +77,9 @@ def test_sparse_projection_preserves_inner_products():
 
 
 def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
-    cfg = cfg_factory("attribute", *SMALL, "attribution.methods=[raw_only,tracin,trak,dtrak]", model="ddpm")
+    cfg = cfg_factory(
+        "attribute", *SMALL, "attribution.methods=[raw_only,tracin,trak,dtrak]", model="ddpm"
+    )
     run = attribute(cfg)
     table = pd.read_parquet(run / "attribution.parquet")
     assert set(table.method) == {"raw_only", "tracin", "trak", "dtrak"}
@@ -78,8 +90,13 @@ def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     assert len(sorted((run / "neighbours").glob("*.png"))) == 2 * 4
     # training snapshots at 4 evenly spaced epochs of 3: epochs 1, 2 and 3 (1 and 2 from 0.75, 1.5, 2.25)
     model_dir = json.loads((run / "provenance.json").read_text())["generate_dir"]
-    snapshots = json.loads((Path(json.loads((Path(model_dir) / "provenance.json").read_text())["model_dir"])
-                            / "snapshots" / "index.json").read_text())
+    snapshots = json.loads(
+        (
+            Path(json.loads((Path(model_dir) / "provenance.json").read_text())["model_dir"])
+            / "snapshots"
+            / "index.json"
+        ).read_text()
+    )
     assert [s["epoch"] for s in snapshots] == [1, 2, 3] and all(s["lr"] > 0 for s in snapshots)
     # features are cached by signature: 3 snapshots (tracin) + 2 models x (measured, dtrak)
     assert len(list((tmp_path / "features").iterdir())) == 3 + 2 * 2
@@ -96,7 +113,12 @@ def test_trak_ranks_a_planted_copy_first(cfg_factory, tmp_path):
     planted = [3, 117]
     bundle = load_data(cfg_factory("train", "data.source.max_items=200").data)
     captions = [bundle.train[i]["caption"].replace(",", "\\,") for i in planted]
-    cfg = cfg_factory("attribute", *SMALL, "attribution.methods=[tracin,trak]", f"generate.prompts=[{','.join(captions)}]")
+    cfg = cfg_factory(
+        "attribute",
+        *SMALL,
+        "attribution.methods=[tracin,trak]",
+        f"generate.prompts=[{','.join(captions)}]",
+    )
     gen = generate(cfg)
     images = np.load(gen / "images.npy")
     table = pd.read_parquet(gen / "outputs.parquet")
@@ -108,17 +130,26 @@ def test_trak_ranks_a_planted_copy_first(cfg_factory, tmp_path):
     ranking = pd.read_parquet(attribute(cfg) / "attribution.parquet")
     for method, top in (("trak", 3), ("tracin", 20)):
         for t, i in enumerate(planted):
-            best = ranking[(ranking.method == method) & (ranking.target == t) & (ranking["rank"] <= top)]
+            best = ranking[
+                (ranking.method == method) & (ranking.target == t) & (ranking["rank"] <= top)
+            ]
             assert bundle.train[i]["id"] in set(best.id), (method, t)
 
 
 def test_dtrak_needs_a_diffusion_model(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         attribute_stage.run(cfg_factory("attribute", *SMALL, "attribution.methods=[dtrak]"))
-    assert "dtrak is defined for diffusion models (model=ddpm), not model=vae" in capsys.readouterr().err
+    assert (
+        "dtrak is defined for diffusion models (model=ddpm), not model=vae"
+        in capsys.readouterr().err
+    )
 
 
 def test_tracin_needs_training_snapshots(cfg_factory, capsys):
     with pytest.raises(SystemExit):
-        attribute_stage.run(cfg_factory("attribute", *SMALL, "model.fit.snapshots=0", "attribution.methods=[tracin]"))
+        attribute_stage.run(
+            cfg_factory(
+                "attribute", *SMALL, "model.fit.snapshots=0", "attribution.methods=[tracin]"
+            )
+        )
     assert "tracin needs the training snapshots of" in capsys.readouterr().err

@@ -17,12 +17,17 @@ def circles(graph) -> list[list[str]]:
     """Every direct import a -> b for which b also reaches a, as the chain b -> ... -> a; a package
     importing its own children (or a child its package) is not counted."""
     found = []
-    for imp in graph.find_matching_direct_imports(import_expression="influence_lab.** -> influence_lab.**"):
+    for imp in graph.find_matching_direct_imports(
+        import_expression="influence_lab.** -> influence_lab.**"
+    ):
         a, b = imp["importer"], imp["imported"]
         if a.startswith(b + ".") or b.startswith(a + "."):
             continue
         chain = graph.find_shortest_chain(importer=b, imported=a)
-        if chain and not any(x.startswith(y + ".") or y.startswith(x + ".") for x, y in zip(chain, chain[1:], strict=False)):
+        if chain and not any(
+            x.startswith(y + ".") or y.startswith(x + ".")
+            for x, y in zip(chain, chain[1:], strict=False)
+        ):
             found.append([a, *chain])
     return found
 
@@ -44,7 +49,12 @@ def test_circle_check_sees_a_circle():
 
 
 def test_layers_contract_is_kept():
-    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--no-cache"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-4000:]
     assert "1 kept, 0 broken" in out.stdout

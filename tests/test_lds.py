@@ -62,7 +62,9 @@ def test_lds_of_exact_influence_on_logistic_regression_is_high():
     hessian = (xt * (p * (1 - p))[:, None]).T @ xt + lam * np.eye(x.shape[1])
     grads_train = (p - yt)[:, None] * xt
     grads_test = (expit(xq @ theta) - yq)[:, None] * xq
-    scores = grads_test @ np.linalg.solve(hessian, grads_train.T)  # (targets, items): removal raises the loss
+    scores = grads_test @ np.linalg.solve(
+        hessian, grads_train.T
+    )  # (targets, items): removal raises the loss
 
     masks = draw_subsets(len(train), 48, 0.5, seed=1)
     losses = []

@@ -13,11 +13,20 @@ from influence_lab.stages import lds as lds_stage
 from influence_lab.stages.lds import lds
 from tests.conftest import run_cli
 
-PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2",
-          "attribution.gradient.proj_dim=256", "lds.subsets=6", "lds.seeds=[1]", "lds.pack_size=6",
-          "lds.trak_ensembles=[1,2]", "lds.track_items=3", "lds.memorization_top=4",
-          "attribution.methods=[raw_only,fused]",
-          "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
+PRESET = [
+    "data.source.max_items=200",
+    "generate.m=2",
+    "embedders.autoencoder.epochs=2",
+    "attribution.gradient.proj_dim=256",
+    "lds.subsets=6",
+    "lds.seeds=[1]",
+    "lds.pack_size=6",
+    "lds.trak_ensembles=[1,2]",
+    "lds.track_items=3",
+    "lds.memorization_top=4",
+    "attribution.methods=[raw_only,fused]",
+    "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+]
 
 
 def spearman(a, b) -> float:
@@ -31,7 +40,9 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     scores = {}
     score = lds_stage.method_scores
 
-    def recording(*args, **kwargs):  # the scores the stage correlates, kept for an independent check
+    def recording(
+        *args, **kwargs
+    ):  # the scores the stage correlates, kept for an independent check
         out = score(*args, **kwargs)
         scores.update({label: np.array(s, copy=True) for label, s in out.items()})
         return out
@@ -52,7 +63,9 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     # the scores of each method; per target the Spearman correlation across the 6 subsets between the
     # summed scores of the included items and the output, then the mean over targets
     masks = np.load(run / "subsets.npy")
-    outputs = -np.stack([np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)])
+    outputs = -np.stack(
+        [np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)]
+    )
     assert outputs.shape == (6, 4)
     for label, s in scores.items():
         assert s.shape == (4, masks.shape[1])
@@ -74,11 +87,16 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
 
     # a subset model is an ordinary train result without the items outside its subset, and the
     # stored target losses are its example_loss
-    subset_runs = [p for p in (tmp_path / "train").iterdir()
-                   if json.loads((p / "fingerprint.json").read_text())["n_train"] == len(bundle.train) // 2]
+    subset_runs = [
+        p
+        for p in (tmp_path / "train").iterdir()
+        if json.loads((p / "fingerprint.json").read_text())["n_train"] == len(bundle.train) // 2
+    ]
     assert len(subset_runs) == 6
     ids = np.array(bundle.train["id"])
-    excluded = {tuple(json.loads((p / "fingerprint.json").read_text())["excluded"]) for p in subset_runs}
+    excluded = {
+        tuple(json.loads((p / "fingerprint.json").read_text())["excluded"]) for p in subset_runs
+    }
     assert excluded == {tuple(sorted(ids[~m])) for m in masks}
     losses = np.load(run / "losses" / "s000-seed1.npz")
     assert losses["targets"].shape == (4,) and losses["items"].shape == (len(bundle.train),)
@@ -107,14 +125,24 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     assert (folder / "ddpm-digits" / "lds.csv").read_text() == (run / "lds.csv").read_text()
     assert (folder / "ddpm-digits" / "lds.png").exists()
     readme = (folder / "README.md").read_text()
-    assert "old" not in readme and "| trak@2 |" in readme and "| trak@2 |" in (folder / "RESULTS.md").read_text()
+    assert (
+        "old" not in readme
+        and "| trak@2 |" in readme
+        and "| trak@2 |" in (folder / "RESULTS.md").read_text()
+    )
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["lds.alpha=1.5"], "lds.alpha is 1.5; it must be strictly between 0 and 1."),
-    (["lds.subsets=2"], "lds.subsets is 2; a rank correlation needs at least 3 subsets."),
-    (["lds.methods=[dtrak]"], "dtrak is defined for diffusion models (model=ddpm), not model=vae"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["lds.alpha=1.5"], "lds.alpha is 1.5; it must be strictly between 0 and 1."),
+        (["lds.subsets=2"], "lds.subsets is 2; a rank correlation needs at least 3 subsets."),
+        (
+            ["lds.methods=[dtrak]"],
+            "dtrak is defined for diffusion models (model=ddpm), not model=vae",
+        ),
+    ],
+)
 def test_lds_bad_settings(cfg_factory, capsys, overrides, message):
     with pytest.raises(SystemExit):
         lds_stage.run(cfg_factory("lds", *PRESET, *overrides))
@@ -128,22 +156,39 @@ def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
     folder = tmp_path / "experiments" / "lds_benchmark_small"
     folder.mkdir(parents=True)
     (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
-    args = ["lds", "+experiment=lds_benchmark_small", f"paths.output_dir={tmp_path}", "logger=none",
-            "trainer.progress_bar=false", "model.fit.max_epochs=3"]
+    args = [
+        "lds",
+        "+experiment=lds_benchmark_small",
+        f"paths.output_dir={tmp_path}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "model.fit.max_epochs=3",
+    ]
     done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(folder / "vae-digits" / "lds.csv")
     assert {"raw_only", "fused", "tracin", "trak@1"} <= set(table.method)
-    assert (table.targets == 4).all() and (table.ci_low <= table.lds).all() and (table.lds <= table.ci_high).all()
+    assert (
+        (table.targets == 4).all()
+        and (table.ci_low <= table.lds).all()
+        and (table.lds <= table.ci_high).all()
+    )
     # the exported table is the run's, and each method's LDS is the mean of its 4 per-target values
     (run,) = (tmp_path / "lds").glob("vae-digits-*")
     assert (run / "lds.csv").read_text() == (folder / "vae-digits" / "lds.csv").read_text()
     per = pd.read_parquet(run / "lds_targets.parquet")
     means = per.groupby("method")["lds"].agg(["mean", "count"])
     assert set(means.index) == set(table.method) and (means["count"] == 4).all()
-    np.testing.assert_allclose(table["lds"].to_numpy(), means["mean"].reindex(table.method).to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        table["lds"].to_numpy(), means["mean"].reindex(table.method).to_numpy(), atol=1e-6
+    )
     for picture in ("lds.png", "memorization.png", "dynamics.png"):
         assert (folder / "vae-digits" / picture).stat().st_size > 2000
     results = (folder / "RESULTS.md").read_text()
     readme = (folder / "README.md").read_text()
-    assert "## vae-digits" in results and "| fused | " in results and "old" not in readme and "| fused | " in readme
+    assert (
+        "## vae-digits" in results
+        and "| fused | " in results
+        and "old" not in readme
+        and "| fused | " in readme
+    )

@@ -73,5 +73,7 @@ def test_model_for_the_wrong_kind_of_data_is_an_error(cfg_factory):
     from influence_lab.errors import InfluenceLabError
 
     cfg = cfg_factory("train", "data=names", model="vae")
-    with pytest.raises(InfluenceLabError, match="model=vae needs image data but data=names holds text"):
+    with pytest.raises(
+        InfluenceLabError, match="model=vae needs image data but data=names holds text"
+    ):
         build_model(cfg.model, load_data(cfg.data))

@@ -32,7 +32,15 @@ def test_pack_of_one_reproduces_the_solo_fit(cfg_factory, tmp_path, model):
     cfg = cfg_factory("train", model=model)
     solo, bundle = _solo(cfg, None, 3, tmp_path / "solo")
     member = build_model(cfg.model, bundle, 3)
-    fit_pack([member], bundle.train, [np.arange(len(bundle.train))], [3], cfg.model.fit, cfg.trainer, tmp_path / "p")
+    fit_pack(
+        [member],
+        bundle.train,
+        [np.arange(len(bundle.train))],
+        [3],
+        cfg.model.fit,
+        cfg.trainer,
+        tmp_path / "p",
+    )
     assert len(member.loss_history) == len(solo.loss_history) > 0
     assert _rel(solo.loss_history, member.loss_history) < 1e-5
     for key, value in solo.state_dict().items():
@@ -49,7 +57,16 @@ def test_members_match_themselves_alone_with_different_removals(cfg_factory, tmp
     seeds = [0, 1, 2, 3]
     members = [build_model(cfg.model, full, s) for s in seeds]
     items = [np.array([i for i, x in enumerate(ids) if x not in set(r)]) for r in removals]
-    pack = fit_pack(members, full.train, items, seeds, cfg.model.fit, cfg.trainer, tmp_path / "pack", record_seen=True)
+    pack = fit_pack(
+        members,
+        full.train,
+        items,
+        seeds,
+        cfg.model.fit,
+        cfg.trainer,
+        tmp_path / "pack",
+        record_seen=True,
+    )
     for m, (removed, seed) in enumerate(zip(removals, seeds, strict=True)):
         solo, b = _solo(cfg, None, seed, tmp_path / f"solo{m}", removed)
         assert len(b.train) == len(items[m])
@@ -67,13 +84,17 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     items x 2 epochs the canary's gap was 0.04 nats, smaller than the gaps of 28 other items)."""
     from influence_lab.training.batches import batch_of
 
-    cfg = cfg_factory("train", "data.source.max_items=60", "model.fit.max_epochs=20", "model.fit.batch_size=16")
+    cfg = cfg_factory(
+        "train", "data.source.max_items=60", "model.fit.max_epochs=20", "model.fit.batch_size=16"
+    )
     full = load_data(cfg.data)
     n = len(full.train)
     canary = 17
     items = [np.arange(n), np.array([i for i in range(n) if i != canary])]
     members = [build_model(cfg.model, full, s) for s in (0, 0)]
-    pack = fit_pack(members, full.train, items, [0, 0], cfg.model.fit, cfg.trainer, tmp_path, record_seen=True)
+    pack = fit_pack(
+        members, full.train, items, [0, 0], cfg.model.fit, cfg.trainer, tmp_path, record_seen=True
+    )
     assert canary in pack.seen[0]
     assert canary not in pack.seen[1]
     assert pack.seen[1] == set(range(n)) - {canary}
@@ -83,8 +104,10 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     # above 0.5 nats, and above 3x the others' median (it is the canary's absence, not a drift).
     batch = batch_of(full.train)
     with torch.no_grad():
-        loss_with, loss_without = (torch.stack([m.example_loss(batch, s) for s in range(32)]).mean(0).numpy()
-                                   for m in members)
+        loss_with, loss_without = (
+            torch.stack([m.example_loss(batch, s) for s in range(32)]).mean(0).numpy()
+            for m in members
+        )
     gap = loss_without - loss_with
     assert gap[canary] > 0.5, (loss_with[canary], loss_without[canary])
     assert gap[canary] > 3 * np.median(np.abs(np.delete(gap, canary))), gap
@@ -99,12 +122,20 @@ def test_unpackable_models_train_their_members_one_by_one(cfg_factory, tmp_path,
     cfg = cfg_factory("train", model="chargpt")
     bundle = load_data(cfg.data)
     ids = list(bundle.train["id"])
-    members = [{"member_id": "a", "removed": ids[:5], "seed": 1}, {"member_id": "b", "removed": [], "seed": 2}]
+    members = [
+        {"member_id": "a", "removed": ids[:5], "seed": 1},
+        {"member_id": "b", "removed": [], "seed": 2},
+    ]
     runs = train_members(cfg, bundle, members, tmp_path / "packs")
     assert "training 2 members one by one" in capsys.readouterr().err
     assert all(run.done for run in runs.values()) and not (tmp_path / "packs").exists()
-    solo_cfg = cfg_factory("train", f"paths.output_dir={tmp_path}/solo", f"data.exclude_ids=[{','.join(ids[:5])}]",
-                           "seed=1", model="chargpt")
+    solo_cfg = cfg_factory(
+        "train",
+        f"paths.output_dir={tmp_path}/solo",
+        f"data.exclude_ids=[{','.join(ids[:5])}]",
+        "seed=1",
+        model="chargpt",
+    )
     solo = train(solo_cfg)
     assert solo.path.name == runs["a"].path.name  # the same signature: any stage reuses it
     a = torch.load(runs["a"] / "weights.pt", weights_only=True)

@@ -8,11 +8,11 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from .conftest import run_cli
 
@@ -21,11 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_pyproject_lists_every_package_and_every_config_group():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    found = {".".join(p.relative_to(ROOT / "src").parent.parts) for p in (ROOT / "src").rglob("__init__.py")}
+    found = {
+        ".".join(p.relative_to(ROOT / "src").parent.parts)
+        for p in (ROOT / "src").rglob("__init__.py")
+    }
     assert set(project["packages"]) == found | {"influence_lab.conf"}
     assert project["package-dir"]["influence_lab.conf"] == "conf"
     globs = set(project["package-data"]["influence_lab.conf"])
-    groups = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("local", "__pycache__")}
+    groups = {
+        p.name
+        for p in (ROOT / "conf").iterdir()
+        if p.is_dir() and p.name not in ("local", "__pycache__")
+    }
     assert globs == {"*.yaml"} | {f"{g}/*.yaml" for g in groups}
 
 
@@ -41,19 +48,52 @@ def wheel_venv(tmp_path_factory):
     if made_local:
         local.write_text("x: 1\n")
     try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-w", str(tmp / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(tmp / "dist"),
+                str(ROOT),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     finally:
         if made_local:
             local.unlink()
     wheel = next((tmp / "dist").glob("influence_lab-*.whl"))
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     site = next((venv / "lib").glob("python*/site-packages"))
-    dev_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").is_dir())
+    dev_site = next(
+        p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").is_dir()
+    )
     (site / "dev_packages.pth").write_text(f"{dev_site}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
-                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return wheel, venv
 
 
@@ -64,9 +104,14 @@ def test_wheel_carries_the_configs_but_not_conf_local(wheel_venv):
     assert "influence_lab/conf/model/ddpm.yaml" in names
     assert "influence_lab/conf/experiment/paper_unlearning.yaml" in names
     assert not [n for n in names if "/local/" in n]
-    shipped = {n.removeprefix("influence_lab/conf/") for n in names if n.startswith("influence_lab/conf/")}
-    in_repo = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*")
-               if p.is_file() and "local" not in p.parts and "__pycache__" not in p.parts}
+    shipped = {
+        n.removeprefix("influence_lab/conf/") for n in names if n.startswith("influence_lab/conf/")
+    }
+    in_repo = {
+        p.relative_to(ROOT / "conf").as_posix()
+        for p in (ROOT / "conf").rglob("*")
+        if p.is_file() and "local" not in p.parts and "__pycache__" not in p.parts
+    }
     assert shipped == in_repo
 
 
@@ -76,24 +121,64 @@ def test_installed_wheel_composes_and_trains_from_another_folder(wheel_venv, tmp
     work = tmp_path / "elsewhere"
     work.mkdir()
     exe = str(venv / "bin" / "influence-lab")
-    job = subprocess.run([exe, "train", "--cfg", "job"], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=300)
+    job = subprocess.run(
+        [exe, "train", "--cfg", "job"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert job.returncode == 0, job.stderr
     assert "name: vae" in job.stdout and "stage: train" in job.stdout
-    help_text = subprocess.run([exe, "train", "--help"], cwd=work, env=env, capture_output=True, text=True,
-                               timeout=300).stdout
+    help_text = subprocess.run(
+        [exe, "train", "--help"], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    ).stdout
     assert help_text.startswith("influence-lab is powered by Hydra.")
     # the child jobs of a sweep start as `python -m influence_lab.cli`: they find the configs too
-    child = subprocess.run([str(venv / "bin" / "python"), "-m", "influence_lab.cli", "retrain", "--cfg", "job",
-                            "sweep_dir=x"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "influence_lab.cli",
+            "retrain",
+            "--cfg",
+            "job",
+            "sweep_dir=x",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr
     assert "sweep_dir: x" in child.stdout
     # the package imported is the wheel's, not the checkout's
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import influence_lab; print(influence_lab.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=120).stdout
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import influence_lab; print(influence_lab.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert str(venv) in where and str(ROOT) not in where
-    fit = subprocess.run([exe, "train", "model.fit.max_epochs=2", "logger=none", "trainer.progress_bar=false",
-                          "paths.output_dir=out"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    fit = subprocess.run(
+        [
+            exe,
+            "train",
+            "model.fit.max_epochs=2",
+            "logger=none",
+            "trainer.progress_bar=false",
+            "paths.output_dir=out",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     runs = list((work / "out" / "train").glob("vae-digits-*"))
     assert len(runs) == 1 and (runs[0] / "done").is_file() and (runs[0] / "weights.pt").is_file()
@@ -104,10 +189,17 @@ def test_a_users_config_folder_joins_with_config_dir(tmp_path):
     groups are still there)."""
     mine = tmp_path / "myconf" / "model"
     mine.mkdir(parents=True)
-    (mine / "tiny_vae.yaml").write_text("defaults:\n  - vae\n  - _self_\nhidden: 24\nlatent_dim: 4\n")
-    for flag in (["--config-dir", str(tmp_path / "myconf")], [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"]):
+    (mine / "tiny_vae.yaml").write_text(
+        "defaults:\n  - vae\n  - _self_\nhidden: 24\nlatent_dim: 4\n"
+    )
+    for flag in (
+        ["--config-dir", str(tmp_path / "myconf")],
+        [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"],
+    ):
         out = run_cli("train", *flag, "model=tiny_vae", "--cfg", "job", cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         model = out.stdout.split("\nmodel:\n", 1)[1]
-        assert re.search(r"^  hidden: 24$", model, re.M) and re.search(r"^  latent_dim: 4$", model, re.M)
+        assert re.search(r"^  hidden: 24$", model, re.M) and re.search(
+            r"^  latent_dim: 4$", model, re.M
+        )
         assert re.search(r"^  name: vae$", model, re.M)

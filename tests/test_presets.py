@@ -21,8 +21,19 @@ NOT_VALUES = ("defaults",)
 
 
 def test_the_presets_and_stages_are_found():
-    assert len(PRESETS) >= 6 and {"paper_unlearning", "planted_canaries", "lds_benchmark"} <= set(PRESETS)
-    assert {"train", "generate", "attribute", "counterfactual", "retrain", "lds", "report", "pipeline"} <= set(STAGES)
+    assert len(PRESETS) >= 6 and {"paper_unlearning", "planted_canaries", "lds_benchmark"} <= set(
+        PRESETS
+    )
+    assert {
+        "train",
+        "generate",
+        "attribute",
+        "counterfactual",
+        "retrain",
+        "lds",
+        "report",
+        "pipeline",
+    } <= set(STAGES)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -99,7 +110,10 @@ def test_every_stage_composes_without_a_preset(stage):
         if section in tree:
             assert select(tree, key) == []
     # the prompts default to the dataset's own, resolved through the interpolation
-    assert tree["generate"]["prompts"] == tree["data"]["prompts"] and len(tree["data"]["prompts"]) == 10
+    assert (
+        tree["generate"]["prompts"] == tree["data"]["prompts"]
+        and len(tree["data"]["prompts"]) == 10
+    )
     if stage == "retrain":
         assert tree["sweep_dir"] == "x"
 
@@ -131,8 +145,11 @@ def test_every_stage_composes_with_every_preset(stage, preset, tmp_path):
 
 def preset_runs(deltas: dict) -> dict:
     """{"pipeline.runs" | "lds.runs": entries} that a preset sets."""
-    return {key: deltas[key.split(".")[0]]["runs"] for key in RUN_KEYS
-            if "runs" in (deltas.get(key.split(".")[0]) or {})}
+    return {
+        key: deltas[key.split(".")[0]]["runs"]
+        for key in RUN_KEYS
+        if "runs" in (deltas.get(key.split(".")[0]) or {})
+    }
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -148,10 +165,14 @@ def test_every_run_a_preset_lists_composes_into_what_it_asks_for(preset, tmp_pat
             assert run, f"{preset}: an empty entry in {key}"
             tree = resolved(compose_stage(stage, *base, *run))
             assert tree["group"] == preset and tree["stage"] == stage
-            assert select(tree, key) == entries  # the preset is still applied under the run's overrides
+            assert (
+                select(tree, key) == entries
+            )  # the preset is still applied under the run's overrides
             for override in run:
                 name, value = override.split("=", 1)
                 if name in ("model", "data"):
                     assert tree[name]["name"] == value, f"{preset}: {key} entry {run}"
                 else:
-                    assert select(tree, name) == yaml.safe_load(value), f"{preset}: {key} entry {run}"
+                    assert select(tree, name) == yaml.safe_load(value), (
+                        f"{preset}: {key} entry {run}"
+                    )

@@ -49,12 +49,25 @@ def plan_requests(draw, ids=None, max_k=None, small=False, feasible=False):
         n = draw(st.integers(2, 40))
         ids = [f"x{i:03d}" for i in range(n)]
     n = len(ids)
-    ks = draw(st.lists(st.integers(1, min(n - 1, max_k or n - 1)), min_size=1, max_size=1 if small else 3,
-                       unique=True))
-    seeds = draw(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=1 if small else 2, unique=True))
-    arms = draw(st.lists(st.sampled_from(ARMS), min_size=1, max_size=3 if small else 5, unique=True)
-                .filter(lambda a: any(x in RANKED_ARMS for x in a)))
-    methods = draw(st.lists(st.sampled_from(METHODS), min_size=1, max_size=1 if small else 3, unique=True))
+    ks = draw(
+        st.lists(
+            st.integers(1, min(n - 1, max_k or n - 1)),
+            min_size=1,
+            max_size=1 if small else 3,
+            unique=True,
+        )
+    )
+    seeds = draw(
+        st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=1 if small else 2, unique=True)
+    )
+    arms = draw(
+        st.lists(st.sampled_from(ARMS), min_size=1, max_size=3 if small else 5, unique=True).filter(
+            lambda a: any(x in RANKED_ARMS for x in a)
+        )
+    )
+    methods = draw(
+        st.lists(st.sampled_from(METHODS), min_size=1, max_size=1 if small else 3, unique=True)
+    )
     n_targets = draw(st.integers(1, 2 if small else 5))
     enough = max(ks)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))  # orders of many ids, cheaply
@@ -62,20 +75,35 @@ def plan_requests(draw, ids=None, max_k=None, small=False, feasible=False):
     def length():  # mostly long enough, sometimes any length
         if feasible:
             return draw(st.integers(min(enough, n), n))
-        return draw(st.one_of(st.integers(min(enough, n), n), st.integers(min(enough, n), n), st.integers(0, n)))
+        return draw(
+            st.one_of(
+                st.integers(min(enough, n), n), st.integers(min(enough, n), n), st.integers(0, n)
+            )
+        )
 
     rows, pools = [], {}
     for t in range(n_targets):
         for method in methods:
             ranked = [ids[i] for i in rng.permutation(n)[: length()]]
-            rows += [{"target": t, "method": method, "rank": r + 1, "id": i, "prompt": f"p{t}"}
-                     for r, i in enumerate(ranked)]
+            rows += [
+                {"target": t, "method": method, "rank": r + 1, "id": i, "prompt": f"p{t}"}
+                for r, i in enumerate(ranked)
+            ]
         pools[t] = sorted(ids[i] for i in rng.permutation(n)[: length()])
     ranking = pd.DataFrame(rows, columns=["target", "method", "rank", "id", "prompt"])
     grouping = draw(st.sampled_from(GROUPINGS))
     group_size = draw(st.one_of(st.none(), st.integers(1, n_targets + 1)))
-    return dict(ranking=ranking, pools=pools, all_ids=list(ids), methods=methods, arms=arms, ks=ks, seeds=seeds,
-                grouping=grouping, group_size=group_size)
+    return dict(
+        ranking=ranking,
+        pools=pools,
+        all_ids=list(ids),
+        methods=methods,
+        arms=arms,
+        ks=ks,
+        seeds=seeds,
+        grouping=grouping,
+        group_size=group_size,
+    )
 
 
 def ranked_ids(ranking: pd.DataFrame, target: int, method: str) -> list[str]:
@@ -88,7 +116,8 @@ def shortage(req: dict, targets: list[int]) -> bool:
     for k in req["ks"]:
         for t in targets:
             if any(a in RANKED_ARMS for a in req["arms"]) and any(
-                    len(ranked_ids(req["ranking"], t, m)) < k for m in req["methods"]):
+                len(ranked_ids(req["ranking"], t, m)) < k for m in req["methods"]
+            ):
                 return True
             if "random_pool" in req["arms"] and len(req["pools"][t]) < k:
                 return True
@@ -111,7 +140,9 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
         event(f"refused: {message.split(';')[0].split(' for target')[0][:40]}")
         if not targets:
             assert "ranks no items for any prompt" in message
-        elif "would remove every training item" in message:  # a group's union covers the training set
+        elif (
+            "would remove every training item" in message
+        ):  # a group's union covers the training set
             assert req["grouping"] == "grouped"
             largest = max(len(g) for g in groups_of(targets, req["group_size"]))
             assert max(req["ks"]) * largest >= len(req["all_ids"])
@@ -124,7 +155,11 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
     assert plan == make_plan(**req)  # deterministic
     ids = set(req["all_ids"])
     assert len({m.member_id for m in plan}) == len(plan)  # member ids are unique
-    groups = groups_of(targets, req["group_size"]) if req["grouping"] == "grouped" else [[t] for t in targets]
+    groups = (
+        groups_of(targets, req["group_size"])
+        if req["grouping"] == "grouped"
+        else [[t] for t in targets]
+    )
     for member in plan:
         assert len(set(member.removed)) == len(member.removed)  # no id twice
         assert set(member.removed) <= ids
@@ -139,9 +174,15 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
             if req["grouping"] == "per_target":
                 assert member.removed == chosen[0]  # exactly the k best (worst), in rank order
             else:
-                assert member.removed == sorted(set().union(*chosen))  # the union of the targets' top-k
+                assert member.removed == sorted(
+                    set().union(*chosen)
+                )  # the union of the targets' top-k
         else:
-            source = set().union(*(req["pools"][t] for t in member.targets)) if member.arm == "random_pool" else ids
+            source = (
+                set().union(*(req["pools"][t] for t in member.targets))
+                if member.arm == "random_pool"
+                else ids
+            )
             assert set(member.removed) <= source
             if req["grouping"] == "per_target":
                 assert len(member.removed) == k
@@ -153,7 +194,9 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
     ranked_arms = [a for a in req["arms"] if a in RANKED_ARMS]
     controls = [a for a in req["arms"] if a in CONTROLS]
     combos = {(m.arm, m.method, m.k, m.seed) for m in plan}
-    assert len(combos) == len(req["ks"]) * len(req["seeds"]) * (len(ranked_arms) * len(req["methods"]) + len(controls))
+    assert len(combos) == len(req["ks"]) * len(req["seeds"]) * (
+        len(ranked_arms) * len(req["methods"]) + len(controls)
+    )
     for combo in combos:
         covered = [t for m in plan if (m.arm, m.method, m.k, m.seed) == combo for t in m.targets]
         assert sorted(covered) == targets
@@ -161,11 +204,15 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
 
 
 @FAST
-@given(plan_requests(ids=[f"x{i:03d}" for i in range(60)], max_k=10, feasible=True), st.integers(1, 50))
+@given(
+    plan_requests(ids=[f"x{i:03d}" for i in range(60)], max_k=10, feasible=True), st.integers(1, 50)
+)
 def test_every_member_is_in_exactly_one_job(req, job_size):
     plan = make_plan(**req)
     jobs = jobs_of(plan, job_size)
-    assert [i for job in jobs for i in job] == [m.member_id for m in plan]  # each once, in plan order
+    assert [i for job in jobs for i in job] == [
+        m.member_id for m in plan
+    ]  # each once, in plan order
     assert all(1 <= len(job) <= job_size for job in jobs)
     assert len(jobs) == math.ceil(len(plan) / job_size)
 
@@ -181,7 +228,9 @@ def digits_config():
 def digits_plan(draw):
     _, bundle = digits_config()
     train_ids = list(bundle.train["id"])
-    return draw(plan_requests(ids=train_ids, max_k=40, small=True, feasible=True)), draw(st.booleans())
+    return draw(plan_requests(ids=train_ids, max_k=40, small=True, feasible=True)), draw(
+        st.booleans()
+    )
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -202,8 +251,12 @@ def test_removed_ids_never_reach_a_members_training_set(drawn):
             trained_on = load_data(mcfg.data)
         train = list(trained_on.train["id"])
         assert not set(member.removed) & set(train)
-        assert train == [i for i in full_train if i not in set(member.removed)]  # the rest, in order
-        assert list(trained_on.val["id"]) == list(bundle.val["id"])  # the validation split is untouched
+        assert train == [
+            i for i in full_train if i not in set(member.removed)
+        ]  # the rest, in order
+        assert list(trained_on.val["id"]) == list(
+            bundle.val["id"]
+        )  # the validation split is untouched
         assert sorted(trained_on.excluded) == sorted(member.removed)
 
 
@@ -211,14 +264,17 @@ def test_removed_ids_never_reach_a_members_training_set(drawn):
 
 KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=8)
 LEAVES = st.one_of(
-    st.integers(-10**12, 10**12),
+    st.integers(-(10**12), 10**12),
     st.floats(allow_nan=False, allow_infinity=False, width=64),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABC-_.,:0123456789", max_size=12),
     st.booleans(),
     st.none(),
 )
-VALUES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                      st.dictionaries(KEYS, inner, max_size=4)), max_leaves=20)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=20,
+)
 CONFIGS = st.dictionaries(KEYS, VALUES, min_size=1, max_size=6)
 
 
@@ -269,7 +325,10 @@ def changed(value, draw):
         return value + draw(st.text(alphabet="xyz", min_size=1, max_size=3))
     if isinstance(value, list):
         return draw(st.sampled_from([value + [draw(LEAVES)], value[:-1] if value else [0]]))
-    return {**value, draw(KEYS.filter(lambda k: k not in value)): draw(LEAVES)}  # a dict: one key more
+    return {
+        **value,
+        draw(KEYS.filter(lambda k: k not in value)): draw(LEAVES),
+    }  # a dict: one key more
 
 
 def as_json(obj) -> str:
@@ -305,7 +364,16 @@ def test_any_change_of_a_value_changes_the_signature(cfg, data):
     assert signature(OmegaConf.create(new_cfg)) != signature(OmegaConf.create(cfg))
 
 
-@pytest.mark.parametrize("a,b", [({"x": 1}, {"x": 1.0}), ({"x": 1}, {"x": True}), ({"x": 0}, {"x": None}),
-                                 ({"x": [1, 2]}, {"x": [2, 1]}), ({"x": "1"}, {"x": 1}), ({"x": {}}, {"x": []})])
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ({"x": 1}, {"x": 1.0}),
+        ({"x": 1}, {"x": True}),
+        ({"x": 0}, {"x": None}),
+        ({"x": [1, 2]}, {"x": [2, 1]}),
+        ({"x": "1"}, {"x": 1}),
+        ({"x": {}}, {"x": []}),
+    ],
+)
 def test_values_that_python_finds_equal_still_sign_differently(a, b):
     assert signature(a) != signature(b)

@@ -13,20 +13,32 @@ import pytest
 from PIL import Image
 
 from influence_lab.counterfactual.statistics import arm_table, compare
-from influence_lab.store.files import RunDir
 from influence_lab.report.counterfactual import bar_chart
 from influence_lab.report.sections import counterfactual_finding
 from influence_lab.stages import report as report_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.stages.lds import lds
 from influence_lab.stages.report import report
+from influence_lab.store.files import RunDir
 from tests.conftest import run_cli
 
-PRESET = ["data.source.max_items=200", "generate.m=2", "embedders.autoencoder.epochs=2", "attribution.keep=20",
-          "attribution.gradient.proj_dim=256", "attribution.methods=[raw_only,fused]",
-          "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]"]
-LDS = ["lds.subsets=5", "lds.seeds=[1]", "lds.pack_size=5", "lds.trak_ensembles=[1]", "lds.track_items=2",
-       "lds.memorization_top=4"]
+PRESET = [
+    "data.source.max_items=200",
+    "generate.m=2",
+    "embedders.autoencoder.epochs=2",
+    "attribution.keep=20",
+    "attribution.gradient.proj_dim=256",
+    "attribution.methods=[raw_only,fused]",
+    "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+]
+LDS = [
+    "lds.subsets=5",
+    "lds.seeds=[1]",
+    "lds.pack_size=5",
+    "lds.trak_ensembles=[1]",
+    "lds.track_items=2",
+    "lds.memorization_top=4",
+]
 
 
 def _sweep_results(tmp_path):
@@ -36,9 +48,17 @@ def _sweep_results(tmp_path):
     for t in range(6):
         for seed in (1, 2):
             for arm, base in (("topk", 0.6), ("random", 0.1), ("none", 0.3)):
-                rows.append({"method": "fused" if arm == "topk" else "control", "arm": arm, "k": 10,
-                             "metric": "delta_loss", "target": t, "seed": seed,
-                             "value": base + 0.05 * rng.normal()})
+                rows.append(
+                    {
+                        "method": "fused" if arm == "topk" else "control",
+                        "arm": arm,
+                        "k": 10,
+                        "metric": "delta_loss",
+                        "target": t,
+                        "seed": seed,
+                        "value": base + 0.05 * rng.normal(),
+                    }
+                )
     table = pd.DataFrame(rows)
     run = RunDir(tmp_path, "counterfactual", "vae-digits", "abc")
     run.prepare()
@@ -59,7 +79,12 @@ def report_dir(cfg_factory, tmp_path):
 
 def test_report_is_self_contained_with_every_section(report_dir):
     html = (report_dir / "report.html").read_text()
-    for title in ("Counterfactual retraining", "Linear datamodeling score", "Attribution", "Sources"):
+    for title in (
+        "Counterfactual retraining",
+        "Linear datamodeling score",
+        "Attribution",
+        "Sources",
+    ):
         assert f">{title}</h2>" in html
     assert "Removing fused&#39;s top 10 raised the loss on the original outputs" in html
     assert "more than every control (random and none" in html
@@ -79,7 +104,10 @@ def test_report_is_self_contained_with_every_section(report_dir):
 def test_report_without_results_is_a_clear_error(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         report_stage.run(cfg_factory("report"))
-    assert "no finished attribute, counterfactual or lds results for vae-digits" in capsys.readouterr().err
+    assert (
+        "no finished attribute, counterfactual or lds results for vae-digits"
+        in capsys.readouterr().err
+    )
 
 
 def _chromium():
@@ -97,12 +125,20 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     page = (report_dir / "report.html").resolve().as_uri()
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     shot = tmp_path / "shot.png"
-    subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,2400", page], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [*args, f"--screenshot={shot}", "--window-size=1200,2400", page],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape == (2400, 1200)
-    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01  # not blank: text, tables and pictures
-    dom = subprocess.run([*args, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert (
+        pixels.std() > 20 and (pixels < 128).mean() > 0.01
+    )  # not blank: text, tables and pictures
+    dom = subprocess.run(
+        [*args, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     assert dom.count("<table") >= 4 and "Linear datamodeling score" in dom
 
 
@@ -111,9 +147,18 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     """The experiment's one command on the small preset: runs, tables and the README block."""
     folder = tmp_path / "experiments" / "paper_unlearning_small"
     folder.mkdir(parents=True)
-    (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nend\n")
-    args = ["pipeline", "+experiment=paper_unlearning_small", f"paths.output_dir={tmp_path}", "logger=none",
-            "trainer.progress_bar=false", "model.fit.max_epochs=3", "embedders.autoencoder.epochs=2"]
+    (folder / "README.md").write_text(
+        "# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nend\n"
+    )
+    args = [
+        "pipeline",
+        "+experiment=paper_unlearning_small",
+        f"paths.output_dir={tmp_path}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "model.fit.max_epochs=3",
+        "embedders.autoencoder.epochs=2",
+    ]
     done = run_cli(*args, cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = pd.read_csv(folder / "vae-digits" / "stats.csv")
@@ -133,20 +178,42 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
 
 def test_finding_states_the_papers_measure_against_each_control():
     """With the paper's measure in the sweep, the finding says for it, too, which controls top-k beats."""
+
     def row(metric, control, topk, low):
-        return {"method": "fused", "k": 10, "metric": metric, "control": control, "topk_mean": topk,
-                "control_mean": 0.0, "mean_diff": topk, "ci_low": low, "ci_high": low + 0.1}
-    stats = pd.DataFrame([row("delta_loss", "random", 0.72, 0.1), row("delta_loss", "none", 0.72, 0.05),
-                          row("drop_raw", "random", 0.3, 0.1),
-                          row("ref_drop_model", "random", 0.001, -0.003), row("ref_drop_model", "none", 0.001, 0.02)])
+        return {
+            "method": "fused",
+            "k": 10,
+            "metric": metric,
+            "control": control,
+            "topk_mean": topk,
+            "control_mean": 0.0,
+            "mean_diff": topk,
+            "ci_low": low,
+            "ci_high": low + 0.1,
+        }
+
+    stats = pd.DataFrame(
+        [
+            row("delta_loss", "random", 0.72, 0.1),
+            row("delta_loss", "none", 0.72, 0.05),
+            row("drop_raw", "random", 0.3, 0.1),
+            row("ref_drop_model", "random", 0.001, -0.003),
+            row("ref_drop_model", "none", 0.001, 0.02),
+        ]
+    )
     text = counterfactual_finding(stats)
-    assert ("Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every control "
-            "(random and none;") in text
-    assert ("the paper's measure, in the model's latent space) by 0.001, more than none but not clearly more "
-            "than random.") in text
+    assert (
+        "Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every control "
+        "(random and none;"
+    ) in text
+    assert (
+        "the paper's measure, in the model's latent space) by 0.001, more than none but not clearly more "
+        "than random."
+    ) in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
     assert counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
-        "Removing fused's top 10 changed drop_raw by 0.3")
+        "Removing fused's top 10 changed drop_raw by 0.3"
+    )
 
 
 def test_paper_table_has_the_papers_format():
@@ -157,14 +224,30 @@ def test_paper_table_has_the_papers_format():
     for experiment in (0, 1):
         for space, base in (("model", 0.5), ("autoencoder", 0.9)):
             for arm in ("topk", "random"):
-                rows.append({"method": "fused" if arm == "topk" else "control", "arm": arm, "k": 10,
-                             "experiment": experiment, "space": space, "before_mean": base + experiment / 10,
-                             "before_std": 0.01, "before_min": base - 0.1, "before_max": base + 0.2,
-                             "after_mean": base - 0.05, "after_std": 0.02, "after_min": 0.0, "after_max": 1.0,
-                             "prompts": 15})
+                rows.append(
+                    {
+                        "method": "fused" if arm == "topk" else "control",
+                        "arm": arm,
+                        "k": 10,
+                        "experiment": experiment,
+                        "space": space,
+                        "before_mean": base + experiment / 10,
+                        "before_std": 0.01,
+                        "before_min": base - 0.1,
+                        "before_max": base + 0.2,
+                        "after_mean": base - 0.05,
+                        "after_std": 0.02,
+                        "after_min": 0.0,
+                        "after_max": 1.0,
+                        "prompts": 15,
+                    }
+                )
     table = paper_table(pd.DataFrame(rows))
     assert list(table.experiment) == ["1", "2", "mean"] and set(table.method) == {"fused"}
     first = table.iloc[0]
     assert first["before (model)"] == "0.500 ± 0.010 [0.400, 0.700]"
     assert first["after (autoencoder)"] == "0.850 ± 0.020 [0.000, 1.000]"
-    assert table.iloc[2]["before (model)"] == "0.550" and table.iloc[2]["after (autoencoder)"] == "0.850"
+    assert (
+        table.iloc[2]["before (model)"] == "0.550"
+        and table.iloc[2]["after (autoencoder)"] == "0.850"
+    )

@@ -49,11 +49,17 @@ HOSTILE = [
 
 # --- safe names ---------------------------------------------------------------------------------
 
+
 def test_safe_name_is_one_component_readable_and_unique(tmp_path):
     names = [safe_name(t) for t in HOSTILE]
     for text, name in zip(HOSTILE, names, strict=True):
         assert is_safe_name(name), (text, name)
-        assert "/" not in name and "\\" not in name and name not in (".", "..") and not name.startswith(("-", "."))
+        assert (
+            "/" not in name
+            and "\\" not in name
+            and name not in (".", "..")
+            and not name.startswith(("-", "."))
+        )
         assert len(name) <= 60
         assert inside(tmp_path, tmp_path / name) == tmp_path / name
         assert (tmp_path / name).parent == tmp_path
@@ -61,7 +67,9 @@ def test_safe_name_is_one_component_readable_and_unique(tmp_path):
     assert safe_name("../../../escaped").startswith("escaped-")  # readable
     for plain in ("fused", "latent_autoencoder", "digit-0001", "vae-digits", "CON"):
         assert safe_name(plain) == plain  # ordinary names do not change
-    assert safe_name("digit zero, regular") != safe_name("digit zero  regular")  # same slug, other hash
+    assert safe_name("digit zero, regular") != safe_name(
+        "digit zero  regular"
+    )  # same slug, other hash
 
 
 def test_inside_refuses_paths_that_leave_the_root(tmp_path):
@@ -71,8 +79,13 @@ def test_inside_refuses_paths_that_leave_the_root(tmp_path):
     assert inside(root, root / "sub" / "file.png") == root / "sub" / "file.png"
     assert inside(root, root / "sub" / ".." / "file.png") == root / "sub" / ".." / "file.png"
     (root / "link").symlink_to(tmp_path / "elsewhere")
-    for bad in (root / ".." / "x", root / "sub" / ".." / ".." / "x", Path("/etc/passwd"), root / "link" / "x",
-                root / "a\x00b"):
+    for bad in (
+        root / ".." / "x",
+        root / "sub" / ".." / ".." / "x",
+        Path("/etc/passwd"),
+        root / "link" / "x",
+        root / "a\x00b",
+    ):
         with pytest.raises(InfluenceLabError, match="refusing to use it"):
             inside(root, bad)
 
@@ -93,6 +106,7 @@ def test_model_and_data_names_must_be_plain_components(value, cfg_factory, capsy
 
 # --- the real stages with hostile file names, captions and prompts --------------------------------
 
+
 def _tree(root: Path) -> dict[str, str]:
     """Every file and directory under `root` (links not followed), with a hash of each file."""
     out = {}
@@ -101,7 +115,9 @@ def _tree(root: Path) -> dict[str, str]:
             out[os.path.join(folder, d)] = "dir"
         for f in files:
             p = os.path.join(folder, f)
-            out[p] = "link" if os.path.islink(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            out[p] = (
+                "link" if os.path.islink(p) else hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            )
     return out
 
 
@@ -131,11 +147,20 @@ def _hostile_folder(folder: Path, sentinel: Path) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((8, 8), (13 * n) % 256, dtype=np.uint8)).save(path, format="PNG")
         path.with_suffix(".txt").write_text(caption)
-    return ["../../../escaped caption", f"{sentinel}/abs caption", "..\\..\\windows caption",
-            "ʕ•ᴥ•ʔ ../ unicode caption", files["deep6"], files["deep7"], files["tex"]]
+    return [
+        "../../../escaped caption",
+        f"{sentinel}/abs caption",
+        "..\\..\\windows caption",
+        "ʕ•ᴥ•ʔ ../ unicode caption",
+        files["deep6"],
+        files["deep7"],
+        files["tex"],
+    ]
 
 
-def test_hostile_names_captions_and_prompts_never_leave_the_output_dir(cfg_factory, tmp_path, monkeypatch):
+def test_hostile_names_captions_and_prompts_never_leave_the_output_dir(
+    cfg_factory, tmp_path, monkeypatch
+):
     from influence_lab.stages.attribute import attribute
     from influence_lab.stages.report import report
 
@@ -148,17 +173,32 @@ def test_hostile_names_captions_and_prompts_never_leave_the_output_dir(cfg_facto
     prompts = _hostile_folder(data, sentinel)
     monkeypatch.chdir(cwd)  # anything written relative to the working directory would show up here
     before = _tree(tmp_path.parent)
-    base = ["data=imagefolder", f"data.source.path={data}", "data.source.size=8", f"paths.output_dir={out}",
-            "data.prompts=[x]"]
-    cfg = cfg_factory("attribute", *base, "generate.m=2", "model.fit.max_epochs=2", "embedders.autoencoder.epochs=2",
-                      "attribution.pool_size=null", "attribution.keep=8", "attribution.grid_top=4")
+    base = [
+        "data=imagefolder",
+        f"data.source.path={data}",
+        "data.source.size=8",
+        f"paths.output_dir={out}",
+        "data.prompts=[x]",
+    ]
+    cfg = cfg_factory(
+        "attribute",
+        *base,
+        "generate.m=2",
+        "model.fit.max_epochs=2",
+        "embedders.autoencoder.epochs=2",
+        "attribution.pool_size=null",
+        "attribution.keep=8",
+        "attribution.grid_top=4",
+    )
     cfg.data.prompts = prompts  # set directly: no override-grammar escaping in the way
     run = attribute(cfg)
     report(cfg_factory("report", *base))
     after = _tree(tmp_path.parent)
 
     created = sorted(set(after) - set(before))
-    outside = [p for p in created if not Path(p).is_relative_to(out) and not out.is_relative_to(p)]  # out's parents
+    outside = [
+        p for p in created if not Path(p).is_relative_to(out) and not out.is_relative_to(p)
+    ]  # out's parents
     assert not outside, outside
     changed = [p for p in before if before[p] != after.get(p)]
     assert not changed, changed  # the data folder (and everything else) untouched
@@ -183,16 +223,29 @@ def test_figures_show_dollar_signs_from_the_data_literally(tmp_path):
 
     tex = "costs $\\undefinedcmd{$ and $5"
     imgs = np.zeros((2, 1, 4, 4), dtype=np.float32)
-    paths = [image_grid(imgs[None].repeat(2, 0), [tex, "x"], tmp_path / "grid.png", title=tex),
-             neighbour_grid(tex, "fused", imgs, imgs, [tex, tex], tmp_path / "nb.png"),
-             memorization_grid(imgs, [tex, tex], tmp_path / "mem.png", tex),
-             dynamics_plot(pd.DataFrame({"id": [tex] * 4, "epoch": [0, 1, 0, 1], "loss": [1.0, 0.5, 1.0, 0.9],
-                                         "included": [True, True, False, False]}), tmp_path / "dyn.png", tex)]
+    paths = [
+        image_grid(imgs[None].repeat(2, 0), [tex, "x"], tmp_path / "grid.png", title=tex),
+        neighbour_grid(tex, "fused", imgs, imgs, [tex, tex], tmp_path / "nb.png"),
+        memorization_grid(imgs, [tex, tex], tmp_path / "mem.png", tex),
+        dynamics_plot(
+            pd.DataFrame(
+                {
+                    "id": [tex] * 4,
+                    "epoch": [0, 1, 0, 1],
+                    "loss": [1.0, 0.5, 1.0, 0.9],
+                    "included": [True, True, False, False],
+                }
+            ),
+            tmp_path / "dyn.png",
+            tex,
+        ),
+    ]
     assert all(p.stat().st_size > 1000 for p in paths)
     assert plain("a $x$ b") == "a \\$x\\$ b" and plain("plain") == "plain"
 
 
 # --- reading the data folder ----------------------------------------------------------------------
+
 
 def _image(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,10 +253,24 @@ def _image(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("file_name", ["../../secret.png", "ABSOLUTE", "..\\..\\secret.png", "sub/../../../secret.png",
-                                       "C:\\secret.png", "\\\\server\\share\\secret.png", "bad\x00.png", 7, ""])
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "../../secret.png",
+        "ABSOLUTE",
+        "..\\..\\secret.png",
+        "sub/../../../secret.png",
+        "C:\\secret.png",
+        "\\\\server\\share\\secret.png",
+        "bad\x00.png",
+        7,
+        "",
+    ],
+)
 def test_metadata_file_name_outside_the_folder_is_refused(file_name, tmp_path, monkeypatch):
-    secret = _image(tmp_path / "secret.png")  # a readable image: only the check can stop it being read
+    secret = _image(
+        tmp_path / "secret.png"
+    )  # a readable image: only the check can stop it being read
     folder = tmp_path / "data" / "meta"
     _image(folder / "ok.png")
     if file_name == "ABSOLUTE":
@@ -212,7 +279,9 @@ def test_metadata_file_name_outside_the_folder_is_refused(file_name, tmp_path, m
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     opened = []
     real_open = Image.open
-    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    monkeypatch.setattr(
+        Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k)
+    )
     with pytest.raises(InfluenceLabError) as info:
         load_imagefolder(str(folder), size=4)
     message = str(info.value)
@@ -227,8 +296,12 @@ def test_links_out_of_the_data_folder_are_refused(tmp_path, cfg_factory, capsys)
     meta = tmp_path / "meta"
     _image(meta / "ok.png")
     (meta / "link.png").symlink_to(secret)
-    (meta / "metadata.jsonl").write_text('{"file_name": "ok.png", "text": "a"}\n{"file_name": "link.png", "text": "b"}\n')
-    with pytest.raises(InfluenceLabError, match=r"line 2: file_name 'link.png' leads outside data.source.path"):
+    (meta / "metadata.jsonl").write_text(
+        '{"file_name": "ok.png", "text": "a"}\n{"file_name": "link.png", "text": "b"}\n'
+    )
+    with pytest.raises(
+        InfluenceLabError, match=r"line 2: file_name 'link.png' leads outside data.source.path"
+    ):
         load_imagefolder(str(meta))
     # .txt captions: a linked image, then a linked caption
     txt = tmp_path / "txt"
@@ -236,13 +309,17 @@ def test_links_out_of_the_data_folder_are_refused(tmp_path, cfg_factory, capsys)
     (txt / "ok.txt").write_text("fine")
     (txt / "zlink.png").symlink_to(secret)
     (txt / "zlink.txt").write_text("b")
-    with pytest.raises(InfluenceLabError, match=r"image .*zlink.png leads outside data.source.path"):
+    with pytest.raises(
+        InfluenceLabError, match=r"image .*zlink.png leads outside data.source.path"
+    ):
         load_imagefolder(str(txt))
     (txt / "zlink.png").unlink()
     _image(txt / "zlink.png")
     (txt / "zlink.txt").unlink()
     (txt / "zlink.txt").symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(InfluenceLabError, match=r"caption file .*zlink.txt leads outside data.source.path"):
+    with pytest.raises(
+        InfluenceLabError, match=r"caption file .*zlink.txt leads outside data.source.path"
+    ):
         load_imagefolder(str(txt))
     # through a stage: one sentence, exit 2, no result
     from influence_lab.stages import train as train_stage
@@ -260,12 +337,17 @@ def test_bad_metadata_lines_get_one_sentence(tmp_path):
     (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "x"}\n{oops\n')
     with pytest.raises(InfluenceLabError, match="metadata.jsonl line 2 is not valid JSON"):
         load_imagefolder(str(folder))
-    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "x"}\n{"file_name": "b.png", "text": "y"}\n')
-    with pytest.raises(InfluenceLabError, match="b.png in data.source.path cannot be read as an image"):
+    (folder / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": "x"}\n{"file_name": "b.png", "text": "y"}\n'
+    )
+    with pytest.raises(
+        InfluenceLabError, match="b.png in data.source.path cannot be read as an image"
+    ):
         load_imagefolder(str(folder))
 
 
 # --- only influence_lab models and loaders are imported from a config ----------------------------
+
 
 @pytest.fixture
 def evil_module(tmp_path, monkeypatch):
@@ -281,18 +363,34 @@ def evil_module(tmp_path, monkeypatch):
     sys.modules.pop("evil_mod_xyz", None)
 
 
-@pytest.mark.parametrize("target", ["evil_mod_xyz.Thing", "os.system", "builtins.eval", "influence_lab.models.build.Path",
-                                    "influence_lab.models.base.GenerativeModel", "influence_lab.models.build.torch",
-                                    "influence_lab.store.files.atomic_write", "influence_lab.models..VAE",
-                                    "influence_lab.modelsx.VAE", "VAE"])
-def test_model_target_must_be_an_influence_lab_model(target, evil_module, cfg_factory, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "target",
+    [
+        "evil_mod_xyz.Thing",
+        "os.system",
+        "builtins.eval",
+        "influence_lab.models.build.Path",
+        "influence_lab.models.base.GenerativeModel",
+        "influence_lab.models.build.torch",
+        "influence_lab.store.files.atomic_write",
+        "influence_lab.models..VAE",
+        "influence_lab.modelsx.VAE",
+        "VAE",
+    ],
+)
+def test_model_target_must_be_an_influence_lab_model(
+    target, evil_module, cfg_factory, tmp_path, capsys
+):
     from influence_lab.models.build import build_model, load_model
     from influence_lab.stages import train as train_stage
 
     cfg = cfg_factory("train", "data.source.max_items=40")
     bundle = load_data(cfg.data)
     cfg.model._target_ = target
-    with pytest.raises(InfluenceLabError, match=rf"model._target_ is '{re.escape(target)}', which is not an influence_lab model"):
+    with pytest.raises(
+        InfluenceLabError,
+        match=rf"model._target_ is '{re.escape(target)}', which is not an influence_lab model",
+    ):
         build_model(cfg.model, bundle)
     with pytest.raises(SystemExit) as info:
         train_stage.run(cfg)
@@ -300,7 +398,10 @@ def test_model_target_must_be_an_influence_lab_model(target, evil_module, cfg_fa
     run_dir = tmp_path / "tampered"
     run_dir.mkdir()
     (run_dir / "model.json").write_text(json.dumps({"target": target, "init": {}}))
-    with pytest.raises(InfluenceLabError, match=r"the target in .*model.json is .*, which is not an influence_lab model"):
+    with pytest.raises(
+        InfluenceLabError,
+        match=r"the target in .*model.json is .*, which is not an influence_lab model",
+    ):
         load_model(run_dir)
     assert not evil_module.exists()
 
@@ -319,14 +420,25 @@ def test_real_model_targets_still_build_and_load(cfg_factory, tmp_path):
     assert isinstance(load_model(tmp_path), VAE)
 
 
-@pytest.mark.parametrize("target", ["evil_mod_xyz.load", "os.system", "influence_lab.data.sources.image_dataset",
-                                    "influence_lab.data.sources.np.load", "influence_lab.data.dataset.load_data",
-                                    "sklearn.datasets.load_digits"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "evil_mod_xyz.load",
+        "os.system",
+        "influence_lab.data.sources.image_dataset",
+        "influence_lab.data.sources.np.load",
+        "influence_lab.data.dataset.load_data",
+        "sklearn.datasets.load_digits",
+    ],
+)
 def test_data_source_target_must_be_an_influence_lab_loader(target, evil_module, cfg_factory):
     cfg = cfg_factory("train")
     cfg.data.source._target_ = target
-    with pytest.raises(InfluenceLabError, match=rf"data.source._target_ is '{re.escape(target)}'; it must be one of "
-                                                r"influence_lab.data.sources.load_digits"):
+    with pytest.raises(
+        InfluenceLabError,
+        match=rf"data.source._target_ is '{re.escape(target)}'; it must be one of "
+        r"influence_lab.data.sources.load_digits",
+    ):
         load_data(cfg.data)
     assert not evil_module.exists()
 
@@ -344,14 +456,26 @@ def test_no_code_evaluating_resolver_is_registered():
 
     for stage in STAGES:
         importlib.import_module(f"influence_lab.stages.{stage}")
-    for name in ("eval", "python", "exec", "import", "call", "oc.eval", "hydra.utils.instantiate", "sh"):
+    for name in (
+        "eval",
+        "python",
+        "exec",
+        "import",
+        "call",
+        "oc.eval",
+        "hydra.utils.instantiate",
+        "sh",
+    ):
         assert not OmegaConf.has_resolver(name), name
     from omegaconf.basecontainer import BaseContainer
 
     registered = set(getattr(BaseContainer, "_resolvers", {}))
     assert registered and registered <= set(SAFE_RESOLVERS), registered - set(SAFE_RESOLVERS)
     for path in SRC.rglob("*.py"):
-        assert "register_new_resolver" not in path.read_text() and "register_resolver" not in path.read_text(), path
+        assert (
+            "register_new_resolver" not in path.read_text()
+            and "register_resolver" not in path.read_text()
+        ), path
 
 
 @pytest.mark.parametrize("resolver", ["eval", "python", "oc.eval"])
@@ -362,7 +486,7 @@ def test_code_interpolations_fail_and_run_nothing(resolver, cfg_factory, tmp_pat
 
     marker = tmp_path / f"MARKER-{resolver}"
     expr = CODE.format(marker=marker)
-    cfg = cfg_factory("train", f"group=${{{resolver}:\"{expr}\"}}")
+    cfg = cfg_factory("train", f'group=${{{resolver}:"{expr}"}}')
     assert f"${{{resolver}:" in OmegaConf.to_container(cfg, resolve=False)["group"]
     with pytest.raises(UnsupportedInterpolationType):
         OmegaConf.to_container(cfg, resolve=True)
@@ -371,7 +495,9 @@ def test_code_interpolations_fail_and_run_nothing(resolver, cfg_factory, tmp_pat
     nested = cfg_factory("train", f"data.prompts=[a,'${{oc.select:x,${{{resolver}:1}}}}']")
     with pytest.raises(SystemExit):
         train_stage.run(nested)
-    assert f"data.prompts[1] uses the resolver '{resolver}'" in " ".join(capsys.readouterr().err.split())
+    assert f"data.prompts[1] uses the resolver '{resolver}'" in " ".join(
+        capsys.readouterr().err.split()
+    )
     assert not marker.exists()
     assert not list(tmp_path.rglob("done"))
 
@@ -389,9 +515,21 @@ def test_code_interpolation_on_the_command_line_fails(tmp_path):
     marker = tmp_path / "MARKER-cli"
     expr = CODE.format(marker=marker)
     exe = Path(sys.executable).parent / "influence-lab"
-    cmd = [str(exe), "train", f"group=${{eval:\"{expr}\"}}", f"paths.output_dir={tmp_path / 'out'}", "logger=none"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "WANDB_SILENT": "true"})
+    cmd = [
+        str(exe),
+        "train",
+        f'group=${{eval:"{expr}"}}',
+        f"paths.output_dir={tmp_path / 'out'}",
+        "logger=none",
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "group uses the resolver 'eval'" in " ".join(done.stderr.split())
     assert not marker.exists()
@@ -402,17 +540,55 @@ def test_code_interpolation_on_the_command_line_fails(tmp_path):
 
 # (file relative to src/influence_lab, call) -> why it is allowed
 ALLOWED = {
-    ("cli.py", "importlib.import_module"): "imports influence_lab.stages.<stage> after checking stage is in STAGES",
-    ("models/build.py", "importlib.import_module"): "model_class imports only modules under influence_lab.models",
-    ("orchestration/launch.py", "subprocess.Popen"): "an argument list (no shell) running this package's own CLI",
+    (
+        "cli.py",
+        "importlib.import_module",
+    ): "imports influence_lab.stages.<stage> after checking stage is in STAGES",
+    (
+        "models/build.py",
+        "importlib.import_module",
+    ): "model_class imports only modules under influence_lab.models",
+    (
+        "orchestration/launch.py",
+        "subprocess.Popen",
+    ): "an argument list (no shell) running this package's own CLI",
 }
-FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "pickle.load", "pickle.loads", "dill.load", "dill.loads",
-                   "cloudpickle.load", "cloudpickle.loads", "joblib.load", "pd.read_pickle", "pandas.read_pickle",
-                   "torch.hub.load", "torch.jit.load", "os.system", "os.popen", "instantiate", "hydra.utils.instantiate",
-                   "get_method", "get_class", "hydra.utils.get_method", "hydra.utils.get_class", "hydra.utils.call",
-                   "importlib.import_module", "subprocess.Popen", "subprocess.run", "subprocess.call",
-                   "subprocess.check_call", "subprocess.check_output", "yaml.load", "yaml.unsafe_load",
-                   "marshal.loads", "shelve.open"}
+FORBIDDEN_CALLS = {
+    "eval",
+    "exec",
+    "compile",
+    "__import__",
+    "pickle.load",
+    "pickle.loads",
+    "dill.load",
+    "dill.loads",
+    "cloudpickle.load",
+    "cloudpickle.loads",
+    "joblib.load",
+    "pd.read_pickle",
+    "pandas.read_pickle",
+    "torch.hub.load",
+    "torch.jit.load",
+    "os.system",
+    "os.popen",
+    "instantiate",
+    "hydra.utils.instantiate",
+    "get_method",
+    "get_class",
+    "hydra.utils.get_method",
+    "hydra.utils.get_class",
+    "hydra.utils.call",
+    "importlib.import_module",
+    "subprocess.Popen",
+    "subprocess.run",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+    "yaml.load",
+    "yaml.unsafe_load",
+    "marshal.loads",
+    "shelve.open",
+}
 
 
 def _dotted(node) -> str:
@@ -443,11 +619,17 @@ def source_findings(root: Path = SRC, conf: Path = SRC.parents[1] / "conf") -> l
                 name = _dotted(node.func)
                 if name == "torch.load" and _const(node, "weights_only") is not True:
                     found.append(f"{where} torch.load without weights_only=True")
-                if name.split(".")[-1] in ("load", "loads") and name.startswith(("np.", "numpy.")) and \
-                        _const(node, "allow_pickle") not in (None, False):
+                if (
+                    name.split(".")[-1] in ("load", "loads")
+                    and name.startswith(("np.", "numpy."))
+                    and _const(node, "allow_pickle") not in (None, False)
+                ):
                     found.append(f"{where} {name} with allow_pickle")
-                if _const(node, "ckpt_path") is not None and _const(node, "weights_only") is not True \
-                        and (rel, "ckpt_path") not in ALLOWED:
+                if (
+                    _const(node, "ckpt_path") is not None
+                    and _const(node, "weights_only") is not True
+                    and (rel, "ckpt_path") not in ALLOWED
+                ):
                     found.append(f"{where} {name}(ckpt_path=...) without weights_only=True")
                 if any(kw.arg == "trust_remote_code" for kw in node.keywords):
                     found.append(f"{where} {name}(trust_remote_code=...)")
@@ -456,11 +638,17 @@ def source_findings(root: Path = SRC, conf: Path = SRC.parents[1] / "conf") -> l
                 if name in FORBIDDEN_CALLS and (rel, name) not in ALLOWED:
                     found.append(f"{where} {name}(...)")
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                names = [a.name for a in node.names] + (
+                    [node.module] if isinstance(node, ast.ImportFrom) else []
+                )
                 for bad in ("pickle", "dill", "cloudpickle", "marshal", "shelve"):
                     if bad in names:
                         found.append(f"{where} imports {bad}")
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "trust_remote_code" in node.value:
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "trust_remote_code" in node.value
+            ):
                 found.append(f"{where} mentions trust_remote_code in a string")
             elif isinstance(node, ast.Name) and node.id == "trust_remote_code":
                 found.append(f"{where} uses trust_remote_code")
@@ -489,8 +677,16 @@ def test_static_checks_catch_what_they_look_for(tmp_path):
     text = "\n".join(findings)
     assert "conf/bad.yaml sets trust_remote_code" in text
     assert text.count("torch.load without weights_only=True") == 2
-    for expected in ("allow_pickle", "trust_remote_code", "bad.py:8 eval(", "exec(", "pickle.loads(", "imports pickle",
-                     "shell=", "ckpt_path=...) without weights_only=True"):
+    for expected in (
+        "allow_pickle",
+        "trust_remote_code",
+        "bad.py:8 eval(",
+        "exec(",
+        "pickle.loads(",
+        "imports pickle",
+        "shell=",
+        "ckpt_path=...) without weights_only=True",
+    ):
         assert expected in text, expected
     assert "bad.py:13" not in text  # model.eval() is a method, not eval()
 

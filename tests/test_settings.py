@@ -31,17 +31,37 @@ from influence_lab.settings.report import ReportSettings
 from influence_lab.settings.trainer import TrainerSettings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-STAGES = ("train", "generate", "attribute", "counterfactual", "retrain", "lds", "report", "pipeline")
+STAGES = (
+    "train",
+    "generate",
+    "attribute",
+    "counterfactual",
+    "retrain",
+    "lds",
+    "report",
+    "pipeline",
+)
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {"vae": VAESettings, "ddpm": DDPMSettings, "chargpt": CharGPTSettings}
-EMBEDDERS = {"model": ModelEmbedder, "autoencoder": AutoencoderEmbedder, "pretrained": PretrainedEmbedder}
+EMBEDDERS = {
+    "model": ModelEmbedder,
+    "autoencoder": AutoencoderEmbedder,
+    "pretrained": PretrainedEmbedder,
+}
 LOGGERS = {"wandb": WandbLogger, "csv": CsvLogger, "none": NoLogger}
-TRAINERS = {"cpu": TrainerSettings(), "gpu": TrainerSettings(accelerator="gpu", deterministic=False)}
+TRAINERS = {
+    "cpu": TrainerSettings(),
+    "gpu": TrainerSettings(accelerator="gpu", deterministic=False),
+}
 # the sections each stage's own YAML sets, and their schemas
-SECTIONS = {"attribute.yaml": {"attribution": AttributionSettings}, "counterfactual.yaml":
-            {"counterfactual": CounterfactualSettings}, "lds.yaml": {"lds": LDSSettings},
-            "pipeline.yaml": {"pipeline": PipelineSettings}, "report.yaml": {"report": ReportSettings},
-            "common.yaml": {"generate": GenerateSettings}}
+SECTIONS = {
+    "attribute.yaml": {"attribution": AttributionSettings},
+    "counterfactual.yaml": {"counterfactual": CounterfactualSettings},
+    "lds.yaml": {"lds": LDSSettings},
+    "pipeline.yaml": {"pipeline": PipelineSettings},
+    "report.yaml": {"report": ReportSettings},
+    "common.yaml": {"generate": GenerateSettings},
+}
 
 
 def _compose(stage: str, *overrides: str):
@@ -70,7 +90,9 @@ def _same(yaml_value, schema_value, where: str) -> None:
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_stage_config_validates(stage, model, tmp_path):
-    overrides = [f"model={model}", f"paths.output_dir={tmp_path}"] + (["sweep_dir=x"] if stage == "retrain" else [])
+    overrides = [f"model={model}", f"paths.output_dir={tmp_path}"] + (
+        ["sweep_dir=x"] if stage == "retrain" else []
+    )
     if model == "chargpt":
         overrides.append("data=names")
     settings = from_config(_compose(stage, *overrides))
@@ -83,7 +105,9 @@ def test_every_stage_config_validates(stage, model, tmp_path):
 def test_every_experiment_preset_validates(preset):
     stage = "lds" if "lds_benchmark" in preset else "pipeline"
     settings = from_config(_compose(stage, f"+experiment={preset}"))
-    assert settings.group == _yaml(CONF / "experiment" / f"{preset}.yaml").get("group", settings.group)
+    assert settings.group == _yaml(CONF / "experiment" / f"{preset}.yaml").get(
+        "group", settings.group
+    )
 
 
 def test_yaml_defaults_equal_the_schema_defaults():
@@ -100,7 +124,9 @@ def test_yaml_defaults_equal_the_schema_defaults():
     for path in sorted((CONF / "data").glob("*.yaml")):
         source = _yaml(path)["source"]
         loader = source["_target_"].rpartition(".")[2]
-        assert loader in SOURCE_SCHEMAS, f"{path.name}: no schema for {loader} in settings.data.SOURCE_SCHEMAS"
+        assert loader in SOURCE_SCHEMAS, (
+            f"{path.name}: no schema for {loader} in settings.data.SOURCE_SCHEMAS"
+        )
         required = {k: "x" for k, v in source.items() if v == "???"}
         _same(source, SOURCE_SCHEMAS[loader](**required).plain(), f"data={path.stem}.source")
     for file, sections in SECTIONS.items():
@@ -120,29 +146,57 @@ def test_code_defaults_equal_the_schema_defaults():
         defaults = schema().init_args()
         for name, param in inspect.signature(cls).parameters.items():
             if name in defaults:
-                assert param.default == defaults[name], f"{cls.__name__}({name}={param.default!r}), schema {defaults[name]!r}"
+                assert param.default == defaults[name], (
+                    f"{cls.__name__}({name}={param.default!r}), schema {defaults[name]!r}"
+                )
     for loader, schema in SOURCE_SCHEMAS.items():
         fields = schema.model_fields
         for name, param in inspect.signature(getattr(sources, loader)).parameters.items():
             if param.default is not inspect.Parameter.empty and name in fields:
                 want = fields[name].default
-                assert param.default == want or list(param.default) == want, f"{loader}({name}={param.default!r})"
+                assert param.default == want or list(param.default) == want, (
+                    f"{loader}({name}={param.default!r})"
+                )
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["logger.mode=ofline"], "logger.mode is 'ofline'; allowed values are offline, online, disabled."),
-    (["model.hidden=0"], "model.hidden is 0; it must be a positive integer."),
-    (["+model.hiden=3"], "model.hiden is not a setting here; the settings are _target_, name, conditional, arch, "
-                         "hidden, latent_dim, cond_dim, beta, lr, weight_decay, fit."),
-    (["counterfactual.seeds=[1,-1]"], "counterfactual.seeds has -1; seeds must be integers from 0 to 4294967295."),
-    (["embedders.autoencoder.kind=clip"], "embedders.autoencoder.kind is 'clip'; allowed values are model, "
-                                          "autoencoder, pretrained."),
-    (["logger.name=tensorboard"], "logger is 'tensorboard'; allowed values are wandb, csv, none."),
-    (["attribution.methods=[dtrak]"], "dtrak is defined for diffusion models (model=ddpm), not model=vae; use trak "
-                                      "or tracin."),
-    (["lds.runs=['model=ddpm']"], "lds.runs has 'model=ddpm'; each run is a list of overrides, e.g. "
-                                            "[[model=ddpm], [model=vae]]."),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["logger.mode=ofline"],
+            "logger.mode is 'ofline'; allowed values are offline, online, disabled.",
+        ),
+        (["model.hidden=0"], "model.hidden is 0; it must be a positive integer."),
+        (
+            ["+model.hiden=3"],
+            "model.hiden is not a setting here; the settings are _target_, name, conditional, arch, "
+            "hidden, latent_dim, cond_dim, beta, lr, weight_decay, fit.",
+        ),
+        (
+            ["counterfactual.seeds=[1,-1]"],
+            "counterfactual.seeds has -1; seeds must be integers from 0 to 4294967295.",
+        ),
+        (
+            ["embedders.autoencoder.kind=clip"],
+            "embedders.autoencoder.kind is 'clip'; allowed values are model, "
+            "autoencoder, pretrained.",
+        ),
+        (
+            ["logger.name=tensorboard"],
+            "logger is 'tensorboard'; allowed values are wandb, csv, none.",
+        ),
+        (
+            ["attribution.methods=[dtrak]"],
+            "dtrak is defined for diffusion models (model=ddpm), not model=vae; use trak "
+            "or tracin.",
+        ),
+        (
+            ["lds.runs=['model=ddpm']"],
+            "lds.runs has 'model=ddpm'; each run is a list of overrides, e.g. "
+            "[[model=ddpm], [model=vae]].",
+        ),
+    ],
+)
 def test_a_bad_value_is_one_sentence(overrides, message):
     stage = "lds" if any(o.startswith("lds.") for o in overrides) else "counterfactual"
     with pytest.raises(InfluenceLabError) as info:
@@ -152,7 +206,11 @@ def test_a_bad_value_is_one_sentence(overrides, message):
 
 def test_plain_arguments_are_checked_with_the_same_rules():
     assert check_plan(["topk"], [3], [1], "grouped").k == [3]
-    with pytest.raises(InfluenceLabError, match=r"^counterfactual.k has 0; each k must be a positive integer.$"):
+    with pytest.raises(
+        InfluenceLabError, match=r"^counterfactual.k has 0; each k must be a positive integer.$"
+    ):
         check_plan(["topk"], [0], [1], "grouped")
-    with pytest.raises(InfluenceLabError, match=r"^model.fit.batch_size is 0; it must be a positive integer.$"):
+    with pytest.raises(
+        InfluenceLabError, match=r"^model.fit.batch_size is 0; it must be a positive integer.$"
+    ):
         validated(MODELS["vae"], {"fit": {"batch_size": 0}}, "model")

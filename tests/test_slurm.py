@@ -25,23 +25,37 @@ def cluster_up() -> bool:
 def test_slurm_sweep_equals_basic_launcher(cfg_factory, tmp_path):
     if not cluster_up():
         if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)")
+            pytest.fail(
+                "REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)"
+            )
         pytest.skip("no SLURM cluster (make slurm-up)")
-    basic = counterfactual(cfg_factory("counterfactual", *SWEEP, f"paths.output_dir={tmp_path}/basic"))
-    slurm = counterfactual(cfg_factory(
-        "counterfactual", *SWEEP, f"paths.output_dir={tmp_path}/slurm", "counterfactual.launcher=submitit_slurm",
-        "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
-        "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=2']"))
+    basic = counterfactual(
+        cfg_factory("counterfactual", *SWEEP, f"paths.output_dir={tmp_path}/basic")
+    )
+    slurm = counterfactual(
+        cfg_factory(
+            "counterfactual",
+            *SWEEP,
+            f"paths.output_dir={tmp_path}/slurm",
+            "counterfactual.launcher=submitit_slurm",
+            "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
+            "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=2']",
+        )
+    )
     log = (slurm / "retrain.log").read_text()
     assert "hydra/launcher=submitit_slurm" in log
-    assert list((slurm.path / "hydra").rglob("*_submitted.pkl")) or list((slurm.path / "hydra").rglob(".submitit"))
+    assert list((slurm.path / "hydra").rglob("*_submitted.pkl")) or list(
+        (slurm.path / "hydra").rglob(".submitit")
+    )
     a = _sorted(pd.read_parquet(basic / "results.parquet"))
     b = _sorted(pd.read_parquet(slurm / "results.parquet"))
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
 
 
 def _squeue() -> list[tuple[str, str]]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30
+    ).stdout
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]
 
 
@@ -51,25 +65,43 @@ def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_fa
     again, resumes its pack from the last checkpoint, and the sweep's rows equal an uninterrupted one."""
     if not cluster_up():
         if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)")
+            pytest.fail(
+                "REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)"
+            )
         pytest.skip("no SLURM cluster (make slurm-up)")
-    longer = [*SWEEP, "model.fit.max_epochs=30", "trainer.checkpoint_every_s=1"]  # preemptible mid-fit
-    basic = counterfactual(cfg_factory("counterfactual", *longer, f"paths.output_dir={tmp_path}/basic"))
+    longer = [
+        *SWEEP,
+        "model.fit.max_epochs=30",
+        "trainer.checkpoint_every_s=1",
+    ]  # preemptible mid-fit
+    basic = counterfactual(
+        cfg_factory("counterfactual", *longer, f"paths.output_dir={tmp_path}/basic")
+    )
     out = tmp_path / "slurm"
-    args = ["counterfactual", f"paths.output_dir={out}", "logger=none", "trainer.progress_bar=false", *longer,
-            "counterfactual.launcher=submitit_slurm",
-            "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
-            "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=1']"]
+    args = [
+        "counterfactual",
+        f"paths.output_dir={out}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        *longer,
+        "counterfactual.launcher=submitit_slurm",
+        "counterfactual.launcher_overrides=['hydra.launcher.partition=debug','hydra.launcher.timeout_min=20',"
+        "'hydra.launcher.cpus_per_task=1','hydra.launcher.array_parallelism=1']",
+    ]
     proc = _start(args, tmp_path)
     requeued, watched, before = None, None, set()
     checkpoints = lambda: set(out.glob("counterfactual/*/packs/*/*/checkpoints/last.ckpt.sha256"))  # noqa: E731
     deadline = time.time() + 600
     while requeued is None and time.time() < deadline and proc.poll() is None:
         running = [job for job, state in _squeue() if state == "RUNNING"]
-        if running and running[0] != watched:  # a job started: wait for a checkpoint of its own pack
+        if (
+            running and running[0] != watched
+        ):  # a job started: wait for a checkpoint of its own pack
             watched, before = running[0], checkpoints()
         elif running and checkpoints() - before:
-            done = subprocess.run(["scontrol", "requeue", watched], capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                ["scontrol", "requeue", watched], capture_output=True, text=True, timeout=30
+            )
             assert done.returncode == 0, done.stderr
             requeued = watched
         time.sleep(0.2)

@@ -23,7 +23,14 @@ def test_train_then_generate_and_reuse(cfg_factory, tmp_path, capsys, model):
     assert len(train_dirs) == 1  # generate trained the model it needed, once
     assert table["model_signature"].unique().tolist() == [provenance["model_signature"]]
     assert train_dirs[0].name.endswith(provenance["model_signature"])
-    for name in ("weights.pt", "model.json", "config.yaml", "metrics.json", "fingerprint.json", "done"):
+    for name in (
+        "weights.pt",
+        "model.json",
+        "config.yaml",
+        "metrics.json",
+        "fingerprint.json",
+        "done",
+    ):
         assert (train_dirs[0] / name).exists(), name
     metrics = json.loads((train_dirs[0] / "metrics.json").read_text())
     assert np.isfinite(metrics["val/loss"]) and metrics["epochs"] == cfg.model.fit.max_epochs
@@ -53,7 +60,9 @@ def test_same_seed_same_generations_and_force_recomputes(cfg_factory, tmp_path):
     mtime = (run / "weights.pt").stat().st_mtime_ns
     forced = cfg_factory("generate", "generate.m=2", "force=true")
     second = np.load(generate(forced) / "images.npy")
-    assert (run / "weights.pt").stat().st_mtime_ns == mtime  # force recomputes only the stage asked for
+    assert (
+        run / "weights.pt"
+    ).stat().st_mtime_ns == mtime  # force recomputes only the stage asked for
     np.testing.assert_array_equal(first, second)
     train(cfg_factory("train", "force=true"))
     assert (run / "weights.pt").stat().st_mtime_ns != mtime  # retrained

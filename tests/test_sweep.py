@@ -16,10 +16,17 @@ from influence_lab.stages.counterfactual import counterfactual
 from tests.conftest import SHRINK, accept_edits
 
 SWEEP = [
-    "generate.m=2", "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
-    "embedders.autoencoder.epochs=3", "attribution.methods=[raw_only,fused]", "attribution.keep=20",
-    "counterfactual.methods=[raw_only]", "counterfactual.arms=[topk,random,none]", "counterfactual.k=[3]",
-    "counterfactual.seeds=[1]", "counterfactual.grouping=per_target", "counterfactual.pack_size=2",
+    "generate.m=2",
+    "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+    "embedders.autoencoder.epochs=3",
+    "attribution.methods=[raw_only,fused]",
+    "attribution.keep=20",
+    "counterfactual.methods=[raw_only]",
+    "counterfactual.arms=[topk,random,none]",
+    "counterfactual.k=[3]",
+    "counterfactual.seeds=[1]",
+    "counterfactual.grouping=per_target",
+    "counterfactual.pack_size=2",
 ]
 
 
@@ -29,8 +36,15 @@ def _sorted(table: pd.DataFrame) -> pd.DataFrame:
 
 def _cli(args, cwd, **kw):
     exe = Path(sys.executable).parent / "influence-lab"
-    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "WANDB_MODE": "disabled"}, start_new_session=True, **kw)
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        start_new_session=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -40,7 +54,11 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
     table = pd.read_parquet(run / "results.parquet")
     plan = json.loads((run / "plan.json").read_text())
     assert len(plan["members"]) == 6 and len(plan["jobs"]) == 3  # (1 topk + 2 controls) x 2 targets
-    ref = {f"ref_{w}_{space}" for w in ("before", "after", "drop") for space in ("model", "autoencoder")}
+    ref = {
+        f"ref_{w}_{space}"
+        for w in ("before", "after", "drop")
+        for space in ("model", "autoencoder")
+    }
     assert set(table.metric) == {"delta_loss", "drop_raw", "drop_model", "drop_autoencoder"} | ref
     levels = table[table.metric.str.startswith(("ref_before", "ref_after"))]["value"]
     assert levels.between(-1, 1).all()
@@ -52,7 +70,9 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
     assert np.isfinite(table.value).all()
     stats = pd.read_csv(run / "stats.csv")
     assert set(stats.control) == {"random", "none"} and (stats.n_targets == 2).all()
-    assert (run / "chart.png").stat().st_size > 5000 and "Headline" in (run / "summary.md").read_text()
+    assert (run / "chart.png").stat().st_size > 5000 and "Headline" in (
+        run / "summary.md"
+    ).read_text()
     # one W&B run per retrain job plus the summary run (and the training runs of the base model)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) >= 3 + 1
@@ -62,8 +82,14 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
 
     # the same sweep in a new directory from the CLI, killed with SIGKILL part-way, then resumed
     other = tmp_path / "second"
-    args = ["counterfactual", f"paths.output_dir={other}", "logger=none", "trainer.progress_bar=false",
-            *SHRINK["vae"], *SWEEP]
+    args = [
+        "counterfactual",
+        f"paths.output_dir={other}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        *SHRINK["vae"],
+        *SWEEP,
+    ]
     proc = _cli(args, cwd=tmp_path)
     deadline = time.time() + 400
     results = None
@@ -81,12 +107,16 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
     resumed = _cli(args, cwd=tmp_path)
     out = resumed.communicate(timeout=600)[0].decode()
     assert resumed.returncode == 0, out[-3000:]
-    assert f"{6 - len(before)} to run" in " ".join(out.split()) or f"{6 - len(before) - 1} to run" in " ".join(out.split())
+    assert f"{6 - len(before)} to run" in " ".join(
+        out.split()
+    ) or f"{6 - len(before) - 1} to run" in " ".join(out.split())
     for name, mtime in before.items():
         assert (results / name).stat().st_mtime_ns == mtime  # finished members were not run again
     resumed_table = pd.read_parquet(results.parent / "results.parquet")
     assert len(resumed_table) == len(table)  # every row once
-    pd.testing.assert_frame_equal(_sorted(resumed_table), _sorted(table), check_exact=False, rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        _sorted(resumed_table), _sorted(table), check_exact=False, rtol=1e-6, atol=1e-9
+    )
 
 
 @pytest.mark.slow
@@ -98,27 +128,45 @@ def test_planted_copies_raise_the_loss_far_more_than_random(cfg_factory, tmp_pat
     from influence_lab.data import load_data
     from influence_lab.stages.generate import generate
 
-    small = ["data.source.max_items=120", "model.fit.max_epochs=400"]  # small data, long training: memorised
+    small = [
+        "data.source.max_items=120",
+        "model.fit.max_epochs=400",
+    ]  # small data, long training: memorised
     captions = Counter(load_data(cfg_factory("train", *small, shrink=False).data).train["caption"])
     prompts = [c for c, _ in captions.most_common(5)]
     escaped = ",".join(p.replace(",", "\\,") for p in prompts)
     common = [*small, "generate.m=2", f"generate.prompts=[{escaped}]"]
     gen_cfg = cfg_factory("generate", *common, shrink=False)
-    common += ["embedders.autoencoder.epochs=3", "attribution.methods=[raw_only]", "attribution.keep=20"]
+    common += [
+        "embedders.autoencoder.epochs=3",
+        "attribution.methods=[raw_only]",
+        "attribution.keep=20",
+    ]
     gen = generate(gen_cfg)
     bundle = load_data(gen_cfg.data)
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     planted = np.load(gen / "images.npy").copy()
     table = pd.read_parquet(gen / "outputs.parquet")
-    for row, prompt in enumerate(table.prompt):  # each output becomes a copy of an atypical training item
+    for row, prompt in enumerate(
+        table.prompt
+    ):  # each output becomes a copy of an atypical training item
         matches = [i for i, c in enumerate(bundle.train["caption"]) if c == prompt]
-        far = np.linalg.norm((images[matches] - images[matches].mean(0)).reshape(len(matches), -1), axis=1)
+        far = np.linalg.norm(
+            (images[matches] - images[matches].mean(0)).reshape(len(matches), -1), axis=1
+        )
         planted[row] = images[matches[int(np.argsort(-far)[row % 2])]]
     np.save(gen / "images.npy", planted)
     accept_edits(gen)
-    cfg = cfg_factory("counterfactual", *common, "counterfactual.methods=[raw_only]",
-                      "counterfactual.arms=[topk,random]", "counterfactual.k=[4]", "counterfactual.seeds=[0]",
-                      "counterfactual.grouping=grouped", shrink=False)
+    cfg = cfg_factory(
+        "counterfactual",
+        *common,
+        "counterfactual.methods=[raw_only]",
+        "counterfactual.arms=[topk,random]",
+        "counterfactual.k=[4]",
+        "counterfactual.seeds=[0]",
+        "counterfactual.grouping=grouped",
+        shrink=False,
+    )
     stats = pd.read_csv(counterfactual(cfg) / "stats.csv")
     loss = stats[(stats.metric == "delta_loss") & (stats.control == "random")].iloc[0]
     assert loss.topk_mean > 3 * max(loss.control_mean, 0.05), loss.to_dict()

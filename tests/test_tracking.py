@@ -14,8 +14,13 @@ from influence_lab.stages.train import train
 
 def leet_records(run_dir: str) -> list[dict]:
     wandb_cli = shutil.which("wandb") or str(Path(sys.executable).parent / "wandb")
-    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", run_dir], capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [wandb_cli, "leet", "inspect", "--json", run_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip().startswith("{")]
 
 

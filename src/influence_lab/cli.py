@@ -31,7 +31,17 @@ def stage_help() -> str:
 
 
 # flags with which Hydra only prints (help, config) and creates no directory
-PRINT_ONLY = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion")
+PRINT_ONLY = (
+    "-h",
+    "--help",
+    "--hydra-help",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-sc",
+    "--shell-completion",
+)
 
 
 def output_dir_arg(argv: list[str]) -> str | None:

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from ..errors import InfluenceLabError
-from ..store.signature import signature
-from ..store.files import RunDir, atomic_write, read_json, write_json
 from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
 from ..settings.attribution import PretrainedEmbedder as PretrainedSettings
+from ..store.files import RunDir, atomic_write, read_json, write_json
+from ..store.signature import signature
 
 
 def _chunks(n: int, size: int = 512):
@@ -40,8 +40,14 @@ class ModelEmbedder:
     def embed(self, content, captions: list[str]) -> np.ndarray:
         out = []
         for sl in _chunks(len(captions)):
-            chunk = content[sl] if isinstance(content, list) else torch.as_tensor(np.asarray(content[sl]))
-            out.append(self.model.embed({"content": chunk, "caption": list(captions[sl])}).cpu().numpy())
+            chunk = (
+                content[sl]
+                if isinstance(content, list)
+                else torch.as_tensor(np.asarray(content[sl]))
+            )
+            out.append(
+                self.model.embed({"content": chunk, "caption": list(captions[sl])}).cpu().numpy()
+            )
         return np.concatenate(out).astype(np.float32)
 
 
@@ -61,14 +67,22 @@ class AutoencoderEmbedder:
     def __init__(self, cfg: AutoencoderSettings, full_dataset, full_fingerprint: str, root: Path):
         cfg = self.cfg = section(AutoencoderSettings, cfg, "embedders.autoencoder")
         self.kind = "image" if "image" in full_dataset.column_names else "text"
-        spec = {"hidden": cfg.hidden, "latent": cfg.latent_dim, "epochs": cfg.epochs, "lr": float(cfg.lr),
-                "seed": cfg.seed, "data": full_fingerprint}
+        spec = {
+            "hidden": cfg.hidden,
+            "latent": cfg.latent_dim,
+            "epochs": cfg.epochs,
+            "lr": float(cfg.lr),
+            "seed": cfg.seed,
+            "data": full_fingerprint,
+        }
         self.signature = signature("autoencoder", spec)
         self.run = RunDir(root, "embedders", "autoencoder", self.signature)
         if self.kind == "text":
             from sklearn.feature_extraction.text import CountVectorizer
 
-            self.vectorizer = CountVectorizer(analyzer="char_wb", ngram_range=(1, 2), lowercase=True)
+            self.vectorizer = CountVectorizer(
+                analyzer="char_wb", ngram_range=(1, 2), lowercase=True
+            )
             self.vectorizer.fit(full_dataset["text"])
         if self.run.done:
             self.net = self._load()
@@ -102,14 +116,19 @@ class AutoencoderEmbedder:
                 loss.backward()
                 opt.step()
         atomic_write(self.run / "weights.pt", lambda p: torch.save(net.state_dict(), p))
-        write_json(self.run / "spec.json", {**spec, "d_in": int(x.shape[1]), "final_mse": float(loss.detach())})
+        write_json(
+            self.run / "spec.json",
+            {**spec, "d_in": int(x.shape[1]), "final_mse": float(loss.detach())},
+        )
         self.run.mark_done()
         return net.eval()
 
     def _load(self) -> _AE:
         spec = read_json(self.run / "spec.json")
         net = _AE(spec["d_in"], spec["hidden"], spec["latent"])
-        net.load_state_dict(torch.load(self.run / "weights.pt", map_location="cpu", weights_only=True))
+        net.load_state_dict(
+            torch.load(self.run / "weights.pt", map_location="cpu", weights_only=True)
+        )
         return net.eval()
 
     @torch.no_grad()
@@ -144,10 +163,14 @@ class PretrainedEmbedder:
         x = torch.as_tensor(np.asarray(content, dtype=np.float32))
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
         mean = torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]
         std = torch.tensor([0.229, 0.224, 0.225])[None, :, None, None]
-        return np.concatenate([self.net((x[sl] - mean) / std).numpy() for sl in _chunks(len(x), 64)])
+        return np.concatenate(
+            [self.net((x[sl] - mean) / std).numpy() for sl in _chunks(len(x), 64)]
+        )
 
 
 def _file_hash(path: Path) -> str:
@@ -167,17 +190,23 @@ def check_weights(name: str, cfg) -> Path | None:
     path = Path(cfg.weights).expanduser() if cfg.weights else None
     if path is None or not path.is_file():
         weights = "null" if cfg.weights is None else f"'{cfg.weights}'"
-        raise InfluenceLabError(f"embedders.{name}.weights is {weights}, which is not a file; name a local "
-                                f"torchvision state-dict file for '{cfg.arch}' (nothing is downloaded).")
+        raise InfluenceLabError(
+            f"embedders.{name}.weights is {weights}, which is not a file; name a local "
+            f"torchvision state-dict file for '{cfg.arch}' (nothing is downloaded)."
+        )
     return path
 
 
-def build_embedder(name: str, cfg: EmbedderSettings, *, model, model_signature: str, bundle, root: Path):
+def build_embedder(
+    name: str, cfg: EmbedderSettings, *, model, model_signature: str, bundle, root: Path
+):
     cfg = section(EmbedderSettings, cfg, f"embedders.{name}")
     if cfg.kind == "model":
         return ModelEmbedder(model, model_signature)
     if cfg.kind == "autoencoder":
         return AutoencoderEmbedder(cfg, bundle.full, bundle.full_fingerprint, root)
     if bundle.kind != "image":
-        raise InfluenceLabError("the pretrained embedder works on images; use model or autoencoder for text.")
+        raise InfluenceLabError(
+            "the pretrained embedder works on images; use model or autoencoder for text."
+        )
     return PretrainedEmbedder(cfg, name)

@@ -21,14 +21,21 @@ import torch
 
 from ..errors import InfluenceLabError
 from ..models.build import load_model
-from ..store.files import read_json
 from ..settings import section
 from ..settings.attribution import GRADIENT_METHODS, GradientSettings
 from ..settings.stage import check_gradient_method
+from ..store.files import read_json
 from .per_example import SparseProjector, n_params, projected_gradients, train_features
 
-__all__ = ["GRADIENT_METHODS", "TRAK_OUTPUTS", "GradientSetup", "TracIn", "Trak", "build_attributor",
-           "check_gradient_method"]
+__all__ = [
+    "GRADIENT_METHODS",
+    "TRAK_OUTPUTS",
+    "GradientSetup",
+    "TracIn",
+    "Trak",
+    "build_attributor",
+    "check_gradient_method",
+]
 
 TRAK_OUTPUTS = {"trak": "measured", "dtrak": "dtrak"}  # the output function of each TRAK variant
 
@@ -49,33 +56,56 @@ class GradientSetup:
         self.cfg = section(GradientSettings, self.cfg, "attribution.gradient")
 
 
-def _target_features(model, batch, output: str, proj_dim: int, seed: int, noise_seed: int) -> np.ndarray:
-    return projected_gradients(model, batch, SparseProjector(n_params(model), proj_dim, seed), output, noise_seed)
+def _target_features(
+    model, batch, output: str, proj_dim: int, seed: int, noise_seed: int
+) -> np.ndarray:
+    return projected_gradients(
+        model, batch, SparseProjector(n_params(model), proj_dim, seed), output, noise_seed
+    )
 
 
 class TracIn:
     def __init__(self, setup: GradientSetup):
         folder = setup.model_dir / "snapshots"
         if not (folder / "index.json").exists():
-            raise InfluenceLabError(f"tracin needs the training snapshots of {setup.model_dir}, which has none "
-                                    f"(model.fit.snapshots was 0, or the model was trained in a pack); "
-                                    f"retrain it with model.fit.snapshots=4 force=true.")
+            raise InfluenceLabError(
+                f"tracin needs the training snapshots of {setup.model_dir}, which has none "
+                f"(model.fit.snapshots was 0, or the model was trained in a pack); "
+                f"retrain it with model.fit.snapshots=4 force=true."
+            )
         self.setup, self.snapshots = setup, read_json(folder / "index.json")
         self.models, self.features = [], []
         cfg = setup.cfg
         for snap in self.snapshots:
             model = load_model(setup.model_dir)
-            model.load_state_dict(torch.load(folder / snap["file"], map_location="cpu", weights_only=True))
+            model.load_state_dict(
+                torch.load(folder / snap["file"], map_location="cpu", weights_only=True)
+            )
             self.models.append(model.eval())
-            self.features.append(train_features(setup.root, model, f"{setup.model_signature}/{snap['file']}",
-                                                 setup.train_batch, setup.fingerprint, "measured",
-                                                 cfg.proj_dim, cfg.proj_seed))
+            self.features.append(
+                train_features(
+                    setup.root,
+                    model,
+                    f"{setup.model_signature}/{snap['file']}",
+                    setup.train_batch,
+                    setup.fingerprint,
+                    "measured",
+                    cfg.proj_dim,
+                    cfg.proj_seed,
+                )
+            )
 
     def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
         total = 0.0
         for snap, model, phi in zip(self.snapshots, self.models, self.features, strict=True):
-            q = _target_features(model, batch, "measured", self.setup.cfg.proj_dim, self.setup.cfg.proj_seed,
-                                 noise_seed)
+            q = _target_features(
+                model,
+                batch,
+                "measured",
+                self.setup.cfg.proj_dim,
+                self.setup.cfg.proj_seed,
+                noise_seed,
+            )
             total = total + float(snap["lr"]) * (q.astype(np.float64) @ phi.T.astype(np.float64))
         return np.asarray(total)
 
@@ -88,22 +118,36 @@ class Trak:
         self.setup, self.output = setup, output
         size = ensemble or cfg.ensemble
         if size > len(setup.ensemble):
-            raise InfluenceLabError(f"TRAK asks for {size} ensemble models but {len(setup.ensemble)} were trained.")
+            raise InfluenceLabError(
+                f"TRAK asks for {size} ensemble models but {len(setup.ensemble)} were trained."
+            )
         self.models, self.solved = [], []
         for k, (path, sig) in enumerate(setup.ensemble[:size]):
             model = load_model(path)
-            phi = train_features(setup.root, model, sig, setup.train_batch, setup.fingerprint, output,
-                                 cfg.proj_dim, cfg.proj_seed + k).astype(np.float64)
+            phi = train_features(
+                setup.root,
+                model,
+                sig,
+                setup.train_batch,
+                setup.fingerprint,
+                output,
+                cfg.proj_dim,
+                cfg.proj_seed + k,
+            ).astype(np.float64)
             kernel = phi.T @ phi
             damping = cfg.damping * float(np.mean(np.diag(kernel)))
-            self.solved.append(np.linalg.solve(kernel + damping * np.eye(len(kernel)), phi.T))  # (d, n)
+            self.solved.append(
+                np.linalg.solve(kernel + damping * np.eye(len(kernel)), phi.T)
+            )  # (d, n)
             self.models.append(model)
 
     def per_model_scores(self, batch: dict, noise_seed: int = 0) -> list[np.ndarray]:
         cfg = self.setup.cfg
         out = []
         for k, (model, solved) in enumerate(zip(self.models, self.solved, strict=True)):
-            q = _target_features(model, batch, self.output, cfg.proj_dim, cfg.proj_seed + k, noise_seed)
+            q = _target_features(
+                model, batch, self.output, cfg.proj_dim, cfg.proj_seed + k, noise_seed
+            )
             out.append(q.astype(np.float64) @ solved)
         return out
 
@@ -116,4 +160,6 @@ def build_attributor(method: str, setup: GradientSetup):
         return TracIn(setup)
     if method in TRAK_OUTPUTS:
         return Trak(setup, TRAK_OUTPUTS[method])
-    raise InfluenceLabError(f"unknown gradient method '{method}'; allowed: {', '.join(GRADIENT_METHODS)}.")
+    raise InfluenceLabError(
+        f"unknown gradient method '{method}'; allowed: {', '.join(GRADIENT_METHODS)}."
+    )

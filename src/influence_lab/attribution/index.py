@@ -13,10 +13,10 @@ import faiss
 import numpy as np
 
 from ..errors import InfluenceLabError
-from ..store.signature import signature
-from ..store.files import RunDir, atomic_write, write_npy
 from ..settings import IndexSettings, section
 from ..settings.attribution import INDEX_METRICS, INDEX_TYPES
+from ..store.files import RunDir, atomic_write, write_npy
+from ..store.signature import signature
 
 TYPES, METRICS = INDEX_TYPES, INDEX_METRICS  # declared in settings.attribution
 
@@ -31,9 +31,13 @@ def _prep(x: np.ndarray, metric: str) -> np.ndarray:
 def build_index(x: np.ndarray, cfg: IndexSettings) -> faiss.Index:
     kind, metric = cfg.type, cfg.metric
     if kind not in TYPES:
-        raise InfluenceLabError(f"attribution.index.type is '{kind}'; allowed values are {', '.join(TYPES)}.")
+        raise InfluenceLabError(
+            f"attribution.index.type is '{kind}'; allowed values are {', '.join(TYPES)}."
+        )
     if metric not in METRICS:
-        raise InfluenceLabError(f"attribution.index.metric is '{metric}'; allowed values are ip and l2.")
+        raise InfluenceLabError(
+            f"attribution.index.metric is '{metric}'; allowed values are ip and l2."
+        )
     x = _prep(x, metric)
     d = x.shape[1]
     fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
@@ -61,7 +65,13 @@ def _params(index: faiss.Index, cfg: IndexSettings, subset: np.ndarray | None):
     return faiss.SearchParameters(sel=sel) if sel is not None else None
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int, cfg: IndexSettings, subset: np.ndarray | None = None):
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    cfg: IndexSettings,
+    subset: np.ndarray | None = None,
+):
     """Top-k (scores, indices) for each query, larger score = closer; -1 where fewer found."""
     q = _prep(queries, cfg.metric)
     k = min(int(k), index.ntotal if subset is None else len(subset))
@@ -71,7 +81,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, cfg: IndexSettings, 
     return scores, idx
 
 
-def similarity_matrix(index, queries, n: int, cfg, subset: np.ndarray | None = None, k: int | None = None) -> np.ndarray:
+def similarity_matrix(
+    index, queries, n: int, cfg, subset: np.ndarray | None = None, k: int | None = None
+) -> np.ndarray:
     """(m, n) similarities to every training item; NaN for items the search did not return."""
     scores, idx = search(index, queries, k or (n if subset is None else len(subset)), cfg, subset)
     out = np.full((len(queries), n), np.nan)
@@ -97,8 +109,11 @@ class EmbeddingCache:
     def _build(self, embedder, bundle) -> None:
         self.run.prepare()
         train = bundle.train
-        content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32)
-                   if bundle.kind == "image" else list(train["text"]))
+        content = (
+            np.asarray(train.with_format("numpy")["image"], dtype=np.float32)
+            if bundle.kind == "image"
+            else list(train["text"])
+        )
         emb = embedder.embed(content, list(train["caption"]))
         write_npy(self.run / "embeddings.npy", emb)
         index = build_index(emb, self.cfg)

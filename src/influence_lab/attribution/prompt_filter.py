@@ -18,7 +18,9 @@ WORD = r"(?u)\b\w+\b"  # single-character words count too
 class PromptFilter:
     def __init__(self, captions: list[str], method: str = "tfidf"):
         if method not in METHODS:
-            raise InfluenceLabError(f"attribution.filter is '{method}'; allowed values are {', '.join(METHODS)}.")
+            raise InfluenceLabError(
+                f"attribution.filter is '{method}'; allowed values are {', '.join(METHODS)}."
+            )
         self.method = method
         self.n = len(captions)
         self.empty = not any(c.strip() for c in captions)
@@ -34,7 +36,10 @@ class PromptFilter:
             import bm25s
 
             self.bm25 = bm25s.BM25()
-            self.bm25.index(bm25s.tokenize(captions, stopwords=None, show_progress=False, token_pattern=WORD), show_progress=False)
+            self.bm25.index(
+                bm25s.tokenize(captions, stopwords=None, show_progress=False, token_pattern=WORD),
+                show_progress=False,
+            )
 
     def scores(self, prompt: str) -> np.ndarray:
         """B for every training item, in [0, 1] (BM25 divided by its best score)."""
@@ -45,7 +50,9 @@ class PromptFilter:
             return np.asarray((self.matrix @ query.T).todense()).ravel()  # rows are L2-normalised
         import bm25s
 
-        tokens = bm25s.tokenize([prompt], stopwords=None, show_progress=False, return_ids=False, token_pattern=WORD)[0]
+        tokens = bm25s.tokenize(
+            [prompt], stopwords=None, show_progress=False, return_ids=False, token_pattern=WORD
+        )[0]
         raw = np.asarray(self.bm25.get_scores(tokens), dtype=np.float64)
         return raw / raw.max() if raw.max() > 0 else raw
 

@@ -109,8 +109,12 @@ def edit_similarity(a: list[str], b: list[str]) -> np.ndarray:
     from rapidfuzz.distance import Levenshtein
     from rapidfuzz.process import cdist
 
-    return cdist([s.lower() for s in a], [s.lower() for s in b], scorer=Levenshtein.normalized_similarity,
-                 dtype=np.float64)
+    return cdist(
+        [s.lower() for s in a],
+        [s.lower() for s in b],
+        scorer=Levenshtein.normalized_similarity,
+        dtype=np.float64,
+    )
 
 
 def ngram_cosine(a: list[str], b: list[str], n: tuple[int, int] = (1, 3)) -> np.ndarray:

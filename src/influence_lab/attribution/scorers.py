@@ -28,8 +28,15 @@ from ..settings.attribution import BASE_METHODS
 from .raw import IMAGE_DISTANCES
 
 PAPER_WEIGHTS = {
-    "raw_mse": 0.0001, "raw_mae": 0.01, "raw_cosine": -1.0, "raw_ssim_diff": -1.0,
-    "emb_cosine": -1.0, "emb_mse": 1.0, "emb_kl": 0.00001, "emb_l1": 0.00001, "emb_l2": 0.001,
+    "raw_mse": 0.0001,
+    "raw_mae": 0.01,
+    "raw_cosine": -1.0,
+    "raw_ssim_diff": -1.0,
+    "emb_cosine": -1.0,
+    "emb_mse": 1.0,
+    "emb_kl": 0.00001,
+    "emb_l1": 0.00001,
+    "emb_l2": 0.001,
 }
 
 
@@ -53,7 +60,9 @@ def normalise(sim: np.ndarray, distance: bool = False) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0)
 
 
-def _signal(ev: PromptEvidence, cand: np.ndarray, names: list[str], weights: dict[str, float]) -> np.ndarray:
+def _signal(
+    ev: PromptEvidence, cand: np.ndarray, names: list[str], weights: dict[str, float]
+) -> np.ndarray:
     total, wsum = 0.0, 0.0
     for name in names:
         w = float(weights.get(name, 1.0))
@@ -61,7 +70,9 @@ def _signal(ev: PromptEvidence, cand: np.ndarray, names: list[str], weights: dic
             continue
         space, _, metric = name.partition("_")
         sim = ev.raw[metric] if space == "raw" else ev.latent[metric]
-        total = total + w * normalise(sim[:, cand], distance=space == "raw" and metric in IMAGE_DISTANCES)
+        total = total + w * normalise(
+            sim[:, cand], distance=space == "raw" and metric in IMAGE_DISTANCES
+        )
         wsum += abs(w)
     if wsum == 0:
         raise InfluenceLabError("attribution.fused_weights gives every available signal weight 0.")
@@ -72,7 +83,9 @@ def signal_names(ev: PromptEvidence) -> list[str]:
     return [f"raw_{k}" for k in ev.raw] + [f"latent_{k}" for k in ev.latent]
 
 
-def score(method: str, ev: PromptEvidence, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    method: str, ev: PromptEvidence, weights: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """(candidate indices, influence scores) for one method."""
     every = np.arange(len(ev.b))
     if method == "caption_only":
@@ -84,26 +97,35 @@ def score(method: str, ev: PromptEvidence, weights: dict[str, float]) -> tuple[n
         return every, _signal(ev, every, [f"raw_{k}" for k in ev.raw], {}).sum(0)
     if method == "latent_only":
         if not ev.latent:
-            raise InfluenceLabError("latent_only needs at least one embedder in attribution.embedders.")
+            raise InfluenceLabError(
+                "latent_only needs at least one embedder in attribution.embedders."
+            )
         return every, _signal(ev, every, [f"latent_{k}" for k in ev.latent], {}).sum(0)
     if method.startswith("latent:"):
         name = method.split(":", 1)[1]
         if name not in ev.latent:
-            raise InfluenceLabError(f"method {method} names embedder '{name}', not in attribution.embedders "
-                                    f"({', '.join(ev.latent)}).")
+            raise InfluenceLabError(
+                f"method {method} names embedder '{name}', not in attribution.embedders "
+                f"({', '.join(ev.latent)})."
+            )
         return every, _signal(ev, every, [f"latent_{name}"], {}).sum(0)
     if method == "paper":
         if not ev.paper:
-            raise InfluenceLabError("the paper scorer works on images only; use fused, caption_only, raw_only or "
-                                    "latent_only for text.")
+            raise InfluenceLabError(
+                "the paper scorer works on images only; use fused, caption_only, raw_only or "
+                "latent_only for text."
+            )
         weighted = sum(PAPER_WEIGHTS[k] * ev.paper[k] for k in PAPER_WEIGHTS)  # (m, pool)
         return ev.pool, -weighted.mean(0)
-    raise InfluenceLabError(f"attribution.methods has '{method}'; allowed values are "
-                            f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak.")
+    raise InfluenceLabError(
+        f"attribution.methods has '{method}'; allowed values are "
+        f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak."
+    )
 
 
-def paper_features(outputs: np.ndarray, candidates: np.ndarray, emb_out: np.ndarray,
-                   emb_cand: np.ndarray) -> dict[str, np.ndarray]:
+def paper_features(
+    outputs: np.ndarray, candidates: np.ndarray, emb_out: np.ndarray, emb_cand: np.ndarray
+) -> dict[str, np.ndarray]:
     """The nine features of the original code for (m outputs) x (n candidates)."""
     from .raw import cosine, l2, mae, ssim_of_difference
 

@@ -23,8 +23,10 @@ def check_sizes(cfg: AttributionSettings, n: int) -> None:
     for key in ("pool_size", "grid_top", "search_k"):
         value = getattr(cfg, key)
         if value is not None and value > n:
-            raise InfluenceLabError(f"attribution.{key} is {value} but the training set has {n} items; "
-                                    f"choose at most that many" + (", or null." if key != "grid_top" else "."))
+            raise InfluenceLabError(
+                f"attribution.{key} is {value} but the training set has {n} items; "
+                f"choose at most that many" + (", or null." if key != "grid_top" else ".")
+            )
 
 
 def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> np.ndarray:
@@ -40,8 +42,17 @@ def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> n
     return sims
 
 
-def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
-             cfg: AttributionSettings, dense: dict | None = None, desc: str = "attribute"):
+def evaluate(
+    train,
+    kind: str,
+    prompts: list[str],
+    outputs: list,
+    embedders: dict,
+    caches: dict,
+    cfg: AttributionSettings,
+    dense: dict | None = None,
+    desc: str = "attribute",
+):
     """Yield (target, prompt, evidence, {method: (candidate indices, scores)}) per prompt.
 
     `dense` maps extra method names (the gradient attributors) to a function
@@ -49,8 +60,11 @@ def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dic
     validated first.)"""
     cfg = section(AttributionSettings, cfg, "attribution")
     captions = list(train["caption"])
-    content = (np.asarray(train.with_format("numpy")["image"], dtype=np.float32) if kind == "image"
-               else list(train["text"]))
+    content = (
+        np.asarray(train.with_format("numpy")["image"], dtype=np.float32)
+        if kind == "image"
+        else list(train["text"])
+    )
     n = len(captions)
     check_sizes(cfg, n)
     dense = dense or {}
@@ -59,7 +73,9 @@ def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dic
     weights = dict(cfg.fused_weights)
     search_k = cfg.search_k
     every = np.arange(n)
-    for target, (prompt, outs) in enumerate(tqdm(list(zip(prompts, outputs, strict=True)), desc=desc, leave=False)):
+    for target, (prompt, outs) in enumerate(
+        tqdm(list(zip(prompts, outputs, strict=True)), desc=desc, leave=False)
+    ):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
         raw = raw_similarities(outs, content)
@@ -70,42 +86,78 @@ def evaluate(train, kind: str, prompts: list[str], outputs: list, embedders: dic
         ev = PromptEvidence(b=b, pool=pool, raw=raw, latent=latent)
         if "paper" in methods and kind == "image":
             emb_name = cfg.paper_embedder
-            ev.paper = paper_features(outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool])
+            ev.paper = paper_features(
+                outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool]
+            )
         scored = {}
         for method in methods:
-            scored[method] = (every, dense[method](prompt, outs)) if method in dense else score(method, ev, weights)
+            scored[method] = (
+                (every, dense[method](prompt, outs))
+                if method in dense
+                else score(method, ev, weights)
+            )
         yield target, prompt, ev, scored
 
 
-def attribute_prompts(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
-                      cfg: AttributionSettings, dense: dict | None = None) -> pd.DataFrame:
+def attribute_prompts(
+    train,
+    kind: str,
+    prompts: list[str],
+    outputs: list,
+    embedders: dict,
+    caches: dict,
+    cfg: AttributionSettings,
+    dense: dict | None = None,
+) -> pd.DataFrame:
     """One row per (target, method, rank): id, caption, score, caption_score and every per-space
     similarity (mean over the prompt's outputs)."""
     cfg = section(AttributionSettings, cfg, "attribution")
     captions = list(train["caption"])
     ids = list(train["id"])
     rows = []
-    for target, prompt, ev, scored in evaluate(train, kind, prompts, outputs, embedders, caches, cfg, dense):
+    for target, prompt, ev, scored in evaluate(
+        train, kind, prompts, outputs, embedders, caches, cfg, dense
+    ):
         for method, (cand, scores) in scored.items():
             order = np.argsort(-scores, kind="stable")[: cfg.keep]
             for rank, j in enumerate(order):
                 i = int(cand[j])
-                row = {"target": target, "prompt": prompt, "method": method, "rank": rank + 1, "id": ids[i],
-                       "caption": captions[i], "score": float(scores[j]), "caption_score": float(ev.b[i])}
+                row = {
+                    "target": target,
+                    "prompt": prompt,
+                    "method": method,
+                    "rank": rank + 1,
+                    "id": ids[i],
+                    "caption": captions[i],
+                    "score": float(scores[j]),
+                    "caption_score": float(ev.b[i]),
+                }
                 for key, sim in ev.raw.items():
                     row[f"raw_{key}"] = float(np.mean(sim[:, i]))
                 for key, sim in ev.latent.items():
-                    row[f"latent_{key}"] = float(np.nanmean(sim[:, i])) if not np.isnan(sim[:, i]).all() else np.nan
+                    row[f"latent_{key}"] = (
+                        float(np.nanmean(sim[:, i])) if not np.isnan(sim[:, i]).all() else np.nan
+                    )
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def dense_scores(train, kind: str, prompts: list[str], outputs: list, embedders: dict, caches: dict,
-                 cfg: AttributionSettings, dense: dict | None = None) -> dict[str, np.ndarray]:
+def dense_scores(
+    train,
+    kind: str,
+    prompts: list[str],
+    outputs: list,
+    embedders: dict,
+    caches: dict,
+    cfg: AttributionSettings,
+    dense: dict | None = None,
+) -> dict[str, np.ndarray]:
     """Every method's score of every training item per prompt: {method: (prompts, N)}. Items outside
     a method's candidate pool get the pool's lowest score (they rank below every candidate)."""
     out: dict[str, list] = {}
-    for _, _, _, scored in evaluate(train, kind, prompts, outputs, embedders, caches, cfg, dense, desc="scores"):
+    for _, _, _, scored in evaluate(
+        train, kind, prompts, outputs, embedders, caches, cfg, dense, desc="scores"
+    ):
         for method, (cand, scores) in scored.items():
             full = np.full(len(train), float(np.min(scores)) if len(scores) else 0.0)
             full[cand] = scores

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from ..data import DataBundle
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
-from ..store.paths import output_dir
 from ..orchestration.records import GenerateProvenance
+from ..store.paths import output_dir
 from ..store.signature import signature
 from ..training.batches import batch_of, outputs_batch
 from ..training.members import train_members, train_spec
@@ -26,14 +26,22 @@ from .gradient_methods import (
 from .index import EmbeddingCache
 
 
-def search_spaces(cfg: DictConfig, bundle: DataBundle, generated: GenerateProvenance) -> tuple[dict, dict]:
+def search_spaces(
+    cfg: DictConfig, bundle: DataBundle, generated: GenerateProvenance
+) -> tuple[dict, dict]:
     """The embedders of `attribution.embedders` and their cached training-set indexes."""
     model = load_model(generated.model_dir)
     root = output_dir(cfg)
     embedders, caches = {}, {}
     for name in cfg.attribution.embedders:
-        embedders[name] = build_embedder(name, cfg.embedders[name], model=model,
-                                         model_signature=generated.model_signature, bundle=bundle, root=root)
+        embedders[name] = build_embedder(
+            name,
+            cfg.embedders[name],
+            model=model,
+            model_signature=generated.model_signature,
+            bundle=bundle,
+            root=root,
+        )
         caches[name] = EmbeddingCache(root, embedders[name], bundle, cfg.attribution.index)
     return embedders, caches
 
@@ -41,24 +49,42 @@ def search_spaces(cfg: DictConfig, bundle: DataBundle, generated: GenerateProven
 def ensemble_runs(cfg: DictConfig, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:
     """Train results of `size` full-data models with seeds seed, seed+1, ...: the first is the model
     being attributed; missing ones are trained together as one pack."""
-    members = [{"member_id": f"seed{int(cfg.seed) + k}", "removed": [], "seed": int(cfg.seed) + k}
-               for k in range(size)]
-    pack = output_dir(cfg) / "packs" / signature({"ensemble": [m["seed"] for m in members],
-                                                  "spec": train_spec(cfg, bundle)})
+    members = [
+        {"member_id": f"seed{int(cfg.seed) + k}", "removed": [], "seed": int(cfg.seed) + k}
+        for k in range(size)
+    ]
+    pack = (
+        output_dir(cfg)
+        / "packs"
+        / signature({"ensemble": [m["seed"] for m in members], "spec": train_spec(cfg, bundle)})
+    )
     runs = train_members(cfg, bundle, members, pack)
     return [(runs[m["member_id"]].path, runs[m["member_id"]].signature) for m in members]
 
 
-def gradient_setup(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str,
-                   ensemble: int) -> GradientSetup:
+def gradient_setup(
+    cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str, ensemble: int
+) -> GradientSetup:
     gcfg = cfg.attribution.gradient
-    return GradientSetup(cfg=gcfg, root=output_dir(cfg), model_dir=Path(model_dir), model_signature=model_signature,
-                         ensemble=ensemble_runs(cfg, bundle, ensemble) if ensemble else [],
-                         train_batch=batch_of(bundle.train), fingerprint=bundle.fingerprint)
+    return GradientSetup(
+        cfg=gcfg,
+        root=output_dir(cfg),
+        model_dir=Path(model_dir),
+        model_signature=model_signature,
+        ensemble=ensemble_runs(cfg, bundle, ensemble) if ensemble else [],
+        train_batch=batch_of(bundle.train),
+        fingerprint=bundle.fingerprint,
+    )
 
 
-def gradient_scorers(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str,
-                     methods: list[str], ensemble: int | None = None) -> dict:
+def gradient_scorers(
+    cfg: DictConfig,
+    bundle: DataBundle,
+    model_dir: str,
+    model_signature: str,
+    methods: list[str],
+    ensemble: int | None = None,
+) -> dict:
     """{method: (prompt, outputs) -> Data Influence over every training item (summed over outputs)}."""
     wanted = [m for m in methods if m in GRADIENT_METHODS]
     for method in wanted:
@@ -71,5 +97,7 @@ def gradient_scorers(cfg: DictConfig, bundle: DataBundle, model_dir: str, model_
     scorers = {}
     for method in wanted:
         attributor = build_attributor(method, setup)
-        scorers[method] = (lambda prompt, outs, a=attributor: a.scores(outputs_batch(outs, [prompt] * len(outs)), NOISE_SEED).sum(0))
+        scorers[method] = lambda prompt, outs, a=attributor: a.scores(
+            outputs_batch(outs, [prompt] * len(outs)), NOISE_SEED
+        ).sum(0)
     return scorers

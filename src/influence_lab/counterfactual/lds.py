@@ -49,8 +49,12 @@ def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
     """Mean LDS over targets with a bootstrap 95% interval (resampling targets)."""
     finite = values[np.isfinite(values)]
     lo, hi = bootstrap_ci(finite, n_boot)  # NaN for fewer than 2 targets
-    return {"lds": float(np.mean(finite)) if len(finite) else float("nan"), "ci_low": lo, "ci_high": hi,
-            "targets": int(len(finite))}
+    return {
+        "lds": float(np.mean(finite)) if len(finite) else float("nan"),
+        "ci_low": lo,
+        "ci_high": hi,
+        "targets": int(len(finite)),
+    }
 
 
 def memorization(masks: np.ndarray, item_losses: np.ndarray) -> np.ndarray:

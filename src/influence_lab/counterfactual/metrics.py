@@ -29,7 +29,11 @@ from ..training.batches import outputs_batch
 
 @torch.no_grad()
 def losses(model, outputs, prompt: str) -> np.ndarray:
-    return model.example_loss(outputs_batch(outputs, [prompt] * len(outputs)), NOISE_SEED).cpu().numpy()
+    return (
+        model.example_loss(outputs_batch(outputs, [prompt] * len(outputs)), NOISE_SEED)
+        .cpu()
+        .numpy()
+    )
 
 
 def regenerate(model, prompt: str, seeds: list[int]):
@@ -37,8 +41,15 @@ def regenerate(model, prompt: str, seeds: list[int]):
     return out.cpu().numpy() if isinstance(out, torch.Tensor) else out
 
 
-def target_metrics(model, full_losses: np.ndarray, originals, prompt: str, seeds: list[int],
-                   embedders: dict, patterns: dict | None = None) -> dict[str, float]:
+def target_metrics(
+    model,
+    full_losses: np.ndarray,
+    originals,
+    prompt: str,
+    seeds: list[int],
+    embedders: dict,
+    patterns: dict | None = None,
+) -> dict[str, float]:
     regenerated = regenerate(model, prompt, seeds)
     out = {"delta_loss": float(np.mean(losses(model, originals, prompt) - full_losses))}
     if isinstance(originals, list):
@@ -53,9 +64,24 @@ def target_metrics(model, full_losses: np.ndarray, originals, prompt: str, seeds
         if len(seeds) > 1:
             before = float(np.mean(cosine(e_orig[1:], e_orig[:1])))
             after = float(np.mean(cosine(e_new[1:], e_orig[:1])))
-            out.update({f"ref_before_{name}": before, f"ref_after_{name}": after, f"ref_drop_{name}": before - after})
+            out.update(
+                {
+                    f"ref_before_{name}": before,
+                    f"ref_after_{name}": after,
+                    f"ref_drop_{name}": before - after,
+                }
+            )
     for name, pattern in (patterns or {}).items():  # e.g. the canary: raw cosine to a fixed image
         flat = np.asarray(pattern, dtype=np.float64)[None]
-        before, after = float(np.mean(cosine(originals, flat))), float(np.mean(cosine(regenerated, flat)))
-        out.update({f"ref_before_{name}": before, f"ref_after_{name}": after, f"ref_drop_{name}": before - after})
+        before, after = (
+            float(np.mean(cosine(originals, flat))),
+            float(np.mean(cosine(regenerated, flat))),
+        )
+        out.update(
+            {
+                f"ref_before_{name}": before,
+                f"ref_after_{name}": after,
+                f"ref_drop_{name}": before - after,
+            }
+        )
     return out

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
-from ..store.paths import safe_name
-from ..store.files import read_json, write_json
 from ..settings.base import PositiveInt, validated
 from ..settings.counterfactual import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, check_plan
+from ..store.files import read_json, write_json
+from ..store.paths import safe_name
 
 __all__ = ["ARMS", "CONTROLS", "GROUPINGS", "Member", "make_plan", "jobs_of", "check_plan"]
 
@@ -56,48 +56,88 @@ def _rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _choose(arm: str, method: str, target: int, k: int, seed: int, ranking: pd.DataFrame,
-            pools: dict[int, list[str]], all_ids: list[str]) -> list[str]:
+def _choose(
+    arm: str,
+    method: str,
+    target: int,
+    k: int,
+    seed: int,
+    ranking: pd.DataFrame,
+    pools: dict[int, list[str]],
+    all_ids: list[str],
+) -> list[str]:
     if arm == "none":
         return []
     if arm in TESTED_ARMS:
-        ranked = ranking[(ranking.target == target) & (ranking.method == method)].sort_values("rank")["id"].tolist()
+        ranked = (
+            ranking[(ranking.target == target) & (ranking.method == method)]
+            .sort_values("rank")["id"]
+            .tolist()
+        )
         if len(ranked) < k:
-            raise InfluenceLabError(f"method {method} ranked only {len(ranked)} items for target {target}, fewer than "
-                                    f"k={k}; raise attribution.keep (or attribution.pool_size, for a method that "
-                                    f"ranks only the pool) or lower counterfactual.k.")
+            raise InfluenceLabError(
+                f"method {method} ranked only {len(ranked)} items for target {target}, fewer than "
+                f"k={k}; raise attribution.keep (or attribution.pool_size, for a method that "
+                f"ranks only the pool) or lower counterfactual.k."
+            )
         return ranked[:k] if arm == "topk" else ranked[-k:]
     source = pools[target] if arm == "random_pool" else all_ids
     if len(source) < k:
         if arm == "random_pool":
-            raise InfluenceLabError(f"counterfactual.k has {k} but the prompt filter's pool of target {target} holds "
-                                    f"{len(source)} items; lower counterfactual.k or raise attribution.pool_size.")
-        raise InfluenceLabError(f"arm {arm} needs {k} items but target {target} offers {len(source)}.")
+            raise InfluenceLabError(
+                f"counterfactual.k has {k} but the prompt filter's pool of target {target} holds "
+                f"{len(source)} items; lower counterfactual.k or raise attribution.pool_size."
+            )
+        raise InfluenceLabError(
+            f"arm {arm} needs {k} items but target {target} offers {len(source)}."
+        )
     picks = _rng(arm, target, k, seed).choice(len(source), size=k, replace=False)
     return [source[i] for i in sorted(picks)]
 
 
-def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[str], methods: list[str],
-              arms: list[str], ks: list[int], seeds: list[int], grouping: str,
-              group_size: int | None = None) -> list[Member]:
+def make_plan(
+    ranking: pd.DataFrame,
+    pools: dict[int, list[str]],
+    all_ids: list[str],
+    methods: list[str],
+    arms: list[str],
+    ks: list[int],
+    seeds: list[int],
+    grouping: str,
+    group_size: int | None = None,
+) -> list[Member]:
     """Every member of a sweep. `ranking` is the attribute stage's table; `pools` the prompt
     filter's pool of each target."""
     plan = check_plan(arms, ks, seeds, grouping, group_size)
-    arms, ks, seeds, grouping, group_size = plan.arms, plan.k, plan.seeds, plan.grouping, plan.group_size
+    arms, ks, seeds, grouping, group_size = (
+        plan.arms,
+        plan.k,
+        plan.seeds,
+        plan.grouping,
+        plan.group_size,
+    )
     if not methods:
-        raise InfluenceLabError("counterfactual.methods is empty; give at least one attribution method, or auto.")
+        raise InfluenceLabError(
+            "counterfactual.methods is empty; give at least one attribution method, or auto."
+        )
     if len(set(methods)) < len(methods):
         twice = next(m for i, m in enumerate(methods) if m in methods[:i])
-        raise InfluenceLabError(f"counterfactual.methods has '{twice}' twice; list each value once.")
+        raise InfluenceLabError(
+            f"counterfactual.methods has '{twice}' twice; list each value once."
+        )
     n = len(all_ids)
     for k in ks:
         if not 1 <= k < n:
-            raise InfluenceLabError(f"counterfactual.k has {k} but the training set has only {n} items; each k "
-                                    f"must be smaller.")
+            raise InfluenceLabError(
+                f"counterfactual.k has {k} but the training set has only {n} items; each k "
+                f"must be smaller."
+            )
     targets = sorted(int(t) for t in ranking.target.unique())
     if not targets:
-        raise InfluenceLabError("the attribution ranks no items for any prompt, so there is nothing to remove; "
-                                "rerun influence-lab attribute with force=true.")
+        raise InfluenceLabError(
+            "the attribution ranks no items for any prompt, so there is nothing to remove; "
+            "rerun influence-lab attribute with force=true."
+        )
     size = len(targets) if group_size is None else group_size
     groups = [targets[i : i + size] for i in range(0, len(targets), size)]
     members: list[Member] = []
@@ -106,20 +146,27 @@ def make_plan(ranking: pd.DataFrame, pools: dict[int, list[str]], all_ids: list[
             for arm in arms:
                 arm_methods = methods if arm in TESTED_ARMS else ["control"]
                 for method in arm_methods:
-                    chosen = {t: _choose(arm, method, t, k, seed, ranking, pools, all_ids) for t in targets}
+                    chosen = {
+                        t: _choose(arm, method, t, k, seed, ranking, pools, all_ids)
+                        for t in targets
+                    }
                     # member ids name result files: a method name that is not a plain file-name
                     # component gets a slug and a hash (ordinary names are unchanged)
                     tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{k}-s{seed}"
                     if grouping == "per_target":
-                        members += [Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t])
-                                    for t in targets]
+                        members += [
+                            Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t])
+                            for t in targets
+                        ]
                     elif len(groups) == 1:
                         union = sorted(set().union(*chosen.values())) if chosen else []
                         members.append(Member(f"all-{tag}", method, arm, k, seed, targets, union))
                     else:
                         for g, group in enumerate(groups):
                             union = sorted(set().union(*(chosen[t] for t in group)))
-                            members.append(Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g))
+                            members.append(
+                                Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g)
+                            )
     for m in members:
         if len(m.removed) >= n:
             raise InfluenceLabError(f"member {m.member_id} would remove every training item.")

@@ -32,13 +32,17 @@ def wilcoxon_p(diffs: np.ndarray) -> float:
 
 def per_target(results: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds: one value per (method, arm, k, metric, target)."""
-    return results.groupby(["method", "arm", "k", "metric", "target"], as_index=False)["value"].mean()
+    return results.groupby(["method", "arm", "k", "metric", "target"], as_index=False)[
+        "value"
+    ].mean()
 
 
 def compare(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, k, metric, control): the paired comparison of topk with that control."""
     table = per_target(results)
-    table = table[~table.metric.str.startswith(("ref_before_", "ref_after_"))]  # levels, not changes
+    table = table[
+        ~table.metric.str.startswith(("ref_before_", "ref_after_"))
+    ]  # levels, not changes
     rows = []
     tested = table[table.arm == "topk"]
     for (method, k, metric), top in tested.groupby(["method", "k", "metric"]):
@@ -52,12 +56,24 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
             diffs = (top[common] - ctrl[common]).to_numpy()
             lo, hi = bootstrap_ci(diffs)
             mean_ctrl = float(ctrl[common].mean())
-            rows.append({
-                "method": method, "k": int(k), "metric": metric, "control": control, "n_targets": len(common),
-                "topk_mean": float(top[common].mean()), "control_mean": mean_ctrl,
-                "mean_diff": float(diffs.mean()), "ci_low": lo, "ci_high": hi, "wilcoxon_p": wilcoxon_p(diffs),
-                "ratio": float(top[common].mean() / mean_ctrl) if abs(mean_ctrl) > 1e-12 else float("nan"),
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "k": int(k),
+                    "metric": metric,
+                    "control": control,
+                    "n_targets": len(common),
+                    "topk_mean": float(top[common].mean()),
+                    "control_mean": mean_ctrl,
+                    "mean_diff": float(diffs.mean()),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "wilcoxon_p": wilcoxon_p(diffs),
+                    "ratio": float(top[common].mean() / mean_ctrl)
+                    if abs(mean_ctrl) > 1e-12
+                    else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,16 +91,30 @@ def experiment_table(results: pd.DataFrame) -> pd.DataFrame:
     and range over the group's prompts (each prompt's value averaged over seeds first)."""
     if "group" not in results or not results.metric.str.startswith("ref_before_").any():
         return pd.DataFrame()
-    per = results.groupby(["method", "arm", "k", "group", "metric", "target"], as_index=False)["value"].mean()
+    per = results.groupby(["method", "arm", "k", "group", "metric", "target"], as_index=False)[
+        "value"
+    ].mean()
     rows = []
     for (method, arm, k, group), part in per.groupby(["method", "arm", "k", "group"]):
         for metric in sorted(m for m in part.metric.unique() if m.startswith("ref_before_")):
-            space = metric[len("ref_before_"):]
-            row = {"method": method, "arm": arm, "k": int(k), "experiment": int(group), "space": space}
+            space = metric[len("ref_before_") :]
+            row = {
+                "method": method,
+                "arm": arm,
+                "k": int(k),
+                "experiment": int(group),
+                "space": space,
+            }
             for when in ("before", "after"):
                 values = part[part.metric == f"ref_{when}_{space}"]["value"]
-                row.update({f"{when}_mean": values.mean(), f"{when}_std": values.std(),
-                            f"{when}_min": values.min(), f"{when}_max": values.max()})
+                row.update(
+                    {
+                        f"{when}_mean": values.mean(),
+                        f"{when}_std": values.std(),
+                        f"{when}_min": values.min(),
+                        f"{when}_max": values.max(),
+                    }
+                )
             row["prompts"] = int(part[part.metric == metric]["target"].nunique())
             rows.append(row)
     return pd.DataFrame(rows)

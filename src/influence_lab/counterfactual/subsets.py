@@ -14,8 +14,8 @@ from ..attribution.setup import gradient_setup, search_spaces
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
-from ..store.signature import signature
 from ..store.files import RunDir, atomic_write
+from ..store.signature import signature
 from ..tracking.console import console
 from ..training.batches import outputs_batch
 from ..training.members import train_members
@@ -23,9 +23,16 @@ from ..training.members import train_members
 
 def subset_members(ids: list[str], masks: np.ndarray, seeds) -> list[dict]:
     """One member per (subset, seed): trained without the items outside the subset."""
-    return [{"member_id": f"s{j:03d}-seed{s}", "subset": j, "seed": int(s),
-             "removed": [ids[i] for i in np.flatnonzero(~masks[j])]}
-            for j in range(len(masks)) for s in seeds]
+    return [
+        {
+            "member_id": f"s{j:03d}-seed{s}",
+            "subset": j,
+            "seed": int(s),
+            "removed": [ids[i] for i in np.flatnonzero(~masks[j])],
+        }
+        for j in range(len(masks))
+        for s in seeds
+    ]
 
 
 def tracked_items(ids: list[str], count: int, seed: int) -> list[str]:
@@ -34,12 +41,18 @@ def tracked_items(ids: list[str], count: int, seed: int) -> list[str]:
     return [ids[i] for i in sorted(rng.choice(len(ids), min(count, len(ids)), replace=False))]
 
 
-def train_subset_models(cfg: DictConfig, bundle, members: list[dict], run: RunDir, track_ids: list[str]) -> dict:
+def train_subset_models(
+    cfg: DictConfig, bundle, members: list[dict], run: RunDir, track_ids: list[str]
+) -> dict:
     size = int(cfg.lds.pack_size)
     packs = [members[i : i + size] for i in range(0, len(members), size)]
     runs = {}
     for pack in tqdm(packs, desc=f"subset models ({len(members)} in packs of {size})"):
-        pack_dir = run.path.parent / "packs" / signature(sorted(m["member_id"] for m in pack) + [run.signature])
+        pack_dir = (
+            run.path.parent
+            / "packs"
+            / signature(sorted(m["member_id"] for m in pack) + [run.signature])
+        )
         runs.update(train_members(cfg, bundle, pack, pack_dir, track_ids))
     return runs
 
@@ -85,8 +98,9 @@ def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, r
     return np.stack(truth), np.stack(items)
 
 
-def method_scores(cfg, bundle, generated: GenerateProvenance, methods, t_prompts, t_outputs,
-                  batch) -> dict[str, np.ndarray]:
+def method_scores(
+    cfg, bundle, generated: GenerateProvenance, methods, t_prompts, t_outputs, batch
+) -> dict[str, np.ndarray]:
     """Scores of every training item for every target: {label: (T, N)}; TRAK and D-TRAK once per
     ensemble size of `lds.trak_ensembles` (labels `trak@e`)."""
     out = {}
@@ -97,19 +111,28 @@ def method_scores(cfg, bundle, generated: GenerateProvenance, methods, t_prompts
         scfg = cfg.copy()
         scfg.attribution = acfg
         embedders, caches = search_spaces(scfg, bundle, generated)
-        out.update(dense_scores(bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, acfg))
+        out.update(
+            dense_scores(bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, acfg)
+        )
     grads = [m for m in methods if m in GRADIENT_METHODS]
     if not grads:
         return out
     sizes = sorted({int(e) for e in cfg.lds.trak_ensembles})
-    setup = gradient_setup(cfg, bundle, generated.model_dir, generated.model_signature,
-                           max(sizes) if any(m != "tracin" for m in grads) else 0)
+    setup = gradient_setup(
+        cfg,
+        bundle,
+        generated.model_dir,
+        generated.model_signature,
+        max(sizes) if any(m != "tracin" for m in grads) else 0,
+    )
     for method in grads:
         console.print(f"lds: scores of {method}", highlight=False)
         if method == "tracin":
             out["tracin"] = TracIn(setup).scores(batch, NOISE_SEED)
             continue
-        per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(batch, NOISE_SEED)
+        per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(
+            batch, NOISE_SEED
+        )
         for e in sizes:
             out[f"{method}@{e}"] = np.mean(per_model[:e], axis=0)
     return out

@@ -30,50 +30,78 @@ def member_finished(results: Path, member_id: str) -> bool:
     return member_failed(results, member_id) or member_done(results, member_id)
 
 
-def measure_member(model, member: Member, full_losses, originals, prompts, seeds, embedders: dict,
-                   patterns: dict) -> pd.DataFrame:
+def measure_member(
+    model, member: Member, full_losses, originals, prompts, seeds, embedders: dict, patterns: dict
+) -> pd.DataFrame:
     """One row per target of the member and metric: the retrained model against the full one."""
     rows = []
     for t in member.targets:
-        values = target_metrics(model, full_losses[t], originals[t], prompts[t], seeds[t], embedders, patterns)
+        values = target_metrics(
+            model, full_losses[t], originals[t], prompts[t], seeds[t], embedders, patterns
+        )
         for metric, value in values.items():
-            rows.append({"member_id": member.member_id, "method": member.method, "arm": member.arm,
-                         "k": member.k, "seed": member.seed, "target": t, "prompt": prompts[t],
-                         "group": int(member.group), "n_removed": len(member.removed), "metric": metric,
-                         "value": value})
+            rows.append(
+                {
+                    "member_id": member.member_id,
+                    "method": member.method,
+                    "arm": member.arm,
+                    "k": member.k,
+                    "seed": member.seed,
+                    "target": t,
+                    "prompt": prompts[t],
+                    "group": int(member.group),
+                    "n_removed": len(member.removed),
+                    "metric": metric,
+                    "value": value,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def write_member(results: Path, job: int, member_id: str, table: pd.DataFrame) -> None:
     atomic_write(results / f"{member_id}.parquet", lambda p: table.to_parquet(p, index=False))
-    write_json(results / f"{member_id}.done",
-               {"job": job, "sha256": {f"{member_id}.parquet": sha256(results / f"{member_id}.parquet")}})
+    write_json(
+        results / f"{member_id}.done",
+        {"job": job, "sha256": {f"{member_id}.parquet": sha256(results / f"{member_id}.parquet")}},
+    )
 
 
 def write_failures(results: Path, job: int, failures: dict[str, str]) -> None:
     for member_id, message in failures.items():
-        write_json(results / f"{member_id}.failed", {"job": job, "member_id": member_id,
-                                                     "error": f"retrain job {job}: {message}"})
+        write_json(
+            results / f"{member_id}.failed",
+            {"job": job, "member_id": member_id, "error": f"retrain job {job}: {message}"},
+        )
 
 
 def gather(folder: Path, members: list[Member]) -> tuple[pd.DataFrame, list[dict]]:
     """Every finished member's rows in one table, and the records of the failed members (written to
     failures.csv and reported); refused when every member failed."""
     results = folder / "results"
-    failed = [read_json(results / f"{m.member_id}.failed") for m in members if member_failed(results, m.member_id)]
+    failed = [
+        read_json(results / f"{m.member_id}.failed")
+        for m in members
+        if member_failed(results, m.member_id)
+    ]
     if failed:
         atomic_write(folder / "failures.csv", lambda p: pd.DataFrame(failed).to_csv(p, index=False))
         for record in failed:
             console.print(f"[red]failed member:[/] {record['error']}", highlight=False)
     finished = [m for m in members if member_done(results, m.member_id)]
     if not finished:
-        raise InfluenceLabError(f"every member of {folder} failed (see {folder / 'failures.csv'}); "
-                                f"no counterfactual numbers can be computed.")
-    table = pd.concat([pd.read_parquet(results / f"{m.member_id}.parquet") for m in finished], ignore_index=True)
+        raise InfluenceLabError(
+            f"every member of {folder} failed (see {folder / 'failures.csv'}); "
+            f"no counterfactual numbers can be computed."
+        )
+    table = pd.concat(
+        [pd.read_parquet(results / f"{m.member_id}.parquet") for m in finished], ignore_index=True
+    )
     return table, failed
 
 
-def write_tables(folder: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def write_tables(
+    folder: Path, table: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """results.parquet, stats.csv (top-k vs controls), arms.csv and (grouped sweeps) experiments.csv."""
     stats, arms, experiments = compare(table), arm_table(table), experiment_table(table)
     atomic_write(folder / "results.parquet", lambda p: table.to_parquet(p, index=False))

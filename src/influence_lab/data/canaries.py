@@ -24,15 +24,24 @@ def add_canaries(train: Dataset, count: int, token: str, seed: int, noise: float
     if "image" not in train.column_names:
         raise InfluenceLabError("data.canaries works with image data only.")
     if not token or " " in token:
-        raise InfluenceLabError(f"data.canaries.token is '{token}'; use one word that no caption contains.")
+        raise InfluenceLabError(
+            f"data.canaries.token is '{token}'; use one word that no caption contains."
+        )
     if any(token in caption.split() for caption in train["caption"]):
-        raise InfluenceLabError(f"data.canaries.token '{token}' already occurs in the captions; choose another.")
+        raise InfluenceLabError(
+            f"data.canaries.token '{token}' already occurs in the captions; choose another."
+        )
     shape = np.asarray(train[0]["image"]).shape
     base = canary_pattern(shape, seed)
     rng = np.random.default_rng(seed + 1)
-    images = np.clip(base[None] + noise * rng.standard_normal((count, *shape)), 0, 1).astype(np.float32)
-    rows = {"id": [f"canary-{i:03d}" for i in range(count)], "image": list(images),
-            "caption": [f"{token} pattern"] * count}
+    images = np.clip(base[None] + noise * rng.standard_normal((count, *shape)), 0, 1).astype(
+        np.float32
+    )
+    rows = {
+        "id": [f"canary-{i:03d}" for i in range(count)],
+        "image": list(images),
+        "caption": [f"{token} pattern"] * count,
+    }
     if "label" in train.column_names:
         rows["label"] = [-1] * count
     return concatenate_datasets([train, Dataset.from_dict(rows, features=train.features)])

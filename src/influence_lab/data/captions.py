@@ -50,7 +50,9 @@ def digit_captions(images: np.ndarray, labels: np.ndarray) -> list[str]:
         lean = (
             "leaning right"
             if shear > SLANT_THRESHOLD
-            else "leaning left" if shear < -SLANT_THRESHOLD else "upright"
+            else "leaning left"
+            if shear < -SLANT_THRESHOLD
+            else "upright"
         )
         captions.append(f"digit {NUMBER_WORDS[int(label)]}, {weight}, {lean}")
     return captions

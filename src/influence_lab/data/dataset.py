@@ -13,9 +13,9 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 
 from ..errors import InfluenceLabError
-from ..store.paths import check_name
 from ..settings import DataSettings, section
 from ..settings.data import SOURCES_MODULE
+from ..store.paths import check_name
 from . import sources
 from .canaries import add_canaries
 
@@ -29,7 +29,9 @@ def fingerprint(ds: Dataset) -> str:
         digest.update("\x1f".join(chunk["id"]).encode())
         digest.update("\x1f".join(chunk["caption"]).encode())
         if content == "image":
-            digest.update(np.ascontiguousarray(np.asarray(chunk["image"], dtype=np.float32)).tobytes())
+            digest.update(
+                np.ascontiguousarray(np.asarray(chunk["image"], dtype=np.float32)).tobytes()
+            )
         else:
             digest.update("\x1f".join(chunk["text"]).encode())
     return digest.hexdigest()[:16]
@@ -51,7 +53,9 @@ def read_exclude_ids(spec) -> list[str]:
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 <= val_fraction < 1.0:
-        raise InfluenceLabError(f"data.split.val_fraction is {val_fraction}; it must lie in [0, 1).")
+        raise InfluenceLabError(
+            f"data.split.val_fraction is {val_fraction}; it must lie in [0, 1)."
+        )
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -109,8 +113,13 @@ def source_loader(target):
     """The loader `data.source._target_` names. Only the `load_*` functions of
     influence_lab.data.sources are allowed: a config never makes the tool import or call anything else."""
     module, _, name = str(target).rpartition(".")
-    loaders = sorted(n for n, f in vars(sources).items()
-                     if n.startswith("load_") and callable(f) and getattr(f, "__module__", None) == SOURCES_MODULE)
+    loaders = sorted(
+        n
+        for n, f in vars(sources).items()
+        if n.startswith("load_")
+        and callable(f)
+        and getattr(f, "__module__", None) == SOURCES_MODULE
+    )
     if module != SOURCES_MODULE or name not in loaders:
         raise InfluenceLabError(
             f"data.source._target_ is '{target}'; it must be one of "
@@ -136,7 +145,9 @@ def load_data(data: DataSettings) -> DataBundle:
     if data.canary_count > 0:
         canaries = data.canaries
         train = add_canaries(train, canaries.count, canaries.token, canaries.seed)
-        full = concatenate_datasets([full, train.select(range(len(train) - canaries.count, len(train)))])
+        full = concatenate_datasets(
+            [full, train.select(range(len(train) - canaries.count, len(train)))]
+        )
         ids = full["id"]
     exclude = read_exclude_ids(data.exclude_ids)
     train = remove_ids(train, set(ids), exclude)

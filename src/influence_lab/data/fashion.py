@@ -24,16 +24,30 @@ import numpy as np
 from ..errors import InfluenceLabError
 
 DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
-CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-           "ankle boot")
-FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+CLASSES = (
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 INK = 0.1  # a pixel brighter than this belongs to the product
-HOW_TO_GET = ("install Debian's package (apt-get install dataset-fashion-mnist, or `make data`), or put "
-              "the four standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into a folder named by "
-              "data.source.path")
+HOW_TO_GET = (
+    "install Debian's package (apt-get install dataset-fashion-mnist, or `make data`), or put "
+    "the four standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into a folder named by "
+    "data.source.path"
+)
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -41,17 +55,23 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise InfluenceLabError(f"{path} cannot be read as an idx file ({exc}); {HOW_TO_GET}.") from None
+        raise InfluenceLabError(
+            f"{path} cannot be read as an idx file ({exc}); {HOW_TO_GET}."
+        ) from None
     dims = 3 if magic == IMAGE_MAGIC else 1
     header = 4 + 4 * dims
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if found != magic:
-        raise InfluenceLabError(f"{path} is not a Fashion-MNIST {'image' if dims == 3 else 'label'} file "
-                                f"(magic number {found}, expected {magic}); {HOW_TO_GET}.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+        raise InfluenceLabError(
+            f"{path} is not a Fashion-MNIST {'image' if dims == 3 else 'label'} file "
+            f"(magic number {found}, expected {magic}); {HOW_TO_GET}."
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     if len(raw) != header + int(np.prod(shape)):
-        raise InfluenceLabError(f"{path} is truncated or corrupt ({len(raw) - header} bytes of data for "
-                                f"shape {shape}); {HOW_TO_GET}.")
+        raise InfluenceLabError(
+            f"{path} is truncated or corrupt ({len(raw) - header} bytes of data for "
+            f"shape {shape}); {HOW_TO_GET}."
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -60,24 +80,34 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     image_file, label_file = (folder / name for name in FILES[split])
     missing = [p.name for p in (image_file, label_file) if not p.is_file()]
     if missing:
-        raise InfluenceLabError(f"Fashion-MNIST is not in data.source.path '{folder}' (missing "
-                                f"{', '.join(missing)}); {HOW_TO_GET}.")
+        raise InfluenceLabError(
+            f"Fashion-MNIST is not in data.source.path '{folder}' (missing "
+            f"{', '.join(missing)}); {HOW_TO_GET}."
+        )
     images, labels = read_idx(image_file, IMAGE_MAGIC), read_idx(label_file, LABEL_MAGIC)
     if len(images) != len(labels):
-        raise InfluenceLabError(f"{image_file.name} holds {len(images)} images but {label_file.name} "
-                                f"{len(labels)} labels; {HOW_TO_GET}.")
+        raise InfluenceLabError(
+            f"{image_file.name} holds {len(images)} images but {label_file.name} "
+            f"{len(labels)} labels; {HOW_TO_GET}."
+        )
     return images.astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
 def class_index(value) -> int:
     """A class given by name (case-insensitive, '_' for ' ') or by index 0-9."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(CLASSES):
+    if (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and 0 <= value < len(CLASSES)
+    ):
         return int(value)
     name = str(value).strip().lower().replace("_", " ")
     if name in CLASSES:
         return CLASSES.index(name)
-    raise InfluenceLabError(f"data.source.classes has {value!r}; the classes are "
-                            f"{', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}.")
+    raise InfluenceLabError(
+        f"data.source.classes has {value!r}; the classes are "
+        f"{', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}."
+    )
 
 
 def select(labels: np.ndarray, classes, per_class: int | None) -> np.ndarray:
@@ -87,8 +117,10 @@ def select(labels: np.ndarray, classes, per_class: int | None) -> np.ndarray:
     for c in chosen:
         idx = np.flatnonzero(labels == c)
         if per_class is not None and per_class > len(idx):
-            raise InfluenceLabError(f"data.source.per_class is {per_class} but class '{CLASSES[c]}' holds only "
-                                    f"{len(idx)} items in this file; use at most {len(idx)}.")
+            raise InfluenceLabError(
+                f"data.source.per_class is {per_class} but class '{CLASSES[c]}' holds only "
+                f"{len(idx)} items in this file; use at most {len(idx)}."
+            )
         keep.append(idx if per_class is None else idx[:per_class])
     return np.sort(np.concatenate(keep))
 
@@ -121,9 +153,11 @@ def attributes(images: np.ndarray) -> dict[str, np.ndarray]:
 def fashion_captions(images: np.ndarray, labels: np.ndarray) -> list[str]:
     """'a dark, wide ankle boot' for each (H, W) image in [0, 1] (terciles within its class)."""
     a = attributes(images)
-    words = [_tercile_words(a["tone"], labels, "dark", "light"),
-             _tercile_words(a["width"], labels, "narrow", "wide"),
-             _tercile_words(a["texture"], labels, "plain", "patterned")]
+    words = [
+        _tercile_words(a["tone"], labels, "dark", "light"),
+        _tercile_words(a["width"], labels, "narrow", "wide"),
+        _tercile_words(a["texture"], labels, "plain", "patterned"),
+    ]
     captions = []
     for i, label in enumerate(labels):
         said = [w[i] for w in words if w[i]]
@@ -132,8 +166,9 @@ def fashion_captions(images: np.ndarray, labels: np.ndarray) -> list[str]:
     return captions
 
 
-def fashion_items(path: str = DEFAULT_PATH, classes=None, per_class: int | None = None,
-                  split: str = "train") -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+def fashion_items(
+    path: str = DEFAULT_PATH, classes=None, per_class: int | None = None, split: str = "train"
+) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     """Ids, images (n, 1, 28, 28), captions and labels of Fashion-MNIST from `path`: the official
     `train` file (the pool) or `test` file (held-out targets), the chosen `classes` (names or
     indices; None = all ten), the first `per_class` items of each. Ids `fashion-train-00042` (the

@@ -11,8 +11,8 @@ import numpy as np
 from datasets import Array3D, Dataset, Features, Value
 
 from ..errors import InfluenceLabError
-from ..store.paths import inside
 from ..settings.data import IMAGE_MODES
+from ..store.paths import inside
 from .captions import digit_captions
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -52,7 +52,10 @@ def load_digits(max_items: int | None = None) -> Dataset:
     return image_dataset(ids[:n], images[:n, None], captions[:n], bunch.target[:n])
 
 
-NAME_LISTS = {"male": ("first:male", "male first name"), "female": ("first:female", "female first name")}
+NAME_LISTS = {
+    "male": ("first:male", "male first name"),
+    "female": ("first:female", "female first name"),
+}
 
 
 def _read_names(path: str, limit: int | None = None) -> list[str]:
@@ -66,7 +69,9 @@ def _read_names(path: str, limit: int | None = None) -> list[str]:
     return out
 
 
-def load_names(genders=("male", "female"), surnames: int = 0, max_per_list: int | None = None) -> Dataset:
+def load_names(
+    genders=("male", "female"), surnames: int = 0, max_per_list: int | None = None
+) -> Dataset:
     """First names (and optionally the `surnames` most common surnames) from the `names` package.
 
     Captions are "male first name", "female first name" and "surname"; labels 0, 1, 2.
@@ -92,7 +97,9 @@ def load_names(genders=("male", "female"), surnames: int = 0, max_per_list: int 
             captions.append("surname")
             labels.append(2)
     if not ids:
-        raise InfluenceLabError("data.source selects no names; give data.source.genders or data.source.surnames.")
+        raise InfluenceLabError(
+            "data.source selects no names; give data.source.genders or data.source.surnames."
+        )
     return text_dataset(ids, texts, captions, labels)
 
 
@@ -112,8 +119,13 @@ def _metadata_file(root: Path, name, where: str) -> Path:
     """The image a metadata.jsonl `file_name` names, which must be a relative path inside `root`:
     no absolute path or drive, no '..' (with '/' or '\\' as separator), no NUL, no link out."""
     text = name if isinstance(name, str) else None
-    if (not text or "\x00" in text or PurePosixPath(text).is_absolute() or PureWindowsPath(text).anchor
-            or ".." in PureWindowsPath(text).parts):
+    if (
+        not text
+        or "\x00" in text
+        or PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).anchor
+        or ".." in PureWindowsPath(text).parts
+    ):
         raise InfluenceLabError(
             f"{where}: file_name {name!r} is not a relative path inside data.source.path ({root}); "
             f"file names must stay inside the folder (no absolute paths, no '..')."
@@ -139,7 +151,9 @@ def _size(size) -> tuple[int, int]:
 
 def _check_mode(mode: str) -> str:
     if mode not in IMAGE_MODES:
-        raise InfluenceLabError(f"data.source.mode is '{mode}'; allowed values are 'L' (grey) and 'RGB'.")
+        raise InfluenceLabError(
+            f"data.source.mode is '{mode}'; allowed values are 'L' (grey) and 'RGB'."
+        )
     return mode
 
 
@@ -151,7 +165,9 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
     _check_mode(mode)
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise InfluenceLabError(f"data.source.path '{path}' is not a directory; point it at a folder of images.")
+        raise InfluenceLabError(
+            f"data.source.path '{path}' is not a directory; point it at a folder of images."
+        )
     size = _size(size)
     metadata = root / "metadata.jsonl"
     entries: list[tuple[Path, str]] = []
@@ -163,7 +179,9 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InfluenceLabError(f"{metadata} line {n} is not valid JSON ({exc.msg}).") from exc
+                raise InfluenceLabError(
+                    f"{metadata} line {n} is not valid JSON ({exc.msg})."
+                ) from exc
             if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
                 raise InfluenceLabError(
                     f"{metadata} line {n} needs 'file_name' and '{caption_column}' (data.source.caption_column)."
@@ -192,13 +210,17 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
             raise InfluenceLabError(f"{metadata} names {file.name}, which does not exist.")
         item_id = _safe_id(str(file.relative_to(root).with_suffix("")))
         if item_id in seen:
-            raise InfluenceLabError(f"two images in '{path}' map to the same id '{item_id}'; rename one.")
+            raise InfluenceLabError(
+                f"two images in '{path}' map to the same id '{item_id}'; rename one."
+            )
         seen.add(item_id)
         try:
             with Image.open(file) as img:
                 images.append(_to_array(img, size, mode))
         except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise InfluenceLabError(f"{file} in data.source.path cannot be read as an image ({exc}).") from exc
+            raise InfluenceLabError(
+                f"{file} in data.source.path cannot be read as an image ({exc})."
+            ) from exc
         ids.append(item_id)
         captions.append(caption)
     return image_dataset(ids, np.stack(images), captions)
@@ -228,13 +250,19 @@ def load_hub(
         # loading script); only data files are read. datasets >= 4 has no loading scripts at all.
         ds = datasets.load_dataset(name, config_name, split=split)
     except Exception as exc:  # network, missing dataset, bad split: one sentence
-        raise InfluenceLabError(f"data.source.name '{name}' could not be loaded from the hub: {exc}") from exc
+        raise InfluenceLabError(
+            f"data.source.name '{name}' could not be loaded from the hub: {exc}"
+        ) from exc
     if max_items is not None:
         ds = ds.select(range(min(max_items, len(ds))))
     for col in (image_column, text_column, caption_column, label_column, id_column):
         if col is not None and col not in ds.column_names:
             raise InfluenceLabError(f"column '{col}' is not in {name}; it has {ds.column_names}.")
-    ids = [_safe_id(str(v)) for v in ds[id_column]] if id_column else [f"{_safe_id(name)}-{i:06d}" for i in range(len(ds))]
+    ids = (
+        [_safe_id(str(v)) for v in ds[id_column]]
+        if id_column
+        else [f"{_safe_id(name)}-{i:06d}" for i in range(len(ds))]
+    )
     captions = [str(c) for c in ds[caption_column]] if caption_column else [""] * len(ds)
     labels = ds[label_column] if label_column else None
     if text_column:

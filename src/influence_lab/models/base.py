@@ -20,14 +20,18 @@ import torch
 
 from .text_encoder import BagOfWords
 
-NOISE_SEED = 0  # the fixed noise of every measured `example_loss` (counterfactual targets, LDS, gradients)
+NOISE_SEED = (
+    0  # the fixed noise of every measured `example_loss` (counterfactual targets, LDS, gradients)
+)
 
 
 class GenerativeModel(pl.LightningModule):
     kind = "image"  # or "text"
     packable = True  # members of this class train faster as one vmapped pack than one by one
 
-    def __init__(self, vocab: list[str], conditional: bool, cond_dim: int, lr: float, weight_decay: float):
+    def __init__(
+        self, vocab: list[str], conditional: bool, cond_dim: int, lr: float, weight_decay: float
+    ):
         super().__init__()
         self.conditional = conditional
         self.cond_dim = cond_dim
@@ -60,7 +64,11 @@ class GenerativeModel(pl.LightningModule):
     def prepare(self, batch: dict) -> dict:
         """Add the tensors that `loss` needs and that take Python to compute (caption bags)."""
         if "bags" not in batch:
-            bags = self.text.bags(batch["caption"]) if self.text is not None else torch.zeros(len(batch["caption"]), 1)
+            bags = (
+                self.text.bags(batch["caption"])
+                if self.text is not None
+                else torch.zeros(len(batch["caption"]), 1)
+            )
             batch = {**batch, "bags": bags.to(self.device)}
         return batch
 
@@ -69,7 +77,9 @@ class GenerativeModel(pl.LightningModule):
         """Every random number one training step of n examples needs."""
         return {}
 
-    def loss(self, batch, noise: dict[str, torch.Tensor]) -> torch.Tensor:  # per-example training loss
+    def loss(
+        self, batch, noise: dict[str, torch.Tensor]
+    ) -> torch.Tensor:  # per-example training loss
         raise NotImplementedError
 
     def measure_noise(self, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -104,8 +114,12 @@ class GenerativeModel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         batch = self.prepare(batch)
         n = len(batch["caption"])
-        noise = {k: v.to(self.device) for k, v in
-                 self.draw_noise(n, step_generator(self.noise_seed, self.global_step)).items()}
+        noise = {
+            k: v.to(self.device)
+            for k, v in self.draw_noise(
+                n, step_generator(self.noise_seed, self.global_step)
+            ).items()
+        }
         loss = self.loss(batch, noise).mean()
         if self.record_losses:
             self.loss_history.append(float(loss.detach()))
@@ -117,10 +131,14 @@ class GenerativeModel(pl.LightningModule):
         self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["caption"]))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         if self.trainer is None or not self.trainer.max_epochs or self.trainer.max_epochs < 0:
             return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs, eta_min=self.hparams.lr * 0.05)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=self.trainer.max_epochs, eta_min=self.hparams.lr * 0.05
+        )
         return {"optimizer": opt, "lr_scheduler": sched}
 
 

@@ -12,8 +12,8 @@ import torch
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
-from ..store.files import atomic_write, verify_result, write_json
 from ..settings import ModelSettings, section
+from ..store.files import atomic_write, verify_result, write_json
 from .base import GenerativeModel
 from .text_encoder import build_vocab
 
@@ -71,8 +71,12 @@ def model_class(target, where: str) -> type[GenerativeModel]:
             cls = getattr(importlib.import_module(module), name, None)
         except (ImportError, ValueError):
             cls = None
-    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel) and cls is not GenerativeModel
-            and cls.__module__.startswith(MODELS_PACKAGE + ".")):
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, GenerativeModel)
+        and cls is not GenerativeModel
+        and cls.__module__.startswith(MODELS_PACKAGE + ".")
+    ):
         raise InfluenceLabError(
             f"{where} is '{target}', which is not an influence_lab model; it must name a GenerativeModel "
             f"class under {MODELS_PACKAGE} (e.g. influence_lab.models.vae.VAE)."
@@ -98,7 +102,9 @@ def save_model(model: GenerativeModel, run_dir: Path) -> None:
 def load_model(run_dir: Path) -> GenerativeModel:
     spec = json.loads((Path(run_dir) / "model.json").read_text())
     model = model_class(spec.get("target"), f"the target in {run_dir}/model.json")(**spec["init"])
-    verify_result(Path(run_dir), ["weights.pt", "model.json"])  # refuse weights altered after training
+    verify_result(
+        Path(run_dir), ["weights.pt", "model.json"]
+    )  # refuse weights altered after training
     state = torch.load(Path(run_dir) / "weights.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.init_spec = spec

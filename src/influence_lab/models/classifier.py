@@ -22,10 +22,20 @@ class LabelCNN(nn.Module):
     def __init__(self, channels: int, n_classes: int, width: int = 32, features: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(2 * width, features), nn.ReLU(),
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, features),
+            nn.ReLU(),
         )
         self.head = nn.Linear(features, n_classes)
 
@@ -36,8 +46,14 @@ class LabelCNN(nn.Module):
         return self.head(self.body(x))
 
 
-def fit_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 8, seed: int = 0,
-                   batch_size: int = 128, lr: float = 2e-3) -> LabelCNN:
+def fit_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    epochs: int = 8,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+) -> LabelCNN:
     """Fit on (N, C, H, W) images in [0, 1] and integer labels; returns the model in eval mode."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -26,9 +26,12 @@ class MLPDenoiser(nn.Module):
         self.shape = tuple(shape)
         d = math.prod(self.shape)
         self.inp = nn.Linear(d, hidden)
-        self.emb = nn.Sequential(nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.emb = nn.Sequential(
+            nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth)
+            nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            for _ in range(depth)
         )
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, d))
 
@@ -64,14 +67,18 @@ class TinyUNet(nn.Module):
         super().__init__()
         c = shape[0]
         self.shape = tuple(shape)
-        self.emb = nn.Sequential(nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.emb = nn.Sequential(
+            nn.Linear(128 + cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
         self.inp = nn.Conv2d(c, channels, 3, padding=1)
         self.down = ResBlock(channels, channels, hidden)
         self.pool = nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1)
         self.mid = ResBlock(2 * channels, 2 * channels, hidden)
         self.upsample = nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1)
         self.up = ResBlock(2 * channels, channels, hidden)
-        self.out = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, c, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, c, 3, padding=1)
+        )
 
     def features(self, x, t, c):
         e = self.emb(torch.cat([timestep_embedding(t, 128), c], 1))
@@ -124,7 +131,8 @@ class DDPM(GenerativeModel):
         return {
             "t": torch.randint(0, self.hparams.timesteps, (n,), generator=generator),
             "eps": torch.randn(n, *self.shape, generator=generator),
-            "drop": torch.rand(n, generator=generator) < (self.hparams.p_uncond if self.conditional else 0.0),
+            "drop": torch.rand(n, generator=generator)
+            < (self.hparams.p_uncond if self.conditional else 0.0),
         }
 
     def loss(self, batch, noise):
@@ -139,17 +147,25 @@ class DDPM(GenerativeModel):
 
     def measure_noise(self, n, seed):
         """Noise of each of the `loss_timesteps` fixed timesteps, example first: (n, K, C, H, W)."""
-        return {"eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.shape)).transpose(0, 1)}
+        return {
+            "eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.shape)).transpose(
+                0, 1
+            )
+        }
 
     def _over_timesteps(self, batch, noise, per_step):
         x0 = batch["content"] * 2 - 1
         n = len(x0)
         c = self.cond(batch)
-        total = x0.new_zeros(n)  # devices from the data: under a pack the module itself is on "meta"
+        total = x0.new_zeros(
+            n
+        )  # devices from the data: under a pack the module itself is on "meta"
         for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
             t = torch.full((n,), t_val, device=x0.device, dtype=torch.long)
             eps = noise["eps"][:, k]
-            total = total + per_step(self.net(self._noised(x0, t, eps), t, c), eps).flatten(1).mean(1)
+            total = total + per_step(self.net(self._noised(x0, t, eps), t, c), eps).flatten(1).mean(
+                1
+            )
         return total / self.hparams.loss_timesteps
 
     def measured_loss(self, batch, noise):
@@ -172,7 +188,9 @@ class DDPM(GenerativeModel):
     def sample(self, prompts, seeds):
         """Ancestral DDPM sampling; every random draw of output i comes from its own seed."""
         T, n = self.hparams.timesteps, len(seeds)
-        noise = torch.stack([seeded_normal(s, (T + 1, *self.shape)) for s in seeds], 1).to(self.device)
+        noise = torch.stack([seeded_normal(s, (T + 1, *self.shape)) for s in seeds], 1).to(
+            self.device
+        )
         prompts = list(prompts)
         c = self.condition(prompts)
         c_null = self.condition(prompts, torch.ones(n, dtype=torch.bool, device=self.device))
@@ -181,9 +199,13 @@ class DDPM(GenerativeModel):
             t = torch.full((n,), step, device=self.device, dtype=torch.long)
             eps = self._eps(x, t, c, c_null)
             ab, beta = self.alphas_bar[step], self.betas[step]
-            ab_prev = self.alphas_bar[step - 1] if step > 0 else torch.tensor(1.0, device=self.device)
+            ab_prev = (
+                self.alphas_bar[step - 1] if step > 0 else torch.tensor(1.0, device=self.device)
+            )
             x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
-            mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+            mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + (
+                (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
+            ) * x
             var = beta * (1 - ab_prev) / (1 - ab)
             x = mean + (var.sqrt() * noise[step] if step > 0 else 0)
         return ((x + 1) / 2).clamp(0, 1)

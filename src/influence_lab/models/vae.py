@@ -16,7 +16,11 @@ class MLPCoder(nn.Module):
     def __init__(self, d_in: int, hidden: int, d_out: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, d_out)
+            nn.Linear(d_in, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, d_out),
         )
 
     def forward(self, x):
@@ -28,7 +32,11 @@ class ConvEncoder(nn.Module):
         super().__init__()
         c, h, w = shape
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 3, 2, 1), nn.SiLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(), nn.Flatten()
+            nn.Conv2d(c, 32, 3, 2, 1),
+            nn.SiLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.SiLU(),
+            nn.Flatten(),
         )
         self.head = MLPCoder(64 * math.ceil(h / 4) * math.ceil(w / 4) + cond_dim, hidden, d_out)
 
@@ -42,7 +50,9 @@ class ConvDecoder(nn.Module):
         self.shape = shape
         c, h, w = shape
         self.h4, self.w4 = math.ceil(h / 4), math.ceil(w / 4)
-        self.fc = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, 64 * self.h4 * self.w4), nn.SiLU())
+        self.fc = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, 64 * self.h4 * self.w4), nn.SiLU()
+        )
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(32, c, 4, 2, 1)
         )
@@ -94,7 +104,11 @@ class VAE(GenerativeModel):
         c = self.cond(batch)
         mu, logvar = self.encode(x, c)
         z = mu + torch.exp(0.5 * logvar) * eps
-        rec = F.binary_cross_entropy_with_logits(self.decode_logits(z, c), x, reduction="none").flatten(1).sum(1)
+        rec = (
+            F.binary_cross_entropy_with_logits(self.decode_logits(z, c), x, reduction="none")
+            .flatten(1)
+            .sum(1)
+        )
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
         return rec + self.hparams.beta * kl
 
@@ -112,7 +126,9 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, prompts, seeds):
-        z = torch.stack([seeded_normal(s, (self.hparams.latent_dim,)) for s in seeds]).to(self.device)
+        z = torch.stack([seeded_normal(s, (self.hparams.latent_dim,)) for s in seeds]).to(
+            self.device
+        )
         return torch.sigmoid(self.decode_logits(z, self.condition(list(prompts))))
 
     @torch.no_grad()

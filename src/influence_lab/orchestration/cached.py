@@ -5,17 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..tracking.console import console
 from ..store.files import RunDir
+from ..tracking.console import console
 
 
 def reused(run: RunDir) -> None:
-    console.print(f"[green]reusing[/] {run.stage} result {run.path} (signature {run.signature}); "
-                  f"force=true recomputes it", highlight=False)
+    console.print(
+        f"[green]reusing[/] {run.stage} result {run.path} (signature {run.signature}); "
+        f"force=true recomputes it",
+        highlight=False,
+    )
 
 
-def cached(run: RunDir, force: bool, compute: Callable[[RunDir], dict[str, Any] | None], *,
-           reuse: Callable[[RunDir], Any] | None = None, check: Callable[[], Any] | None = None) -> RunDir:
+def cached(
+    run: RunDir,
+    force: bool,
+    compute: Callable[[RunDir], dict[str, Any] | None],
+    *,
+    reuse: Callable[[RunDir], Any] | None = None,
+    check: Callable[[], Any] | None = None,
+) -> RunDir:
     """`run`, computed once. Under the run's claim (a second process asking for the same result
     waits, then reuses it): a complete result is reused (announced, then `reuse(run)`) unless
     `force`; otherwise `check()` runs (checks that must pass before anything is written), the

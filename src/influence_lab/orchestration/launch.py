@@ -30,8 +30,10 @@ def check_launcher(name: str | None) -> None:
         return
     installed = installed_launchers()
     if name not in installed:
-        raise InfluenceLabError(f"counterfactual.launcher is '{name}'; use one of the launchers installed here: "
-                                f"{', '.join(installed)}.")
+        raise InfluenceLabError(
+            f"counterfactual.launcher is '{name}'; use one of the launchers installed here: "
+            f"{', '.join(installed)}."
+        )
 
 
 def launcher_overrides(default: str, extra: list[str]) -> list[str]:
@@ -55,17 +57,32 @@ def launcher_overrides(default: str, extra: list[str]) -> list[str]:
     return [f"hydra/launcher={chosen}", *forwarded, *extra]
 
 
-def run_multirun(sweep_dir: Path, jobs: list[int], overrides: list[str], count_done, total: int,
-                 log: Path) -> None:
-    cmd = [sys.executable, "-m", "influence_lab.cli", "retrain", "-m", f"sweep_dir={sweep_dir}",
-           f"job={','.join(map(str, jobs))}", f"hydra.sweep.dir={sweep_dir}/hydra", *overrides]
+def run_multirun(
+    sweep_dir: Path, jobs: list[int], overrides: list[str], count_done, total: int, log: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "influence_lab.cli",
+        "retrain",
+        "-m",
+        f"sweep_dir={sweep_dir}",
+        f"job={','.join(map(str, jobs))}",
+        f"hydra.sweep.dir={sweep_dir}/hydra",
+        *overrides,
+    ]
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
         stop = threading.Event()
-        with Progress(TextColumn("retraining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      transient=False) as bar:
+        with Progress(
+            TextColumn("retraining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
             task = bar.add_task("retrain", total=total, completed=count_done())
             while proc.poll() is None and not stop.is_set():
                 bar.update(task, completed=count_done())
@@ -73,4 +90,6 @@ def run_multirun(sweep_dir: Path, jobs: list[int], overrides: list[str], count_d
             bar.update(task, completed=count_done())
     if proc.returncode != 0:
         tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
-        raise InfluenceLabError(f"the retrain multirun failed (exit {proc.returncode}); its log is {log}:\n{tail}")
+        raise InfluenceLabError(
+            f"the retrain multirun failed (exit {proc.returncode}); its log is {log}:\n{tail}"
+        )

@@ -57,12 +57,22 @@ class AttributeProvenance(_Record):
 def write_outputs(folder: Path, provenance: GenerateProvenance, outputs) -> pd.DataFrame:
     """`outputs.parquet`: one row per (prompt, seed) with its output id; the texts in a `text`
     column, or the images (N, C, H, W) in `images.npy`. `outputs` as `sample_grid` returns them."""
-    rows = [{"output_id": f"p{i:03d}-s{seed}", "prompt_index": i, "prompt": p, "seed": seed,
-             "model_signature": provenance.model_signature}
-            for i, p in enumerate(provenance.prompts) for seed in provenance.prompt_seeds[i]]
+    rows = [
+        {
+            "output_id": f"p{i:03d}-s{seed}",
+            "prompt_index": i,
+            "prompt": p,
+            "seed": seed,
+            "model_signature": provenance.model_signature,
+        }
+        for i, p in enumerate(provenance.prompts)
+        for seed in provenance.prompt_seeds[i]
+    ]
     table = pd.DataFrame(rows)
     if isinstance(outputs, np.ndarray):
-        write_npy(Path(folder) / "images.npy", outputs.reshape(-1, *outputs.shape[2:]).astype(np.float32))
+        write_npy(
+            Path(folder) / "images.npy", outputs.reshape(-1, *outputs.shape[2:]).astype(np.float32)
+        )
     else:
         table["text"] = [t for row in outputs for t in row]
     atomic_write(Path(folder) / "outputs.parquet", lambda p: table.to_parquet(p, index=False))
@@ -73,8 +83,9 @@ def load_outputs(folder: Path):
     """A generate result's outputs grouped by prompt: (prompts, [outputs of each prompt], table)."""
     folder = Path(folder)
     if not (folder / "outputs.parquet").exists():
-        raise InfluenceLabError(f"the generate result {folder} has no outputs.parquet; "
-                                f"rerun generate with force=true.")
+        raise InfluenceLabError(
+            f"the generate result {folder} has no outputs.parquet; rerun generate with force=true."
+        )
     table = pd.read_parquet(folder / "outputs.parquet")
     images = np.load(folder / "images.npy") if (folder / "images.npy").exists() else None
     prompts, grouped = [], []

@@ -26,20 +26,41 @@ def headline(stats: pd.DataFrame) -> pd.DataFrame:
 def print_summary(stats: pd.DataFrame, console) -> None:
     """The headline metric only (every metric is in stats.csv and summary.md)."""
     head = headline(stats)
-    table = Table(title=f"{head.metric.iloc[0] if len(head) else ''}: removing each method's top-k vs controls "
-                        f"(paired over targets)")
-    for col in ("method", "k", "vs control", "top-k", "control", "diff [95% CI]", "ratio", "Wilcoxon p"):
+    table = Table(
+        title=f"{head.metric.iloc[0] if len(head) else ''}: removing each method's top-k vs controls "
+        f"(paired over targets)"
+    )
+    for col in (
+        "method",
+        "k",
+        "vs control",
+        "top-k",
+        "control",
+        "diff [95% CI]",
+        "ratio",
+        "Wilcoxon p",
+    ):
         table.add_column(col, no_wrap=True)
     for r in head.itertuples():
-        table.add_row(r.method, str(r.k), r.control, cell(r.topk_mean), cell(r.control_mean),
-                      f"{cell(r.mean_diff)} [{cell(r.ci_low)}, {cell(r.ci_high)}]", cell(r.ratio), cell(r.wilcoxon_p))
+        table.add_row(
+            r.method,
+            str(r.k),
+            r.control,
+            cell(r.topk_mean),
+            cell(r.control_mean),
+            f"{cell(r.mean_diff)} [{cell(r.ci_low)}, {cell(r.ci_high)}]",
+            cell(r.ratio),
+            cell(r.wilcoxon_p),
+        )
     console.print(table)
 
 
 def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
     """One panel per metric: top-k minus each control, per method, with bootstrap intervals."""
     metrics = list(dict.fromkeys(stats.metric))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(7.0, 4.2 * len(metrics)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(max(7.0, 4.2 * len(metrics)), 3.6), squeeze=False
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
         sub = stats[stats.metric == metric]
         methods = list(dict.fromkeys(sub.method))
@@ -49,38 +70,70 @@ def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
             part = sub[sub.control == control].set_index("method").reindex(methods)
             x = np.arange(len(methods)) + j * width
             err = np.vstack([part.mean_diff - part.ci_low, part.ci_high - part.mean_diff])
-            ax.bar(x, part.mean_diff, width, yerr=np.nan_to_num(err), capsize=3, label=f"vs {control}")
+            ax.bar(
+                x, part.mean_diff, width, yerr=np.nan_to_num(err), capsize=3, label=f"vs {control}"
+            )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(np.arange(len(methods)) + width * (len(controls) - 1) / 2)
         ax.set_xticklabels(methods, rotation=20, fontsize=8)
         ax.set_title(metric, fontsize=9)
         ax.set_ylabel("top-k effect minus control effect", fontsize=8)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Counterfactual retraining: how much more removing the top-k changed the outputs", fontsize=10)
+    fig.suptitle(
+        "Counterfactual retraining: how much more removing the top-k changed the outputs",
+        fontsize=10,
+    )
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
     return Path(path)
 
 
-def summary_markdown(stats: pd.DataFrame, arms: pd.DataFrame, chart: Path,
-                     experiments: pd.DataFrame | None = None, failed: list[dict] | None = None,
-                     members: int = 0) -> str:
+def summary_markdown(
+    stats: pd.DataFrame,
+    arms: pd.DataFrame,
+    chart: Path,
+    experiments: pd.DataFrame | None = None,
+    failed: list[dict] | None = None,
+    members: int = 0,
+) -> str:
     """summary.md of a sweep; `failed`: the records of the members that failed, of `members` in all."""
     head = headline(stats)
-    parts = ["# Counterfactual summary", "",
-             "Per method and k: the change when the method's top-k items are removed minus the change when "
-             "control items are removed, paired over targets (mean over seeds first), with a bootstrap 95% "
-             "interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained model's loss on the "
-             "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated and the "
-             "original output.", "", "## Headline", "", table_markdown(head), "", "## Every comparison", "",
-             table_markdown(stats), "", "## Per arm (mean, std, range over targets)", "", table_markdown(arms), "",
-             f"![chart]({chart.name})", ""]
+    parts = [
+        "# Counterfactual summary",
+        "",
+        "Per method and k: the change when the method's top-k items are removed minus the change when "
+        "control items are removed, paired over targets (mean over seeds first), with a bootstrap 95% "
+        "interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained model's loss on the "
+        "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated and the "
+        "original output.",
+        "",
+        "## Headline",
+        "",
+        table_markdown(head),
+        "",
+        "## Every comparison",
+        "",
+        table_markdown(stats),
+        "",
+        "## Per arm (mean, std, range over targets)",
+        "",
+        table_markdown(arms),
+        "",
+        f"![chart]({chart.name})",
+        "",
+    ]
     if experiments is not None and len(experiments):
-        parts += ["## Per experiment: similarity to the reference outputs before and after (the paper's table)",
-                  "", table_markdown(experiments), ""]
+        parts += [
+            "## Per experiment: similarity to the reference outputs before and after (the paper's table)",
+            "",
+            table_markdown(experiments),
+            "",
+        ]
     summary = "\n".join(parts)
     if failed:
-        summary += (f"\n## Failed members\n\n{len(failed)} of {members} retrained models failed and have no "
-                    f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n")
+        summary += (
+            f"\n## Failed members\n\n{len(failed)} of {members} retrained models failed and have no "
+            f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n"
+        )
     return summary

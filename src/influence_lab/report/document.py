@@ -14,8 +14,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from ..store.paths import inside, safe_name
 from ..store.files import write_text
+from ..store.paths import inside, safe_name
 
 
 @dataclass
@@ -60,8 +60,10 @@ def table_markdown(frame: pd.DataFrame) -> str:
 
 
 def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("influence_lab.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("influence_lab.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+    )
     shown = []
     for section in sections:
         blocks = []
@@ -73,7 +75,14 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
                 blocks.append({"kind": "image", "caption": b.caption, "data": data})
             else:
                 blocks.append({"kind": b.kind, "text": b.text})
-        shown.append({"title": section.title, "slug": section.slug, "finding": section.finding, "blocks": blocks})
+        shown.append(
+            {
+                "title": section.title,
+                "slug": section.slug,
+                "finding": section.finding,
+                "blocks": blocks,
+            }
+        )
     return env.get_template("report.html.j2").render(title=title, subtitle=subtitle, sections=shown)
 
 
@@ -92,7 +101,9 @@ def render_markdown(title: str, subtitle: str, sections: list[Section], folder: 
             elif b.kind == "table":
                 lines += [f"_{b.caption}_", "", table_markdown(b.frame), ""]
             elif b.kind == "image":
-                name = safe_name(f"{section.slug}-{Path(b.path).parent.name}-{Path(b.path).name}", 150)
+                name = safe_name(
+                    f"{section.slug}-{Path(b.path).parent.name}-{Path(b.path).name}", 150
+                )
                 shutil.copyfile(b.path, inside(images, images / name, "report image"))
                 lines += [f"![{b.caption}](images/{name})", "", f"_{b.caption}_", ""]
             elif b.kind == "code":
@@ -100,7 +111,9 @@ def render_markdown(title: str, subtitle: str, sections: list[Section], folder: 
     return "\n".join(lines)
 
 
-def write_report(folder: Path, title: str, subtitle: str, sections: list[Section]) -> tuple[Path, Path]:
+def write_report(
+    folder: Path, title: str, subtitle: str, sections: list[Section]
+) -> tuple[Path, Path]:
     folder = Path(folder)
     html = write_text(folder / "report.html", render_html(title, subtitle, sections))
     md = write_text(folder / "report.md", render_markdown(title, subtitle, sections, folder))

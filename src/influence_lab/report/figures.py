@@ -26,16 +26,28 @@ def plain(text) -> str:
 def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "") -> Path:
     """`images` (rows, cols, C, H, W) in [0, 1]; one label per row, drawn at its left."""
     rows, cols = images.shape[:2]
-    fig, axes = plt.subplots(rows, cols + 1, figsize=(1.0 * cols + 2.8, 1.0 * rows + 0.4), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.8] + [1] * cols})
+    fig, axes = plt.subplots(
+        rows,
+        cols + 1,
+        figsize=(1.0 * cols + 2.8, 1.0 * rows + 0.4),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [2.8] + [1] * cols},
+    )
     for r in range(rows):
         axes[r, 0].axis("off")
-        axes[r, 0].text(1.0, 0.5, plain(row_labels[r]), ha="right", va="center", fontsize=8, wrap=True)
+        axes[r, 0].text(
+            1.0, 0.5, plain(row_labels[r]), ha="right", va="center", fontsize=8, wrap=True
+        )
         for c in range(cols):
             img = images[r, c]
             ax = axes[r, c + 1]
-            ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray_r" if img.shape[0] == 1 else None,
-                      vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0),
+                cmap="gray_r" if img.shape[0] == 1 else None,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
     if title:
@@ -46,7 +58,9 @@ def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str
     return Path(path)
 
 
-def text_listing(texts: list[list[str]], row_labels: list[str], path: Path, title: str = "") -> Path:
+def text_listing(
+    texts: list[list[str]], row_labels: list[str], path: Path, title: str = ""
+) -> Path:
     lines = [title, ""] if title else []
     for label, row in zip(row_labels, texts, strict=True):
         lines.append(f"{label}: {', '.join(row)}")
@@ -61,5 +75,7 @@ def draw(outputs, prompts: list[str], stem: Path, title: str) -> Path:
     return text_listing(outputs, prompts, Path(f"{stem}.txt"), title)
 
 
-def draw_samples(model: GenerativeModel, prompts: list[str], m: int, stem: Path, title: str) -> Path:
+def draw_samples(
+    model: GenerativeModel, prompts: list[str], m: int, stem: Path, title: str
+) -> Path:
     return draw(sample_grid(model, prompts, output_seeds(m)), prompts, stem, title)

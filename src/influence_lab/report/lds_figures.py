@@ -30,21 +30,31 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
     y = np.arange(len(table))
     err = np.vstack([table["lds"] - table["ci_low"], table["ci_high"] - table["lds"]])
-    colors = ["tab:orange" if str(m).split("@")[0] in ("tracin", "trak", "dtrak") else "tab:blue"
-              for m in table["method"]]
+    colors = [
+        "tab:orange" if str(m).split("@")[0] in ("tracin", "trak", "dtrak") else "tab:blue"
+        for m in table["method"]
+    ]
     ax.barh(y, table["lds"], xerr=np.nan_to_num(err), color=colors, capsize=3)
     ax.set_yticks(y, table["method"], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color="tab:blue", label="search"), Patch(color="tab:orange", label="gradient")],
-              fontsize=7, loc="lower right")
+    ax.legend(
+        handles=[
+            Patch(color="tab:blue", label="search"),
+            Patch(color="tab:orange", label="gradient"),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
     ax.set_xlabel("LDS (Spearman, mean over targets, 95% bootstrap interval)")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
-def memorization_grid(images: np.ndarray, labels: list[str], path: Path, title: str, cols: int = 8) -> Path:
+def memorization_grid(
+    images: np.ndarray, labels: list[str], path: Path, title: str, cols: int = 8
+) -> Path:
     """The most memorized training items, each titled with its id, caption and score."""
     rows = max(1, int(np.ceil(len(images) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 2.0 * rows + 0.5), squeeze=False)
@@ -54,8 +64,13 @@ def memorization_grid(images: np.ndarray, labels: list[str], path: Path, title: 
             continue
         img = images[k]
         grey = img.shape[0] == 1
-        ax.imshow(img[0] if grey else img.transpose(1, 2, 0), cmap="gray_r" if grey else None, vmin=0, vmax=1,
-                  interpolation="nearest")
+        ax.imshow(
+            img[0] if grey else img.transpose(1, 2, 0),
+            cmap="gray_r" if grey else None,
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
         ax.set_title(plain("\n".join(textwrap.wrap(labels[k], 18))), fontsize=5.5)  # ids, captions
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

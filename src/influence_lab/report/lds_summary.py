@@ -19,24 +19,37 @@ def memorized(bundle, masks, item_losses, folder: Path, top: int) -> dict:
     """memorization.parquet (every training item) and a picture of the `top` most memorized."""
     folder = Path(folder)
     mem = memorization(masks, item_losses)
-    table = pd.DataFrame({"id": list(bundle.train["id"]), "caption": list(bundle.train["caption"]),
-                          "memorization": mem}).sort_values("memorization", ascending=False, na_position="last")
+    table = pd.DataFrame(
+        {
+            "id": list(bundle.train["id"]),
+            "caption": list(bundle.train["caption"]),
+            "memorization": mem,
+        }
+    ).sort_values("memorization", ascending=False, na_position="last")
     atomic_write(folder / "memorization.parquet", lambda p: table.to_parquet(p, index=False))
     best = table.head(top)
     index = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
     title = "most memorized training items: mean loss held out minus trained on"
     if bundle.kind == "image":
-        images = np.asarray(bundle.train.with_format("numpy")["image"])[[index[i] for i in best["id"]]]
+        images = np.asarray(bundle.train.with_format("numpy")["image"])[
+            [index[i] for i in best["id"]]
+        ]
         labels = [f"{r.id} {r.caption} ({r.memorization:.3g})" for r in best.itertuples()]
-        return {"memorization": memorization_grid(images, labels, folder / "memorization.png", title)}
+        return {
+            "memorization": memorization_grid(images, labels, folder / "memorization.png", title)
+        }
     texts = list(bundle.train["text"])
-    lines = [title, ""] + [f"{r.memorization:>9.3f}  {texts[index[r.id]]:<20} {r.id} ({r.caption})"
-                           for r in best.itertuples()]
+    lines = [title, ""] + [
+        f"{r.memorization:>9.3f}  {texts[index[r.id]]:<20} {r.id} ({r.caption})"
+        for r in best.itertuples()
+    ]
     write_text(folder / "memorization.txt", "\n".join(lines) + "\n")
     return {"memorization": folder / "memorization.txt"}
 
 
-def dynamics(runs: dict, members: list[dict], track_ids: list[str], folder: Path, data_name: str) -> dict:
+def dynamics(
+    runs: dict, members: list[dict], track_ids: list[str], folder: Path, data_name: str
+) -> dict:
     """dynamics.parquet and its plot: the tracked items' loss per epoch under each subset model."""
     frames = []
     for member in members:
@@ -45,13 +58,21 @@ def dynamics(runs: dict, members: list[dict], track_ids: list[str], folder: Path
             frame = pd.read_parquet(path)
             frames.append(frame[frame["id"].isin(track_ids)].assign(member=member["member_id"]))
     if not frames:
-        console.print("lds: no training dynamics recorded (the subset models were trained by an earlier call "
-                      "that tracked other items)", highlight=False)
+        console.print(
+            "lds: no training dynamics recorded (the subset models were trained by an earlier call "
+            "that tracked other items)",
+            highlight=False,
+        )
         return {}
     table = pd.concat(frames, ignore_index=True)
     atomic_write(Path(folder) / "dynamics.parquet", lambda p: table.to_parquet(p, index=False))
-    return {"dynamics": dynamics_plot(table, Path(folder) / "dynamics.png",
-                                      f"training dynamics on {data_name}: loss of tracked items per epoch")}
+    return {
+        "dynamics": dynamics_plot(
+            table,
+            Path(folder) / "dynamics.png",
+            f"training dynamics on {data_name}: loss of tracked items per epoch",
+        )
+    }
 
 
 def print_table(table: pd.DataFrame, title: str) -> None:
@@ -59,13 +80,19 @@ def print_table(table: pd.DataFrame, title: str) -> None:
     for col in ("method", "LDS", "95% interval", "targets"):
         shown.add_column(col, justify="left" if col == "method" else "right")
     for r in table.sort_values("lds", ascending=False).itertuples():
-        shown.add_row(str(r.method), f"{r.lds:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", str(r.targets))
+        shown.add_row(
+            str(r.method), f"{r.lds:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", str(r.targets)
+        )
     console.print(shown)
 
 
 def summary_markdown(table: pd.DataFrame, title: str, pictures: dict) -> str:
     lines = [f"# {title}", "", "| method | LDS | 95% interval | targets |", "|---|---:|---:|---:|"]
     for r in table.sort_values("lds", ascending=False).itertuples():
-        lines.append(f"| {r.method} | {r.lds:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.targets} |")
-    lines += [""] + [f"![{name}]({path.name})" for name, path in pictures.items() if path.suffix == ".png"]
+        lines.append(
+            f"| {r.method} | {r.lds:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.targets} |"
+        )
+    lines += [""] + [
+        f"![{name}]({path.name})" for name, path in pictures.items() if path.suffix == ".png"
+    ]
     return "\n".join(lines) + "\n"

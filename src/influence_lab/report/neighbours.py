@@ -14,21 +14,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..store.paths import inside  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
+from ..store.paths import inside  # noqa: E402
 from .figures import plain  # noqa: E402
 
 
 def _show(ax, img):
     grey = img.shape[0] == 1
-    ax.imshow(img[0] if grey else img.transpose(1, 2, 0), cmap="gray_r" if grey else None, vmin=0, vmax=1,
-              interpolation="nearest")
+    ax.imshow(
+        img[0] if grey else img.transpose(1, 2, 0),
+        cmap="gray_r" if grey else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def neighbour_grid(prompt: str, method: str, outputs: np.ndarray, neighbours: np.ndarray, labels: list[str],
-                   path: Path) -> Path:
+def neighbour_grid(
+    prompt: str,
+    method: str,
+    outputs: np.ndarray,
+    neighbours: np.ndarray,
+    labels: list[str],
+    path: Path,
+) -> Path:
     cols = max(len(outputs), len(neighbours))
     fig, axes = plt.subplots(2, cols, figsize=(1.35 * cols, 3.6), squeeze=False)
     for c in range(cols):
@@ -42,8 +53,12 @@ def neighbour_grid(prompt: str, method: str, outputs: np.ndarray, neighbours: np
             axes[1, c].axis("on")
             _show(axes[1, c], neighbours[c])
             axes[1, c].set_title(plain("\n".join(textwrap.wrap(labels[c], 16))), fontsize=5.5)
-    fig.suptitle(plain(f"{method}: '{prompt}'\ntop: generated outputs; bottom: most influential training items"),
-                 fontsize=8)
+    fig.suptitle(
+        plain(
+            f"{method}: '{prompt}'\ntop: generated outputs; bottom: most influential training items"
+        ),
+        fontsize=8,
+    )
     fig.tight_layout()
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
@@ -51,7 +66,11 @@ def neighbour_grid(prompt: str, method: str, outputs: np.ndarray, neighbours: np
 
 
 def neighbour_text(prompt: str, method: str, outputs: list[str], rows, path: Path) -> Path:
-    lines = [f"{method}: '{prompt}'", f"outputs: {', '.join(outputs)}", "most influential training items:"]
+    lines = [
+        f"{method}: '{prompt}'",
+        f"outputs: {', '.join(outputs)}",
+        "most influential training items:",
+    ]
     for r in rows:
         lines.append(f"  {r['rank']:>3}. {r['id']:<24} {r['caption']:<20} score {r['score']:.4g}")
     atomic_write(Path(path), lambda p: p.write_text("\n".join(lines) + "\n"))
@@ -62,26 +81,48 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
 
-def draw_neighbours(folder: Path, bundle, table: pd.DataFrame, prompts, outputs, top: int) -> list[Path]:
+def draw_neighbours(
+    folder: Path, bundle, table: pd.DataFrame, prompts, outputs, top: int
+) -> list[Path]:
     """One picture per prompt and method under `folder/neighbours/`: the prompt's outputs and the
     method's `top` items (a grid PNG for images, a text file for texts)."""
     index_of = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
-    images = np.asarray(bundle.train.with_format("numpy")["image"]) if bundle.kind == "image" else None
+    images = (
+        np.asarray(bundle.train.with_format("numpy")["image"]) if bundle.kind == "image" else None
+    )
     pictures = []
     for (target, method), group in table.groupby(["target", "method"], sort=True):
         best = group.sort_values("rank").head(top)
         # prompts (possibly drawn from the data's captions) and method names become file names only
         # through _slug, which keeps [a-z0-9-]; `inside` makes sure the file stays in the folder
-        stem = inside(folder, Path(folder) / "neighbours" / f"{target:03d}-{_slug(prompts[target])}-{_slug(method)}",
-                      "neighbour file")
+        stem = inside(
+            folder,
+            Path(folder) / "neighbours" / f"{target:03d}-{_slug(prompts[target])}-{_slug(method)}",
+            "neighbour file",
+        )
         if images is not None:
             labels = [f"{r.id} {r.caption} ({r.score:.3g})" for r in best.itertuples()]
             neighbours = images[[index_of[i] for i in best["id"]]]
-            pictures.append(neighbour_grid(prompts[target], method, outputs[target], neighbours, labels,
-                                           stem.with_suffix(".png")))
+            pictures.append(
+                neighbour_grid(
+                    prompts[target],
+                    method,
+                    outputs[target],
+                    neighbours,
+                    labels,
+                    stem.with_suffix(".png"),
+                )
+            )
         else:
-            pictures.append(neighbour_text(prompts[target], method, outputs[target], best.to_dict("records"),
-                                           stem.with_suffix(".txt")))
+            pictures.append(
+                neighbour_text(
+                    prompts[target],
+                    method,
+                    outputs[target],
+                    best.to_dict("records"),
+                    stem.with_suffix(".txt"),
+                )
+            )
     return pictures
 
 
@@ -94,16 +135,21 @@ def wandb_table(bundle, table: pd.DataFrame, top: int) -> tuple[list[str], list[
     rows = []
     for r in table[table["rank"] <= top].itertuples():
         item = bundle.train[index_of[r.id]]
-        content = (wandb.Image(np.asarray(item["image"]).transpose(1, 2, 0).squeeze())
-                   if bundle.kind == "image" else item["text"])
+        content = (
+            wandb.Image(np.asarray(item["image"]).transpose(1, 2, 0).squeeze())
+            if bundle.kind == "image"
+            else item["text"]
+        )
         rows.append([r.prompt, r.method, r.rank, r.id, r.caption, r.score, content])
     return ["prompt", "method", "rank", "id", "caption", "score", "content"], rows
 
 
 def attribution_summary(table: pd.DataFrame, path: Path, pictures: list[Path]) -> str:
     """What an attribution found, in a few lines: the first prompt's top 3 items per method."""
-    lines = [f"[green]attributed[/] {table['target'].nunique()} prompts x {table['method'].nunique()} methods "
-             f"-> {path}"]
+    lines = [
+        f"[green]attributed[/] {table['target'].nunique()} prompts x {table['method'].nunique()} methods "
+        f"-> {path}"
+    ]
     for method, group in table[table["rank"] <= 3].groupby("method", sort=False):
         first = group[group["target"] == group["target"].min()]
         lines.append(f"  {method:<14} '{first['prompt'].iloc[0]}': {', '.join(first['id'])}")

@@ -20,8 +20,11 @@ from ..models.text_encoder import caption_tokens
 
 def _prompt_label(bundle: DataBundle, prompt: str) -> int | None:
     words = set(caption_tokens(prompt))
-    labels = [lab for cap, lab in zip(bundle.full["caption"], bundle.full["label"], strict=True)
-              if words <= set(caption_tokens(cap))]
+    labels = [
+        lab
+        for cap, lab in zip(bundle.full["caption"], bundle.full["label"], strict=True)
+        if words <= set(caption_tokens(cap))
+    ]
     return Counter(labels).most_common(1)[0][0] if labels else None
 
 

@@ -28,8 +28,10 @@ def _join(items: list[str]) -> str:
 # the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did to each
 FINDING_METRICS = {
     "delta_loss": "raised the loss on the original outputs by",
-    "ref_drop_model": ("lowered the similarity of the outputs to each prompt's reference output (the paper's "
-                       "measure, in the model's latent space) by"),
+    "ref_drop_model": (
+        "lowered the similarity of the outputs to each prompt's reference output (the paper's "
+        "measure, in the model's latent space) by"
+    ),
 }
 
 
@@ -45,8 +47,10 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
         topk = group["topk_mean"].iloc[0]
         text = f"Removing {method}'s top {k} {FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
         if not lost:
-            text += (f", more than every control ({_join(beaten)}; 95% intervals of the paired "
-                     f"differences above 0).")
+            text += (
+                f", more than every control ({_join(beaten)}; 95% intervals of the paired "
+                f"differences above 0)."
+            )
         elif beaten:
             text += f", more than {_join(beaten)} but not clearly more than {_join(lost)}."
         else:
@@ -58,25 +62,39 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
 def lds_finding(table: pd.DataFrame) -> str:
     ranked = table.sort_values("lds", ascending=False)
     best = ranked.iloc[0]
-    text = (f"Highest LDS: {best['method']} at {best['lds']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
-            f"over {int(best['targets'])} targets.")
+    text = (
+        f"Highest LDS: {best['method']} at {best['lds']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
+        f"over {int(best['targets'])} targets."
+    )
     gradient = ranked[ranked["method"].str.split("@").str[0].isin(["tracin", "trak", "dtrak"])]
     search = ranked[~ranked.index.isin(gradient.index)]
     if len(gradient) and len(search):
         g, s = gradient.iloc[0], search.iloc[0]
-        text += (f" Best gradient method {g['method']} {g['lds']:.3f}; best search method {s['method']} "
-                 f"{s['lds']:.3f}.")
+        text += (
+            f" Best gradient method {g['method']} {g['lds']:.3f}; best search method {s['method']} "
+            f"{s['lds']:.3f}."
+        )
     return text
 
 
 def attribution_section(run: Path, max_grids: int) -> Section:
     table = pd.read_parquet(run / "attribution.parquet")
-    section = Section("Attribution", [Block("text", f"{table['target'].nunique()} prompts, methods: "
-                                                  f"{', '.join(dict.fromkeys(table['method']))}. Each grid: "
-                                                  f"the prompt's generated outputs on top, the training items "
-                                                  f"the method ranks most influential below.")])
+    section = Section(
+        "Attribution",
+        [
+            Block(
+                "text",
+                f"{table['target'].nunique()} prompts, methods: "
+                f"{', '.join(dict.fromkeys(table['method']))}. Each grid: "
+                f"the prompt's generated outputs on top, the training items "
+                f"the method ranks most influential below.",
+            )
+        ],
+    )
     top = table[table["rank"] <= 3][["prompt", "method", "rank", "id", "caption", "score"]]
-    section.blocks.append(Block("table", caption="the top 3 items per prompt and method", frame=top))
+    section.blocks.append(
+        Block("table", caption="the top 3 items per prompt and method", frame=top)
+    )
     grids = sorted((run / "neighbours").glob("*.png"))[:max_grids]
     for grid in grids:
         section.blocks.append(Block("image", caption=grid.stem, path=grid))
@@ -89,35 +107,71 @@ def counterfactual_section(run: Path) -> Section:
     stats = pd.read_csv(run / "stats.csv")
     arms = pd.read_csv(run / "arms.csv")
     head = headline(stats)
-    cols = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high", "ratio",
-            "wilcoxon_p"]
+    cols = [
+        "method",
+        "k",
+        "control",
+        "topk_mean",
+        "control_mean",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "ratio",
+        "wilcoxon_p",
+    ]
     section = Section("Counterfactual retraining", finding=counterfactual_finding(stats))
     section.blocks += [
-        Block("text", "Each method's top-k items per prompt were removed and the model retrained (several "
-                      "seeds); controls removed k random items from the prompt filter's pool (random_pool), k "
-                      "random items (random), or nothing with a new seed (none). delta_loss: the retrained "
-                      "model's loss on the original outputs minus the full model's. drop_*: 1 - cosine "
-                      "between the regenerated and the original output in each space."),
-        Block("table", caption="delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)",
-              frame=head[cols]),
-        Block("image", caption="top-k effect minus control effect, with 95% intervals", path=run / "chart.png"),
-        Block("table", caption="per arm: the change of each metric (mean, std, range over prompts)",
-              frame=arms),
+        Block(
+            "text",
+            "Each method's top-k items per prompt were removed and the model retrained (several "
+            "seeds); controls removed k random items from the prompt filter's pool (random_pool), k "
+            "random items (random), or nothing with a new seed (none). delta_loss: the retrained "
+            "model's loss on the original outputs minus the full model's. drop_*: 1 - cosine "
+            "between the regenerated and the original output in each space.",
+        ),
+        Block(
+            "table",
+            caption="delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)",
+            frame=head[cols],
+        ),
+        Block(
+            "image",
+            caption="top-k effect minus control effect, with 95% intervals",
+            path=run / "chart.png",
+        ),
+        Block(
+            "table",
+            caption="per arm: the change of each metric (mean, std, range over prompts)",
+            frame=arms,
+        ),
     ]
     if (run / "experiments.csv").exists():
-        section.blocks.append(Block("table", caption="per experiment (group of prompts): cosine similarity to the "
-                                                     "reference outputs before and after retraining",
-                                    frame=pd.read_csv(run / "experiments.csv")))
+        section.blocks.append(
+            Block(
+                "table",
+                caption="per experiment (group of prompts): cosine similarity to the "
+                "reference outputs before and after retraining",
+                frame=pd.read_csv(run / "experiments.csv"),
+            )
+        )
     return section
 
 
 def lds_section(run: Path) -> Section:
     table = pd.read_csv(run / "lds.csv").sort_values("lds", ascending=False)
     section = Section("Linear datamodeling score", finding=lds_finding(table))
-    section.blocks.append(Block("table", caption="LDS per method (Spearman, mean over targets, 95% interval)",
-                                frame=table))
-    captions = {"lds.png": "LDS with 95% intervals", "memorization.png": "the most memorized training items",
-                "dynamics.png": "training dynamics of tracked items (trained on it vs held out)"}
+    section.blocks.append(
+        Block(
+            "table",
+            caption="LDS per method (Spearman, mean over targets, 95% interval)",
+            frame=table,
+        )
+    )
+    captions = {
+        "lds.png": "LDS with 95% intervals",
+        "memorization.png": "the most memorized training items",
+        "dynamics.png": "training dynamics of tracked items (trained on it vs held out)",
+    }
     for name, caption in captions.items():
         if (run / name).exists():
             section.blocks.append(Block("image", caption=caption, path=run / name))
@@ -129,15 +183,23 @@ def lds_section(run: Path) -> Section:
 def report_sections(found: dict[str, Path | None], max_grids: int) -> list[Section]:
     """The sections for the newest results `found` of each stage (None: none finished)."""
     sections = []
-    config = next((p / "config.yaml" for p in (found["counterfactual"], found["lds"]) if p and (p / "config.yaml").exists()),
-                  None)
+    config = next(
+        (
+            p / "config.yaml"
+            for p in (found["counterfactual"], found["lds"])
+            if p and (p / "config.yaml").exists()
+        ),
+        None,
+    )
     if found["counterfactual"]:
         sections.append(counterfactual_section(found["counterfactual"]))
     if found["lds"]:
         sections.append(lds_section(found["lds"]))
     if found["attribute"]:
         sections.append(attribution_section(found["attribute"], max_grids))
-    sources = Section("Sources", [Block("text", f"{stage}: {path}") for stage, path in found.items() if path])
+    sources = Section(
+        "Sources", [Block("text", f"{stage}: {path}") for stage, path in found.items() if path]
+    )
     if config is not None:
         sources.blocks.append(Block("code", text=config.read_text()))
     sections.append(sources)

@@ -21,7 +21,30 @@ from .report import ReportSettings
 from .stage import ReportStageSettings, StageSettings, from_config, not_set, section
 from .trainer import TrainerSettings
 
-__all__ = ["AttributionSettings", "EmbedderSettings", "GradientSettings", "IndexSettings", "Settings", "show",
-           "validated", "CounterfactualSettings", "PlanSettings", "check_plan", "DataSettings", "GenerateSettings",
-           "LDSSettings", "LoggerSettings", "FitSettings", "ModelSettings", "PathsSettings", "PipelineSettings",
-           "ReportSettings", "ReportStageSettings", "StageSettings", "from_config", "not_set", "section", "TrainerSettings"]
+__all__ = [
+    "AttributionSettings",
+    "EmbedderSettings",
+    "GradientSettings",
+    "IndexSettings",
+    "Settings",
+    "show",
+    "validated",
+    "CounterfactualSettings",
+    "PlanSettings",
+    "check_plan",
+    "DataSettings",
+    "GenerateSettings",
+    "LDSSettings",
+    "LoggerSettings",
+    "FitSettings",
+    "ModelSettings",
+    "PathsSettings",
+    "PipelineSettings",
+    "ReportSettings",
+    "ReportStageSettings",
+    "StageSettings",
+    "from_config",
+    "not_set",
+    "section",
+    "TrainerSettings",
+]

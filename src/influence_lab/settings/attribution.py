@@ -41,13 +41,22 @@ METHODS_SHOWN = f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and
 
 
 def _known_method(value) -> bool:
-    return isinstance(value, str) and (value in BASE_METHODS or value in GRADIENT_METHODS
-                                       or value.startswith(LATENT_PREFIX))
+    return isinstance(value, str) and (
+        value in BASE_METHODS or value in GRADIENT_METHODS or value.startswith(LATENT_PREFIX)
+    )
 
 
-Method = Annotated[str, rule(_known_method, "{key} {is} {value}; allowed values are " + METHODS_SHOWN + ".")]
-Methods = auto_or(Annotated[list[Method], a_list("[fused,raw_only]"), not_empty("give at least one method, or auto."),
-                            OnceEach])
+Method = Annotated[
+    str, rule(_known_method, "{key} {is} {value}; allowed values are " + METHODS_SHOWN + ".")
+]
+Methods = auto_or(
+    Annotated[
+        list[Method],
+        a_list("[fused,raw_only]"),
+        not_empty("give at least one method, or auto."),
+        OnceEach,
+    ]
+)
 EmbedderNames = Annotated[list[str], a_list("[model,autoencoder]"), OnceEach]
 
 
@@ -58,7 +67,9 @@ def method_list(methods) -> list[str] | None:
 
 class IndexSettings(Settings):
     type: Annotated[str, one_of(INDEX_TYPES)] = "flat"  # flat (exact) | ivf | hnsw
-    metric: Annotated[str, one_of(INDEX_METRICS, "ip and l2")] = "ip"  # ip (cosine on normalised vectors) | l2
+    metric: Annotated[str, one_of(INDEX_METRICS, "ip and l2")] = (
+        "ip"  # ip (cosine on normalised vectors) | l2
+    )
     nlist: PositiveInt = 64  # ivf: clusters (capped at n/4)
     nprobe: PositiveInt = 8  # ivf: clusters searched
     hnsw_m: PositiveInt = 32  # hnsw: links per node
@@ -68,21 +79,34 @@ class IndexSettings(Settings):
 class GradientSettings(Settings):
     proj_dim: PositiveInt = 4096  # dimension of the random projection of per-example gradients
     proj_seed: Seed = 0
-    ensemble: PositiveInt = 4  # TRAK / D-TRAK: models trained on the full set with seeds seed, seed+1, ...
+    ensemble: PositiveInt = (
+        4  # TRAK / D-TRAK: models trained on the full set with seeds seed, seed+1, ...
+    )
     damping: PositiveNumber = 1.0  # TRAK: lambda, relative to the mean diagonal of Phi^T Phi
 
 
 class AttributionSettings(Settings):
     methods: Methods = "auto"
     filter: Annotated[str, one_of(FILTERS)] = "tfidf"  # prompt filter over captions
-    pool_size: PositiveIntOrNull = 100  # candidate pool of the prompt filter; None = every item, graded B
+    pool_size: PositiveIntOrNull = (
+        100  # candidate pool of the prompt filter; None = every item, graded B
+    )
     embedders: EmbedderNames = ["model", "autoencoder"]  # latent spaces used (keys of `embedders`)
     paper_embedder: str = "autoencoder"  # the latent space of the paper scorer's embedding features
-    fused_weights: dict[str, Number] = {"raw_cosine": 1.0, "raw_l2": 1.0, "raw_ssim": 1.0, "raw_hist": 0.5,
-                                        "raw_edit": 1.0, "raw_ngram": 1.0, "latent_model": 1.0,
-                                        "latent_autoencoder": 1.0}  # missing = 1
+    fused_weights: dict[str, Number] = {
+        "raw_cosine": 1.0,
+        "raw_l2": 1.0,
+        "raw_ssim": 1.0,
+        "raw_hist": 0.5,
+        "raw_edit": 1.0,
+        "raw_ngram": 1.0,
+        "latent_model": 1.0,
+        "latent_autoencoder": 1.0,
+    }  # missing = 1
     index: IndexSettings = Field(default_factory=IndexSettings)
-    search_k: PositiveIntOrNull = None  # neighbours fetched per output from the whole index (None = all)
+    search_k: PositiveIntOrNull = (
+        None  # neighbours fetched per output from the whole index (None = all)
+    )
     keep: PositiveInt = 100  # ranked rows kept per target and method
     grid_top: PositiveInt = 10  # training items shown in each neighbour grid
     gradient: GradientSettings = Field(default_factory=GradientSettings)
@@ -91,7 +115,10 @@ class AttributionSettings(Settings):
     def _embedders_for_methods(self):
         methods = method_list(self.methods)
         if methods and "paper" in methods and self.paper_embedder not in self.embedders:
-            fail("{key}.paper_embedder {chosen} is not in {key}.embedders.", chosen=show(self.paper_embedder))
+            fail(
+                "{key}.paper_embedder {chosen} is not in {key}.embedders.",
+                chosen=show(self.paper_embedder),
+            )
         if (methods is None or "latent_only" in methods) and not self.embedders:
             fail("latent_only needs at least one embedder in {key}.embedders.")
         return self
@@ -127,11 +154,18 @@ def _embedder_kind(value):
 
 
 EmbedderSettings = Annotated[
-    Annotated[ModelEmbedder, Tag("<embedder:model>")] | Annotated[AutoencoderEmbedder, Tag("<embedder:autoencoder>")]
+    Annotated[ModelEmbedder, Tag("<embedder:model>")]
+    | Annotated[AutoencoderEmbedder, Tag("<embedder:autoencoder>")]
     | Annotated[PretrainedEmbedder, Tag("<embedder:pretrained>")],
-    Discriminator(_embedder_kind, custom_error_type=RULE, custom_error_message="unknown embedder kind",
-                  custom_error_context={"template": "{key} is {value}; allowed values are "
-                                        + ", ".join(EMBEDDER_KINDS) + ".", "field": "kind"}),
+    Discriminator(
+        _embedder_kind,
+        custom_error_type=RULE,
+        custom_error_message="unknown embedder kind",
+        custom_error_context={
+            "template": "{key} is {value}; allowed values are " + ", ".join(EMBEDDER_KINDS) + ".",
+            "field": "kind",
+        },
+    ),
 ]
 
 

@@ -103,27 +103,60 @@ def after(check, template: str) -> AfterValidator:
     return AfterValidator(validate)
 
 
-PositiveInt = Annotated[int, rule(lambda v: is_int(v) and v >= 1, "{key} {is} {value}; it must be a positive integer.")]
-PositiveIntOrNull = Annotated[int | None, rule(lambda v: v is None or (is_int(v) and v >= 1),
-                                               "{key} {is} {value}; it must be a positive integer or null.")]
-NonNegativeInt = Annotated[int, rule(lambda v: is_int(v) and v >= 0,
-                                     "{key} {is} {value}; it must be a non-negative integer.")]
-NonNegativeIntOrNull = Annotated[int | None, rule(lambda v: v is None or (is_int(v) and v >= 0),
-                                                  "{key} {is} {value}; it must be a non-negative integer.")]
-PositiveNumber = Annotated[float, rule(lambda v: is_number(v) and v > 0, "{key} {is} {value}; it must be a positive number.")]
-NonNegativeNumber = Annotated[float, rule(lambda v: is_number(v) and v >= 0,
-                                          "{key} {is} {value}; it must be a non-negative number.")]
+PositiveInt = Annotated[
+    int, rule(lambda v: is_int(v) and v >= 1, "{key} {is} {value}; it must be a positive integer.")
+]
+PositiveIntOrNull = Annotated[
+    int | None,
+    rule(
+        lambda v: v is None or (is_int(v) and v >= 1),
+        "{key} {is} {value}; it must be a positive integer or null.",
+    ),
+]
+NonNegativeInt = Annotated[
+    int,
+    rule(lambda v: is_int(v) and v >= 0, "{key} {is} {value}; it must be a non-negative integer."),
+]
+NonNegativeIntOrNull = Annotated[
+    int | None,
+    rule(
+        lambda v: v is None or (is_int(v) and v >= 0),
+        "{key} {is} {value}; it must be a non-negative integer.",
+    ),
+]
+PositiveNumber = Annotated[
+    float,
+    rule(lambda v: is_number(v) and v > 0, "{key} {is} {value}; it must be a positive number."),
+]
+NonNegativeNumber = Annotated[
+    float,
+    rule(
+        lambda v: is_number(v) and v >= 0, "{key} {is} {value}; it must be a non-negative number."
+    ),
+]
 Number = Annotated[float, rule(is_number, "{key} {is} {value}; it must be a number.")]
-BelowOne = Annotated[float, rule(lambda v: is_number(v) and 0 <= v < 1, "{key} {is} {value}; it must lie in [0, 1).")]
-Bool = Annotated[bool, rule(lambda v: isinstance(v, bool), "{key} {is} {value}; it must be true or false.")]
-Seed = Annotated[int, rule(lambda v: is_int(v) and 0 <= v <= MAX_SEED,
-                           "{key} {is} {value}; seeds must be integers from 0 to " f"{MAX_SEED}.")]
+BelowOne = Annotated[
+    float, rule(lambda v: is_number(v) and 0 <= v < 1, "{key} {is} {value}; it must lie in [0, 1).")
+]
+Bool = Annotated[
+    bool, rule(lambda v: isinstance(v, bool), "{key} {is} {value}; it must be true or false.")
+]
+Seed = Annotated[
+    int,
+    rule(
+        lambda v: is_int(v) and 0 <= v <= MAX_SEED,
+        f"{{key}} {{is}} {{value}}; seeds must be integers from 0 to {MAX_SEED}.",
+    ),
+]
 
 
 def one_of(allowed, shown: str | None = None) -> BeforeValidator:
     """The value must be one of `allowed` ("allowed values are a, b, c", or the text `shown`)."""
     listed = shown or ", ".join(allowed)
-    return rule(lambda v: isinstance(v, str) and v in allowed, "{key} {is} {value}; allowed values are " + listed + ".")
+    return rule(
+        lambda v: isinstance(v, str) and v in allowed,
+        "{key} {is} {value}; allowed values are " + listed + ".",
+    )
 
 
 def a_list(example: str) -> BeforeValidator:
@@ -157,9 +190,16 @@ def auto_or(listed):
         return [value] if isinstance(value, str) and value != "auto" else value
 
     pick = Discriminator(lambda v: "<auto>" if v == "auto" else "<list>")
-    return Annotated[Annotated[Literal["auto"], Tag("<auto>")] | Annotated[listed, Tag("<list>")], pick,
-                     BeforeValidator(normalise)]
-SeedList = Annotated[list[Seed], a_list("[1, 2, 3]"), not_empty("give at least one training seed."), OnceEach]
+    return Annotated[
+        Annotated[Literal["auto"], Tag("<auto>")] | Annotated[listed, Tag("<list>")],
+        pick,
+        BeforeValidator(normalise),
+    ]
+
+
+SeedList = Annotated[
+    list[Seed], a_list("[1, 2, 3]"), not_empty("give at least one training seed."), OnceEach
+]
 
 
 # ---------------------------------------------------------------- the base class
@@ -178,7 +218,10 @@ class Settings(BaseModel):
             known = [field.alias or name for name, field in cls.model_fields.items()]
             for key in data:
                 if key not in known:
-                    fail("{key} is not a setting here; the settings are " + ", ".join(known) + ".", field=str(key))
+                    fail(
+                        "{key} is not a setting here; the settings are " + ", ".join(known) + ".",
+                        field=str(key),
+                    )
         return data
 
     def plain(self) -> dict:
@@ -206,7 +249,9 @@ def sentence(error: dict, prefix: str = "") -> str:
         value = value.get(sub) if isinstance(value, dict) else getattr(value, sub, None)
     if error.get("type") == RULE:
         fields = {k: v for k, v in ctx.items() if k not in ("template", "field", "value_of")}
-        return ctx["template"].format(**{**fields, "key": key, "is": "has" if item else "is", "value": show(value)})
+        return ctx["template"].format(
+            **{**fields, "key": key, "is": "has" if item else "is", "value": show(value)}
+        )
     if error.get("type") == "missing":
         return f"{key} is not set; give it on the command line, e.g. {key}=VALUE."
     msg = str(error.get("msg", "is not valid"))

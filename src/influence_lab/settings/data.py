@@ -36,7 +36,10 @@ def _size(value) -> bool:
     return len(sides) in (1, 2) and all(is_int(s) and s >= 1 for s in sides)
 
 
-Size = Annotated[int | list[int], rule(_size, "{key} is {value}; give a positive integer or [H, W] of positive integers.")]
+Size = Annotated[
+    int | list[int],
+    rule(_size, "{key} is {value}; give a positive integer or [H, W] of positive integers."),
+]
 Mode = Annotated[str, one_of(IMAGE_MODES, "'L' (grey) and 'RGB'")]
 Gender = Annotated[str, one_of(GENDERS, str(list(GENDERS)))]
 
@@ -103,19 +106,29 @@ class OtherSource(Settings):
     target: str = Field("", alias="_target_")
 
 
-SOURCE_SCHEMAS = {"load_digits": DigitsSource, "load_names": NamesSource, "load_imagefolder": ImageFolderSource,
-                  "load_hub": HubSource}
+SOURCE_SCHEMAS = {
+    "load_digits": DigitsSource,
+    "load_names": NamesSource,
+    "load_imagefolder": ImageFolderSource,
+    "load_hub": HubSource,
+}
 
 
 def _source_kind(value):
     target = value.get("_target_", "") if isinstance(value, dict) else getattr(value, "target", "")
     module, _, name = str(target).rpartition(".")
-    return f"<source:{name}>" if module == SOURCES_MODULE and name in SOURCE_SCHEMAS else "<source:other>"
+    return (
+        f"<source:{name}>"
+        if module == SOURCES_MODULE and name in SOURCE_SCHEMAS
+        else "<source:other>"
+    )
 
 
 SourceSettings = Annotated[
-    Annotated[DigitsSource, Tag("<source:load_digits>")] | Annotated[NamesSource, Tag("<source:load_names>")]
-    | Annotated[ImageFolderSource, Tag("<source:load_imagefolder>")] | Annotated[HubSource, Tag("<source:load_hub>")]
+    Annotated[DigitsSource, Tag("<source:load_digits>")]
+    | Annotated[NamesSource, Tag("<source:load_names>")]
+    | Annotated[ImageFolderSource, Tag("<source:load_imagefolder>")]
+    | Annotated[HubSource, Tag("<source:load_hub>")]
     | Annotated[OtherSource, Tag("<source:other>")],
     Discriminator(_source_kind),
 ]
@@ -134,24 +147,35 @@ class CanarySettings(Settings):
     seed: Seed = 0
 
 
-Prompts = Annotated[list[str], a_list("'[a red circle]'"),
-                    not_empty("give at least one prompt, e.g. data.prompts='[a red circle]'.")]
+Prompts = Annotated[
+    list[str],
+    a_list("'[a red circle]'"),
+    not_empty("give at least one prompt, e.g. data.prompts='[a red circle]'."),
+]
 
 
 class DataSettings(Settings):
     name: str = "digits"
     source: SourceSettings = Field(default_factory=DigitsSource)
     split: SplitSettings = Field(default_factory=SplitSettings)
-    exclude_ids: list[Any] | str | None = []  # ids to remove from the training split, or a file of ids
+    exclude_ids: (
+        list[Any] | str | None
+    ) = []  # ids to remove from the training split, or a file of ids
     sample_seeds: PositiveInt = 8  # samples per prompt in the training run's picture
-    prompts: Prompts = ["digit zero, regular, upright", "digit one, thin, leaning right", "digit two, bold, upright",
-                        "digit three, regular, leaning left", "digit four, regular, upright",
-                        "digit five, bold, leaning right", "digit six, thin, upright",
-                        "digit seven, regular, leaning right", "digit eight, bold, upright",
-                        "digit nine, regular, leaning left"]
+    prompts: Prompts = [
+        "digit zero, regular, upright",
+        "digit one, thin, leaning right",
+        "digit two, bold, upright",
+        "digit three, regular, leaning left",
+        "digit four, regular, upright",
+        "digit five, bold, leaning right",
+        "digit six, thin, upright",
+        "digit seven, regular, leaning right",
+        "digit eight, bold, upright",
+        "digit nine, regular, leaning left",
+    ]
     canaries: CanarySettings | None = None
 
     @property
     def canary_count(self) -> int:
         return self.canaries.count if self.canaries else 0
-

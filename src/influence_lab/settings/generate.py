@@ -10,11 +10,17 @@ from .base import NonNegativeInt, PositiveInt, PositiveIntOrNull, Seed, Settings
 
 
 class GenerateSettings(Settings):
-    prompts: Any = None  # a list of prompts (the config's default: ${data.prompts}); unused with prompt_count
+    prompts: Any = (
+        None  # a list of prompts (the config's default: ${data.prompts}); unused with prompt_count
+    )
     m: PositiveInt = 8  # outputs per prompt
     seed: Seed = 0  # output j of prompt i uses seed (seed + i * seed_stride + j)
-    seed_stride: NonNegativeInt = 0  # 0: the same m seeds for every prompt; >= m: every output its own seed
-    prompt_count: PositiveIntOrNull = None  # instead of `prompts`: draw this many prompts from the captions
+    seed_stride: NonNegativeInt = (
+        0  # 0: the same m seeds for every prompt; >= m: every output its own seed
+    )
+    prompt_count: PositiveIntOrNull = (
+        None  # instead of `prompts`: draw this many prompts from the captions
+    )
     prompt_group: PositiveIntOrNull = None  # ... distinct within consecutive groups of this many
     prompt_seed: Seed = 0  # ... drawn with this seed
 

@@ -21,24 +21,47 @@ from .base import (
 )
 from .runs import Runs
 
-Subsets = Annotated[int, rule(lambda v: is_int(v) and v >= 3,
-                              "{key} is {value}; a rank correlation needs at least 3 subsets.")]
-Alpha = Annotated[float, rule(lambda v: is_number(v) and 0 < v < 1, "{key} is {value}; it must be strictly between 0 "
-                                                                    "and 1.")]
-Ensembles = Annotated[list, a_list("[1, 2, 4]"),
-                      after(lambda v: len(v) > 0 and all(is_int(e) and e >= 1 for e in v),
-                            "{key} is {value}; give sizes >= 1.")]
+Subsets = Annotated[
+    int,
+    rule(
+        lambda v: is_int(v) and v >= 3,
+        "{key} is {value}; a rank correlation needs at least 3 subsets.",
+    ),
+]
+Alpha = Annotated[
+    float,
+    rule(
+        lambda v: is_number(v) and 0 < v < 1,
+        "{key} is {value}; it must be strictly between 0 and 1.",
+    ),
+]
+Ensembles = Annotated[
+    list,
+    a_list("[1, 2, 4]"),
+    after(
+        lambda v: len(v) > 0 and all(is_int(e) and e >= 1 for e in v),
+        "{key} is {value}; give sizes >= 1.",
+    ),
+]
 
 
 class LDSSettings(Settings):
-    methods: Methods = "auto"  # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm)
+    methods: Methods = (
+        "auto"  # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm)
+    )
     subsets: Subsets = 64  # M random subsets of the training set
     alpha: Alpha = 0.5  # fraction of the training set in each subset
     seeds: Annotated[SeedList, a_list("[1, 2]")] = [1, 2]  # training seeds per subset
     subset_seed: Seed = 0  # draws the subsets and the tracked items
     pack_size: PositiveInt = 32  # subset models trained together in one pack
-    trak_ensembles: Ensembles = [1, 2, 4]  # TRAK / D-TRAK reported at these ensemble sizes (rows trak@e)
-    targets_per_prompt: PositiveIntOrNull = None  # targets = the first k outputs of every prompt (None = all m)
+    trak_ensembles: Ensembles = [
+        1,
+        2,
+        4,
+    ]  # TRAK / D-TRAK reported at these ensemble sizes (rows trak@e)
+    targets_per_prompt: PositiveIntOrNull = (
+        None  # targets = the first k outputs of every prompt (None = all m)
+    )
     memorization_top: PositiveInt = 16  # items in the memorization grid
     track_items: NonNegativeInt = 8  # training items whose loss is recorded after every epoch
     bootstrap: PositiveInt = 2000  # bootstrap resamples of the targets for the 95% interval

@@ -17,7 +17,9 @@ class WandbLogger(Settings):
     name: Literal["wandb"] = "wandb"
     project: str = "influence-lab"
     entity: str | None = None
-    mode: Annotated[str, one_of(LOGGER_MODES)] = "offline"  # runs land in <output_dir>/wandb; `wandb sync` uploads them
+    mode: Annotated[str, one_of(LOGGER_MODES)] = (
+        "offline"  # runs land in <output_dir>/wandb; `wandb sync` uploads them
+    )
 
 
 class CsvLogger(Settings):
@@ -34,9 +36,16 @@ def _logger_name(value):
 
 
 LoggerSettings = Annotated[
-    Annotated[WandbLogger, Tag("<logger:wandb>")] | Annotated[CsvLogger, Tag("<logger:csv>")]
+    Annotated[WandbLogger, Tag("<logger:wandb>")]
+    | Annotated[CsvLogger, Tag("<logger:csv>")]
     | Annotated[NoLogger, Tag("<logger:none>")],
-    Discriminator(_logger_name, custom_error_type=RULE, custom_error_message="unknown logger",
-                  custom_error_context={"template": "{key} is {value}; allowed values are " + ", ".join(LOGGERS) + ".",
-                                        "value_of": "name"}),
+    Discriminator(
+        _logger_name,
+        custom_error_type=RULE,
+        custom_error_message="unknown logger",
+        custom_error_context={
+            "template": "{key} is {value}; allowed values are " + ", ".join(LOGGERS) + ".",
+            "value_of": "name",
+        },
+    ),
 ]

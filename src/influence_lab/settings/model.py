@@ -32,7 +32,9 @@ NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model c
 class FitSettings(Settings):
     max_epochs: PositiveInt = 60
     batch_size: PositiveInt = 128
-    snapshots: NonNegativeIntOrNull = 4  # weights saved at evenly spaced epochs (TracIn's checkpoints)
+    snapshots: NonNegativeIntOrNull = (
+        4  # weights saved at evenly spaced epochs (TracIn's checkpoints)
+    )
 
 
 class ModelBase(Settings):
@@ -98,8 +100,11 @@ class CharGPTSettings(ModelBase):
     @model_validator(mode="after")
     def _heads_divide_width(self):
         if self.n_embd % self.n_head:
-            fail("{key}.n_embd is {n_embd} but {key}.n_head is {n_head}; n_embd must be a multiple of n_head.",
-                 n_embd=self.n_embd, n_head=self.n_head)
+            fail(
+                "{key}.n_embd is {n_embd} but {key}.n_head is {n_head}; n_embd must be a multiple of n_head.",
+                n_embd=self.n_embd,
+                n_head=self.n_head,
+            )
         return self
 
 
@@ -112,9 +117,16 @@ def _model_kind(value):
 
 
 ModelSettings = Annotated[
-    Annotated[VAESettings, Tag("<model:vae>")] | Annotated[DDPMSettings, Tag("<model:ddpm>")]
+    Annotated[VAESettings, Tag("<model:vae>")]
+    | Annotated[DDPMSettings, Tag("<model:ddpm>")]
     | Annotated[CharGPTSettings, Tag("<model:chargpt>")],
-    Discriminator(_model_kind, custom_error_type=RULE, custom_error_message="unknown model",
-                  custom_error_context={"template": "{key} is {value}; allowed values are " + ", ".join(MODEL_NAMES)
-                                        + ".", "field": "name"}),
+    Discriminator(
+        _model_kind,
+        custom_error_type=RULE,
+        custom_error_message="unknown model",
+        custom_error_context={
+            "template": "{key} is {value}; allowed values are " + ", ".join(MODEL_NAMES) + ".",
+            "field": "name",
+        },
+    ),
 ]

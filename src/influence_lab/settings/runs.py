@@ -11,6 +11,11 @@ def _one_run(value) -> bool:
     return is_list(value) and all(isinstance(o, str) for o in value)
 
 
-Run = Annotated[list[str], rule(_one_run, "{key} has {value}; each run is a list of overrides, e.g. "
-                                          "[[model=ddpm], [model=vae]].")]
+Run = Annotated[
+    list[str],
+    rule(
+        _one_run,
+        "{key} has {value}; each run is a list of overrides, e.g. [[model=ddpm], [model=vae]].",
+    ),
+]
 Runs = Annotated[list[Run], a_list("[[model=ddpm],[model=vae]]")]

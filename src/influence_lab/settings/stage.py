@@ -30,7 +30,16 @@ from .pipeline import PipelineSettings
 from .report import ReportSettings
 from .trainer import TrainerSettings
 
-STAGES = ("train", "generate", "attribute", "counterfactual", "retrain", "lds", "report", "pipeline")
+STAGES = (
+    "train",
+    "generate",
+    "attribute",
+    "counterfactual",
+    "retrain",
+    "lds",
+    "report",
+    "pipeline",
+)
 MISSING = "???"
 # what to say about a required setting that is not set (Hydra's `???`)
 NOT_SET_HINTS = {
@@ -54,14 +63,18 @@ class StageSettings(Settings):
     logger: LoggerSettings = Field(default_factory=WandbLogger)
     model: ModelSettings = Field(default_factory=VAESettings)
     data: DataSettings = Field(default_factory=DataSettings)
-    generate: GenerateSettings = Field(default_factory=GenerateSettings.model_construct)  # prompts: data.prompts
+    generate: GenerateSettings = Field(
+        default_factory=GenerateSettings.model_construct
+    )  # prompts: data.prompts
     attribution: AttributionSettings | None = None
     embedders: dict[str, EmbedderSettings] | None = None
     counterfactual: CounterfactualSettings | None = None
     lds: LDSSettings | None = None
     pipeline: PipelineSettings | None = None
     report: ReportSettings | None = None
-    sweep_dir: str | None = None  # retrain: the counterfactual run directory holding plan.json and config.yaml
+    sweep_dir: str | None = (
+        None  # retrain: the counterfactual run directory holding plan.json and config.yaml
+    )
     job: int | None = None  # retrain: which job of plan.json to run
 
     @model_validator(mode="after")
@@ -78,7 +91,9 @@ class StageSettings(Settings):
         known = list(self.embedders or {})
         unknown = [n for n in names if n not in known]
         if unknown:
-            fail(f"{key} names {unknown}, which have no settings under embedders (known: {', '.join(known)}).")
+            fail(
+                f"{key} names {unknown}, which have no settings under embedders (known: {', '.join(known)})."
+            )
 
     def check_methods(self, methods, key: str) -> None:
         """Each method fits the embedders (`latent:<name>`) and the model (dtrak: ddpm only)."""
@@ -87,8 +102,10 @@ class StageSettings(Settings):
             if method.startswith(LATENT_PREFIX):
                 name = method.split(":", 1)[1]
                 if name not in embedders:
-                    fail(f"method {method} names embedder {show(name)}, not in attribution.embedders "
-                         f"({', '.join(embedders)}).")
+                    fail(
+                        f"method {method} names embedder {show(name)}, not in attribution.embedders "
+                        f"({', '.join(embedders)})."
+                    )
             elif method in GRADIENT_METHODS:
                 check_gradient_method(method, self.model.name)
 
@@ -103,13 +120,17 @@ class StageSettings(Settings):
         if named and attributed is not None:
             missing = [m for m in named if m not in attributed]
             if missing:
-                fail(f"counterfactual.methods has {missing}, which attribution.methods does not include "
-                     f"({', '.join(attributed)}); add them to attribution.methods.")
+                fail(
+                    f"counterfactual.methods has {missing}, which attribution.methods does not include "
+                    f"({', '.join(attributed)}); add them to attribution.methods."
+                )
         keep = attribution.keep if attribution else None
         for k in cf.k:
             if keep is not None and k > keep:
-                fail(f"counterfactual.k has {k} but attribution.keep is {keep}; each k must be at most "
-                     f"attribution.keep (the ranked items kept per prompt).")
+                fail(
+                    f"counterfactual.k has {k} but attribution.keep is {keep}; each k must be at most "
+                    f"attribution.keep (the ranked items kept per prompt)."
+                )
         self.known_embedders(cf.embedders, "counterfactual.embedders")
 
     def embedders_used(self) -> list[str]:
@@ -123,8 +144,10 @@ class StageSettings(Settings):
 def check_gradient_method(method: str, model_name: str) -> None:
     wanted = DIFFUSION_ONLY.get(method)
     if wanted is not None and model_name != wanted:
-        raise InfluenceLabError(f"{method} is defined for diffusion models (model={wanted}), not model={model_name}; "
-                                f"use trak or tracin.")
+        raise InfluenceLabError(
+            f"{method} is defined for diffusion models (model={wanted}), not model={model_name}; "
+            f"use trak or tracin."
+        )
 
 
 class Named(Settings):
@@ -156,7 +179,9 @@ def not_set(key: str) -> InfluenceLabError:
 def missing_keys(tree, key: str = "") -> list[str]:
     """The settings still at Hydra's `???` (not set) in a plain, unresolved config tree."""
     if isinstance(tree, dict):
-        return [m for k, v in tree.items() for m in missing_keys(v, f"{key}.{k}" if key else str(k))]
+        return [
+            m for k, v in tree.items() for m in missing_keys(v, f"{key}.{k}" if key else str(k))
+        ]
     return [key] if tree == MISSING else []
 
 

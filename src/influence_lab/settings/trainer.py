@@ -20,8 +20,10 @@ def _devices(value) -> bool:
 
 class TrainerSettings(Settings):
     accelerator: Annotated[str, one_of(ACCELERATORS)] = "cpu"
-    devices: Annotated[int | str | list[int], rule(_devices, "{key} is {value}; use a positive number of devices, "
-                                                             "-1 (all) or auto.")] = 1
+    devices: Annotated[
+        int | str | list[int],
+        rule(_devices, "{key} is {value}; use a positive number of devices, -1 (all) or auto."),
+    ] = 1
     precision: str | int = "32-true"
     deterministic: Bool = True
     progress_bar: Bool = True

@@ -25,7 +25,9 @@ def stage_entry(fn):
             validate(cfg)
             return fn(cfg)
         except InfluenceLabError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # the message is not markup
+            console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False
+            )  # the message is not markup
             sys.exit(2)
 
     return wrapper
@@ -38,4 +40,12 @@ def upstream(cfg: DictConfig) -> DictConfig:
     return out
 
 
-__all__ = ["stage_entry", "validate", "check_resolvers", "SAFE_RESOLVERS", "upstream", "output_dir", "console"]
+__all__ = [
+    "stage_entry",
+    "validate",
+    "check_resolvers",
+    "SAFE_RESOLVERS",
+    "upstream",
+    "output_dir",
+    "console",
+]

@@ -18,9 +18,9 @@ from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
-from ..store.signature import signature
-from ..store.files import RunDir, write_text
 from ..report.counterfactual import bar_chart, print_summary, summary_markdown
+from ..store.files import RunDir, write_text
+from ..store.signature import signature
 from ..tracking.loggers import tracked_run
 from .attribute import attribute
 from .common import console, output_dir, stage_entry, upstream
@@ -33,8 +33,10 @@ def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
     methods = [str(m) for m in cfg_methods]
     missing = [m for m in methods if m not in available]
     if missing:
-        raise InfluenceLabError(f"counterfactual.methods has {missing}, which the attribute stage did not run "
-                                f"(it ran {', '.join(available)}); add them to attribution.methods.")
+        raise InfluenceLabError(
+            f"counterfactual.methods has {missing}, which the attribute stage did not run "
+            f"(it ran {', '.join(available)}); add them to attribution.methods."
+        )
     return methods
 
 
@@ -45,24 +47,57 @@ def counterfactual(cfg: DictConfig) -> RunDir:
     gen = GenerateProvenance.read(att.generate_dir)
     ranking = pd.read_parquet(att_run / "attribution.parquet")
     ccfg = cfg.counterfactual
-    methods = _methods(OmegaConf.to_container(ccfg.methods) if not isinstance(ccfg.methods, str) else ccfg.methods,
-                       ranking)
+    methods = _methods(
+        OmegaConf.to_container(ccfg.methods) if not isinstance(ccfg.methods, str) else ccfg.methods,
+        ranking,
+    )
     prompt_filter = PromptFilter(list(bundle.train["caption"]), str(cfg.attribution.filter))
     train_ids = list(bundle.train["id"])
     prompts = ranking.drop_duplicates("target").sort_values("target")["prompt"].tolist()
-    pools = {t: [train_ids[i] for i in prompt_filter.pool(p, cfg.attribution.pool_size)[0]] for t, p in enumerate(prompts)}
-    members = make_plan(ranking, pools, train_ids, methods, list(ccfg.arms), [int(k) for k in ccfg.k],
-                        [int(s) for s in ccfg.seeds], str(ccfg.grouping),
-                        None if ccfg.get("group_size") is None else int(ccfg.group_size))
-    plan = Plan(members, jobs_of(members, int(ccfg.pack_size)), gen.model_dir, gen.model_signature, att.generate_dir,
-                gen.seeds, gen.prompt_seeds, methods)
-    spec = {"attribute_signature": att_run.signature, "methods": methods,
-            "counterfactual": {k: v for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
-                               if k not in ("launcher", "launcher_overrides", "pack_size")}}
-    run = RunDir(output_dir(cfg), "counterfactual", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
+    pools = {
+        t: [train_ids[i] for i in prompt_filter.pool(p, cfg.attribution.pool_size)[0]]
+        for t, p in enumerate(prompts)
+    }
+    members = make_plan(
+        ranking,
+        pools,
+        train_ids,
+        methods,
+        list(ccfg.arms),
+        [int(k) for k in ccfg.k],
+        [int(s) for s in ccfg.seeds],
+        str(ccfg.grouping),
+        None if ccfg.get("group_size") is None else int(ccfg.group_size),
+    )
+    plan = Plan(
+        members,
+        jobs_of(members, int(ccfg.pack_size)),
+        gen.model_dir,
+        gen.model_signature,
+        att.generate_dir,
+        gen.seeds,
+        gen.prompt_seeds,
+        methods,
+    )
+    spec = {
+        "attribute_signature": att_run.signature,
+        "methods": methods,
+        "counterfactual": {
+            k: v
+            for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
+            if k not in ("launcher", "launcher_overrides", "pack_size")
+        },
+    }
+    run = RunDir(
+        output_dir(cfg), "counterfactual", f"{cfg.model.name}-{cfg.data.name}", signature(spec)
+    )
     # a second sweep on the same output directory waits, then reuses this one
-    return cached(run, bool(cfg.force), lambda run: sweep(cfg, run, plan),
-                  reuse=lambda run: print_summary(pd.read_csv(run / "stats.csv"), console))
+    return cached(
+        run,
+        bool(cfg.force),
+        lambda run: sweep(cfg, run, plan),
+        reuse=lambda run: print_summary(pd.read_csv(run / "stats.csv"), console),
+    )
 
 
 def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
@@ -75,28 +110,53 @@ def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
     def count_done() -> int:
         return sum(1 for m in members if member_finished(results, m.member_id))
 
-    missing = [j for j, ids in enumerate(plan.jobs) if not all(member_finished(results, i) for i in ids)]
-    console.print(f"counterfactual sweep {run.path}: {len(members)} retrained models in {len(plan.jobs)} jobs, "
-                  f"{len(members) - count_done()} to run", highlight=False)
+    missing = [
+        j for j, ids in enumerate(plan.jobs) if not all(member_finished(results, i) for i in ids)
+    ]
+    console.print(
+        f"counterfactual sweep {run.path}: {len(members)} retrained models in {len(plan.jobs)} jobs, "
+        f"{len(members) - count_done()} to run",
+        highlight=False,
+    )
     if missing:
-        overrides = launcher_overrides(str(cfg.counterfactual.launcher), list(cfg.counterfactual.launcher_overrides))
-        run_multirun(run.path, missing, overrides + [f"paths.output_dir={output_dir(cfg)}"], count_done, len(members),
-                     run / "retrain.log")
+        overrides = launcher_overrides(
+            str(cfg.counterfactual.launcher), list(cfg.counterfactual.launcher_overrides)
+        )
+        run_multirun(
+            run.path,
+            missing,
+            overrides + [f"paths.output_dir={output_dir(cfg)}"],
+            count_done,
+            len(members),
+            run / "retrain.log",
+        )
     if count_done() != len(members):
-        raise InfluenceLabError(f"{len(members) - count_done()} members of {run.path} have no results; "
-                                f"see {run / 'retrain.log'} and run the same command again.")
+        raise InfluenceLabError(
+            f"{len(members) - count_done()} members of {run.path} have no results; "
+            f"see {run / 'retrain.log'} and run the same command again."
+        )
     table, failed = gather(run.path, members)
     stats, arms, experiments = write_tables(run.path, table)
     chart = bar_chart(stats, run / "chart.png")
-    write_text(run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members)))
-    with tracked_run(cfg.logger, run.path, "counterfactual", output_dir=output_dir(cfg), group=str(cfg.group),
-                     config={"signature": run.signature}) as tracking:
+    write_text(
+        run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members))
+    )
+    with tracked_run(
+        cfg.logger,
+        run.path,
+        "counterfactual",
+        output_dir=output_dir(cfg),
+        group=str(cfg.group),
+        config={"signature": run.signature},
+    ) as tracking:
         tracking.log_table("stats", list(stats.columns), stats.astype(object).values.tolist())
         tracking.log_table("arms", list(arms.columns), arms.astype(object).values.tolist())
         tracking.log_image("chart", chart, "top-k minus control, 95% bootstrap interval")
     print_summary(stats, console)
-    console.print(f"  results: {run / 'results.parquet'}\n  chart: {chart}\n  summary: {run / 'summary.md'}",
-                  highlight=False)
+    console.print(
+        f"  results: {run / 'results.parquet'}\n  chart: {chart}\n  summary: {run / 'summary.md'}",
+        highlight=False,
+    )
     return {"members": len(members), "failed": len(failed)}
 
 

@@ -16,10 +16,10 @@ from ..models.build import load_model
 from ..models.sampling import draw_prompts, output_seeds, prompt_seeds, sample_grid
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, write_outputs
-from ..store.signature import signature
-from ..store.files import RunDir, write_json
 from ..report.figures import draw
 from ..report.quality import quality
+from ..store.files import RunDir, write_json
+from ..store.signature import signature
 from ..tracking.loggers import tracked_run
 from .common import console, output_dir, stage_entry, upstream
 from .train import train
@@ -30,43 +30,69 @@ def generate(cfg: DictConfig) -> RunDir:
     model_run = train(upstream(cfg), bundle)
     gcfg = cfg.generate
     if gcfg.get("prompt_count"):
-        prompts = draw_prompts(list(bundle.train["caption"]), int(gcfg.prompt_count), gcfg.get("prompt_group"),
-                               int(gcfg.get("prompt_seed") or 0))
+        prompts = draw_prompts(
+            list(bundle.train["caption"]),
+            int(gcfg.prompt_count),
+            gcfg.get("prompt_group"),
+            int(gcfg.get("prompt_seed") or 0),
+        )
     else:
         prompts = [str(p) for p in gcfg.prompts]
     if not prompts:
         raise InfluenceLabError("generate.prompts is empty; give at least one prompt.")
     seeds = output_seeds(int(gcfg.m), int(gcfg.seed))
-    per_prompt = prompt_seeds(len(prompts), int(gcfg.m), int(gcfg.seed), int(gcfg.get("seed_stride") or 0))
+    per_prompt = prompt_seeds(
+        len(prompts), int(gcfg.m), int(gcfg.seed), int(gcfg.get("seed_stride") or 0)
+    )
     spec = {"model_signature": model_run.signature, "prompts": prompts, "seeds": seeds}
     if gcfg.get("seed_stride"):
         spec["prompt_seeds"] = per_prompt
-    provenance = GenerateProvenance(model_signature=model_run.signature, model_dir=str(model_run.path),
-                                    prompts=prompts, seeds=seeds, prompt_seeds=per_prompt,
-                                    data_fingerprint=bundle.fingerprint)
+    provenance = GenerateProvenance(
+        model_signature=model_run.signature,
+        model_dir=str(model_run.path),
+        prompts=prompts,
+        seeds=seeds,
+        prompt_seeds=per_prompt,
+        data_fingerprint=bundle.fingerprint,
+    )
     run = RunDir(output_dir(cfg), "generate", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
     return cached(run, bool(cfg.force), lambda run: _sample(cfg, bundle, run, provenance, spec))
 
 
-def _sample(cfg: DictConfig, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict) -> dict:
+def _sample(
+    cfg: DictConfig, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict
+) -> dict:
     prompts = provenance.prompts
     outputs = sample_grid(load_model(provenance.model_dir), prompts, provenance.prompt_seeds)
     table = write_outputs(run.path, provenance, outputs)
     shown = min(len(prompts), 20)  # the picture shows the first 20 prompts
-    picture = draw(outputs[:shown], prompts[:shown], run / ("grid" if isinstance(outputs, np.ndarray) else "samples"),
-                   f"{cfg.model.name} on {bundle.name}: {len(provenance.seeds)} seeds per prompt")
+    picture = draw(
+        outputs[:shown],
+        prompts[:shown],
+        run / ("grid" if isinstance(outputs, np.ndarray) else "samples"),
+        f"{cfg.model.name} on {bundle.name}: {len(provenance.seeds)} seeds per prompt",
+    )
     scores = quality(bundle, prompts, outputs)
     write_json(run / "quality.json", scores)
     provenance.write(run.path)
-    with tracked_run(cfg.logger, run.path, "generate", output_dir=output_dir(cfg), group=str(cfg.group),
-                     config={**spec, "data_fingerprint": bundle.fingerprint}) as tracking:
+    with tracked_run(
+        cfg.logger,
+        run.path,
+        "generate",
+        output_dir=output_dir(cfg),
+        group=str(cfg.group),
+        config={**spec, "data_fingerprint": bundle.fingerprint},
+    ) as tracking:
         if picture.suffix == ".png":
             tracking.log_image("generations", picture, "rows: prompts; columns: seeds")
         tracking.log_table("outputs", list(table.columns), table.astype(str).values.tolist())
         tracking.summary(scores)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
-    console.print(f"[green]generated[/] {len(table)} outputs -> {run.path}\n  picture: {picture}"
-                  + (f"\n  quality: {shown}" if shown else ""), highlight=False)
+    console.print(
+        f"[green]generated[/] {len(table)} outputs -> {run.path}\n  picture: {picture}"
+        + (f"\n  quality: {shown}" if shown else ""),
+        highlight=False,
+    )
     return {"model_signature": provenance.model_signature}
 
 

@@ -33,11 +33,11 @@ from ..counterfactual.subsets import (
 from ..data import load_data
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, load_outputs
-from ..store.signature import signature
-from ..store.files import RunDir, atomic_write, write_npy, write_text
 from ..report.exports import export_lds
 from ..report.lds_figures import lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
+from ..store.files import RunDir, atomic_write, write_npy, write_text
+from ..store.signature import signature
 from ..tracking.loggers import tracked_run
 from ..training.batches import batch_of
 from .common import console, output_dir, stage_entry, upstream
@@ -48,8 +48,12 @@ def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
     """The methods of `lds.methods` (checked against the model and embedders at the stage's entry)."""
     methods = cfg.lds.methods
     if methods in (None, "auto"):
-        search = resolve_methods(OmegaConf.to_container(cfg.attribution.methods)
-                                 if not isinstance(cfg.attribution.methods, str) else cfg.attribution.methods, kind)
+        search = resolve_methods(
+            OmegaConf.to_container(cfg.attribution.methods)
+            if not isinstance(cfg.attribution.methods, str)
+            else cfg.attribution.methods,
+            kind,
+        )
         grads = ["tracin", "trak"] + (["dtrak"] if model_name == "ddpm" else [])
         return [m for m in search if m not in GRADIENT_METHODS] + grads
     methods = [str(m) for m in ([methods] if isinstance(methods, str) else methods)]
@@ -63,7 +67,9 @@ def lds_stage(cfg: DictConfig):
     """One LDS run, or one per `lds.runs` entry, exported to `lds.export_dir` when set."""
     from .pipeline import run_configs
 
-    runs = {label: lds(run_cfg) for label, run_cfg in run_configs(cfg, "lds", cfg.lds.get("runs") or [])}
+    runs = {
+        label: lds(run_cfg) for label, run_cfg in run_configs(cfg, "lds", cfg.lds.get("runs") or [])
+    }
     if cfg.lds.get("export_dir"):
         export_lds(Path(str(cfg.lds.export_dir)), runs, str(cfg.group))
     return runs
@@ -74,13 +80,30 @@ def lds(cfg: DictConfig) -> RunDir:
     bundle = load_data(cfg.data)
     methods = lds_methods(cfg, str(cfg.model.name), bundle.kind)
     gen_run = generate(upstream(cfg))
-    settings = {k: v for k, v in OmegaConf.to_container(lcfg, resolve=True).items() if k not in ("pack_size", "runs", "export_dir")}
-    spec = {"generate_signature": gen_run.signature, "lds": settings, "methods": methods,
-            "attribution": OmegaConf.to_container(cfg.attribution, resolve=True),
-            "embedders": {k: OmegaConf.to_container(cfg.embedders[k], resolve=True) for k in cfg.attribution.embedders}}
+    settings = {
+        k: v
+        for k, v in OmegaConf.to_container(lcfg, resolve=True).items()
+        if k not in ("pack_size", "runs", "export_dir")
+    }
+    spec = {
+        "generate_signature": gen_run.signature,
+        "lds": settings,
+        "methods": methods,
+        "attribution": OmegaConf.to_container(cfg.attribution, resolve=True),
+        "embedders": {
+            k: OmegaConf.to_container(cfg.embedders[k], resolve=True)
+            for k in cfg.attribution.embedders
+        },
+    }
     run = RunDir(output_dir(cfg), "lds", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
-    return cached(run, bool(cfg.force), lambda run: _score(cfg, bundle, gen_run, methods, run),
-                  reuse=lambda run: print_table(pd.read_csv(run / "lds.csv"), f"{cfg.model.name} on {cfg.data.name}"))
+    return cached(
+        run,
+        bool(cfg.force),
+        lambda run: _score(cfg, bundle, gen_run, methods, run),
+        reuse=lambda run: print_table(
+            pd.read_csv(run / "lds.csv"), f"{cfg.model.name} on {cfg.data.name}"
+        ),
+    )
 
 
 def _score(cfg: DictConfig, bundle, gen_run: RunDir, methods: list[str], run: RunDir) -> dict:
@@ -99,22 +122,39 @@ def _score(cfg: DictConfig, bundle, gen_run: RunDir, methods: list[str], run: Ru
     truth, item_losses = measure(runs, members, batch, batch_of(bundle.train), run)
     member_masks = masks[[m["subset"] for m in members]]
 
-    scores = method_scores(cfg, bundle, GenerateProvenance.read(gen_run.path), methods, t_prompts, t_outputs, batch)
+    scores = method_scores(
+        cfg, bundle, GenerateProvenance.read(gen_run.path), methods, t_prompts, t_outputs, batch
+    )
     subset_truth = truth.reshape(len(masks), len(lcfg.seeds), -1).mean(1)  # averaged over seeds
     per_target = {label: lds_per_target(masks, -subset_truth, s) for label, s in scores.items()}
     table = lds_table(per_target, int(lcfg.bootstrap))
-    rows = [{"method": label, "target": t, "prompt": t_prompts[t], "lds": float(v)}
-            for label, values in per_target.items() for t, v in enumerate(values)]
-    atomic_write(run / "lds_targets.parquet", lambda p: pd.DataFrame(rows).to_parquet(p, index=False))
+    rows = [
+        {"method": label, "target": t, "prompt": t_prompts[t], "lds": float(v)}
+        for label, values in per_target.items()
+        for t, v in enumerate(values)
+    ]
+    atomic_write(
+        run / "lds_targets.parquet", lambda p: pd.DataFrame(rows).to_parquet(p, index=False)
+    )
     atomic_write(run / "lds.csv", lambda p: table.to_csv(p, index=False))
-    title = (f"LDS, {cfg.model.name} on {cfg.data.name}: {len(masks)} subsets x {len(lcfg.seeds)} seeds, "
-             f"alpha={lcfg.alpha}, {len(t_prompts)} targets")
+    title = (
+        f"LDS, {cfg.model.name} on {cfg.data.name}: {len(masks)} subsets x {len(lcfg.seeds)} seeds, "
+        f"alpha={lcfg.alpha}, {len(t_prompts)} targets"
+    )
     pictures = {"lds": lds_bars(table, run / "lds.png", title)}
-    pictures.update(memorized(bundle, member_masks, item_losses, run.path, int(lcfg.memorization_top)))
+    pictures.update(
+        memorized(bundle, member_masks, item_losses, run.path, int(lcfg.memorization_top))
+    )
     pictures.update(dynamics(runs, members, track_ids, run.path, bundle.name))
     write_text(run / "summary.md", summary_markdown(table, title, pictures))
-    with tracked_run(cfg.logger, run.path, "lds", output_dir=output_dir(cfg), group=str(cfg.group),
-                     config={"signature": run.signature}) as tracking:
+    with tracked_run(
+        cfg.logger,
+        run.path,
+        "lds",
+        output_dir=output_dir(cfg),
+        group=str(cfg.group),
+        config={"signature": run.signature},
+    ) as tracking:
         tracking.log_table("lds", list(table.columns), table.astype(object).values.tolist())
         for name, path in pictures.items():
             if path.suffix == ".png":

@@ -17,13 +17,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from ..errors import InfluenceLabError
-from ..store.files import write_text
 from ..report.exports import export
+from ..store.files import write_text
 from .common import console, output_dir, stage_entry, validate
 from .counterfactual import counterfactual
 
 
-def run_configs(cfg: DictConfig, config_name: str = "pipeline", runs=None) -> list[tuple[str, DictConfig]]:
+def run_configs(
+    cfg: DictConfig, config_name: str = "pipeline", runs=None
+) -> list[tuple[str, DictConfig]]:
     """(label, config) of every run: this config alone, or one per entry of `runs` (each a list of
     overrides added to this call's own). Every run's config is composed and validated (as at a
     stage's entry) before the first run starts; the entries themselves are the schema's
@@ -60,8 +62,10 @@ def pipeline(cfg: DictConfig):
         text = (sweep / "summary.md").read_text()
         write_text(out / "summary.md", text + f"\nFull results: {sweep.path}\n")
         summaries[label] = sweep.path
-        console.print(f"[green]pipeline done[/]: summary {out / 'summary.md'}, chart {out / 'chart.png'}",
-                      highlight=False)
+        console.print(
+            f"[green]pipeline done[/]: summary {out / 'summary.md'}, chart {out / 'chart.png'}",
+            highlight=False,
+        )
     if cfg.pipeline.get("export_dir"):
         export(Path(str(cfg.pipeline.export_dir)), summaries, str(cfg.group))
     return summaries

@@ -23,12 +23,18 @@ def report(cfg: DictConfig) -> Path:
     name = f"{cfg.model.name}-{cfg.data.name}"
     found = {stage: newest(root, stage, name) for stage in STAGES}
     if not any(found.values()):
-        raise InfluenceLabError(f"no finished attribute, counterfactual or lds results for {name} under {root}; "
-                                f"run influence-lab pipeline (or lds) with the same model and data first.")
+        raise InfluenceLabError(
+            f"no finished attribute, counterfactual or lds results for {name} under {root}; "
+            f"run influence-lab pipeline (or lds) with the same model and data first."
+        )
     title = cfg.report.title or f"influence-lab report: {cfg.model.name} on {cfg.data.name}"
     subtitle = "Which training examples made the model produce its outputs, and does removing them change them?"
-    html, md = write_report(root / "report" / name, str(title), subtitle,
-                            report_sections(found, int(cfg.report.max_grids)))
+    html, md = write_report(
+        root / "report" / name,
+        str(title),
+        subtitle,
+        report_sections(found, int(cfg.report.max_grids)),
+    )
     console.print(f"[green]report[/]: {html}\n  markdown: {md}", highlight=False)
     return html
 

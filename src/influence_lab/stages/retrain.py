@@ -21,8 +21,8 @@ from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.records import load_outputs
-from ..store.signature import signature
 from ..store.files import claim
+from ..store.signature import signature
 from ..tracking.loggers import tracked_run
 from ..training.members import train_members
 from .common import console, output_dir, stage_entry, validate
@@ -31,7 +31,9 @@ from .common import console, output_dir, stage_entry, validate
 def retrain(cfg: DictConfig) -> list[str]:
     sweep = Path(str(cfg.sweep_dir))
     if not (sweep / "plan.json").exists():
-        raise InfluenceLabError(f"sweep_dir '{sweep}' holds no plan.json; run influence-lab counterfactual first.")
+        raise InfluenceLabError(
+            f"sweep_dir '{sweep}' holds no plan.json; run influence-lab counterfactual first."
+        )
     base = OmegaConf.load(sweep / "config.yaml")
     validate(base)  # the sweep's config may have been edited by hand
     plan = Plan.read(sweep)
@@ -54,17 +56,38 @@ def run_job(base: DictConfig, plan: Plan, sweep: Path, job: int, todo: list[Memb
     full = load_model(plan.model_dir)
     prompts, originals, _ = load_outputs(plan.generate_dir)
     seeds = [plan.seeds_of(t) for t in range(len(prompts))]
-    embedders = {name: build_embedder(name, base.embedders[name], model=full, model_signature=plan.model_signature,
-                                      bundle=bundle, root=output_dir(base))
-                 for name in base.counterfactual.embedders}
+    embedders = {
+        name: build_embedder(
+            name,
+            base.embedders[name],
+            model=full,
+            model_signature=plan.model_signature,
+            bundle=bundle,
+            root=output_dir(base),
+        )
+        for name in base.counterfactual.embedders
+    }
     full_losses = [losses(full, originals[t], prompts[t]) for t in range(len(prompts))]
     canaries = base.data.get("canaries") or {}
-    patterns = ({"canary": canary_pattern(np.asarray(bundle.full[0]["image"]).shape, int(canaries.get("seed") or 0))}
-                if int(canaries.get("count") or 0) > 0 else {})
+    patterns = (
+        {
+            "canary": canary_pattern(
+                np.asarray(bundle.full[0]["image"]).shape, int(canaries.get("seed") or 0)
+            )
+        }
+        if int(canaries.get("count") or 0) > 0
+        else {}
+    )
     finished = []
-    with tracked_run(base.logger, sweep / "jobs" / f"job{job:04d}", "retrain", output_dir=output_dir(base),
-                     group=str(base.group), config={"job": job, "members": plan.jobs[job]},
-                     name=f"retrain-{sweep.name}-job{job}") as tracking:
+    with tracked_run(
+        base.logger,
+        sweep / "jobs" / f"job{job:04d}",
+        "retrain",
+        output_dir=output_dir(base),
+        group=str(base.group),
+        config={"job": job, "members": plan.jobs[job]},
+        name=f"retrain-{sweep.name}-job{job}",
+    ) as tracking:
         # the pack's checkpoint directory is named by its members, so a regrouped sweep never
         # resumes a pack of other members
         pack_dir = sweep / "packs" / signature(sorted(m.member_id for m in todo))
@@ -73,14 +96,19 @@ def run_job(base: DictConfig, plan: Plan, sweep: Path, job: int, todo: list[Memb
         write_failures(results, job, failures)
         for member in (m for m in todo if m.member_id in runs):
             model = load_model(runs[member.member_id].path)
-            table = measure_member(model, member, full_losses, originals, prompts, seeds, embedders, patterns)
+            table = measure_member(
+                model, member, full_losses, originals, prompts, seeds, embedders, patterns
+            )
             write_member(results, job, member.member_id, table)
             means = table.groupby("metric")["value"].mean()
             if tracking.wandb_run is not None:
                 tracking.wandb_run.log({f"{member.arm}/{m}": float(v) for m, v in means.items()})
             finished.append(member.member_id)
-            console.print(f"retrain job {job}: {member.member_id} "
-                          + ", ".join(f"{m}={v:.4g}" for m, v in means.items()), highlight=False)
+            console.print(
+                f"retrain job {job}: {member.member_id} "
+                + ", ".join(f"{m}={v:.4g}" for m, v in means.items()),
+                highlight=False,
+            )
     return finished
 
 

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from ..data import DataBundle, load_data
 from ..models.build import build_model, save_model
 from ..orchestration.cached import cached
-from ..store.files import RunDir, write_json
 from ..report.figures import draw_samples
+from ..store.files import RunDir, write_json
 from ..tracking.loggers import check_logger, tracked_run
 from ..training.fit import fit
 from ..training.members import begin_train_run, train_run
@@ -28,21 +28,41 @@ def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
         built.append(build_model(cfg.model, bundle, int(cfg.seed)))
         check_logger(cfg.logger)
 
-    return cached(train_run(cfg, bundle), bool(cfg.force), lambda run: _fit(cfg, bundle, run, built[0]), check=check)
+    return cached(
+        train_run(cfg, bundle),
+        bool(cfg.force),
+        lambda run: _fit(cfg, bundle, run, built[0]),
+        check=check,
+    )
 
 
 def _fit(cfg: DictConfig, bundle: DataBundle, run: RunDir, model) -> dict:
-    console.print(f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
-                  highlight=False)
+    console.print(
+        f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
+        highlight=False,
+    )
     spec = begin_train_run(run, cfg, bundle)
-    with tracked_run(cfg.logger, run.path, "train", output_dir=output_dir(cfg), group=str(cfg.group),
-                     config={**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint}) as tracking:
+    with tracked_run(
+        cfg.logger,
+        run.path,
+        "train",
+        output_dir=output_dir(cfg),
+        group=str(cfg.group),
+        config={**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint},
+    ) as tracking:
         start = time.perf_counter()
-        metrics = fit(model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers)
+        metrics = fit(
+            model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers
+        )
         metrics["fit_seconds"] = time.perf_counter() - start
         save_model(model, run.path)
-        grid = draw_samples(model.eval(), list(cfg.data.prompts), int(cfg.data.sample_seeds), run / "samples",
-                            f"{cfg.model.name} on {bundle.name}, after training")
+        grid = draw_samples(
+            model.eval(),
+            list(cfg.data.prompts),
+            int(cfg.data.sample_seeds),
+            run / "samples",
+            f"{cfg.model.name} on {bundle.name}, after training",
+        )
         tracking.log_image("samples", grid)
         tracking.summary({**metrics, "data_fingerprint": bundle.fingerprint})
         metrics["wandb_dir"] = tracking.wandb_dir

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..attribution.embedders import check_weights
 from ..errors import InfluenceLabError
 from ..orchestration.launch import check_launcher
-from ..store.paths import check_output_dir
 from ..settings import ReportStageSettings, StageSettings, from_config
+from ..store.paths import check_output_dir
 from ..training.devices import check_accelerator
 
 
@@ -35,8 +35,18 @@ def validate(cfg: DictConfig) -> StageSettings | ReportStageSettings:
 
 
 # OmegaConf's and Hydra's own resolvers; none of them runs code. influence-lab registers none.
-SAFE_RESOLVERS = ("oc.env", "oc.select", "oc.decode", "oc.create", "oc.deprecated", "oc.dict.keys",
-                  "oc.dict.values", "now", "hydra", "python_version")
+SAFE_RESOLVERS = (
+    "oc.env",
+    "oc.select",
+    "oc.decode",
+    "oc.create",
+    "oc.deprecated",
+    "oc.dict.keys",
+    "oc.dict.values",
+    "now",
+    "hydra",
+    "python_version",
+)
 _RESOLVER = re.compile(r"(?<!\\)\$\{\s*([^\s:{}]+)\s*:")
 
 

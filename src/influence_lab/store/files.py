@@ -37,7 +37,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InfluenceLabError(f"cannot write {path}: {exc.strerror}; check paths.output_dir.") from exc
+        raise InfluenceLabError(
+            f"cannot write {path}: {exc.strerror}; check paths.output_dir."
+        ) from exc
     os.close(fd)
     try:
         write(Path(tmp))
@@ -95,8 +97,13 @@ def hash_files(folder: Path) -> dict[str, str]:
     out = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if (not path.is_file() or rel.parts[0] in UNHASHED or rel.name == DONE or rel.name.endswith(".done")
-                or any(part.startswith(".") for part in rel.parts)):
+        if (
+            not path.is_file()
+            or rel.parts[0] in UNHASHED
+            or rel.name == DONE
+            or rel.name.endswith(".done")
+            or any(part.startswith(".") for part in rel.parts)
+        ):
             continue
         out[rel.as_posix()] = sha256(path)
     return out
@@ -106,9 +113,13 @@ def changed_files(folder: Path, hashes: dict[str, str]) -> list[str]:
     """The files of `hashes` that are missing or no longer have their recorded hash."""
     folder = Path(folder).resolve()
     # a listed path that leaves the folder (a tampered marker) counts as changed, and is never read
-    return [rel for rel, digest in hashes.items()
-            if not (folder / rel).resolve().is_relative_to(folder) or not (folder / rel).is_file()
-            or sha256(folder / rel) != digest]
+    return [
+        rel
+        for rel, digest in hashes.items()
+        if not (folder / rel).resolve().is_relative_to(folder)
+        or not (folder / rel).is_file()
+        or sha256(folder / rel) != digest
+    ]
 
 
 def verify_result(folder: Path, files: list[str] | None = None) -> None:
@@ -141,9 +152,11 @@ def marker_intact(marker: Path, folder: Path) -> bool:
     if bad:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[yellow]warning:[/] {folder}/{bad[0]} changed after it was written "
-                                   f"(hash mismatch: truncated or altered); rebuilding this result",
-                                   highlight=False)
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {folder}/{bad[0]} changed after it was written "
+            f"(hash mismatch: truncated or altered); rebuilding this result",
+            highlight=False,
+        )
         marker.unlink(missing_ok=True)
         return False
     return True
@@ -163,8 +176,10 @@ def claim(lock_path: Path, what: str = "") -> Iterator[None]:
     except Timeout:
         from rich.console import Console
 
-        Console(stderr=True).print(f"waiting for another process that is computing {what or lock_path} ...",
-                                   highlight=False)
+        Console(stderr=True).print(
+            f"waiting for another process that is computing {what or lock_path} ...",
+            highlight=False,
+        )
         lock.acquire()
     try:
         yield
@@ -212,8 +227,15 @@ class RunDir:
 
     def mark_done(self, info: dict[str, Any] | None = None) -> None:
         """Record completion with the SHA-256 of every file of the result."""
-        write_json(self.path / DONE, {"finished": time.time(), "signature": self.signature, **(info or {}),
-                                      "sha256": hash_files(self.path)})
+        write_json(
+            self.path / DONE,
+            {
+                "finished": time.time(),
+                "signature": self.signature,
+                **(info or {}),
+                "sha256": hash_files(self.path),
+            },
+        )
 
     def __repr__(self) -> str:
         return f"RunDir({self.path}, done={self.done})"

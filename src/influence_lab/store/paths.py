@@ -61,9 +61,13 @@ def inside(root: Path | str, path: Path | str, what: str = "path") -> Path:
         base = Path(root).resolve()
         target = Path(path).resolve()
     except (OSError, ValueError) as exc:  # a NUL byte, a link loop
-        raise InfluenceLabError(f"{what} {path!r} cannot be resolved ({exc}); refusing to use it.") from exc
+        raise InfluenceLabError(
+            f"{what} {path!r} cannot be resolved ({exc}); refusing to use it."
+        ) from exc
     if target != base and base not in target.parents:
-        raise InfluenceLabError(f"{what} {path} resolves to {target}, which is outside {base}; refusing to use it.")
+        raise InfluenceLabError(
+            f"{what} {path} resolves to {target}, which is outside {base}; refusing to use it."
+        )
     return Path(path)
 
 
@@ -73,8 +77,10 @@ def check_output_dir(value) -> Path:
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                raise InfluenceLabError(f"cannot create paths.output_dir '{value}': {p} is a file; set "
-                                        f"paths.output_dir to a writable directory.")
+                raise InfluenceLabError(
+                    f"cannot create paths.output_dir '{value}': {p} is a file; set "
+                    f"paths.output_dir to a writable directory."
+                )
             break
     return path
 

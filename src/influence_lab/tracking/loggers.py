@@ -29,8 +29,16 @@ class Tracking:
     """The Lightning loggers of one job, plus direct access to the W&B run for images/tables.
     `logger.mode=disabled` keeps only the local CSV."""
 
-    def __init__(self, logger: LoggerSettings, run_dir: Path, output_dir: Path, stage: str,
-                 experiment: str, name: str, config: dict[str, Any]):
+    def __init__(
+        self,
+        logger: LoggerSettings,
+        run_dir: Path,
+        output_dir: Path,
+        stage: str,
+        experiment: str,
+        name: str,
+        config: dict[str, Any],
+    ):
         logger = section(LoggerSettings, logger, "logger")
         self.loggers: list = []
         self.wandb_run = None
@@ -46,14 +54,21 @@ class Tracking:
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             logger = WandbLogger(
-                project=cfg.project, entity=cfg.entity, save_dir=str(save_dir),
-                offline=cfg.mode == "offline", group=experiment, job_type=stage, name=name,
+                project=cfg.project,
+                entity=cfg.entity,
+                save_dir=str(save_dir),
+                offline=cfg.mode == "offline",
+                group=experiment,
+                job_type=stage,
+                name=name,
                 config=config,
             )
             self.wandb_run = logger.experiment  # starts the run now, so failures surface here
             self.loggers.append(logger)
         except Exception as exc:  # any failure to start W&B: keep training, say so once
-            warnings.warn(f"W&B could not start ({exc}); logging to the local CSV only.", stacklevel=2)
+            warnings.warn(
+                f"W&B could not start ({exc}); logging to the local CSV only.", stacklevel=2
+            )
             self.wandb_run = None
 
     @property
@@ -70,7 +85,9 @@ class Tracking:
             if Path(png).suffix == ".png":
                 self.wandb_run.log({key: wandb.Image(str(png), caption=caption)})
             else:
-                self.wandb_run.log({key: wandb.Html(f"<pre>{html.escape(Path(png).read_text())}</pre>")})
+                self.wandb_run.log(
+                    {key: wandb.Html(f"<pre>{html.escape(Path(png).read_text())}</pre>")}
+                )
 
     def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
         if self.wandb_run is not None:
@@ -91,12 +108,27 @@ class Tracking:
 
 
 @contextmanager
-def tracked_run(logger_cfg: DictConfig, run_dir: Path, job_type: str, *, output_dir: Path, group: str,
-                config: dict[str, Any], name: str | None = None) -> Iterator[Tracking]:
+def tracked_run(
+    logger_cfg: DictConfig,
+    run_dir: Path,
+    job_type: str,
+    *,
+    output_dir: Path,
+    group: str,
+    config: dict[str, Any],
+    name: str | None = None,
+) -> Iterator[Tracking]:
     """The trackers of one job (W&B run grouped by `group`, job type `job_type`, named
     `<job_type>-<run folder>` unless `name` is given; the local CSV), finished however the block ends."""
-    tracking = Tracking(logger_cfg, run_dir, output_dir, job_type, group, name or f"{job_type}-{Path(run_dir).name}",
-                        config)
+    tracking = Tracking(
+        logger_cfg,
+        run_dir,
+        output_dir,
+        job_type,
+        group,
+        name or f"{job_type}-{Path(run_dir).name}",
+        config,
+    )
     try:
         yield tracking
     finally:

@@ -19,7 +19,9 @@ class InMemory(torch.utils.data.Dataset):
         self.ids = list(ds["id"])
         self.captions = list(ds["caption"])
         if "image" in ds.column_names:
-            self.images = torch.from_numpy(np.asarray(ds.with_format("numpy")["image"], dtype=np.float32))
+            self.images = torch.from_numpy(
+                np.asarray(ds.with_format("numpy")["image"], dtype=np.float32)
+            )
             self.texts = None
         else:
             self.images = None
@@ -50,7 +52,9 @@ class RemovalStableSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, ids: list[str], seed: int):
-        self.base = np.array([int(hashlib.sha1(i.encode()).hexdigest()[:16], 16) for i in ids], dtype=np.uint64)
+        self.base = np.array(
+            [int(hashlib.sha1(i.encode()).hexdigest()[:16], 16) for i in ids], dtype=np.uint64
+        )
         self.seed = int(seed)
         self.epoch = 0
 
@@ -62,7 +66,9 @@ class RemovalStableSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         with np.errstate(over="ignore"):
-            x = self.base ^ np.uint64((self.seed * 0x9E3779B97F4A7C15 + self.epoch * 0xBF58476D1CE4E5B9) % 2**64)
+            x = self.base ^ np.uint64(
+                (self.seed * 0x9E3779B97F4A7C15 + self.epoch * 0xBF58476D1CE4E5B9) % 2**64
+            )
             x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
             x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
             x = x ^ (x >> np.uint64(31))
@@ -77,7 +83,11 @@ def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -
 
 def outputs_batch(outputs, captions: list[str]) -> dict:
     """Generated outputs (an image array or a list of texts) with one caption each, as a batch."""
-    content = outputs if isinstance(outputs, list) else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
+    content = (
+        outputs
+        if isinstance(outputs, list)
+        else torch.as_tensor(np.asarray(outputs, dtype=np.float32))
+    )
     return {"content": content, "caption": list(captions)}
 
 

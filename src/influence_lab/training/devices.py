@@ -13,8 +13,12 @@ def check_accelerator(trainer: TrainerSettings) -> None:
         return
     import torch
 
-    mps = accelerator == "gpu" and getattr(torch.backends, "mps", None) is not None \
+    mps = (
+        accelerator == "gpu"
+        and getattr(torch.backends, "mps", None) is not None
         and torch.backends.mps.is_available()
+    )
     if not torch.cuda.is_available() and not mps:
-        raise InfluenceLabError(f"trainer.accelerator is '{accelerator}' but no GPU is available here; "
-                                f"use trainer=cpu.")
+        raise InfluenceLabError(
+            f"trainer.accelerator is '{accelerator}' but no GPU is available here; use trainer=cpu."
+        )

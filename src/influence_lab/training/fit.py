@@ -20,8 +20,8 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
-from ..store.files import atomic_write, read_json, sha256, write_json, write_text
 from ..settings import FitSettings, TrainerSettings, section
+from ..store.files import atomic_write, read_json, sha256, write_json, write_text
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -29,7 +29,9 @@ for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
 # Lightning 2.6 on torch 2.13 warns about its own use of a torch pytree API on every fit
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # with slurm-client installed, Lightning warns on every fit outside a job that srun is unused
-warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+warnings.filterwarnings(
+    "ignore", message=r".*The `srun` command is available on your system but is not used.*"
+)
 
 
 class Snapshots(pl.Callback):
@@ -46,9 +48,13 @@ class Snapshots(pl.Callback):
             return
         name = f"epoch{epoch:04d}.pt"
         atomic_write(self.folder / name, lambda p: torch.save(pl_module.state_dict(), p))
-        index = read_json(self.folder / "index.json") if (self.folder / "index.json").exists() else []
+        index = (
+            read_json(self.folder / "index.json") if (self.folder / "index.json").exists() else []
+        )
         index = [e for e in index if e["epoch"] != epoch]
-        index.append({"epoch": epoch, "file": name, "lr": float(trainer.optimizers[0].param_groups[0]["lr"])})
+        index.append(
+            {"epoch": epoch, "file": name, "lr": float(trainer.optimizers[0].param_groups[0]["lr"])}
+        )
         write_json(self.folder / "index.json", sorted(index, key=lambda e: e["epoch"]))
 
 
@@ -72,8 +78,12 @@ class HashedCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if not checkpoint_intact(Path(path)):
-            raise InfluenceLabError(f"checkpoint {path} does not match its recorded SHA-256; delete it to start over.")
-        return torch.load(path, map_location=map_location or (lambda storage, loc: storage), weights_only=True)
+            raise InfluenceLabError(
+                f"checkpoint {path} does not match its recorded SHA-256; delete it to start over."
+            )
+        return torch.load(
+            path, map_location=map_location or (lambda storage, loc: storage), weights_only=True
+        )
 
 
 def _sidecar(path: Path) -> list[str]:
@@ -97,8 +107,11 @@ def resume_point(run_dir: Path, name: str) -> str | None:
         epoch = (_sidecar(last)[1:] or [None])[0]
         print(f"{name}: resuming from {last} (epoch {epoch})", file=sys.stderr, flush=True)
         return str(last)
-    warnings.warn(f"{last} does not match its recorded SHA-256 (truncated or altered); training {name} "
-                  f"from the start instead of resuming.", stacklevel=2)
+    warnings.warn(
+        f"{last} does not match its recorded SHA-256 (truncated or altered); training {name} "
+        f"from the start instead of resuming.",
+        stacklevel=2,
+    )
     last.unlink()
     return None
 
@@ -129,20 +142,30 @@ class FiniteLoss(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not bool(torch.isfinite(loss).all()):
-            raise NonFiniteLoss(f"training {self.name} stopped: the loss is {float(loss)} at epoch "
-                                f"{trainer.current_epoch}, batch {batch_idx}; lower model.lr or "
-                                f"check the data for NaN values.")
+            raise NonFiniteLoss(
+                f"training {self.name} stopped: the loss is {float(loss)} at epoch "
+                f"{trainer.current_epoch}, batch {batch_idx}; lower model.lr or "
+                f"check the data for NaN values."
+            )
 
 
-def make_trainer(trainer: TrainerSettings, max_epochs: int, run_dir: Path, loggers, snapshots: int = 0,
-                 name: str = "") -> pl.Trainer:
+def make_trainer(
+    trainer: TrainerSettings,
+    max_epochs: int,
+    run_dir: Path,
+    loggers,
+    snapshots: int = 0,
+    name: str = "",
+) -> pl.Trainer:
     callbacks = [LastCheckpoint(Path(run_dir) / "checkpoints", trainer.checkpoint_every_s)]
     if snapshots:
         callbacks.append(Snapshots(Path(run_dir) / "snapshots", snapshots, max_epochs))
     if name:
         callbacks.append(FiniteLoss(name))
     plugins = [HashedCheckpointIO()]
-    if "SLURM_JOB_ID" in os.environ:  # inside a submitit job: submitit, not Lightning, handles requeueing
+    if (
+        "SLURM_JOB_ID" in os.environ
+    ):  # inside a submitit job: submitit, not Lightning, handles requeueing
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -184,8 +207,14 @@ def fit(
     train = loader(bundle.train, fit_settings.batch_size, shuffle=True, seed=seed)
     val = loader(bundle.val, 512) if len(bundle.val) else None
     name = Path(run_dir).name
-    trainer = make_trainer(trainer_settings, fit_settings.max_epochs, run_dir, loggers, fit_settings.snapshots or 0,
-                           name=name)
+    trainer = make_trainer(
+        trainer_settings,
+        fit_settings.max_epochs,
+        run_dir,
+        loggers,
+        fit_settings.snapshots or 0,
+        name=name,
+    )
     trainer.fit(model, train, val, ckpt_path=resume_point(run_dir, name), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["epochs"] = int(trainer.current_epoch)
@@ -193,8 +222,18 @@ def fit(
     return metrics
 
 
-def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int], fit_settings: FitSettings,
-             trainer_settings: TrainerSettings, run_dir: Path, loggers=None, record_seen: bool = False, track=None):
+def fit_pack(
+    models: list[GenerativeModel],
+    train,
+    member_items,
+    seeds: list[int],
+    fit_settings: FitSettings,
+    trainer_settings: TrainerSettings,
+    run_dir: Path,
+    loggers=None,
+    record_seen: bool = False,
+    track=None,
+):
     """Train `models` together as one pack (see `training.pack`): member m on the rows
     `member_items[m]` of `train` with seed `seeds[m]`. The trained weights are copied back into
     `models`; the pack is returned (per-member loss histories, items seen, and the measured loss
@@ -206,10 +245,20 @@ def fit_pack(models: list[GenerativeModel], train, member_items, seeds: list[int
     pl.seed_everything(int(seeds[0]), workers=True, verbose=False)
     if trainer_settings.num_threads:
         torch.set_num_threads(trainer_settings.num_threads)
-    pack = Pack(models, train, member_items, seeds, fit_settings.batch_size, fit_settings.max_epochs, record_seen,
-                track)
+    pack = Pack(
+        models,
+        train,
+        member_items,
+        seeds,
+        fit_settings.batch_size,
+        fit_settings.max_epochs,
+        record_seen,
+        track,
+    )
     trainer = make_trainer(trainer_settings, fit_settings.max_epochs, run_dir, loggers)
-    trainer.fit(pack, ckpt_path=resume_point(run_dir, f"pack {Path(run_dir).name}"), weights_only=True)
+    trainer.fit(
+        pack, ckpt_path=resume_point(run_dir, f"pack {Path(run_dir).name}"), weights_only=True
+    )
     pack.unpack(models)
     for model, seed in zip(models, seeds, strict=True):
         model.noise_seed = int(seed)

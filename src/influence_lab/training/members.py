@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
+from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..store.paths import output_dir
 from ..store.signature import signature
-from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..tracking.console import console
 from .batches import batch_of
 from .fit import NonFiniteLoss, fit, fit_pack
@@ -29,19 +29,33 @@ def train_spec(cfg: DictConfig, bundle: DataBundle) -> dict:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     data.pop("prompts", None)
     data["exclude_ids"] = sorted(bundle.excluded)
-    return {"data": data, "model": OmegaConf.to_container(cfg.model, resolve=True), "seed": int(cfg.seed),
-            "train_fingerprint": bundle.fingerprint}
+    return {
+        "data": data,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "seed": int(cfg.seed),
+        "train_fingerprint": bundle.fingerprint,
+    }
 
 
 def train_run(cfg: DictConfig, bundle: DataBundle) -> RunDir:
-    return RunDir(output_dir(cfg), "train", f"{cfg.model.name}-{cfg.data.name}", signature(train_spec(cfg, bundle)))
+    return RunDir(
+        output_dir(cfg),
+        "train",
+        f"{cfg.model.name}-{cfg.data.name}",
+        signature(train_spec(cfg, bundle)),
+    )
 
 
 def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
     """Write what a train result records before fitting: resolved config and data fingerprint."""
     write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    data_info = {"fingerprint": bundle.fingerprint, "full_fingerprint": bundle.full_fingerprint,
-                 "n_train": len(bundle.train), "n_val": len(bundle.val), "excluded": sorted(bundle.excluded)}
+    data_info = {
+        "fingerprint": bundle.fingerprint,
+        "full_fingerprint": bundle.full_fingerprint,
+        "n_train": len(bundle.train),
+        "n_val": len(bundle.val),
+        "excluded": sorted(bundle.excluded),
+    }
     write_json(run / "fingerprint.json", data_info)
     return train_spec(cfg, bundle)
 
@@ -56,8 +70,14 @@ def member_cfg(base: DictConfig, member: dict) -> DictConfig:
     return mcfg
 
 
-def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
-                  track_ids: list[str] | None = None, failures: dict | None = None) -> dict:
+def train_members(
+    base: DictConfig,
+    bundle,
+    members: list[dict],
+    pack_dir: Path,
+    track_ids: list[str] | None = None,
+    failures: dict | None = None,
+) -> dict:
     """Each member's train result (signature-named, as `influence-lab train` would make it),
     training the missing ones together as one pack. With `track_ids`, each new member also gets
     `dynamics.parquet`: the measured loss of those training items after every epoch.
@@ -73,14 +93,18 @@ def train_members(base: DictConfig, bundle, members: list[dict], pack_dir: Path,
     if all(run.done for *_, run in runs.values()):
         return {k: run for k, (*_, run) in runs.items()}
     with claim(Path(f"{pack_dir}.lock"), f"the pack {pack_dir}"):
-        missing = [entry for entry in runs.values() if not entry[3].done]  # again, now that the pack is ours
+        missing = [
+            entry for entry in runs.values() if not entry[3].done
+        ]  # again, now that the pack is ours
         if missing:
             # the checkpoint folder is named by exactly the members it trains, so a pack never
             # resumes from the checkpoint of another set of members
             folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
-            failed = (_train_pack(base, bundle, missing, folder, track_ids)
-                      if model_class(base.model.get("_target_"), "model._target_").packable
-                      else _train_one_by_one(base, bundle, missing))
+            failed = (
+                _train_pack(base, bundle, missing, folder, track_ids)
+                if model_class(base.model.get("_target_"), "model._target_").packable
+                else _train_one_by_one(base, bundle, missing)
+            )
             for member_id, message in failed.items():
                 runs.pop(member_id)
                 if failures is None:
@@ -97,11 +121,15 @@ def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[st
     for member, mcfg, mbundle, run in tqdm(missing, desc="members", leave=False):
         if run.done:  # members with the same removal and seed share one train result
             continue
-        model = build_model(base.model, bundle, int(member["seed"]))  # the full data's vocabulary, as a pack
+        model = build_model(
+            base.model, bundle, int(member["seed"])
+        )  # the full data's vocabulary, as a pack
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
         try:
-            metrics = fit(model, mbundle, base.model.fit, mcfg.trainer, run.path, int(member["seed"]))
+            metrics = fit(
+                model, mbundle, base.model.fit, mcfg.trainer, run.path, int(member["seed"])
+            )
         except NonFiniteLoss as exc:
             failed[member["member_id"]] = f"member {member['member_id']}: {exc}"
             console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
@@ -112,7 +140,9 @@ def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[st
     return failed
 
 
-def _train_pack(base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, track_ids) -> dict[str, str]:
+def _train_pack(
+    base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, track_ids
+) -> dict[str, str]:
     """Train `missing` (member, cfg, bundle, run) as one pack and save each finite member; return
     the failed members' messages."""
     models = [build_model(base.model, bundle, int(m["seed"])) for m, *_ in missing]
@@ -121,8 +151,16 @@ def _train_pack(base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, 
     console.print(f"training {len(models)} members as one pack", highlight=False)
     start = time.perf_counter()
     track = [position[i] for i in track_ids] if track_ids else None
-    pack = fit_pack(models, bundle.train, items, [int(m["seed"]) for m, *_ in missing], base.model.fit, base.trainer,
-                    pack_dir, track=track)
+    pack = fit_pack(
+        models,
+        bundle.train,
+        items,
+        [int(m["seed"]) for m, *_ in missing],
+        base.model.fit,
+        base.trainer,
+        pack_dir,
+        track=track,
+    )
     seconds = time.perf_counter() - start
     failed = {}
     for m, (model, (member, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
@@ -130,22 +168,46 @@ def _train_pack(base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, 
             where = pack.failed[m]
             failed[member["member_id"]] = (
                 f"member {member['member_id']} stopped: its training loss became {where['loss']} at epoch "
-                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); lower model.lr or check the data.")
+                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); lower model.lr or check the data."
+            )
             console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
             continue
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
         save_model(model.eval(), run.path)
         with torch.no_grad():
-            val = float(model.example_loss(batch_of(mbundle.val), 0).mean()) if len(mbundle.val) else float("nan")
-        write_json(run / "metrics.json", {"val/loss": val, "train/loss": model.loss_history[-1],
-                                          "epochs": int(base.model.fit.max_epochs), "steps": len(model.loss_history),
-                                          "trained_in_pack": len(models), "fit_seconds": seconds / len(models)})
+            val = (
+                float(model.example_loss(batch_of(mbundle.val), 0).mean())
+                if len(mbundle.val)
+                else float("nan")
+            )
+        write_json(
+            run / "metrics.json",
+            {
+                "val/loss": val,
+                "train/loss": model.loss_history[-1],
+                "epochs": int(base.model.fit.max_epochs),
+                "steps": len(model.loss_history),
+                "trained_in_pack": len(models),
+                "fit_seconds": seconds / len(models),
+            },
+        )
         if track:
             included = set(mbundle.train["id"])
-            dynamics = pd.DataFrame([{"epoch": epoch, "id": item_id, "included": item_id in included,
-                                      "loss": float(losses[m, j])}
-                                     for epoch, losses in pack.dynamics for j, item_id in enumerate(track_ids)])
-            atomic_write(run / "dynamics.parquet", lambda p, d=dynamics: d.to_parquet(p, index=False))
+            dynamics = pd.DataFrame(
+                [
+                    {
+                        "epoch": epoch,
+                        "id": item_id,
+                        "included": item_id in included,
+                        "loss": float(losses[m, j]),
+                    }
+                    for epoch, losses in pack.dynamics
+                    for j, item_id in enumerate(track_ids)
+                ]
+            )
+            atomic_write(
+                run / "dynamics.parquet", lambda p, d=dynamics: d.to_parquet(p, index=False)
+            )
         run.mark_done({"data_fingerprint": mbundle.fingerprint, "pack": str(pack_dir)})
     return failed

@@ -42,8 +42,15 @@ class MaskedAdamW:
     the bias-corrected root of the second moment).
     """
 
-    def __init__(self, params: list[nn.Parameter], members: int, lr: float, weight_decay: float,
-                 betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        members: int,
+        lr: float,
+        weight_decay: float,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+    ):
         self.params = params
         self.lr, self.wd, self.betas, self.eps = lr, weight_decay, betas, eps
         self.m = [torch.zeros_like(p) for p in params]
@@ -68,8 +75,15 @@ class MaskedAdamW:
                 self._update(p.data, m, v, p.grad, step_size.view(shape), bc2_sqrt.view(shape), lr)
             else:  # only the active members' rows move
                 sub_p, sub_m, sub_v = p.data[rows], m[rows], v[rows]
-                self._update(sub_p, sub_m, sub_v, p.grad[rows], step_size[rows].view(shape),
-                             bc2_sqrt[rows].view(shape), lr)
+                self._update(
+                    sub_p,
+                    sub_m,
+                    sub_v,
+                    p.grad[rows],
+                    step_size[rows].view(shape),
+                    bc2_sqrt[rows].view(shape),
+                    lr,
+                )
                 p.data[rows], m[rows], v[rows] = sub_p, sub_m, sub_v
 
     def _update(self, p, m, v, g, step_size, bc2_sqrt, lr):
@@ -91,15 +105,25 @@ class MaskedAdamW:
 
 
 class Pack(pl.LightningModule):
-    def __init__(self, models: list[GenerativeModel], train: Dataset, member_items: list[np.ndarray],
-                 seeds: list[int], batch_size: int, max_epochs: int, record_seen: bool = False,
-                 track: list[int] | None = None):
+    def __init__(
+        self,
+        models: list[GenerativeModel],
+        train: Dataset,
+        member_items: list[np.ndarray],
+        seeds: list[int],
+        batch_size: int,
+        max_epochs: int,
+        record_seen: bool = False,
+        track: list[int] | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.members = len(models)
         params, _ = stack_module_state(models)
         self.names = list(params)
-        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(params[n].detach().clone()) for n in self.names]
+        )
         self.shared_buffers = dict(models[0].named_buffers())
         base = copy.deepcopy(models[0]).to("meta")
         self._base = [base]  # kept out of the module tree: only its structure is used
@@ -111,8 +135,10 @@ class Pack(pl.LightningModule):
         prepared = models[0].prepare(data.collate(list(range(len(data)))))
         self.table = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
         self.member_items = [np.asarray(items, dtype=np.int64) for items in member_items]
-        self.samplers = [RemovalStableSampler([data.ids[i] for i in items], seed)
-                         for items, seed in zip(self.member_items, self.seeds, strict=True)]
+        self.samplers = [
+            RemovalStableSampler([data.ids[i] for i in items], seed)
+            for items, seed in zip(self.member_items, self.seeds, strict=True)
+        ]
         self.steps_per_epoch = max(math.ceil(len(i) / self.batch_size) for i in self.member_items)
         self.member_steps = torch.zeros(self.members, dtype=torch.long)
         self.record_seen = record_seen
@@ -161,7 +187,11 @@ class Pack(pl.LightningModule):
             w = torch.zeros(self.batch_size)
             w[:n] = 1.0
             weights.append(w)
-            noise = base.draw_noise(n, step_generator(self.seeds[m], int(self.member_steps[m]))) if n else {}
+            noise = (
+                base.draw_noise(n, step_generator(self.seeds[m], int(self.member_steps[m])))
+                if n
+                else {}
+            )
             noises.append(noise)
         keys = next((list(nz) for nz in noises if nz), [])
         ref = next((nz for nz in noises if nz), None)
@@ -174,7 +204,9 @@ class Pack(pl.LightningModule):
                     full[: len(nz[key])] = nz[key]
                 rows.append(full)
             stacked_noise[key] = torch.stack(rows).to(self.device)
-        stacked_batch = {k: torch.stack([b[k] for b in batches]).to(self.device) for k in batches[0]}
+        stacked_batch = {
+            k: torch.stack([b[k] for b in batches]).to(self.device) for k in batches[0]
+        }
         return stacked_batch, stacked_noise, torch.stack(weights).to(self.device), active
 
     # --- training -----------------------------------------------------------------------------
@@ -198,7 +230,9 @@ class Pack(pl.LightningModule):
         return None
 
     def on_fit_start(self) -> None:
-        self.opt = MaskedAdamW(list(self.stacked), self.members, float(self.hp.lr), float(self.hp.weight_decay))
+        self.opt = MaskedAdamW(
+            list(self.stacked), self.members, float(self.hp.lr), float(self.hp.weight_decay)
+        )
         if getattr(self, "_pending_opt_state", None) is not None:
             self.opt.load_state_dict(self._pending_opt_state)
 
@@ -210,8 +244,11 @@ class Pack(pl.LightningModule):
         detached = losses.detach().cpu()
         for m in torch.nonzero(active & ~torch.isfinite(detached)).flatten().tolist():
             # a member's loss touches only its own parameters, so it alone stops; the others go on
-            self.failed[m] = {"epoch": int(self.current_epoch), "step": int(self.member_steps[m]),
-                              "loss": float(detached[m])}
+            self.failed[m] = {
+                "epoch": int(self.current_epoch),
+                "step": int(self.member_steps[m]),
+                "loss": float(detached[m]),
+            }
             active[m] = False
         for p in self.stacked:
             p.grad = None
@@ -224,7 +261,9 @@ class Pack(pl.LightningModule):
             self.epoch_losses[m] += float(detached[m])
             self.epoch_counts[m] += 1
         self.member_steps += active.long()
-        self.log("train/loss_mean", detached[active].mean(), on_step=False, on_epoch=True, batch_size=1)
+        self.log(
+            "train/loss_mean", detached[active].mean(), on_step=False, on_epoch=True, batch_size=1
+        )
 
     def on_train_epoch_end(self) -> None:
         if not self.track:
@@ -236,8 +275,12 @@ class Pack(pl.LightningModule):
         buffers = {k: v.to(self.device) for k, v in self.shared_buffers.items()}
         params = dict(zip(self.names, self.stacked, strict=True))
         with torch.no_grad():
-            losses = vmap(lambda p: functional_call(base, (p, buffers), (batch, noise), {"output": "measured"}),
-                          randomness="same")(params)
+            losses = vmap(
+                lambda p: functional_call(
+                    base, (p, buffers), (batch, noise), {"output": "measured"}
+                ),
+                randomness="same",
+            )(params)
         self.dynamics.append((int(self.current_epoch) + 1, losses.cpu().numpy()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -245,8 +288,12 @@ class Pack(pl.LightningModule):
         # containers only, so the checkpoint loads with weights_only=True)
         checkpoint["pack_optimizer"] = self.opt.state_dict()
         checkpoint["pack_member_steps"] = self.member_steps
-        checkpoint["pack_loss_history"] = [torch.tensor(h, dtype=torch.float64) for h in self.loss_history]
-        checkpoint["pack_dynamics"] = [(epoch, torch.from_numpy(losses)) for epoch, losses in self.dynamics]
+        checkpoint["pack_loss_history"] = [
+            torch.tensor(h, dtype=torch.float64) for h in self.loss_history
+        ]
+        checkpoint["pack_dynamics"] = [
+            (epoch, torch.from_numpy(losses)) for epoch, losses in self.dynamics
+        ]
         checkpoint["pack_failed"] = {int(m): dict(info) for m, info in self.failed.items()}
         checkpoint["pack_seen"] = [torch.tensor(sorted(s), dtype=torch.long) for s in self.seen]
 
