@@ -132,8 +132,10 @@ def pack_memory(model: str, members: int) -> float:
     """Peak resident memory (GB) of a process that trains a pack of `members` for one epoch."""
     code = (
         f"import sys; sys.argv=['x']; from benchmarks.retrain_throughput import *; "
-        f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); cfg.model.fit.max_epochs=1; b=load_data(cfg.data); "
-        f"r=removal_sets(list(b.train['id']), {members}); packed(cfg, b, r, list(range({members})), "
+        f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); cfg.model.fit.max_epochs=1; "
+        f"b=load_data(cfg.data); "
+        f"r=removal_sets(list(b.train['id']), {members}); "
+        f"packed(cfg, b, r, list(range({members})), "
         f"Path('{tempfile.mkdtemp()}'))"
     )
     subprocess.run(
@@ -194,16 +196,20 @@ def main():
             flush=True,
         )
     print(
-        f"\n{args.members} retrains per model, each without its own random 5% of the training set:\n"
+        f"\n{args.members} retrains per model, "
+        f"each without its own random 5% of the training set:\n"
     )
     print(
-        "| model | epochs | (a) process per retrain, models/min | (b) sequential fits, models/min | "
-        "(c) packed, models/min | c/a | c/b | packed GFLOP/s | of matmul peak | 64-member pack peak RSS (GB) |"
+        "| model | epochs | (a) process per retrain, models/min "
+        "| (b) sequential fits, models/min "
+        "| (c) packed, models/min | c/a | c/b | packed GFLOP/s | of matmul peak "
+        "| 64-member pack peak RSS (GB) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f}x | {r[6]:.1f}x | {r[7]:.0f} | "
+            f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} "
+            f"| {r[5]:.1f}x | {r[6]:.1f}x | {r[7]:.0f} | "
             f"{100 * r[8]:.0f}% | {r[9]:.2f} |"
         )
 

@@ -1,12 +1,13 @@
-"""Nearest-neighbour search at scale: faiss flat vs brute force, IVF vs flat; and the attribute stage.
+"""Nearest-neighbour search at scale: faiss flat vs brute force, IVF vs flat; and the attribute
+stage.
 
     .venv/bin/python benchmarks/search_scale.py [--sizes 10000 100000 1000000] [--queries 1000]
 
 Synthetic N x 64 embeddings drawn around 1,000 cluster centres (real embeddings are clustered; on
 structureless Gaussian noise no index beats brute force). Top-10 by inner product on normalised
 vectors. Baselines, measured in the same run: brute force in numpy (a matmul and argpartition in
-chunks) and scikit-learn's NearestNeighbors(algorithm="brute", metric="cosine"), the kind of exhaustive
-comparison the original method ran. Ratios > 1 mean faiss is faster.
+chunks) and scikit-learn's NearestNeighbors(algorithm="brute", metric="cosine"), the kind of
+exhaustive comparison the original method ran. Ratios > 1 mean faiss is faster.
 """
 
 from __future__ import annotations
@@ -72,10 +73,12 @@ def main():
     )
     args = parser.parse_args()
     print(
-        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, d={D}, top-{K}, {args.queries} queries"
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, d={D}, top-{K}, "
+        f"{args.queries} queries"
     )
     print(
-        "| N | numpy brute (s) | sklearn brute (s) | faiss flat (s) | flat vs numpy | IVF build (s) | "
+        "| N | numpy brute (s) | sklearn brute (s) | faiss flat (s) | flat vs numpy "
+        "| IVF build (s) | "
         "IVF search (s) | IVF vs flat | IVF recall@10 |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
@@ -98,7 +101,8 @@ def main():
         (_, found_ivf), t_ivf = timed(lambda: search(ivf, q, K, ivf_cfg))  # noqa: B023
         sk_text = f"{t_sk:.2f}" if t_sk is not None else "skipped"
         print(
-            f"| {n:,} | {t_np:.2f} | {sk_text} | {t_flat:.2f} | {t_np / t_flat:.1f}x | {t_build:.1f} | "
+            f"| {n:,} | {t_np:.2f} | {sk_text} | {t_flat:.2f} | {t_np / t_flat:.1f}x "
+            f"| {t_build:.1f} | "
             f"{t_ivf:.3f} | {t_flat / t_ivf:.1f}x | {recall(found_ivf, truth):.3f} |",
             flush=True,
         )
@@ -120,7 +124,8 @@ def attribute_timing():
     cfg.force = True
     _, t = timed(lambda: attribute(cfg))
     print(
-        f"attribute stage on digits (10 prompts x 8 outputs, 5 methods, model and embeddings cached): {t:.1f} s"
+        "attribute stage on digits (10 prompts x 8 outputs, 5 methods, model and embeddings "
+        f"cached): {t:.1f} s"
     )
 
 

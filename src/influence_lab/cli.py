@@ -56,8 +56,8 @@ def output_dir_arg(argv: list[str]) -> str | None:
 
 
 def check_output_dir_arg(argv: list[str]) -> None:
-    """Hydra creates its run directory under paths.output_dir before any stage runs, so a file in the
-    way is refused here, with the one sentence the stages give (and exit status 2)."""
+    """Hydra creates its run directory under paths.output_dir before any stage runs, so a file in
+    the way is refused here, with the one sentence the stages give (and exit status 2)."""
     value = output_dir_arg(argv)
     if value is None or any(a in PRINT_ONLY for a in argv):
         return

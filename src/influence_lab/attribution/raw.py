@@ -2,7 +2,8 @@
 
 Images (float arrays (N, C, H, W) in [0, 1]): pixel cosine, L2 distance, MSE and MAE, SSIM and
 intensity-histogram correlation. Texts: normalised edit similarity (rapidfuzz) and character
-n-gram cosine (scikit-learn). Every function returns an (m, n) matrix for m outputs and n candidates.
+n-gram cosine (scikit-learn). Every function returns an (m, n) matrix for m outputs and n
+candidates.
 
 SSIM is written here with torch because scikit-image scores one pair per call and attribution
 scores every output against every candidate (thousands of pairs per prompt); it follows

@@ -32,7 +32,8 @@ def check_sizes(cfg: AttributionSettings, n: int) -> None:
 def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> np.ndarray:
     if queries.shape[1] != cache.index.d:
         raise InfluenceLabError(
-            f"the cached embeddings in {cache.path} have dimension {cache.index.d} but the embedder gives "
+            f"the cached embeddings in {cache.path} have dimension {cache.index.d} "
+            f"but the embedder gives "
             f"{queries.shape[1]}; delete that directory or run with force=true."
         )
     sims = similarity_matrix(cache.index, queries, n, cache.cfg, k=search_k)

@@ -85,7 +85,8 @@ def gradient_scorers(
     methods: list[str],
     ensemble: int | None = None,
 ) -> dict:
-    """{method: (prompt, outputs) -> Data Influence over every training item (summed over outputs)}."""
+    """{method: (prompt, outputs) -> Data Influence over every training item (summed over
+    outputs)}."""
     wanted = [m for m in methods if m in GRADIENT_METHODS]
     for method in wanted:
         check_gradient_method(method, str(cfg.model.name))

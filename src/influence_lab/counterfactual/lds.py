@@ -58,7 +58,8 @@ def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
 
 
 def memorization(masks: np.ndarray, item_losses: np.ndarray) -> np.ndarray:
-    """Per item: mean loss when excluded minus mean loss when included (NaN if never/always seen)."""
+    """Per item: mean loss when excluded minus mean loss when included (NaN if never/always
+    seen)."""
     inc = masks.astype(np.float64)
     exc = 1.0 - inc
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -3,7 +3,8 @@
 Arms, for each target (prompt) and method, with k items per prompt:
 - `topk`: the method's k highest-ranked items;
 - `bottomk` (optional): the method's k lowest-ranked items among those it ranked;
-- `random_pool`: k random items from the prompt filter's pool (a control that keeps the caption match);
+- `random_pool`: k random items from the prompt filter's pool (a control that keeps the caption
+  match);
 - `random`: k random items from the whole training set;
 - `none`: nothing removed, only a different training seed (the noise floor).
 Controls do not depend on the method; they are planned once and compared with every method.

@@ -26,7 +26,8 @@ def member_failed(results: Path, member_id: str) -> bool:
 
 
 def member_finished(results: Path, member_id: str) -> bool:
-    """Done, or recorded as failed (a re-run does not retry it; delete the .failed file to retry)."""
+    """Done, or recorded as failed (a re-run does not retry it; delete the .failed file to
+    retry)."""
     return member_failed(results, member_id) or member_done(results, member_id)
 
 
@@ -102,7 +103,8 @@ def gather(folder: Path, members: list[Member]) -> tuple[pd.DataFrame, list[dict
 def write_tables(
     folder: Path, table: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """results.parquet, stats.csv (top-k vs controls), arms.csv and (grouped sweeps) experiments.csv."""
+    """results.parquet, stats.csv (top-k vs controls), arms.csv and (grouped sweeps)
+    experiments.csv."""
     stats, arms, experiments = compare(table), arm_table(table), experiment_table(table)
     atomic_write(folder / "results.parquet", lambda p: table.to_parquet(p, index=False))
     if len(experiments):

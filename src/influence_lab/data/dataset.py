@@ -1,6 +1,6 @@
-"""From the data settings to train/val splits: deterministic split by seed, removal by id, fingerprints.
-The settings are checked by their schema (`settings.data`); what needs the data (unknown ids, a
-removal that empties the training split) is checked here."""
+"""From the data settings to train/val splits: deterministic split by seed, removal by id,
+fingerprints. The settings are checked by their schema (`settings.data`); what needs the data
+(unknown ids, a removal that empties the training split) is checked here."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def read_exclude_ids(spec) -> list[str]:
     path = Path(str(spec)).expanduser()
     if not path.is_file():
         raise InfluenceLabError(
-            f"data.exclude_ids is '{spec}', which is neither a list of ids nor an existing file of ids."
+            f"data.exclude_ids is '{spec}', "
+            "which is neither a list of ids nor an existing file of ids."
         )
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
@@ -97,7 +98,8 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
     not_train = sorted(set(exclude) - train_ids)
     if not_train:
         raise InfluenceLabError(
-            f"data.exclude_ids names {len(not_train)} id(s) in the validation split, not the training "
+            f"data.exclude_ids names {len(not_train)} id(s) in the validation split, "
+            "not the training "
             f"split ({', '.join(not_train[:5])}); only training items can be removed."
         )
     drop = set(exclude)
@@ -111,7 +113,8 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
 
 def source_loader(target):
     """The loader `data.source._target_` names. Only the `load_*` functions of
-    influence_lab.data.sources are allowed: a config never makes the tool import or call anything else."""
+    influence_lab.data.sources are allowed: a config never makes the tool import or call anything
+    else."""
     module, _, name = str(target).rpartition(".")
     loaders = sorted(
         n
@@ -129,7 +132,8 @@ def source_loader(target):
 
 
 def load_data(data: DataSettings) -> DataBundle:
-    """Build the dataset that the `data` settings describe (a raw `data` section is validated first)."""
+    """Build the dataset that the `data` settings describe (a raw `data` section is validated
+    first)."""
     data = section(DataSettings, data, "data")
     check_name(data.name, "data.name")
     # called directly rather than through hydra's instantiate, which would wrap our clear errors

@@ -83,7 +83,8 @@ class GenerativeModel(pl.LightningModule):
         raise NotImplementedError
 
     def measure_noise(self, n: int, seed: int) -> dict[str, torch.Tensor]:
-        """The fixed noise of `example_loss` for n examples, example first (row i is example i's)."""
+        """The fixed noise of `example_loss` for n examples, example first (row i is example
+        i's)."""
         return {}
 
     def measured_loss(self, batch, noise: dict[str, torch.Tensor]) -> torch.Tensor:

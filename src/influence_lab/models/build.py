@@ -48,7 +48,8 @@ def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
     longest = max((len(text) for text in bundle.full["text"]), default=0)
     if isinstance(block, int) and longest + 1 > block:
         raise InfluenceLabError(
-            f"model.block_size is {block} but the longest text in data={bundle.name} has {longest} characters; "
+            f"model.block_size is {block} but the longest text in data={bundle.name} "
+            f"has {longest} characters; "
             f"set model.block_size={longest + 1} or more (the text plus an end token)."
         )
 
@@ -61,9 +62,10 @@ MODELS_PACKAGE = "influence_lab.models"
 
 
 def model_class(target, where: str) -> type[GenerativeModel]:
-    """The class `target` names, if it is a GenerativeModel subclass defined under influence_lab.models.
-    Anything else (`os.system`, another package's class) is refused, and outside that package
-    nothing is even imported: a config or a model.json never makes the tool run other code."""
+    """The class `target` names, if it is a GenerativeModel subclass defined under
+    influence_lab.models. Anything else (`os.system`, another package's class) is refused, and
+    outside that package nothing is even imported: a config or a model.json never makes the tool run
+    other code."""
     module, _, name = str(target).rpartition(".")
     cls = None
     if module == MODELS_PACKAGE or module.startswith(MODELS_PACKAGE + "."):
@@ -78,7 +80,8 @@ def model_class(target, where: str) -> type[GenerativeModel]:
         and cls.__module__.startswith(MODELS_PACKAGE + ".")
     ):
         raise InfluenceLabError(
-            f"{where} is '{target}', which is not an influence_lab model; it must name a GenerativeModel "
+            f"{where} is '{target}', which is not an influence_lab model; "
+            "it must name a GenerativeModel "
             f"class under {MODELS_PACKAGE} (e.g. influence_lab.models.vae.VAE)."
         )
     return cls

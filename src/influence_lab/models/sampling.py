@@ -1,4 +1,5 @@
-"""Sampling m outputs per prompt with fixed seeds, and drawing prompts from the training captions."""
+"""Sampling m outputs per prompt with fixed seeds, and drawing prompts from the training
+captions."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ class BagOfWords(nn.Module):
         return out
 
     def embed_bags(self, bags: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Embed multi-hot bags; rows where `drop` is True get the empty bag (the null condition)."""
+        """Embed multi-hot bags; rows where `drop` is True get the empty bag (the null
+        condition)."""
         if drop is not None:
             bags = bags * (~drop).to(bags.dtype)[:, None]
         return self.proj(bags)
