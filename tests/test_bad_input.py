@@ -1,9 +1,10 @@
 """Each bad input gets one clear sentence naming the setting, exit status 2 and no `done` marker.
 
-ROWS is the "Bad input" table of docs/bad-input.md, row by row: `test_catalogue_lists_every_row_and_only_these`
-checks that the page holds exactly these rows, and every row is run here (or, where `tested_in`
-names another test file, that file checks its message). A row's message is the page's text;
-`...` stands for the parts that vary (paths, sizes)."""
+ROWS is the "Bad input" table of docs/bad-input.md, row by row:
+`test_catalogue_lists_every_row_and_only_these` checks that the page holds exactly these rows, and
+every row is run here (or, where `tested_in` names another test file, that file checks its
+message). A row's message is the page's text; `...` stands for the parts that vary (paths,
+sizes)."""
 
 from __future__ import annotations
 
@@ -113,29 +114,38 @@ ROWS = [
         "Could not find 'data/mnist'",
         cli=("train", "data=mnist"),
         exit=1,
-        cell="`Could not find 'data/mnist'` + the available options (Hydra's own error, exit status 1)",
+        cell=(
+            "`Could not find 'data/mnist'` + the available options "
+            "(Hydra's own error, exit status 1)"
+        ),
     ),
     Row(
         "`model=gan`",
         "Could not find 'model/gan'",
         cli=("generate", "model=gan"),
         exit=1,
-        cell="`Could not find 'model/gan'` + the available options (Hydra's own error, exit status 1)",
+        cell=(
+            "`Could not find 'model/gan'` + the available options "
+            "(Hydra's own error, exit status 1)"
+        ),
     ),
     Row(
         "`influence-lab trian`",
-        "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, lds, report, pipeline.",
+        "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, "
+        "lds, report, pipeline.",
         cli=("trian",),
     ),
     # --- where results go ---
     Row(
         "`paths.output_dir` is a file (or inside one)",
-        "cannot create paths.output_dir '...': ... is a file; set paths.output_dir to a writable directory.",
+        "cannot create paths.output_dir '...': ... is a file; set paths.output_dir to a writable "
+        "directory.",
         lambda tmp: [f"paths.output_dir={_file(tmp)}/out"],
     ),
     Row(
         "a setting left at `???`, e.g. `data=imagefolder` without a path",
-        "data.source.path is not set; point it at a folder of images, e.g. data.source.path=/path/to/folder.",
+        "data.source.path is not set; point it at a folder of images, e.g. "
+        "data.source.path=/path/to/folder.",
         ["data=imagefolder"],
     ),
     Row(
@@ -259,7 +269,8 @@ ROWS = [
     ),
     Row(
         "unknown id to exclude",
-        "data.exclude_ids names 1 id(s) not in the dataset (digit-9999); ids look like 'digit-0000'.",
+        "data.exclude_ids names 1 id(s) not in the dataset (digit-9999); ids look like "
+        "'digit-0000'.",
         ["data.exclude_ids=[digit-9999]"],
         TRAIN_GENERATE,
     ),
@@ -343,8 +354,8 @@ ROWS = [
         ["model.fit.snapshots=-1"],
     ),
     Row(
-        "`model.hidden=0` (likewise `latent_dim`, `cond_dim`, `depth`, `timesteps`, `loss_timesteps`, "
-        "`block_size`, `n_layer`, `n_head`, `n_embd`)",
+        "`model.hidden=0` (likewise `latent_dim`, `cond_dim`, `depth`, `timesteps`, "
+        "`loss_timesteps`, `block_size`, `n_layer`, `n_head`, `n_embd`)",
         "model.hidden is 0; it must be a positive integer.",
         ["model.hidden=0"],
     ),
@@ -357,8 +368,8 @@ ROWS = [
     ),
     Row(
         "`model=chargpt model.block_size=8` (texts of 8 or more characters)",
-        "model.block_size is 8 but the longest text in data=names has ... characters; set model.block_size=... or "
-        "more (the text plus an end token).",
+        "model.block_size is 8 but the longest text in data=names has ... characters; set "
+        "model.block_size=... or more (the text plus an end token).",
         ["model.block_size=8"],
         model="chargpt",
     ),
@@ -503,7 +514,8 @@ ROWS = [
     ),
     Row(
         "`attribution.methods=[latent:clip]`",
-        "method latent:clip names embedder 'clip', not in attribution.embedders (model, autoencoder).",
+        "method latent:clip names embedder 'clip', not in attribution.embedders "
+        "(model, autoencoder).",
         ["attribution.methods=[latent:clip]"],
         ("attribute",),
     ),
@@ -516,8 +528,8 @@ ROWS = [
     Row(
         "`tracin` on a model without snapshots",
         "tracin needs the training snapshots of ..., which has none "
-        "(model.fit.snapshots was 0, or the model was trained in a pack); retrain it with model.fit.snapshots=4 "
-        "force=true.",
+        "(model.fit.snapshots was 0, or the model was trained in a pack); retrain it with "
+        "model.fit.snapshots=4 force=true.",
         tested_in="tests/test_gradients.py",
         evidence="tracin needs the training snapshots of",
     ),
@@ -586,7 +598,8 @@ ROWS = [
     ),
     Row(
         "`attribution.pool_size` larger than the training set",
-        "attribution.pool_size is ... but the training set has ... items; choose at most that many, or null.",
+        "attribution.pool_size is ... but the training set has ... items; choose at most that "
+        "many, or null.",
         ["attribution.pool_size=99999"],
         ("attribute",),
     ),
@@ -696,21 +709,23 @@ ROWS = [
     ),
     Row(
         "`counterfactual.k` above a method's ranking (a pool-only method, e.g. `fused`)",
-        "method fused ranked only ... items for target 0, fewer than k=...; raise attribution.keep (or "
-        "attribution.pool_size, for a method that ranks only the pool) or lower counterfactual.k.",
+        "method fused ranked only ... items for target 0, fewer than k=...; raise "
+        "attribution.keep (or attribution.pool_size, for a method that ranks only the pool) or "
+        "lower counterfactual.k.",
         ["counterfactual.methods=[fused]", "counterfactual.k=[250]", "counterfactual.arms=[topk]"],
         ("counterfactual",),
     ),
     Row(
         "`counterfactual.k` above the prompt filter's pool (arm `random_pool`)",
-        "counterfactual.k has ... but the prompt filter's pool of target 0 holds ... items; lower counterfactual.k "
-        "or raise attribution.pool_size.",
+        "counterfactual.k has ... but the prompt filter's pool of target 0 holds ... items; lower "
+        "counterfactual.k or raise attribution.pool_size.",
         ["counterfactual.k=[250]", "counterfactual.arms=[topk,random_pool]"],
         ("counterfactual",),
     ),
     Row(
         "`counterfactual.arms=[topk,boo]`",
-        "counterfactual.arms has ['boo']; allowed values are topk, bottomk, random_pool, random, none.",
+        "counterfactual.arms has ['boo']; allowed values are topk, bottomk, random_pool, random, "
+        "none.",
         ["counterfactual.arms=[topk,boo]"],
         ("counterfactual",),
     ),
@@ -770,15 +785,15 @@ ROWS = [
     ),
     Row(
         "`counterfactual.methods` not in a list of `attribution.methods`",
-        "counterfactual.methods has ['trak'], which attribution.methods does not include (fused, caption_only); "
-        "add them to attribution.methods.",
+        "counterfactual.methods has ['trak'], which attribution.methods does not include "
+        "(fused, caption_only); add them to attribution.methods.",
         ["attribution.methods=[fused,caption_only]", "counterfactual.methods=[trak]"],
         ("counterfactual",),
     ),
     Row(
         "`counterfactual.methods` that `attribution.methods=auto` did not run",
-        "counterfactual.methods has ['trak'], which the attribute stage did not run (it ran ...); add them to "
-        "attribution.methods.",
+        "counterfactual.methods has ['trak'], which the attribute stage did not run (it ran ...); "
+        "add them to attribution.methods.",
         ["attribution.methods=auto", "counterfactual.methods=[trak]"],
         ("counterfactual",),
     ),
@@ -790,7 +805,8 @@ ROWS = [
     ),
     Row(
         "`counterfactual.launcher=nonesuch`",
-        "counterfactual.launcher is 'nonesuch'; use one of the launchers installed here: basic, ...",
+        "counterfactual.launcher is 'nonesuch'; use one of the launchers installed here: "
+        "basic, ...",
         ["counterfactual.launcher=nonesuch"],
         ("counterfactual",),
     ),
@@ -811,7 +827,8 @@ ROWS = [
     # --- retrain ---
     Row(
         "`influence-lab retrain` without `sweep_dir`",
-        "sweep_dir is not set; influence-lab counterfactual launches retrain with the sweep directory.",
+        "sweep_dir is not set; influence-lab counterfactual launches retrain with the sweep "
+        "directory.",
         [],
         ("retrain",),
     ),
@@ -933,7 +950,8 @@ ROWS = [
     Row(
         "`influence-lab report` with no results",
         "no finished attribute, counterfactual or lds results for "
-        "vae-digits under ...; run influence-lab pipeline (or lds) with the same model and data first.",
+        "vae-digits under ...; run influence-lab pipeline (or lds) with the same model and data "
+        "first.",
         [],
         ("report",),
     ),
@@ -983,7 +1001,8 @@ def _dones(root: Path) -> set[Path]:
 
 @pytest.fixture(scope="module")
 def attributed(tmp_path_factory):
-    """One small attribute result (and its model and outputs) for the rows that need earlier results."""
+    """One small attribute result (and its model and outputs) for the rows that need earlier
+    results."""
     out = tmp_path_factory.mktemp("attributed")
     STAGES["attribute"].attribute(make_cfg("attribute", out, *SMALL))
     return out
@@ -1012,8 +1031,8 @@ def test_every_run_is_checked_before_the_first_trains(stage, tmp_path, capsys):
     cfg = make_cfg(stage, out, f"{stage}.runs={runs}")
     err = stage_error(STAGES[stage], cfg, capsys)
     assert re.search(
-        rf"error: {stage}.runs entry 1 \(.*model.hidden=0\): model.hidden is 0; it must be a positive "
-        r"integer.$",
+        rf"error: {stage}.runs entry 1 \(.*model.hidden=0\): "
+        r"model.hidden is 0; it must be a positive integer.$",
         err,
     ), err
     assert not (out / "train").exists() and not _dones(tmp_path)

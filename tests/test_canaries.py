@@ -60,9 +60,9 @@ def test_attribution_ranks_the_canaries_first_for_their_token(cfg_factory):
 
 @pytest.mark.slow
 def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
-    """The experiment's one command on the small preset: fused's top 10 for the canary prompt are the
-    10 canaries (none for the ordinary prompt), and the retrained model's loss on the canary outputs
-    rises more when they are removed than under any control."""
+    """The experiment's one command on the small preset: fused's top 10 for the canary prompt are
+    the 10 canaries (none for the ordinary prompt), and the retrained model's loss on the canary
+    outputs rises more when they are removed than under any control."""
     args = [
         "pipeline",
         "+experiment=planted_canaries_small",

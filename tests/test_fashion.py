@@ -64,23 +64,26 @@ def test_reads_idx_files_with_stable_ids_and_class_subsets(tiny):
     [
         (
             "missing",
-            "Fashion-MNIST is not in data.source.path '{folder}' (missing train-images-idx3-ubyte.gz, "
-            "train-labels-idx1-ubyte.gz); install Debian's package",
+            "Fashion-MNIST is not in data.source.path '{folder}' "
+            "(missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz); "
+            "install Debian's package",
         ),
         (
             "magic",
-            "train-images-idx3-ubyte.gz is not a Fashion-MNIST image file (magic number 2049, expected 2051)",
+            "train-images-idx3-ubyte.gz is not a Fashion-MNIST image file "
+            "(magic number 2049, expected 2051)",
         ),
         ("truncated", "train-labels-idx1-ubyte.gz is truncated or corrupt"),
         ("not gzip", "train-images-idx3-ubyte.gz cannot be read as an idx file"),
         (
             "class",
-            "data.source.classes has 'boots'; the classes are 0 t-shirt/top, 1 trouser, 2 pullover, 3 dress, "
-            "4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.",
+            "data.source.classes has 'boots'; the classes are 0 t-shirt/top, 1 trouser, "
+            "2 pullover, 3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.",
         ),
         (
             "per_class",
-            "data.source.per_class is 4 but class 'sneaker' holds only 3 items in this file; use at most 3.",
+            "data.source.per_class is 4 but class 'sneaker' holds only 3 items in this file; "
+            "use at most 3.",
         ),
     ],
 )

@@ -70,7 +70,7 @@ def _in_process_multirun(monkeypatch):
     monkeypatch.setattr(counterfactual_stage, "run_multirun", run_jobs)
 
 
-# --- a training job killed mid-fit resumes from its last checkpoint ---------------------------------
+# --- a training job killed mid-fit resumes from its last checkpoint -------------------------------
 
 
 @pytest.mark.slow
@@ -111,7 +111,7 @@ def test_training_killed_mid_fit_resumes_from_last_checkpoint(cfg_factory, tmp_p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-# --- a sweep killed at random points, or every 20 seconds, ends with exactly the uninterrupted rows -
+# --- a sweep killed at random points, or every 20 seconds, ends with exactly the uninterrupted rows
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_sweep_survives_being_killed_every_20_seconds(tmp_path, uninterrupted):
     _check_same_rows(tmp_path / "out", uninterrupted)
 
 
-# --- corrupt files are detected by their hash ------------------------------------------------------
+# --- corrupt files are detected by their hash -----------------------------------------------------
 
 
 def test_truncated_or_altered_checkpoint_is_discarded_not_resumed(tmp_path):
@@ -252,7 +252,7 @@ def test_load_model_refuses_altered_weights(cfg_factory, tmp_path):
         load_model(run.path)
 
 
-# --- NaN / infinite losses -------------------------------------------------------------------------
+# --- NaN / infinite losses ------------------------------------------------------------------------
 
 
 def test_nan_loss_stops_a_training_job_with_its_name(cfg_factory, tmp_path, capsys, monkeypatch):
@@ -307,7 +307,7 @@ def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(
     assert json.loads((run / "done").read_text())["failed"] == 1
 
 
-# --- writes are atomic; a write failure is a clear error -------------------------------------------
+# --- writes are atomic; a write failure is a clear error ------------------------------------------
 
 
 def test_a_failed_write_leaves_neither_a_partial_file_nor_a_temp_file(tmp_path):
@@ -338,7 +338,7 @@ def test_an_unwritable_output_dir_is_a_clear_error(cfg_factory, tmp_path, capsys
         assert "error: cannot" in capsys.readouterr().err
 
 
-# --- W&B unavailable -------------------------------------------------------------------------------
+# --- W&B unavailable ------------------------------------------------------------------------------
 
 
 def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(
@@ -362,7 +362,7 @@ def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(
     assert csv["train/loss"].notna().sum() == 2
 
 
-# --- concurrency -----------------------------------------------------------------------------------
+# --- concurrency ----------------------------------------------------------------------------------
 
 
 @pytest.mark.slow

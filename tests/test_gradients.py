@@ -1,4 +1,5 @@
-"""Gradient attributors: per-example gradients, the projection, TracIn/TRAK/D-TRAK in `attribute`."""
+"""Gradient attributors: per-example gradients, the projection, TracIn/TRAK/D-TRAK in
+`attribute`."""
 
 import json
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory,
 
 
 def test_measured_loss_is_example_loss(cfg_factory):
-    """example_loss = measured_loss under measure_noise: the function the gradients differentiate."""
+    """example_loss = measured_loss under measure_noise: the function the gradients
+    differentiate."""
     cfg = cfg_factory("train", model="ddpm")
     bundle = load_data(cfg.data)
     net = build_model(cfg.model, bundle, 0).eval()
@@ -88,7 +90,8 @@ def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     for method in ("tracin", "trak", "dtrak"):
         assert table[table.method == method]["score"].std() > 0
     assert len(sorted((run / "neighbours").glob("*.png"))) == 2 * 4
-    # training snapshots at 4 evenly spaced epochs of 3: epochs 1, 2 and 3 (1 and 2 from 0.75, 1.5, 2.25)
+    # training snapshots at 4 evenly spaced epochs of 3: epochs 1, 2 and 3
+    # (1 and 2 from 0.75, 1.5, 2.25)
     model_dir = json.loads((run / "provenance.json").read_text())["generate_dir"]
     snapshots = json.loads(
         (

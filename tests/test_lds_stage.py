@@ -59,9 +59,9 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     assert len(per) == len(labels) * 4
 
     # the LDS recomputed from what the run saved: the subsets (subsets.npy), each subset model's
-    # target losses (losses/*.npz; the output is minus the loss, here of one seed, lds.seeds=[1]) and
-    # the scores of each method; per target the Spearman correlation across the 6 subsets between the
-    # summed scores of the included items and the output, then the mean over targets
+    # target losses (losses/*.npz; the output is minus the loss, here of one seed, lds.seeds=[1])
+    # and the scores of each method; per target the Spearman correlation across the 6 subsets
+    # between the summed scores of the included items and the output, then the mean over targets
     masks = np.load(run / "subsets.npy")
     outputs = -np.stack(
         [np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)]
@@ -73,8 +73,9 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
         saved = per[per.method == label].sort_values("target")["lds"].to_numpy()
         np.testing.assert_allclose(saved, mine, atol=1e-6, err_msg=label)
         assert abs(table.loc[label, "lds"] - np.mean(mine)) < 1e-6, label
-    # no method is held to a bound here: with 6 subsets of 3-epoch models the measured LDS were noise,
-    # -0.24 (tracin) to +0.23 (dtrak@2), per target -0.60 to +0.71, intervals spanning 0 for 6 of 7
+    # no method is held to a bound here: with 6 subsets of 3-epoch models the measured LDS were
+    # noise, -0.24 (tracin) to +0.23 (dtrak@2), per target -0.60 to +0.71, intervals spanning 0 for
+    # 6 of 7
     for name in ("lds.png", "memorization.png", "dynamics.png"):
         assert (run / name).stat().st_size > 2000, name
     assert "| method | LDS |" in (run / "summary.md").read_text()
@@ -151,8 +152,8 @@ def test_lds_bad_settings(cfg_factory, capsys, overrides, message):
 
 @pytest.mark.slow
 def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
-    """The experiment's one command on the small preset: the LDS table and figures of the run land in
-    the experiment folder, with RESULTS.md and the README block."""
+    """The experiment's one command on the small preset: the LDS table and figures of the run land
+    in the experiment folder, with RESULTS.md and the README block."""
     folder = tmp_path / "experiments" / "lds_benchmark_small"
     folder.mkdir(parents=True)
     (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")

@@ -79,9 +79,10 @@ def test_members_match_themselves_alone_with_different_removals(cfg_factory, tmp
 
 
 def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory, tmp_path):
-    """Two members with the same seed, one trained without the canary. The data are small and the fit
-    long enough (54 items in 4 batches an epoch, 20 epochs) for the VAE to fit its training items (on 270
-    items x 2 epochs the canary's gap was 0.04 nats, smaller than the gaps of 28 other items)."""
+    """Two members with the same seed, one trained without the canary. The data are small and the
+    fit long enough (54 items in 4 batches an epoch, 20 epochs) for the VAE to fit its training
+    items (on 270 items x 2 epochs the canary's gap was 0.04 nats, smaller than the gaps of 28 other
+    items)."""
     from influence_lab.training.batches import batch_of
 
     cfg = cfg_factory(
@@ -99,9 +100,9 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     assert canary not in pack.seen[1]
     assert pack.seen[1] == set(range(n)) - {canary}
     # the member without the canary fits it worse. Measured (negative ELBO of the canary, mean over
-    # noise seeds 0..31): 25.45 with it, 27.14 without, a gap of 1.69 nats (positive for each of the 32
-    # seeds); the other 53 items' gaps have a median magnitude of 0.20 (8x smaller). Asserted: a gap
-    # above 0.5 nats, and above 3x the others' median (it is the canary's absence, not a drift).
+    # noise seeds 0..31): 25.45 with it, 27.14 without, a gap of 1.69 nats (positive for each of the
+    # 32 seeds); the other 53 items' gaps have a median magnitude of 0.20 (8x smaller). Asserted: a
+    # gap above 0.5 nats, and above 3x the others' median (it is the canary's absence, not a drift).
     batch = batch_of(full.train)
     with torch.no_grad():
         loss_with, loss_without = (

@@ -38,7 +38,8 @@ def test_the_presets_and_stages_are_found():
 
 @pytest.fixture(scope="module", autouse=True)
 def config_module():
-    """Hydra initialised once for the module (a compose takes a quarter second; ~70 of them here)."""
+    """Hydra initialised once for the module (a compose takes a quarter second; ~70 of them
+    here)."""
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
         yield
 
@@ -65,7 +66,8 @@ def strings(tree):
 
 
 def leaves(tree: dict, prefix: str = ""):
-    """(dotted key, value) of every leaf of a nested dict; lists are leaves (Hydra replaces them whole)."""
+    """(dotted key, value) of every leaf of a nested dict; lists are leaves (Hydra replaces them
+    whole)."""
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value:
@@ -75,8 +77,8 @@ def leaves(tree: dict, prefix: str = ""):
 
 
 def preset_deltas(name: str) -> dict:
-    """What a preset sets, its parents' deltas (its defaults list) merged under its own, read straight
-    from the YAML files rather than through Hydra."""
+    """What a preset sets, its parents' deltas (its defaults list) merged under its own, read
+    straight from the YAML files rather than through Hydra."""
     raw = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text()) or {}
     merged = OmegaConf.create({})
     for parent in raw.get("defaults", []):
@@ -154,8 +156,9 @@ def preset_runs(deltas: dict) -> dict:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_run_a_preset_lists_composes_into_what_it_asks_for(preset, tmp_path):
-    """As `run_configs` does: the stage that reads the runs (pipeline, lds) composed with the call's own
-    overrides plus the entry's; model and data are the ones the entry names, other keys its values."""
+    """As `run_configs` does: the stage that reads the runs (pipeline, lds) composed with the call's
+    own overrides plus the entry's; model and data are the ones the entry names, other keys its
+    values."""
     base = [f"+experiment={preset}", f"paths.output_dir={tmp_path}", "logger=none"]
     listed = preset_runs(preset_deltas(preset))
     assert listed and all(listed.values()), f"{preset} lists no runs"

@@ -1,4 +1,5 @@
-"""The report stage: one self-contained HTML page and a markdown twin; rendered in headless Chromium."""
+"""The report stage: one self-contained HTML page and a markdown twin; rendered in headless
+Chromium."""
 
 import base64
 import io
@@ -177,7 +178,8 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
 
 
 def test_finding_states_the_papers_measure_against_each_control():
-    """With the paper's measure in the sweep, the finding says for it, too, which controls top-k beats."""
+    """With the paper's measure in the sweep, the finding says for it, too, which controls top-k
+    beats."""
 
     def row(metric, control, topk, low):
         return {
@@ -203,12 +205,12 @@ def test_finding_states_the_papers_measure_against_each_control():
     )
     text = counterfactual_finding(stats)
     assert (
-        "Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every control "
-        "(random and none;"
+        "Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every "
+        "control (random and none;"
     ) in text
     assert (
-        "the paper's measure, in the model's latent space) by 0.001, more than none but not clearly more "
-        "than random."
+        "the paper's measure, in the model's latent space) by 0.001, more than none but not "
+        "clearly more than random."
     ) in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
     assert counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
@@ -217,7 +219,8 @@ def test_finding_states_the_papers_measure_against_each_control():
 
 
 def test_paper_table_has_the_papers_format():
-    """Per experiment (from 1) and space: mean ± std [min, max] before and after, then a row of means."""
+    """Per experiment (from 1) and space: mean ± std [min, max] before and after, then a row of
+    means."""
     from influence_lab.report.exports import paper_table
 
     rows = []

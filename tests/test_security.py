@@ -1,6 +1,7 @@
 """Security guarantees: no write outside paths.output_dir and no read outside the data folder,
 whatever the data's file names, captions and prompts; only influence_lab classes and loaders are
-imported from a config; no config resolver runs code; static checks of the source for unsafe loads."""
+imported from a config; no config resolver runs code; static checks of the source for unsafe
+loads."""
 
 from __future__ import annotations
 
@@ -443,7 +444,7 @@ def test_data_source_target_must_be_an_influence_lab_loader(target, evil_module,
     assert not evil_module.exists()
 
 
-# --- config resolvers run no code -------------------------------------------------------------------
+# --- config resolvers run no code -----------------------------------------------------------------
 
 CODE = "__import__('pathlib').Path('{marker}').touch()"
 
@@ -536,7 +537,7 @@ def test_code_interpolation_on_the_command_line_fails(tmp_path):
     assert not list(tmp_path.rglob("done"))
 
 
-# --- static checks of the source ----------------------------------------------------------------------
+# --- static checks of the source ------------------------------------------------------------------
 
 # (file relative to src/influence_lab, call) -> why it is allowed
 ALLOWED = {
@@ -668,9 +669,11 @@ def test_static_checks_catch_what_they_look_for(tmp_path):
     (tmp_path / "conf" / "bad.yaml").write_text("source:\n  trust_remote_code: true\n")
     (tmp_path / "bad.py").write_text(
         "import pickle\nimport torch, numpy as np, datasets, subprocess\n"
-        "torch.load('w.pt')\ntorch.load('w.pt', weights_only=False)\ntorch.load('ok.pt', weights_only=True)\n"
+        "torch.load('w.pt')\ntorch.load('w.pt', weights_only=False)\n"
+        "torch.load('ok.pt', weights_only=True)\n"
         "np.load('x.npy', allow_pickle=True)\ndatasets.load_dataset('x', trust_remote_code=True)\n"
-        "eval('1')\nexec('x=1')\npickle.loads(b'')\nsubprocess.run('ls', shell=True)\ntrainer.fit(m, ckpt_path='c')\n"
+        "eval('1')\nexec('x=1')\npickle.loads(b'')\nsubprocess.run('ls', shell=True)\n"
+        "trainer.fit(m, ckpt_path='c')\n"
         "model.eval()\n"
     )
     findings = source_findings(tmp_path, tmp_path / "conf")
@@ -692,7 +695,8 @@ def test_static_checks_catch_what_they_look_for(tmp_path):
 
 
 def test_torch_load_refuses_pickled_code_by_default(tmp_path):
-    """What Lightning's checkpoint resume relies on: torch.load without weights_only refuses objects."""
+    """What Lightning's checkpoint resume relies on: torch.load without weights_only refuses
+    objects."""
     import torch
 
     marker = tmp_path / "RAN"

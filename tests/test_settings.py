@@ -1,6 +1,6 @@
-"""The typed settings (`influence_lab.settings`): every stage config and experiment preset validates,
-every default in conf/ equals the schema's default (and the model and loader code's own defaults),
-and a bad value is one sentence naming the field, its value and what is allowed."""
+"""The typed settings (`influence_lab.settings`): every stage config and experiment preset
+validates, every default in conf/ equals the schema's default (and the model and loader code's own
+defaults), and a bad value is one sentence naming the field, its value and what is allowed."""
 
 from __future__ import annotations
 
@@ -169,8 +169,8 @@ def test_code_defaults_equal_the_schema_defaults():
         (["model.hidden=0"], "model.hidden is 0; it must be a positive integer."),
         (
             ["+model.hiden=3"],
-            "model.hiden is not a setting here; the settings are _target_, name, conditional, arch, "
-            "hidden, latent_dim, cond_dim, beta, lr, weight_decay, fit.",
+            "model.hiden is not a setting here; the settings are _target_, name, conditional, "
+            "arch, hidden, latent_dim, cond_dim, beta, lr, weight_decay, fit.",
         ),
         (
             ["counterfactual.seeds=[1,-1]"],

@@ -26,7 +26,8 @@ def test_slurm_sweep_equals_basic_launcher(cfg_factory, tmp_path):
     if not cluster_up():
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail(
-                "REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)"
+                "REQUIRE_SLURM=1 but no SLURM cluster answers "
+                "(run `make slurm-up`, export SLURM_CONF)"
             )
         pytest.skip("no SLURM cluster (make slurm-up)")
     basic = counterfactual(
@@ -62,11 +63,13 @@ def _squeue() -> list[tuple[str, str]]:
 @pytest.mark.slurm
 def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_factory, tmp_path):
     """`scontrol requeue` on a running retrain job (what preemption does): the job is killed, runs
-    again, resumes its pack from the last checkpoint, and the sweep's rows equal an uninterrupted one."""
+    again, resumes its pack from the last checkpoint, and the sweep's rows equal an uninterrupted
+    one."""
     if not cluster_up():
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail(
-                "REQUIRE_SLURM=1 but no SLURM cluster answers (run `make slurm-up`, export SLURM_CONF)"
+                "REQUIRE_SLURM=1 but no SLURM cluster answers "
+                "(run `make slurm-up`, export SLURM_CONF)"
             )
         pytest.skip("no SLURM cluster (make slurm-up)")
     longer = [

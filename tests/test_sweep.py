@@ -122,7 +122,8 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
 @pytest.mark.slow
 def test_planted_copies_raise_the_loss_far_more_than_random(cfg_factory, tmp_path):
     """Targets are exact copies of training items; removing the attributed top-k (the copies and
-    their nearest neighbours) must raise the loss on the targets far more than removing random items."""
+    their nearest neighbours) must raise the loss on the targets far more than removing random
+    items."""
     from collections import Counter
 
     from influence_lab.data import load_data
