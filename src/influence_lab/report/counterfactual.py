@@ -27,7 +27,8 @@ def print_summary(stats: pd.DataFrame, console) -> None:
     """The headline metric only (every metric is in stats.csv and summary.md)."""
     head = headline(stats)
     table = Table(
-        title=f"{head.metric.iloc[0] if len(head) else ''}: removing each method's top-k vs controls "
+        title=f"{head.metric.iloc[0] if len(head) else ''}: "
+        "removing each method's top-k vs controls "
         f"(paired over targets)"
     )
     for col in (
@@ -97,16 +98,17 @@ def summary_markdown(
     failed: list[dict] | None = None,
     members: int = 0,
 ) -> str:
-    """summary.md of a sweep; `failed`: the records of the members that failed, of `members` in all."""
+    """summary.md of a sweep; `failed`: the records of the members that failed, of `members` in
+    all."""
     head = headline(stats)
     parts = [
         "# Counterfactual summary",
         "",
-        "Per method and k: the change when the method's top-k items are removed minus the change when "
-        "control items are removed, paired over targets (mean over seeds first), with a bootstrap 95% "
-        "interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained model's loss on the "
-        "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated and the "
-        "original output.",
+        "Per method and k: the change when the method's top-k items are removed minus the change "
+        "when control items are removed, paired over targets (mean over seeds first), with a "
+        "bootstrap 95% interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained "
+        "model's loss on the original output minus the full model's; `drop_*` is 1 - cosine "
+        "between the regenerated and the original output.",
         "",
         "## Headline",
         "",
@@ -125,7 +127,8 @@ def summary_markdown(
     ]
     if experiments is not None and len(experiments):
         parts += [
-            "## Per experiment: similarity to the reference outputs before and after (the paper's table)",
+            "## Per experiment: similarity to the reference outputs before and after "
+            "(the paper's table)",
             "",
             table_markdown(experiments),
             "",
@@ -133,7 +136,8 @@ def summary_markdown(
     summary = "\n".join(parts)
     if failed:
         summary += (
-            f"\n## Failed members\n\n{len(failed)} of {members} retrained models failed and have no "
+            f"\n## Failed members\n\n{len(failed)} of {members} retrained models failed "
+            f"and have no "
             f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n"
         )
     return summary

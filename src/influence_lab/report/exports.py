@@ -38,7 +38,8 @@ def _copy(run, target: Path, names) -> None:
 
 
 def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
-    """Copy each counterfactual sweep's tables and figures into `folder/<run>/` and write RESULTS.md."""
+    """Copy each counterfactual sweep's tables and figures into `folder/<run>/` and write
+    RESULTS.md."""
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# Results: {experiment}", "", *HEADER]
     for label, sweep in sweeps.items():
@@ -69,8 +70,8 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
         "wilcoxon_p",
     ]
     lines = [
-        "delta_loss (loss of the original outputs, retrained minus full), top-k vs each control, paired "
-        "over prompts:",
+        "delta_loss (loss of the original outputs, retrained minus full), top-k vs each control, "
+        "paired over prompts:",
         "",
         table_markdown(head[cols]),
         "",
@@ -78,7 +79,8 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
     drop = stats[stats.metric.str.startswith("ref_drop_")]
     if len(drop):
         lines += [
-            "Drop of the similarity to the reference outputs (before - after), top-k vs each control:",
+            "Drop of the similarity to the reference outputs (before - after), "
+            "top-k vs each control:",
             "",
             table_markdown(
                 drop[
@@ -119,8 +121,9 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
             "",
         ]
         lines += [
-            "In the paper's format: per experiment, the similarity of the top-k arm's outputs to the "
-            "reference outputs, before and after, as mean ± std [min, max] over the experiment's prompts:",
+            "In the paper's format: per experiment, the similarity of the top-k arm's outputs to "
+            "the reference outputs, before and after, as mean ± std [min, max] over the "
+            "experiment's prompts:",
             "",
             table_markdown(paper_table(exp)),
             "",
@@ -129,8 +132,8 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
 
 
 def paper_table(exp: pd.DataFrame) -> pd.DataFrame:
-    """The table of the original paper from experiments.csv: one row per method and experiment (numbered
-    from 1) and a last row of means, a column per space and before / after."""
+    """The table of the original paper from experiments.csv: one row per method and experiment
+    (numbered from 1) and a last row of means, a column per space and before / after."""
 
     def cell(r, when: str) -> str:
         values = [getattr(r, f"{when}_{s}") for s in ("mean", "std", "min", "max")]

@@ -1,5 +1,5 @@
-"""Pictures: grids of images with a label per row, plain-text listings for texts, and a model's samples
-drawn either way."""
+"""Pictures: grids of images with a label per row, plain-text listings for texts, and a model's
+samples drawn either way."""
 
 from __future__ import annotations
 

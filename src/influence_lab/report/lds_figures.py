@@ -1,5 +1,6 @@
 """Pictures of the `lds` stage: LDS bars with intervals, the most memorized items, and training
-dynamics (loss of tracked items over epochs, for the models that saw them and those that did not)."""
+dynamics (loss of tracked items over epochs, for the models that saw them and those that did
+not)."""
 
 from __future__ import annotations
 

@@ -147,7 +147,8 @@ def wandb_table(bundle, table: pd.DataFrame, top: int) -> tuple[list[str], list[
 def attribution_summary(table: pd.DataFrame, path: Path, pictures: list[Path]) -> str:
     """What an attribution found, in a few lines: the first prompt's top 3 items per method."""
     lines = [
-        f"[green]attributed[/] {table['target'].nunique()} prompts x {table['method'].nunique()} methods "
+        f"[green]attributed[/] {table['target'].nunique()} prompts "
+        f"x {table['method'].nunique()} methods "
         f"-> {path}"
     ]
     for method, group in table[table["rank"] <= 3].groupby("method", sort=False):

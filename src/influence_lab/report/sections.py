@@ -25,7 +25,8 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-# the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did to each
+# the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did
+# to each
 FINDING_METRICS = {
     "delta_loss": "raised the loss on the original outputs by",
     "ref_drop_model": (
@@ -36,8 +37,8 @@ FINDING_METRICS = {
 
 
 def counterfactual_finding(stats: pd.DataFrame) -> str:
-    """One sentence per method and measured finding metric (the headline metric when none is measured):
-    does removing the method's top-k change it more than every control?"""
+    """One sentence per method and measured finding metric (the headline metric when none is
+    measured): does removing the method's top-k change it more than every control?"""
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
     sentences = []
@@ -45,7 +46,10 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
         lost = [r.control for r in group.itertuples() if r.control not in beaten]
         topk = group["topk_mean"].iloc[0]
-        text = f"Removing {method}'s top {k} {FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
+        text = (
+            f"Removing {method}'s top {k} "
+            f"{FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
+        )
         if not lost:
             text += (
                 f", more than every control ({_join(beaten)}; 95% intervals of the paired "
@@ -63,7 +67,8 @@ def lds_finding(table: pd.DataFrame) -> str:
     ranked = table.sort_values("lds", ascending=False)
     best = ranked.iloc[0]
     text = (
-        f"Highest LDS: {best['method']} at {best['lds']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
+        f"Highest LDS: {best['method']} at {best['lds']:.3f} "
+        f"[{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
         f"over {int(best['targets'])} targets."
     )
     gradient = ranked[ranked["method"].str.split("@").str[0].isin(["tracin", "trak", "dtrak"])]
@@ -124,14 +129,16 @@ def counterfactual_section(run: Path) -> Section:
         Block(
             "text",
             "Each method's top-k items per prompt were removed and the model retrained (several "
-            "seeds); controls removed k random items from the prompt filter's pool (random_pool), k "
-            "random items (random), or nothing with a new seed (none). delta_loss: the retrained "
+            "seeds); controls removed k random items from the prompt filter's pool (random_pool), "
+            "k random items (random), or nothing with a new seed (none). delta_loss: the retrained "
             "model's loss on the original outputs minus the full model's. drop_*: 1 - cosine "
             "between the regenerated and the original output in each space.",
         ),
         Block(
             "table",
-            caption="delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)",
+            caption=(
+                "delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)"
+            ),
             frame=head[cols],
         ),
         Block(

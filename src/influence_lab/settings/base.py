@@ -4,8 +4,8 @@ failed validation into the one sentence the bad-input catalogue shows.
 A rule is an `Annotated` type whose validator raises `fail(template)`: the template names the
 setting as `{key}` (its dotted path, e.g. `model.hidden`), the value as `{value}` (as the user wrote
 it: strings quoted, lists as lists, None as null) and says `{is}`: "is" for a setting, "has" for an
-entry of a list (`counterfactual.seeds has -1; ...`). `validated(cls, data, prefix)` turns pydantic's
-first error into that sentence as an `InfluenceLabError`.
+entry of a list (`counterfactual.seeds has -1; ...`). `validated(cls, data, prefix)` turns
+pydantic's first error into that sentence as an `InfluenceLabError`.
 
 Variants (models, data sources, embedders, loggers) are pydantic unions picked by a discriminator;
 their tags are written `<...>` so that the translation can drop them from an error's location.
@@ -79,8 +79,8 @@ def join(*parts) -> str:
 
 
 def fail(template: str, **ctx) -> NoReturn:
-    """Refuse a value with the sentence `template` (see the module's docstring). `field=NAME` names a
-    setting below the one being validated (the sentence's key and value are then that setting's);
+    """Refuse a value with the sentence `template` (see the module's docstring). `field=NAME` names
+    a setting below the one being validated (the sentence's key and value are then that setting's);
     `value_of=NAME` takes the value from it but keeps the key."""
     raise PydanticCustomError(RULE, "{template}", {"template": template, **ctx})
 
@@ -259,9 +259,9 @@ def sentence(error: dict, prefix: str = "") -> str:
 
 
 def validated(schema, data: Any, prefix: str = ""):
-    """`data` validated as `schema` (a settings class, or a union of them such as ModelSettings); a bad
-    value raises one sentence naming it (as an InfluenceLabError). `prefix` is where `data` sits in a
-    stage's config (e.g. "model")."""
+    """`data` validated as `schema` (a settings class, or a union of them such as ModelSettings); a
+    bad value raises one sentence naming it (as an InfluenceLabError). `prefix` is where `data` sits
+    in a stage's config (e.g. "model")."""
     try:
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             return schema.model_validate(data)
@@ -274,7 +274,8 @@ _ADAPTERS: dict[int, TypeAdapter] = {}
 
 
 def _adapter(schema) -> TypeAdapter:
-    """One TypeAdapter per schema (some schemas, e.g. unions with a discriminator, are not hashable)."""
+    """One TypeAdapter per schema (some schemas, e.g. unions with a discriminator, are not
+    hashable)."""
     if id(schema) not in _ADAPTERS:
         _ADAPTERS[id(schema)] = TypeAdapter(schema)
     return _ADAPTERS[id(schema)]

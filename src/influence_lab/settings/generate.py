@@ -1,4 +1,5 @@
-"""`generate`: m outputs per prompt with fixed seeds; the prompts given, or drawn from the captions."""
+"""`generate`: m outputs per prompt with fixed seeds; the prompts given, or drawn from the
+captions."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """`lds`: the linear datamodeling score of every attribution method, and memorization. Checks
-across sections (a method's embedder is listed, dtrak only for ddpm) are in `stage.StageSettings`."""
+across sections (a method's embedder is listed, dtrak only for ddpm) are in
+`stage.StageSettings`."""
 
 from __future__ import annotations
 

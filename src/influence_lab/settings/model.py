@@ -101,7 +101,8 @@ class CharGPTSettings(ModelBase):
     def _heads_divide_width(self):
         if self.n_embd % self.n_head:
             fail(
-                "{key}.n_embd is {n_embd} but {key}.n_head is {n_head}; n_embd must be a multiple of n_head.",
+                "{key}.n_embd is {n_embd} but {key}.n_head is {n_head}; "
+                "n_embd must be a multiple of n_head.",
                 n_embd=self.n_embd,
                 n_head=self.n_head,
             )

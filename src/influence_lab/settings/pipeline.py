@@ -7,5 +7,6 @@ from .runs import Runs
 
 
 class PipelineSettings(Settings):
-    runs: Runs = []  # each a list of overrides, e.g. [[model=vae], [model=ddpm]]; empty = this config alone
+    # each a list of overrides, e.g. [[model=vae], [model=ddpm]]; empty = this config alone
+    runs: Runs = []
     export_dir: str | None = None  # copy every run's tables and figures here + RESULTS.md

@@ -52,7 +52,8 @@ IGNORED = ("hydra",)  # Hydra's own node, when a config carries it
 
 
 class StageSettings(Settings):
-    """Every section a stage's config may hold; the sections a stage does not use are absent (None)."""
+    """Every section a stage's config may hold; the sections a stage does not use are absent
+    (None)."""
 
     stage: str = "train"
     seed: Seed = 0  # training seed (initialisation, batch order, noise)
@@ -92,7 +93,8 @@ class StageSettings(Settings):
         unknown = [n for n in names if n not in known]
         if unknown:
             fail(
-                f"{key} names {unknown}, which have no settings under embedders (known: {', '.join(known)})."
+                f"{key} names {unknown}, which have no settings under embedders "
+                f"(known: {', '.join(known)})."
             )
 
     def check_methods(self, methods, key: str) -> None:
@@ -103,7 +105,8 @@ class StageSettings(Settings):
                 name = method.split(":", 1)[1]
                 if name not in embedders:
                     fail(
-                        f"method {method} names embedder {show(name)}, not in attribution.embedders "
+                        f"method {method} names embedder {show(name)}, "
+                        "not in attribution.embedders "
                         f"({', '.join(embedders)})."
                     )
             elif method in GRADIENT_METHODS:
@@ -121,20 +124,23 @@ class StageSettings(Settings):
             missing = [m for m in named if m not in attributed]
             if missing:
                 fail(
-                    f"counterfactual.methods has {missing}, which attribution.methods does not include "
+                    f"counterfactual.methods has {missing}, "
+                    "which attribution.methods does not include "
                     f"({', '.join(attributed)}); add them to attribution.methods."
                 )
         keep = attribution.keep if attribution else None
         for k in cf.k:
             if keep is not None and k > keep:
                 fail(
-                    f"counterfactual.k has {k} but attribution.keep is {keep}; each k must be at most "
+                    f"counterfactual.k has {k} but attribution.keep is {keep}; "
+                    "each k must be at most "
                     f"attribution.keep (the ranked items kept per prompt)."
                 )
         self.known_embedders(cf.embedders, "counterfactual.embedders")
 
     def embedders_used(self) -> list[str]:
-        """The embedders a stage builds: those of attribution.embedders and counterfactual.embedders."""
+        """The embedders a stage builds: those of attribution.embedders and
+        counterfactual.embedders."""
         names = list(self.attribution.embedders) if self.attribution else []
         if self.counterfactual is not None:
             names += [n for n in self.counterfactual.embedders if n not in names]

@@ -1,5 +1,5 @@
-"""`trainer`: the Lightning Trainer's settings. Whether a GPU is there is a question for the machine,
-checked by `training.devices.check_accelerator` at a stage's entry."""
+"""`trainer`: the Lightning Trainer's settings. Whether a GPU is there is a question for the
+machine, checked by `training.devices.check_accelerator` at a stage's entry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ GPU_ACCELERATORS = ("gpu", "cuda")
 
 
 def _devices(value) -> bool:
-    """A positive number of devices, -1 (all), or what Lightning reads from a string or list ("auto")."""
+    """A positive number of devices, -1 (all), or what Lightning reads from a string or list
+    ("auto")."""
     if isinstance(value, (bool, float)) or value is None:
         return False
     return not is_int(value) or value >= 1 or value == -1
