@@ -2,12 +2,31 @@
 that `influence-lab --help` answers without importing torch."""
 
 STAGES = {
-    "train": "fit a generative model (model=vae|ddpm|chargpt) on a dataset (data=digits|names|imagefolder|hub)",
-    "generate": "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)",
-    "attribute": "rank the training items that influenced each prompt's outputs (prompt filter, raw and latent search)",
-    "counterfactual": "retrain without each method's top-k and controls (a Hydra multirun of retrain), compare with statistics",
-    "retrain": "train and measure the members of one job of a counterfactual sweep (launched by counterfactual)",
-    "lds": "score every attribution method by the linear datamodeling score on subset-trained models; memorization",
-    "report": "a self-contained HTML report (and markdown twin) of the results of one model and dataset",
+    "train": (
+        "fit a generative model (model=vae|ddpm|chargpt) on a dataset "
+        "(data=digits|names|imagefolder|hub)"
+    ),
+    "generate": (
+        "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)"
+    ),
+    "attribute": (
+        "rank the training items that influenced each prompt's outputs "
+        "(prompt filter, raw and latent search)"
+    ),
+    "counterfactual": (
+        "retrain without each method's top-k and controls (a Hydra multirun of retrain), "
+        "compare with statistics"
+    ),
+    "retrain": (
+        "train and measure the members of one job of a counterfactual sweep "
+        "(launched by counterfactual)"
+    ),
+    "lds": (
+        "score every attribution method by the linear datamodeling score on subset-trained models; "
+        "memorization"
+    ),
+    "report": (
+        "a self-contained HTML report (and markdown twin) of the results of one model and dataset"
+    ),
     "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
 }

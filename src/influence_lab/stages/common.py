@@ -34,7 +34,8 @@ def stage_entry(fn):
 
 
 def upstream(cfg: DictConfig) -> DictConfig:
-    """The config for the stages this one depends on: `force` recomputes only the stage asked for."""
+    """The config for the stages this one depends on: `force` recomputes only the stage asked
+    for."""
     out = cfg.copy()
     out.force = False
     return out

@@ -114,7 +114,8 @@ def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
         j for j, ids in enumerate(plan.jobs) if not all(member_finished(results, i) for i in ids)
     ]
     console.print(
-        f"counterfactual sweep {run.path}: {len(members)} retrained models in {len(plan.jobs)} jobs, "
+        f"counterfactual sweep {run.path}: {len(members)} retrained models "
+        f"in {len(plan.jobs)} jobs, "
         f"{len(members) - count_done()} to run",
         highlight=False,
     )

@@ -45,7 +45,8 @@ from .generate import generate
 
 
 def lds_methods(cfg: DictConfig, model_name: str, kind: str) -> list[str]:
-    """The methods of `lds.methods` (checked against the model and embedders at the stage's entry)."""
+    """The methods of `lds.methods` (checked against the model and embedders at the stage's
+    entry)."""
     methods = cfg.lds.methods
     if methods in (None, "auto"):
         search = resolve_methods(
@@ -138,7 +139,8 @@ def _score(cfg: DictConfig, bundle, gen_run: RunDir, methods: list[str], run: Ru
     )
     atomic_write(run / "lds.csv", lambda p: table.to_csv(p, index=False))
     title = (
-        f"LDS, {cfg.model.name} on {cfg.data.name}: {len(masks)} subsets x {len(lcfg.seeds)} seeds, "
+        f"LDS, {cfg.model.name} on {cfg.data.name}: "
+        f"{len(masks)} subsets x {len(lcfg.seeds)} seeds, "
         f"alpha={lcfg.alpha}, {len(t_prompts)} targets"
     )
     pictures = {"lds": lds_bars(table, run / "lds.png", title)}

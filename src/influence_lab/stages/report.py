@@ -28,7 +28,10 @@ def report(cfg: DictConfig) -> Path:
             f"run influence-lab pipeline (or lds) with the same model and data first."
         )
     title = cfg.report.title or f"influence-lab report: {cfg.model.name} on {cfg.data.name}"
-    subtitle = "Which training examples made the model produce its outputs, and does removing them change them?"
+    subtitle = (
+        "Which training examples made the model produce its outputs, "
+        "and does removing them change them?"
+    )
     html, md = write_report(
         root / "report" / name,
         str(title),

@@ -65,7 +65,8 @@ def check_resolvers(cfg: DictConfig) -> None:
             bad = [r for r in _RESOLVER.findall(node) if r not in SAFE_RESOLVERS]
             if bad:
                 raise InfluenceLabError(
-                    f"{key} uses the resolver '{bad[0]}' ({node}); influence-lab evaluates no code in its "
+                    f"{key} uses the resolver '{bad[0]}' ({node}); "
+                    "influence-lab evaluates no code in its "
                     f"config, and the resolvers allowed are {', '.join(SAFE_RESOLVERS)}."
                 )
 

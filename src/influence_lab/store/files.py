@@ -52,7 +52,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_npy(path: Path, array) -> Path:
-    """Save a numpy array atomically (np.save would add '.npy' to a temp name, so write a handle)."""
+    """Save a numpy array atomically (np.save would add '.npy' to a temp name, so write a
+    handle)."""
     import numpy as np
 
     def write(tmp: Path) -> None:
@@ -133,7 +134,8 @@ def verify_result(folder: Path, files: list[str] | None = None) -> None:
     bad = changed_files(folder, hashes)
     if bad:
         raise InfluenceLabError(
-            f"{folder}/{bad[0]} does not match the SHA-256 recorded when it was written (truncated or altered); "
+            f"{folder}/{bad[0]} does not match the SHA-256 recorded when it was written "
+            "(truncated or altered); "
             f"run the stage that made it again to rebuild it, or delete {folder}."
         )
 
@@ -220,7 +222,8 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InfluenceLabError(
-                f"cannot create {self.path}: {exc.strerror}; set paths.output_dir to a writable directory."
+                f"cannot create {self.path}: {exc.strerror}; "
+                "set paths.output_dir to a writable directory."
             ) from exc
         # a previous, unfinished attempt must not count as complete
         (self.path / DONE).unlink(missing_ok=True)

@@ -48,7 +48,8 @@ def check_name(value, setting: str) -> str:
     text = str(value)
     if not is_safe_name(text):
         raise InfluenceLabError(
-            f"{setting} is '{text}'; it names output directories, so use only letters, digits, '.', '_' and "
+            f"{setting} is '{text}'; it names output directories, "
+            "so use only letters, digits, '.', '_' and "
             f"'-' (starting with a letter or digit, at most {MAX_NAME} characters)."
         )
     return text

@@ -76,7 +76,8 @@ class Tracking:
         return getattr(self.wandb_run, "dir", None) and str(Path(self.wandb_run.dir).parent)
 
     def log_image(self, key: str, png: Path, caption: str = "") -> None:
-        """Log a picture; a text listing (samples.txt of a text model) is logged as preformatted HTML."""
+        """Log a picture; a text listing (samples.txt of a text model) is logged as preformatted
+        HTML."""
         if self.wandb_run is not None:
             import html
 
@@ -119,7 +120,8 @@ def tracked_run(
     name: str | None = None,
 ) -> Iterator[Tracking]:
     """The trackers of one job (W&B run grouped by `group`, job type `job_type`, named
-    `<job_type>-<run folder>` unless `name` is given; the local CSV), finished however the block ends."""
+    `<job_type>-<run folder>` unless `name` is given; the local CSV), finished however the block
+    ends."""
     tracking = Tracking(
         logger_cfg,
         run_dir,

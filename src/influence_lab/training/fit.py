@@ -71,7 +71,8 @@ class HashedCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
             # the hash goes down first: a kill between the two writes leaves a checkpoint whose hash
             # does not match, which is discarded, never one that is trusted without a hash
-            # (the epoch rides along, so a resume can say where it starts without loading the file twice)
+            # (the epoch rides along, so a resume can say where it starts without loading the file
+            # twice)
             write_text(Path(f"{path}.sha256"), f"{sha256(tmp)} {checkpoint.get('epoch')}\n")
 
         atomic_write(Path(path), write)

@@ -167,8 +167,10 @@ def _train_pack(
         if m in pack.failed:
             where = pack.failed[m]
             failed[member["member_id"]] = (
-                f"member {member['member_id']} stopped: its training loss became {where['loss']} at epoch "
-                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); lower model.lr or check the data."
+                f"member {member['member_id']} stopped: "
+                f"its training loss became {where['loss']} at epoch "
+                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); "
+                "lower model.lr or check the data."
             )
             console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
             continue
