@@ -51,7 +51,8 @@ HOW_TO_GET = (
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """The array in one idx file (gzip-compressed or not): uint8 images (n, 28, 28) or labels (n,)."""
+    """The array in one idx file (gzip-compressed or not): uint8 images (n, 28, 28) or labels
+    (n,)."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -76,7 +77,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, 28, 28) float32 in [0, 1] and labels (n,) of the official `train` or `test` file."""
+    """Images (n, 28, 28) float32 in [0, 1] and labels (n,) of the official `train` or `test`
+    file."""
     image_file, label_file = (folder / name for name in FILES[split])
     missing = [p.name for p in (image_file, label_file) if not p.is_file()]
     if missing:

@@ -140,7 +140,8 @@ def _inside_folder(root: Path, path: Path, what: str) -> Path:
         return inside(root, path, what)
     except InfluenceLabError:
         raise InfluenceLabError(
-            f"{what} leads outside data.source.path ({root}); every file of the dataset must lie inside "
+            f"{what} leads outside data.source.path ({root}); "
+            f"every file of the dataset must lie inside "
             f"the folder (copy it in rather than linking to it)."
         ) from None
 
@@ -184,7 +185,8 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
                 ) from exc
             if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
                 raise InfluenceLabError(
-                    f"{metadata} line {n} needs 'file_name' and '{caption_column}' (data.source.caption_column)."
+                    f"{metadata} line {n} needs 'file_name' and '{caption_column}' "
+                    "(data.source.caption_column)."
                 )
             file = _metadata_file(root, row["file_name"], f"{metadata} line {n}")
             entries.append((file, str(row[caption_column])))

@@ -1,8 +1,9 @@
 """`data`: the dataset, its split, removals, prompts and planted canaries. The source is one of the
-variants below, picked by the loader `data.source._target_` names (`influence_lab.data.sources.load_*`);
-a source without a schema here is passed through as it is, and `data.dataset.source_loader` refuses
-any target that is not one of the package's loaders. Checks that need the data (unknown ids, a
-caption token already in use, an empty folder) live beside the loaders."""
+variants below, picked by the loader `data.source._target_` names
+(`influence_lab.data.sources.load_*`); a source without a schema here is passed through as it is,
+and `data.dataset.source_loader` refuses any target that is not one of the package's loaders.
+Checks that need the data (unknown ids, a caption token already in use, an empty folder) live beside
+the loaders."""
 
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ class SplitSettings(Settings):
 
 
 class CanarySettings(Settings):
-    """Planted canaries (`data.canaries.count > 0`): copies of a block pattern captioned "<token> pattern"."""
+    """Planted canaries (`data.canaries.count > 0`): copies of a block pattern captioned
+    "<token> pattern"."""
 
     count: NonNegativeInt = 0
     token: str = "zxq"
