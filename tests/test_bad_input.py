@@ -77,6 +77,26 @@ def _file(tmp_path):
     return blocker
 
 
+def _fashion(tmp_path, magic: int = 2051) -> Path:
+    """Fashion-MNIST's four idx files, tiny: 3 sneakers and 1 ankle boot (image magic `magic`)."""
+    import gzip
+
+    folder = tmp_path / "fashion"
+    folder.mkdir(exist_ok=True)
+    labels = np.array([7, 7, 9, 7], dtype=np.uint8)
+    images = np.zeros((4, 28, 28), dtype=np.uint8)
+    for prefix in ("train", "t10k"):
+        head = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (4, 28, 28))
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(head + images.tobytes())
+        )
+        head = (2049).to_bytes(4, "big") + (4).to_bytes(4, "big")
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(head + labels.tobytes())
+        )
+    return folder
+
+
 def _val_id() -> str:
     """An id of the default digits' validation split."""
     return f"digit-{split_indices(1797, 0.1, 0)[1][0]:04d}"
@@ -205,6 +225,38 @@ ROWS = [
             f"data.source.path={_folder(tmp, 2, True)}",
             "data.prompts=[a]",
             "data.source.size=0",
+        ],
+    ),
+    Row(
+        "`data=fashion` without the Fashion-MNIST files",
+        "Fashion-MNIST is not in data.source.path '...' (missing train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz); install Debian's package (as root: apt-get install "
+        "dataset-fashion-mnist, or make data), or put the four standard files "
+        "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+        "t10k-labels-idx1-ubyte.gz) into a folder named by data.source.path.",
+        lambda tmp: ["data=fashion", f"data.source.path={tmp}/nowhere"],
+    ),
+    Row(
+        "a Fashion-MNIST file with the wrong magic number (or truncated, or not gzip)",
+        ".../train-images-idx3-ubyte.gz is not a Fashion-MNIST image file (magic number 2049, "
+        "expected 2051); install Debian's package ...",
+        lambda tmp: ["data=fashion", f"data.source.path={_fashion(tmp, magic=2049)}"],
+    ),
+    Row(
+        "`data=fashion data.source.classes=[boots]`",
+        "data.source.classes has 'boots'; the classes are 0 t-shirt/top, 1 trouser, 2 pullover, "
+        "3 dress, 4 coat, 5 sandal, 6 shirt, 7 sneaker, 8 bag, 9 ankle boot.",
+        ["data=fashion", "data.source.classes=[boots]"],
+    ),
+    Row(
+        "`data.source.per_class` above what a Fashion-MNIST class holds",
+        "data.source.per_class is 4 but class 'sneaker' holds only 3 items in this file; "
+        "use at most 3.",
+        lambda tmp: [
+            "data=fashion",
+            f"data.source.path={_fashion(tmp)}",
+            "data.source.classes=[sneaker]",
+            "data.source.per_class=4",
         ],
     ),
     Row(

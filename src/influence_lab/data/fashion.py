@@ -22,20 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InfluenceLabError
+from ..settings.data import FASHION_CLASSES as CLASSES
+from ..settings.data import FASHION_PATH as DEFAULT_PATH
+from ..settings.data import fashion_class
 
-DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
-CLASSES = (
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -43,8 +33,8 @@ FILES = {
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 INK = 0.1  # a pixel brighter than this belongs to the product
 HOW_TO_GET = (
-    "install Debian's package (apt-get install dataset-fashion-mnist, or `make data`), or put "
-    "the four standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "install Debian's package (as root: apt-get install dataset-fashion-mnist, or make data), or "
+    "put the four standard files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
     "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into a folder named by "
     "data.source.path"
 )
@@ -97,19 +87,13 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def class_index(value) -> int:
     """A class given by name (case-insensitive, '_' for ' ') or by index 0-9."""
-    if (
-        isinstance(value, (int, np.integer))
-        and not isinstance(value, bool)
-        and 0 <= value < len(CLASSES)
-    ):
-        return int(value)
-    name = str(value).strip().lower().replace("_", " ")
-    if name in CLASSES:
-        return CLASSES.index(name)
-    raise InfluenceLabError(
-        f"data.source.classes has {value!r}; the classes are "
-        f"{', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}."
-    )
+    index = fashion_class(value)
+    if index is None:
+        raise InfluenceLabError(
+            f"data.source.classes has {value!r}; the classes are "
+            f"{', '.join(f'{i} {c}' for i, c in enumerate(CLASSES))}."
+        )
+    return index
 
 
 def select(labels: np.ndarray, classes, per_class: int | None) -> np.ndarray:

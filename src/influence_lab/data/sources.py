@@ -14,6 +14,8 @@ from ..errors import InfluenceLabError
 from ..settings.data import IMAGE_MODES
 from ..store.paths import inside
 from .captions import digit_captions
+from .fashion import DEFAULT_PATH as FASHION_PATH
+from .fashion import fashion_items
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -171,36 +173,10 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
         )
     size = _size(size)
     metadata = root / "metadata.jsonl"
-    entries: list[tuple[Path, str]] = []
     if metadata.exists():
-        _inside_folder(root, metadata, f"{metadata}")
-        for n, line in enumerate(metadata.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InfluenceLabError(
-                    f"{metadata} line {n} is not valid JSON ({exc.msg})."
-                ) from exc
-            if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
-                raise InfluenceLabError(
-                    f"{metadata} line {n} needs 'file_name' and '{caption_column}' "
-                    "(data.source.caption_column)."
-                )
-            file = _metadata_file(root, row["file_name"], f"{metadata} line {n}")
-            entries.append((file, str(row[caption_column])))
+        entries = _metadata_entries(root, metadata, caption_column)
     else:
-        for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-            _inside_folder(root, file, f"image {file}")
-            caption_file = file.with_suffix(".txt")
-            if not caption_file.exists():
-                raise InfluenceLabError(
-                    f"image {file} has no caption file {caption_file.name}; every image in "
-                    f"data.source.path needs a same-named .txt caption (or use metadata.jsonl)."
-                )
-            _inside_folder(root, caption_file, f"caption file {caption_file}")
-            entries.append((file, caption_file.read_text().strip()))
+        entries = _caption_file_entries(root)
     if not entries:
         raise InfluenceLabError(
             f"data.source.path '{path}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})."
@@ -226,6 +202,43 @@ def load_imagefolder(path: str, size=16, mode: str = "L", caption_column: str = 
         ids.append(item_id)
         captions.append(caption)
     return image_dataset(ids, np.stack(images), captions)
+
+
+def _metadata_entries(root: Path, metadata: Path, caption_column: str) -> list[tuple[Path, str]]:
+    """(image file, caption) of each line of the folder's metadata.jsonl."""
+    _inside_folder(root, metadata, f"{metadata}")
+    entries = []
+    for n, line in enumerate(metadata.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InfluenceLabError(f"{metadata} line {n} is not valid JSON ({exc.msg}).") from exc
+        if not isinstance(row, dict) or "file_name" not in row or caption_column not in row:
+            raise InfluenceLabError(
+                f"{metadata} line {n} needs 'file_name' and '{caption_column}' "
+                "(data.source.caption_column)."
+            )
+        file = _metadata_file(root, row["file_name"], f"{metadata} line {n}")
+        entries.append((file, str(row[caption_column])))
+    return entries
+
+
+def _caption_file_entries(root: Path) -> list[tuple[Path, str]]:
+    """(image file, caption) of each image under `root`, captioned by the same-named .txt file."""
+    entries = []
+    for file in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        _inside_folder(root, file, f"image {file}")
+        caption_file = file.with_suffix(".txt")
+        if not caption_file.exists():
+            raise InfluenceLabError(
+                f"image {file} has no caption file {caption_file.name}; every image in "
+                f"data.source.path needs a same-named .txt caption (or use metadata.jsonl)."
+            )
+        _inside_folder(root, caption_file, f"caption file {caption_file}")
+        entries.append((file, caption_file.read_text().strip()))
+    return entries
 
 
 def load_hub(
@@ -272,3 +285,12 @@ def load_hub(
     size = _size(size)
     images = np.stack([_to_array(img, size, _check_mode(mode)) for img in ds[image_column]])
     return image_dataset(ids, images, captions, labels)
+
+
+def load_fashion(
+    path: str = FASHION_PATH, classes=None, per_class: int | None = 600, split: str = "train"
+) -> Dataset:
+    """Fashion-MNIST (28x28 grey product images, 10 classes) from the four idx files in `path`:
+    the official `train` file (the pool) or `test` file, the chosen `classes`, the first
+    `per_class` of each; captions from class, tone, width and texture (see `data.fashion`)."""
+    return image_dataset(*fashion_items(path, classes, per_class, split))

@@ -29,6 +29,19 @@ from .base import (
 
 SOURCES_MODULE = "influence_lab.data.sources"
 GENDERS = ("female", "male")  # the first-name lists of the `names` package
+FASHION_PATH = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
+FASHION_CLASSES = (  # Fashion-MNIST's labels 0-9
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 IMAGE_MODES = ("L", "RGB")
 
 
@@ -100,6 +113,35 @@ class HubSource(Settings):
         return self
 
 
+def fashion_class(value) -> int | None:
+    """A Fashion-MNIST class given by name (any case, '_' for ' ') or index 0-9; None if unknown."""
+    if is_int(value) and 0 <= value < len(FASHION_CLASSES):
+        return int(value)
+    name = str(value).strip().lower().replace("_", " ")
+    return FASHION_CLASSES.index(name) if name in FASHION_CLASSES else None
+
+
+FashionClass = Annotated[
+    str | int,
+    rule(
+        lambda v: fashion_class(v) is not None,
+        "{key} {is} {value}; the classes are "
+        + ", ".join(f"{i} {c}" for i, c in enumerate(FASHION_CLASSES))
+        + ".",
+    ),
+]
+
+
+class FashionSource(Settings):
+    """Fashion-MNIST from the four standard idx files (Debian's dataset-fashion-mnist)."""
+
+    target: str = Field(f"{SOURCES_MODULE}.load_fashion", alias="_target_")
+    path: str = FASHION_PATH
+    classes: Annotated[list[FashionClass], a_list("'[sneaker, ankle boot]'")] | None = None
+    per_class: PositiveIntOrNull = 600  # the first n of each class, in file order (None = all)
+    split: Annotated[str, one_of(("train", "test"), "train and test")] = "train"
+
+
 class OtherSource(Settings):
     """A loader without a schema here: its arguments go to it as they are."""
 
@@ -112,6 +154,7 @@ SOURCE_SCHEMAS = {
     "load_names": NamesSource,
     "load_imagefolder": ImageFolderSource,
     "load_hub": HubSource,
+    "load_fashion": FashionSource,
 }
 
 
@@ -130,6 +173,7 @@ SourceSettings = Annotated[
     | Annotated[NamesSource, Tag("<source:load_names>")]
     | Annotated[ImageFolderSource, Tag("<source:load_imagefolder>")]
     | Annotated[HubSource, Tag("<source:load_hub>")]
+    | Annotated[FashionSource, Tag("<source:load_fashion>")]
     | Annotated[OtherSource, Tag("<source:other>")],
     Discriminator(_source_kind),
 ]
