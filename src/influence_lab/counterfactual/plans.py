@@ -117,28 +117,10 @@ def make_plan(
         plan.grouping,
         plan.group_size,
     )
-    if not methods:
-        raise InfluenceLabError(
-            "counterfactual.methods is empty; give at least one attribution method, or auto."
-        )
-    if len(set(methods)) < len(methods):
-        twice = next(m for i, m in enumerate(methods) if m in methods[:i])
-        raise InfluenceLabError(
-            f"counterfactual.methods has '{twice}' twice; list each value once."
-        )
+    _check_methods(methods)
     n = len(all_ids)
-    for k in ks:
-        if not 1 <= k < n:
-            raise InfluenceLabError(
-                f"counterfactual.k has {k} but the training set has only {n} items; each k "
-                f"must be smaller."
-            )
-    targets = sorted(int(t) for t in ranking.target.unique())
-    if not targets:
-        raise InfluenceLabError(
-            "the attribution ranks no items for any prompt, so there is nothing to remove; "
-            "rerun influence-lab attribute with force=true."
-        )
+    _check_ks(ks, n)
+    targets = _ranked_targets(ranking)
     size = len(targets) if group_size is None else group_size
     groups = [targets[i : i + size] for i in range(0, len(targets), size)]
     members: list[Member] = []
@@ -151,26 +133,71 @@ def make_plan(
                         t: _choose(arm, method, t, k, seed, ranking, pools, all_ids)
                         for t in targets
                     }
-                    # member ids name result files: a method name that is not a plain file-name
-                    # component gets a slug and a hash (ordinary names are unchanged)
-                    tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{k}-s{seed}"
-                    if grouping == "per_target":
-                        members += [
-                            Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t])
-                            for t in targets
-                        ]
-                    elif len(groups) == 1:
-                        union = sorted(set().union(*chosen.values())) if chosen else []
-                        members.append(Member(f"all-{tag}", method, arm, k, seed, targets, union))
-                    else:
-                        for g, group in enumerate(groups):
-                            union = sorted(set().union(*(chosen[t] for t in group)))
-                            members.append(
-                                Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g)
-                            )
+                    members += _arm_members(method, arm, k, seed, grouping, targets, groups, chosen)
     for m in members:
         if len(m.removed) >= n:
             raise InfluenceLabError(f"member {m.member_id} would remove every training item.")
+    return members
+
+
+def _check_methods(methods: list[str]) -> None:
+    """At least one method, none listed twice."""
+    if not methods:
+        raise InfluenceLabError(
+            "counterfactual.methods is empty; give at least one attribution method, or auto."
+        )
+    if len(set(methods)) < len(methods):
+        twice = next(m for i, m in enumerate(methods) if m in methods[:i])
+        raise InfluenceLabError(
+            f"counterfactual.methods has '{twice}' twice; list each value once."
+        )
+
+
+def _check_ks(ks: list[int], n: int) -> None:
+    """Each k removes at least one of the `n` training items and leaves at least one."""
+    for k in ks:
+        if not 1 <= k < n:
+            raise InfluenceLabError(
+                f"counterfactual.k has {k} but the training set has only {n} items; each k "
+                f"must be smaller."
+            )
+
+
+def _ranked_targets(ranking: pd.DataFrame) -> list[int]:
+    """The targets (prompts) the attribution ranked items for, in order; refused when none."""
+    targets = sorted(int(t) for t in ranking.target.unique())
+    if not targets:
+        raise InfluenceLabError(
+            "the attribution ranks no items for any prompt, so there is nothing to remove; "
+            "rerun influence-lab attribute with force=true."
+        )
+    return targets
+
+
+def _arm_members(
+    method: str,
+    arm: str,
+    k: int,
+    seed: int,
+    grouping: str,
+    targets: list[int],
+    groups: list[list[int]],
+    chosen: dict[int, list[str]],
+) -> list[Member]:
+    """The members of one method, arm, k and seed: one per target (`per_target`), one for all
+    targets, or one per group of targets, each removing the union of its targets' `chosen` items."""
+    # member ids name result files: a method name that is not a plain file-name component gets a
+    # slug and a hash (ordinary names are unchanged)
+    tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{k}-s{seed}"
+    if grouping == "per_target":
+        return [Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t]) for t in targets]
+    if len(groups) == 1:
+        union = sorted(set().union(*chosen.values())) if chosen else []
+        return [Member(f"all-{tag}", method, arm, k, seed, targets, union)]
+    members = []
+    for g, group in enumerate(groups):
+        union = sorted(set().union(*(chosen[t] for t in group)))
+        members.append(Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g))
     return members
 
 

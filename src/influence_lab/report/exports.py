@@ -76,29 +76,7 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
         table_markdown(head[cols]),
         "",
     ]
-    drop = stats[stats.metric.str.startswith("ref_drop_")]
-    if len(drop):
-        lines += [
-            "Drop of the similarity to the reference outputs (before - after), "
-            "top-k vs each control:",
-            "",
-            table_markdown(
-                drop[
-                    [
-                        "method",
-                        "metric",
-                        "control",
-                        "topk_mean",
-                        "control_mean",
-                        "mean_diff",
-                        "ci_low",
-                        "ci_high",
-                        "wilcoxon_p",
-                    ]
-                ]
-            ),
-            "",
-        ]
+    lines += _drop_lines(stats)
     canaries = canary_table(sweep)
     if len(canaries):
         canaries.to_csv(target / "canaries.csv", index=False)
@@ -109,26 +87,57 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
             "",
         ]
     if (sweep / "experiments.csv").exists():
-        exp = pd.read_csv(sweep / "experiments.csv")
-        summary = exp.groupby(["method", "arm", "space"], as_index=False)[
-            ["before_mean", "after_mean"]
-        ].mean()
-        lines += [
-            "Similarity to the reference outputs before and after, averaged over the experiments "
-            f"(per experiment: [{label}/experiments.csv]({label}/experiments.csv)):",
-            "",
-            table_markdown(summary),
-            "",
-        ]
-        lines += [
-            "In the paper's format: per experiment, the similarity of the top-k arm's outputs to "
-            "the reference outputs, before and after, as mean ± std [min, max] over the "
-            "experiment's prompts:",
-            "",
-            table_markdown(paper_table(exp)),
-            "",
-        ]
+        lines += _experiment_lines(pd.read_csv(sweep / "experiments.csv"), label)
     return lines
+
+
+def _drop_lines(stats: pd.DataFrame) -> list[str]:
+    """The RESULTS.md table of the drops of similarity to the reference outputs (none if the sweep
+    did not measure them)."""
+    drop = stats[stats.metric.str.startswith("ref_drop_")]
+    if not len(drop):
+        return []
+    return [
+        "Drop of the similarity to the reference outputs (before - after), top-k vs each control:",
+        "",
+        table_markdown(
+            drop[
+                [
+                    "method",
+                    "metric",
+                    "control",
+                    "topk_mean",
+                    "control_mean",
+                    "mean_diff",
+                    "ci_low",
+                    "ci_high",
+                    "wilcoxon_p",
+                ]
+            ]
+        ),
+        "",
+    ]
+
+
+def _experiment_lines(exp: pd.DataFrame, label: str) -> list[str]:
+    """The RESULTS.md tables of a grouped sweep's experiments.csv: averaged over the experiments,
+    and per experiment in the paper's format."""
+    summary = exp.groupby(["method", "arm", "space"], as_index=False)[
+        ["before_mean", "after_mean"]
+    ].mean()
+    return [
+        "Similarity to the reference outputs before and after, averaged over the experiments "
+        f"(per experiment: [{label}/experiments.csv]({label}/experiments.csv)):",
+        "",
+        table_markdown(summary),
+        "",
+        "In the paper's format: per experiment, the similarity of the top-k arm's outputs to "
+        "the reference outputs, before and after, as mean ± std [min, max] over the "
+        "experiment's prompts:",
+        "",
+        table_markdown(paper_table(exp)),
+        "",
+    ]
 
 
 def paper_table(exp: pd.DataFrame) -> pd.DataFrame:

@@ -165,28 +165,16 @@ def _train_pack(
     failed = {}
     for m, (model, (member, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
         if m in pack.failed:
-            where = pack.failed[m]
-            failed[member["member_id"]] = (
-                f"member {member['member_id']} stopped: "
-                f"its training loss became {where['loss']} at epoch "
-                f"{where['epoch']}, step {where['step']} (pack {pack_dir}); "
-                "lower model.lr or check the data."
-            )
+            failed[member["member_id"]] = _failure_message(member, pack.failed[m], pack_dir)
             console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
             continue
         run.prepare()
         begin_train_run(run, mcfg, mbundle)
         save_model(model.eval(), run.path)
-        with torch.no_grad():
-            val = (
-                float(model.example_loss(batch_of(mbundle.val), 0).mean())
-                if len(mbundle.val)
-                else float("nan")
-            )
         write_json(
             run / "metrics.json",
             {
-                "val/loss": val,
+                "val/loss": _val_loss(model, mbundle),
                 "train/loss": model.loss_history[-1],
                 "epochs": int(base.model.fit.max_epochs),
                 "steps": len(model.loss_history),
@@ -195,21 +183,45 @@ def _train_pack(
             },
         )
         if track:
-            included = set(mbundle.train["id"])
-            dynamics = pd.DataFrame(
-                [
-                    {
-                        "epoch": epoch,
-                        "id": item_id,
-                        "included": item_id in included,
-                        "loss": float(losses[m, j]),
-                    }
-                    for epoch, losses in pack.dynamics
-                    for j, item_id in enumerate(track_ids)
-                ]
-            )
-            atomic_write(
-                run / "dynamics.parquet", lambda p, d=dynamics: d.to_parquet(p, index=False)
-            )
+            _write_dynamics(run, pack.dynamics, m, track_ids, mbundle)
         run.mark_done({"data_fingerprint": mbundle.fingerprint, "pack": str(pack_dir)})
     return failed
+
+
+def _failure_message(member: dict, where: dict, pack_dir: Path) -> str:
+    """Why a member of a pack has no model: where its training loss stopped being finite."""
+    return (
+        f"member {member['member_id']} stopped: "
+        f"its training loss became {where['loss']} at epoch "
+        f"{where['epoch']}, step {where['step']} (pack {pack_dir}); "
+        "lower model.lr or check the data."
+    )
+
+
+def _val_loss(model, bundle) -> float:
+    """The trained model's mean loss on the validation split (NaN without one)."""
+    with torch.no_grad():
+        return (
+            float(model.example_loss(batch_of(bundle.val), 0).mean())
+            if len(bundle.val)
+            else float("nan")
+        )
+
+
+def _write_dynamics(run: RunDir, dynamics, m: int, track_ids, bundle) -> None:
+    """dynamics.parquet of pack member `m`: the loss of each tracked item per epoch, and whether
+    the member trained on it."""
+    included = set(bundle.train["id"])
+    table = pd.DataFrame(
+        [
+            {
+                "epoch": epoch,
+                "id": item_id,
+                "included": item_id in included,
+                "loss": float(losses[m, j]),
+            }
+            for epoch, losses in dynamics
+            for j, item_id in enumerate(track_ids)
+        ]
+    )
+    atomic_write(run / "dynamics.parquet", lambda p: table.to_parquet(p, index=False))
