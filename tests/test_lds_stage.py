@@ -36,20 +36,9 @@ def spearman(a, b) -> float:
     return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
-def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
-    scores = {}
-    score = lds_stage.method_scores
-
-    def recording(
-        *args, **kwargs
-    ):  # the scores the stage correlates, kept for an independent check
-        out = score(*args, **kwargs)
-        scores.update({label: np.array(s, copy=True) for label, s in out.items()})
-        return out
-
-    monkeypatch.setattr(lds_stage, "method_scores", recording)
-    cfg = cfg_factory("lds", *PRESET, model="ddpm")
-    run = lds(cfg)
+def check_table(run, scores: dict) -> None:
+    """The run's LDS table, its per-target rows, figures and summary, checked against the scores
+    the stage correlated."""
     table = pd.read_csv(run / "lds.csv").set_index("method")
     labels = {"raw_only", "fused", "tracin", "trak@1", "trak@2", "dtrak@1", "dtrak@2"}
     assert set(table.index) == labels == set(scores)
@@ -80,7 +69,10 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
         assert (run / name).stat().st_size > 2000, name
     assert "| method | LDS |" in (run / "summary.md").read_text()
 
-    bundle = load_data(cfg.data)
+
+def check_subset_models(run, bundle, train_dir) -> list:
+    """The subsets, memorization, the subset models' train results and their stored losses and
+    dynamics; returns the subset models' run folders."""
     masks = np.load(run / "subsets.npy")
     assert masks.shape == (6, len(bundle.train)) and set(masks.sum(1)) == {len(bundle.train) // 2}
     mem = pd.read_parquet(run / "memorization.parquet")
@@ -90,7 +82,7 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     # stored target losses are its example_loss
     subset_runs = [
         p
-        for p in (tmp_path / "train").iterdir()
+        for p in train_dir.iterdir()
         if json.loads((p / "fingerprint.json").read_text())["n_train"] == len(bundle.train) // 2
     ]
     assert len(subset_runs) == 6
@@ -106,6 +98,39 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     assert sorted(dyn["epoch"].unique()) == [1, 2, 3] and dyn["id"].nunique() == 3
     assert set(dyn["included"]) == {True, False}
     assert len(dyn) == 6 * 3 * 3
+    return subset_runs
+
+
+def check_export(folder, run) -> None:
+    """An experiment folder gets the table, the figures, RESULTS.md and its README block."""
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    lds_stage.export_lds(folder, {"ddpm-digits": run}, "lds_benchmark")
+    assert (folder / "ddpm-digits" / "lds.csv").read_text() == (run / "lds.csv").read_text()
+    assert (folder / "ddpm-digits" / "lds.png").exists()
+    readme = (folder / "README.md").read_text()
+    assert (
+        "old" not in readme
+        and "| trak@2 |" in readme
+        and "| trak@2 |" in (folder / "RESULTS.md").read_text()
+    )
+
+
+def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
+    scores = {}
+    score = lds_stage.method_scores
+
+    def recording(*args, **kwargs):
+        # the scores the stage correlates, kept for an independent check
+        out = score(*args, **kwargs)
+        scores.update({label: np.array(s, copy=True) for label, s in out.items()})
+        return out
+
+    monkeypatch.setattr(lds_stage, "method_scores", recording)
+    cfg = cfg_factory("lds", *PRESET, model="ddpm")
+    run = lds(cfg)
+    check_table(run, scores)
+    subset_runs = check_subset_models(run, load_data(cfg.data), tmp_path / "train")
 
     # the subset models are reused by a later call with other methods: nothing is trained again
     before = sorted(p.name for p in (tmp_path / "train").iterdir())
@@ -118,19 +143,7 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     model = load_model(subset_runs[0])
     assert model.hparams.hidden == 64
 
-    # an experiment folder gets the table, the figures, RESULTS.md and its README block
-    folder = tmp_path / "experiments" / "lds_benchmark"
-    folder.mkdir(parents=True)
-    (folder / "README.md").write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
-    lds_stage.export_lds(folder, {"ddpm-digits": run}, "lds_benchmark")
-    assert (folder / "ddpm-digits" / "lds.csv").read_text() == (run / "lds.csv").read_text()
-    assert (folder / "ddpm-digits" / "lds.png").exists()
-    readme = (folder / "README.md").read_text()
-    assert (
-        "old" not in readme
-        and "| trak@2 |" in readme
-        and "| trak@2 |" in (folder / "RESULTS.md").read_text()
-    )
+    check_export(tmp_path / "experiments" / "lds_benchmark", run)
 
 
 @pytest.mark.parametrize(

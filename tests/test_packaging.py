@@ -115,68 +115,45 @@ def test_wheel_carries_the_configs_but_not_conf_local(wheel_venv):
     assert shipped == in_repo
 
 
+def run_in(work: Path, env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`args` run in the folder `work` with the environment `env`, their output captured as text."""
+    return subprocess.run(
+        list(args), cwd=work, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_installed_wheel_composes_and_trains_from_another_folder(wheel_venv, tmp_path):
     _, venv = wheel_venv
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": ""}
     work = tmp_path / "elsewhere"
     work.mkdir()
     exe = str(venv / "bin" / "influence-lab")
-    job = subprocess.run(
-        [exe, "train", "--cfg", "job"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    python = str(venv / "bin" / "python")
+    job = run_in(work, env, exe, "train", "--cfg", "job")
     assert job.returncode == 0, job.stderr
     assert "name: vae" in job.stdout and "stage: train" in job.stdout
-    help_text = subprocess.run(
-        [exe, "train", "--help"], cwd=work, env=env, capture_output=True, text=True, timeout=300
-    ).stdout
+    help_text = run_in(work, env, exe, "train", "--help").stdout
     assert help_text.startswith("influence-lab is powered by Hydra.")
     # the child jobs of a sweep start as `python -m influence_lab.cli`: they find the configs too
-    child = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "influence_lab.cli",
-            "retrain",
-            "--cfg",
-            "job",
-            "sweep_dir=x",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    child = run_in(
+        work, env, python, "-m", "influence_lab.cli", "retrain", "--cfg", "job", "sweep_dir=x"
     )
     assert child.returncode == 0, child.stderr
     assert "sweep_dir: x" in child.stdout
     # the package imported is the wheel's, not the checkout's
-    where = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import influence_lab; print(influence_lab.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    where = run_in(
+        work, env, python, "-c", "import influence_lab; print(influence_lab.__file__)", timeout=120
     ).stdout
     assert str(venv) in where and str(ROOT) not in where
-    fit = subprocess.run(
-        [
-            exe,
-            "train",
-            "model.fit.max_epochs=2",
-            "logger=none",
-            "trainer.progress_bar=false",
-            "paths.output_dir=out",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
+    fit = run_in(
+        work,
+        env,
+        exe,
+        "train",
+        "model.fit.max_epochs=2",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "paths.output_dir=out",
         timeout=600,
     )
     assert fit.returncode == 0, fit.stderr[-3000:]

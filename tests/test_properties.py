@@ -41,6 +41,23 @@ RANKED_ARMS = ("topk", "bottomk")
 # ---------------------------------------------------------------- removal plans
 
 
+def rankings_and_pools(ids, methods, n_targets, rng, length) -> tuple[pd.DataFrame, dict]:
+    """Per target, a ranking of `length()` ids for each method and a pool of `length()` ids, in
+    orders drawn from `rng`."""
+    n = len(ids)
+    rows, pools = [], {}
+    for t in range(n_targets):
+        for method in methods:
+            ranked = [ids[i] for i in rng.permutation(n)[: length()]]
+            rows += [
+                {"target": t, "method": method, "rank": r + 1, "id": i, "prompt": f"p{t}"}
+                for r, i in enumerate(ranked)
+            ]
+        pools[t] = sorted(ids[i] for i in rng.permutation(n)[: length()])
+    ranking = pd.DataFrame(rows, columns=["target", "method", "rank", "id", "prompt"])
+    return ranking, pools
+
+
 @st.composite
 def plan_requests(draw, ids=None, max_k=None, small=False, feasible=False):
     """Everything make_plan takes. Rankings and pools are usually long enough for every k, and
@@ -81,16 +98,7 @@ def plan_requests(draw, ids=None, max_k=None, small=False, feasible=False):
             )
         )
 
-    rows, pools = [], {}
-    for t in range(n_targets):
-        for method in methods:
-            ranked = [ids[i] for i in rng.permutation(n)[: length()]]
-            rows += [
-                {"target": t, "method": method, "rank": r + 1, "id": i, "prompt": f"p{t}"}
-                for r, i in enumerate(ranked)
-            ]
-        pools[t] = sorted(ids[i] for i in rng.permutation(n)[: length()])
-    ranking = pd.DataFrame(rows, columns=["target", "method", "rank", "id", "prompt"])
+    ranking, pools = rankings_and_pools(ids, methods, n_targets, rng, length)
     grouping = draw(st.sampled_from(GROUPINGS))
     group_size = draw(st.one_of(st.none(), st.integers(1, n_targets + 1)))
     return dict(
@@ -129,6 +137,53 @@ def groups_of(targets: list[int], group_size) -> list[list[int]]:
     return [targets[i : i + size] for i in range(0, len(targets), size)]
 
 
+def check_refusal(req: dict, targets: list[int], message: str) -> None:
+    """A refused plan names a real shortage: no targets, a group's removals covering the training
+    set, or a ranking or pool shorter than k."""
+    event(f"refused: {message.split(';')[0].split(' for target')[0][:40]}")
+    if not targets:
+        assert "ranks no items for any prompt" in message
+    elif "would remove every training item" in message:
+        # a group's union covers the training set
+        assert req["grouping"] == "grouped"
+        largest = max(len(g) for g in groups_of(targets, req["group_size"]))
+        assert max(req["ks"]) * largest >= len(req["all_ids"])
+    else:
+        assert "ranked only" in message or "pool of target" in message, message
+        assert shortage(req, targets)
+
+
+def check_member(req: dict, member, ids: set, groups: list[list[int]]) -> None:
+    """One member's removal set: distinct known ids, fewer than all, chosen as its arm says."""
+    assert len(set(member.removed)) == len(member.removed)  # no id twice
+    assert set(member.removed) <= ids
+    assert len(member.removed) < len(ids)
+    assert member.targets in groups
+    k = member.k
+    if member.arm == "none":
+        assert member.removed == []
+    elif member.arm in RANKED_ARMS:
+        chosen = [ranked_ids(req["ranking"], t, member.method) for t in member.targets]
+        chosen = [r[:k] if member.arm == "topk" else r[-k:] for r in chosen]
+        if req["grouping"] == "per_target":
+            assert member.removed == chosen[0]  # exactly the k best (worst), in rank order
+        else:
+            assert member.removed == sorted(set().union(*chosen))  # the union of the targets' top-k
+    else:
+        source = (
+            set().union(*(req["pools"][t] for t in member.targets))
+            if member.arm == "random_pool"
+            else ids
+        )
+        assert set(member.removed) <= source
+        if req["grouping"] == "per_target":
+            assert len(member.removed) == k
+        else:
+            assert k <= len(member.removed) <= k * len(member.targets)
+    if req["grouping"] == "per_target" and member.arm != "none":
+        assert len(member.removed) == k
+
+
 @FAST
 @given(plan_requests())
 def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
@@ -136,19 +191,7 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
     try:
         plan = make_plan(**req)
     except InfluenceLabError as exc:
-        message = str(exc)
-        event(f"refused: {message.split(';')[0].split(' for target')[0][:40]}")
-        if not targets:
-            assert "ranks no items for any prompt" in message
-        elif (
-            "would remove every training item" in message
-        ):  # a group's union covers the training set
-            assert req["grouping"] == "grouped"
-            largest = max(len(g) for g in groups_of(targets, req["group_size"]))
-            assert max(req["ks"]) * largest >= len(req["all_ids"])
-        else:
-            assert "ranked only" in message or "pool of target" in message, message
-            assert shortage(req, targets)
+        check_refusal(req, targets, str(exc))
         return
     event(f"planned ({req['grouping']})")
     assert not shortage(req, targets)
@@ -161,35 +204,7 @@ def test_plans_remove_k_distinct_items_per_target_with_unique_members(req):
         else [[t] for t in targets]
     )
     for member in plan:
-        assert len(set(member.removed)) == len(member.removed)  # no id twice
-        assert set(member.removed) <= ids
-        assert len(member.removed) < len(ids)
-        assert member.targets in groups
-        k = member.k
-        if member.arm == "none":
-            assert member.removed == []
-        elif member.arm in RANKED_ARMS:
-            chosen = [ranked_ids(req["ranking"], t, member.method) for t in member.targets]
-            chosen = [r[:k] if member.arm == "topk" else r[-k:] for r in chosen]
-            if req["grouping"] == "per_target":
-                assert member.removed == chosen[0]  # exactly the k best (worst), in rank order
-            else:
-                assert member.removed == sorted(
-                    set().union(*chosen)
-                )  # the union of the targets' top-k
-        else:
-            source = (
-                set().union(*(req["pools"][t] for t in member.targets))
-                if member.arm == "random_pool"
-                else ids
-            )
-            assert set(member.removed) <= source
-            if req["grouping"] == "per_target":
-                assert len(member.removed) == k
-            else:
-                assert k <= len(member.removed) <= k * len(member.targets)
-        if req["grouping"] == "per_target" and member.arm != "none":
-            assert len(member.removed) == k
+        check_member(req, member, ids, groups)
     # each (arm, method, k, seed) retrains every target once: its members' targets partition them
     ranked_arms = [a for a in req["arms"] if a in RANKED_ARMS]
     controls = [a for a in req["arms"] if a in CONTROLS]

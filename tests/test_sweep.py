@@ -47,10 +47,8 @@ def _cli(args, cwd, **kw):
     )
 
 
-@pytest.mark.slow
-def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys):
-    cfg = cfg_factory("counterfactual", *SWEEP, "logger=wandb")
-    run = counterfactual(cfg)
+def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
+    """The tiny sweep's plan, rows, statistics, chart and W&B runs; returns its rows."""
     table = pd.read_parquet(run / "results.parquet")
     plan = json.loads((run / "plan.json").read_text())
     assert len(plan["members"]) == 6 and len(plan["jobs"]) == 3  # (1 topk + 2 controls) x 2 targets
@@ -74,8 +72,34 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
         run / "summary.md"
     ).read_text()
     # one W&B run per retrain job plus the summary run (and the training runs of the base model)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = list(wandb_dir.glob("offline-run-*"))
     assert len(runs) >= 3 + 1
+    return table
+
+
+def kill_part_way(args: list, cwd: Path, output_dir: Path) -> Path:
+    """Runs the sweep from the CLI and kills it with SIGKILL once 2 members are done; returns its
+    results folder."""
+    proc = _cli(args, cwd=cwd)
+    deadline = time.time() + 400
+    results = None
+    while time.time() < deadline:
+        found = list(output_dir.glob("counterfactual/*/results/*.done"))
+        if len(found) >= 2:
+            results = found[0].parent
+            break
+        time.sleep(0.2)
+    assert results is not None, proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return results
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys):
+    cfg = cfg_factory("counterfactual", *SWEEP, "logger=wandb")
+    run = counterfactual(cfg)
+    table = check_sweep_result(run, tmp_path / "wandb")
     capsys.readouterr()
     counterfactual(cfg)
     assert "reusing counterfactual result" in capsys.readouterr().err
@@ -90,26 +114,14 @@ def test_sweep_end_to_end_then_killed_and_resumed(cfg_factory, tmp_path, capsys)
         *SHRINK["vae"],
         *SWEEP,
     ]
-    proc = _cli(args, cwd=tmp_path)
-    deadline = time.time() + 400
-    results = None
-    while time.time() < deadline:
-        found = list(other.glob("counterfactual/*/results/*.done"))
-        if len(found) >= 2:
-            results = found[0].parent
-            break
-        time.sleep(0.2)
-    assert results is not None, proc.stdout.read().decode()[-2000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    results = kill_part_way(args, tmp_path, other)
     before = {p.name: p.stat().st_mtime_ns for p in results.glob("*.done")}
     assert 2 <= len(before) < 6
     resumed = _cli(args, cwd=tmp_path)
     out = resumed.communicate(timeout=600)[0].decode()
     assert resumed.returncode == 0, out[-3000:]
-    assert f"{6 - len(before)} to run" in " ".join(
-        out.split()
-    ) or f"{6 - len(before) - 1} to run" in " ".join(out.split())
+    said = " ".join(out.split())
+    assert f"{6 - len(before)} to run" in said or f"{6 - len(before) - 1} to run" in said
     for name, mtime in before.items():
         assert (results / name).stat().st_mtime_ns == mtime  # finished members were not run again
     resumed_table = pd.read_parquet(results.parent / "results.parquet")
