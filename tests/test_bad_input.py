@@ -616,7 +616,8 @@ ROWS = [
     ),
     Row(
         "`embedders.autoencoder.kind=clip`",
-        "embedders.autoencoder.kind is 'clip'; allowed values are model, autoencoder, pretrained.",
+        "embedders.autoencoder.kind is 'clip'; allowed values are model, autoencoder, "
+        "classifier, pretrained.",
         ["embedders.autoencoder.kind=clip"],
         ("attribute",),
     ),

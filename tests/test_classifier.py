@@ -48,3 +48,32 @@ def test_frechet_distance():
     wider = rng.normal(scale=2.0, size=(2000, 8))
     # tr(S_a + S_b - 2 sqrt(S_a S_b)) = 8 (1 + 4 - 4) = 8 for unit vs doubled spread
     assert 7.0 < frechet_distance(a, wider) < 9.0
+
+
+def test_classifier_embedder_is_cached_and_refuses_text(tmp_path):
+    """`kind: classifier` fits once per dataset fingerprint and is read back from its run
+    directory; on data without image labels it refuses in one sentence."""
+    import pytest
+
+    from influence_lab.attribution.embedders import build_embedder
+    from influence_lab.data import load_data
+    from influence_lab.errors import InfluenceLabError
+    from influence_lab.settings.attribution import ClassifierEmbedder
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg("attribute", tmp_path, "data.source.max_items=400")
+    bundle = load_data(cfg.data)
+    settings = ClassifierEmbedder(epochs=3)
+    kwargs = {"model": None, "model_signature": "", "bundle": bundle, "root": tmp_path}
+    first = build_embedder("classifier", settings, **kwargs)
+    runs = list((tmp_path / "embedders").glob("classifier-*"))
+    assert len(runs) == 1 and (runs[0] / "done").is_file() and (runs[0] / "weights.pt").is_file()
+    images = np.asarray(bundle.full.with_format("numpy")["image"][:40])
+    written = (runs[0] / "weights.pt").stat().st_mtime_ns
+    again = build_embedder("classifier", settings, **kwargs)  # loads, does not refit
+    assert (runs[0] / "weights.pt").stat().st_mtime_ns == written
+    np.testing.assert_allclose(again.embed(images, []), first.embed(images, []), atol=1e-6)
+    assert first.embed(images, []).shape == (40, 64)
+    names = load_data(make_cfg("attribute", tmp_path, model="chargpt").data)
+    with pytest.raises(InfluenceLabError, match="the classifier embedder needs images with labels"):
+        build_embedder("classifier", settings, **{**kwargs, "bundle": names})

@@ -16,6 +16,7 @@ from influence_lab.settings import StageSettings, from_config, validated
 from influence_lab.settings.attribution import (
     AttributionSettings,
     AutoencoderEmbedder,
+    ClassifierEmbedder,
     ModelEmbedder,
     PretrainedEmbedder,
 )
@@ -46,6 +47,7 @@ MODELS = {"vae": VAESettings, "ddpm": DDPMSettings, "chargpt": CharGPTSettings}
 EMBEDDERS = {
     "model": ModelEmbedder,
     "autoencoder": AutoencoderEmbedder,
+    "classifier": ClassifierEmbedder,
     "pretrained": PretrainedEmbedder,
 }
 LOGGERS = {"wandb": WandbLogger, "csv": CsvLogger, "none": NoLogger}
@@ -181,7 +183,7 @@ def test_code_defaults_equal_the_schema_defaults():
         (
             ["embedders.autoencoder.kind=clip"],
             "embedders.autoencoder.kind is 'clip'; allowed values are model, "
-            "autoencoder, pretrained.",
+            "autoencoder, classifier, pretrained.",
         ),
         (
             ["logger.name=tensorboard"],

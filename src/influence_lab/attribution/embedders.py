@@ -4,6 +4,9 @@
 - `autoencoder`: a small MLP autoencoder trained once on the dataset's content and cached by
   signature: a feature space that does not depend on the generator (as ImageNet features were in
   the original paper). Images are flattened pixels; texts are character n-gram counts;
+- `classifier`: a small CNN trained once on the dataset's labels (`models.classifier`), cached by
+  signature; its penultimate layer stands in for the ImageNet ResNet-50 features of the original
+  paper (images with labels only);
 - `pretrained`: a torchvision backbone loaded from a weights file the user names; never a download.
 """
 
@@ -16,9 +19,11 @@ import torch
 from torch import nn
 
 from ..errors import InfluenceLabError
+from ..models.classifier import LabelCNN, classifier_features, fit_classifier
 from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
+from ..settings.attribution import ClassifierEmbedder as ClassifierSettings
 from ..settings.attribution import PretrainedEmbedder as PretrainedSettings
 from ..store.files import RunDir, atomic_write, read_json, write_json
 from ..store.signature import signature
@@ -136,6 +141,41 @@ class AutoencoderEmbedder:
         return self.net.enc(self._features(content)).numpy().astype(np.float32)
 
 
+class ClassifierEmbedder:
+    """The feature layer of a label CNN fitted once on every item of the dataset (the full pool,
+    as a pretrained network would have seen it), cached under `<root>/embedders/classifier-*`."""
+
+    name = "classifier"
+
+    def __init__(self, cfg: ClassifierSettings, full_dataset, full_fingerprint: str, root: Path):
+        cfg = section(ClassifierSettings, cfg, "embedders.classifier")
+        if "image" not in full_dataset.column_names or "label" not in full_dataset.column_names:
+            raise InfluenceLabError(
+                "the classifier embedder needs images with labels (data=digits, fashion, or a "
+                "source with a label column); use model or autoencoder here."
+            )
+        spec = {"epochs": cfg.epochs, "seed": cfg.seed, "data": full_fingerprint}
+        self.signature = signature("classifier", spec)
+        self.run = RunDir(root, "embedders", "classifier", self.signature)
+        images = np.asarray(full_dataset.with_format("numpy")["image"], dtype=np.float32)
+        labels = np.asarray(full_dataset["label"])
+        if self.run.done:
+            self.net = LabelCNN(images.shape[1], int(labels.max()) + 1)
+            weights = torch.load(self.run / "weights.pt", map_location="cpu", weights_only=True)
+            self.net.load_state_dict(weights)
+            self.net.eval()
+        else:
+            self.run.prepare()
+            self.net = fit_classifier(images, labels, epochs=cfg.epochs, seed=cfg.seed)
+            state = self.net.state_dict()
+            atomic_write(self.run / "weights.pt", lambda p: torch.save(state, p))
+            write_json(self.run / "spec.json", spec)
+            self.run.mark_done()
+
+    def embed(self, content, captions: list[str]) -> np.ndarray:
+        return classifier_features(self.net, content).astype(np.float32)
+
+
 class PretrainedEmbedder:
     """A torchvision backbone (`arch`, e.g. resnet18) with weights from a local file."""
 
@@ -205,6 +245,8 @@ def build_embedder(
         return ModelEmbedder(model, model_signature)
     if cfg.kind == "autoencoder":
         return AutoencoderEmbedder(cfg, bundle.full, bundle.full_fingerprint, root)
+    if cfg.kind == "classifier":
+        return ClassifierEmbedder(cfg, bundle.full, bundle.full_fingerprint, root)
     if bundle.kind != "image":
         raise InfluenceLabError(
             "the pretrained embedder works on images; use model or autoencoder for text."

@@ -36,7 +36,7 @@ LATENT_PREFIX = "latent:"
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 INDEX_METRICS = ("ip", "l2")
 FILTERS = ("tfidf", "bm25")
-EMBEDDER_KINDS = ("model", "autoencoder", "pretrained")
+EMBEDDER_KINDS = ("model", "autoencoder", "classifier", "pretrained")
 METHODS_SHOWN = f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak"
 
 
@@ -139,6 +139,15 @@ class AutoencoderEmbedder(Settings):
     seed: Seed = 0
 
 
+class ClassifierEmbedder(Settings):
+    """A small CNN trained once on the dataset's labels, cached by signature: its penultimate
+    layer is the feature space (the stand-in for the paper's ImageNet ResNet-50)."""
+
+    kind: Literal["classifier"] = "classifier"
+    epochs: PositiveInt = 5
+    seed: Seed = 0
+
+
 class PretrainedEmbedder(Settings):
     """A torchvision backbone from a local weights file (never downloaded)."""
 
@@ -156,6 +165,7 @@ def _embedder_kind(value):
 EmbedderSettings = Annotated[
     Annotated[ModelEmbedder, Tag("<embedder:model>")]
     | Annotated[AutoencoderEmbedder, Tag("<embedder:autoencoder>")]
+    | Annotated[ClassifierEmbedder, Tag("<embedder:classifier>")]
     | Annotated[PretrainedEmbedder, Tag("<embedder:pretrained>")],
     Discriminator(
         _embedder_kind,
