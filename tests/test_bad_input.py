@@ -105,9 +105,15 @@ def _val_id() -> str:
 def _fake_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     sweep.mkdir(exist_ok=True)
-    (sweep / "plan.json").write_text(
-        json.dumps({"jobs": [["m0"]], "members": [{"member_id": "m0"}]})
-    )
+    member = {
+        "member_id": "m0",
+        "method": "fused",
+        "arm": "topk",
+        "k": 1,
+        "seed": 1,
+        "targets": [0],
+    }
+    (sweep / "plan.json").write_text(json.dumps({"jobs": [["m0"]], "members": [member]}))
     (sweep / "config.yaml").write_text("{}\n")
     return sweep
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from influence_lab.orchestration import store
 from influence_lab.stages import counterfactual as counterfactual_stage
 from influence_lab.stages import train as train_stage
 from influence_lab.stages.counterfactual import counterfactual
 from influence_lab.stages.retrain import retrain
 from influence_lab.stages.train import train
+from influence_lab.store import files as store
 from influence_lab.store.files import RunDir, atomic_write
 from influence_lab.training import fit as fit_module
 from influence_lab.training.pack import Pack

@@ -228,7 +228,13 @@ class Plan:
     @classmethod
     def read(cls, folder: Path) -> Plan:
         data = read_json(Path(folder) / "plan.json")
-        data["members"] = [Member.from_dict(m) for m in data["members"]]
+        try:
+            data["members"] = [Member.from_dict(m) for m in data["members"]]
+        except (KeyError, TypeError) as exc:
+            raise InfluenceLabError(
+                f"{Path(folder) / 'plan.json'} is not a complete plan ({exc}); run "
+                f"influence-lab counterfactual again to rewrite it."
+            ) from None
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
 
     def seeds_of(self, target: int) -> list[int]:
