@@ -49,6 +49,13 @@ class SparseProjector:
         return out
 
 
+class IdentityProjector:
+    """No projection: the full per-example gradients (for checks against exact references)."""
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:  # (B, P) -> (B, P)
+        return g
+
+
 def n_params(model: GenerativeModel) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

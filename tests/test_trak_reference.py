@@ -1,0 +1,205 @@
+"""TRAK and TracIn against references: MadryLab's `traker` (a dev dependency) and a direct autograd
+sum over snapshots, on tiny models of each type. How ours maps to traker's: docs/gradients.md."""
+
+import copy
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from trak import TRAKer
+from trak.modelout_functions import AbstractModelOutput
+from trak.projectors import NoOpProjector
+
+from influence_lab.attribution import gradient_methods, per_example
+from influence_lab.attribution.gradient_methods import GradientSetup, TracIn, Trak
+from influence_lab.attribution.per_example import IdentityProjector, projected_gradients
+from influence_lab.data import load_data
+from influence_lab.models.build import build_model
+from influence_lab.training.batches import batch_of
+
+TINY = {  # a few thousand parameters each
+    "vae": ["model.hidden=8", "model.latent_dim=2", "model.cond_dim=4"],
+    "ddpm": ["model.hidden=8", "model.depth=1", "model.cond_dim=4", "model.loss_timesteps=2"],
+    "chargpt": ["model.n_embd=8", "model.n_head=2", "model.block_size=12"],
+}
+CASES = [("vae", "measured"), ("ddpm", "measured"), ("ddpm", "dtrak"), ("chargpt", "measured")]
+N_TRAIN, N_TARGET = 24, 4
+TRAIN_NOISE, TARGET_NOISE = 0, 5
+
+
+class OutputFunction(AbstractModelOutput):
+    """Our output function (`forward(..., output=...)`) on one example, for traker. An example is
+    the prepared tensors of `keys`, then the fixed noise of `noise_keys`, each without its batch
+    dimension. The output is a loss, so its out-to-loss gradient (TRAK's Q) is 1."""
+
+    def __init__(self, keys, noise_keys, output):
+        self.keys, self.noise_keys, self.output = keys, noise_keys, output
+
+    def get_output(self, model, weights, buffers, *example):
+        one = [v.unsqueeze(0) for v in example]
+        inputs = dict(zip(self.keys, one[: len(self.keys)], strict=True))
+        noise = dict(zip(self.noise_keys, one[len(self.keys) :], strict=True))
+        call = torch.func.functional_call
+        return call(model, (weights, buffers), (inputs, noise), {"output": self.output}).sum()
+
+    def get_out_to_loss_grad(self, model, weights, buffers, batch):
+        return torch.ones(len(batch[0]), 1)
+
+
+def _setup(cfg_factory, tmp_path, model, *overrides):
+    """The tiny model (untrained: the checks are of the algebra), its gradient setup over the
+    first N_TRAIN training items, and the next N_TARGET items as targets."""
+    cfg = cfg_factory("attribute", *TINY[model], *overrides, model=model)
+    bundle = load_data(cfg.data)
+    net = build_model(cfg.model, bundle, 0).eval()
+    setup = GradientSetup(
+        cfg=cfg.attribution.gradient,
+        root=tmp_path / "ours",
+        model_dir=tmp_path / "model",
+        model_signature="tiny",
+        ensemble=[(tmp_path / "model", "tiny")],
+        train_batch=batch_of(bundle.train.select(range(N_TRAIN))),
+        fingerprint="tiny",
+    )
+    targets = batch_of(bundle.train.select(range(N_TRAIN, N_TRAIN + N_TARGET)))
+    return cfg, bundle, net, setup, targets
+
+
+def _no_projection(monkeypatch):
+    identity = lambda n_params, dim, seed, **kw: IdentityProjector()  # noqa: E731
+    monkeypatch.setattr(per_example, "SparseProjector", identity)
+    monkeypatch.setattr(gradient_methods, "SparseProjector", identity)
+
+
+def _example_tensors(net, batch, noise_seed):
+    prepared = net.prepare(batch)
+    keys = sorted(k for k, v in prepared.items() if isinstance(v, torch.Tensor))
+    noise = net.measure_noise(len(batch["caption"]), noise_seed)
+    noise_keys = sorted(noise)
+    return keys, noise_keys, tuple(prepared[k] for k in keys) + tuple(noise[k] for k in noise_keys)
+
+
+def _traker_scores(net, train, targets, output, projector, lambda_reg, save_dir):
+    """traker's (targets, train) scores for one model and its normalize_factor c."""
+    keys, noise_keys, train_tensors = _example_tensors(net, train, TRAIN_NOISE)
+    *_, target_tensors = _example_tensors(net, targets, TARGET_NOISE)
+    traker = TRAKer(
+        model=net,
+        task=OutputFunction(keys, noise_keys, output),
+        train_set_size=N_TRAIN,
+        save_dir=str(save_dir),
+        device="cpu",
+        projector=projector,
+        use_half_precision=False,
+        lambda_reg=lambda_reg,
+        logging_level=logging.ERROR,
+    )
+    traker.load_checkpoint(net.state_dict(), model_id=0)
+    traker.featurize(batch=train_tensors, num_samples=N_TRAIN)
+    traker.finalize_features()
+    traker.start_scoring_checkpoint("targets", net.state_dict(), model_id=0, num_targets=N_TARGET)
+    traker.score(batch=target_tensors, num_samples=N_TARGET)
+    scores = np.asarray(traker.finalize_scores("targets"), dtype=np.float64).T
+    return scores, float(traker.normalize_factor)
+
+
+def _ours(setup, targets, net, output, monkeypatch) -> np.ndarray:
+    """Our Trak's (targets, train) scores for the one model `net`."""
+    monkeypatch.setattr(gradient_methods, "load_model", lambda path: net)
+    trak = Trak(setup, output, ensemble=1)
+    return trak.per_model_scores(targets, noise_seed=TARGET_NOISE)[0]
+
+
+def _full_gradients(net, batch, output, noise_seed) -> np.ndarray:
+    return projected_gradients(net, batch, IdentityProjector(), output, noise_seed).astype(
+        np.float64
+    )
+
+
+def _fitted_relative_error(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
+    """The least-squares scale s of theirs onto ours and ||ours - s theirs|| / ||ours||."""
+    scale = float(np.sum(ours * theirs) / np.sum(theirs * theirs))
+    return scale, float(np.linalg.norm(ours - scale * theirs) / np.linalg.norm(ours))
+
+
+@pytest.mark.parametrize(("model", "output"), CASES)
+def test_trak_without_projection_equals_traker(cfg_factory, tmp_path, monkeypatch, model, output):
+    """phi_q (Phi^T Phi + lambda I)^-1 Phi^T with lambda = damping * mean diag(Phi^T Phi) is
+    traker's score with lambda_reg = lambda / c^2 (it divides gradients by c = sqrt(#params)),
+    up to one positive factor (it divides the inverse by its mean absolute value). At damping 1:
+    traker inverts in float32, which at damping 0.1 already costs it 1e-4 to 5e-4."""
+    damping = 1.0
+    _, _, net, setup, targets = _setup(
+        cfg_factory, tmp_path, model, f"attribution.gradient.damping={damping}"
+    )
+    _no_projection(monkeypatch)
+    ours = _ours(setup, targets, net, output, monkeypatch)
+    phi = _full_gradients(net, setup.train_batch, output, TRAIN_NOISE)
+    c2 = phi.shape[1]
+    lambda_reg = damping * float(np.mean(np.sum(phi**2, axis=0))) / c2
+    theirs, c = _traker_scores(
+        net,
+        setup.train_batch,
+        targets,
+        output,
+        NoOpProjector(device="cpu"),
+        lambda_reg,
+        tmp_path / "trak",
+    )
+    assert c**2 == pytest.approx(c2)
+    scale, error = _fitted_relative_error(ours, theirs)
+    print(f"{model}/{output} damping={damping}: scale {scale:.4g}, relative error {error:.2e}")
+    assert scale > 0 and error <= 1e-4
+
+
+def _autograd_gradients(net, batch, noise_seed) -> np.ndarray:
+    """(n, P) gradients of the measured loss, one example at a time with backward()."""
+    prepared = net.prepare(batch)
+    n = len(batch["caption"])
+    noise = net.measure_noise(n, noise_seed)
+    rows = []
+    for i in range(n):
+        net.zero_grad()
+        one = {k: v[i : i + 1] for k, v in prepared.items()}
+        net(one, {k: v[i : i + 1] for k, v in noise.items()}, output="measured").sum().backward()
+        rows.append(
+            torch.cat(
+                [
+                    p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                    for p in net.parameters()
+                ]
+            )
+        )
+    return torch.stack(rows).double().numpy()
+
+
+@pytest.mark.parametrize("model", list(TINY))
+def test_tracin_equals_autograd_sum_over_snapshots(cfg_factory, tmp_path, monkeypatch, model):
+    """TracIn without projection is sum_c lr_c <grad_c(target), grad_c(item)>, computed here with
+    backward() on each example at each snapshot."""
+    cfg, bundle, net, setup, targets = _setup(cfg_factory, tmp_path, model)
+    folder = setup.model_dir / "snapshots"
+    folder.mkdir(parents=True)
+    index = []
+    for k, lr in enumerate([0.01, 0.005, 0.002]):
+        state = build_model(cfg.model, bundle, k + 1).state_dict()
+        torch.save(state, folder / f"epoch{k + 1}.pt")
+        index.append({"epoch": k + 1, "lr": lr, "file": f"epoch{k + 1}.pt"})
+    (folder / "index.json").write_text(json.dumps(index))
+    _no_projection(monkeypatch)
+    monkeypatch.setattr(gradient_methods, "load_model", lambda path: copy.deepcopy(net))
+    ours = TracIn(setup).scores(targets, noise_seed=TARGET_NOISE)
+    expected = 0.0
+    for snap in index:
+        snapshot = copy.deepcopy(net)
+        snapshot.load_state_dict(torch.load(folder / snap["file"], weights_only=True))
+        snapshot.eval()
+        g_train = _autograd_gradients(snapshot, setup.train_batch, TRAIN_NOISE)
+        g_target = _autograd_gradients(snapshot, targets, TARGET_NOISE)
+        expected = expected + snap["lr"] * g_target @ g_train.T
+    assert ours.shape == (N_TARGET, N_TRAIN)
+    error = float(np.linalg.norm(ours - expected) / np.linalg.norm(expected))
+    print(f"{model}: TracIn relative error {error:.2e}")
+    assert error <= 1e-5
