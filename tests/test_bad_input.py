@@ -19,21 +19,12 @@ import pytest
 from PIL import Image
 
 from influence_lab.data.dataset import split_indices
+from influence_lab.stages import STAGES as STAGE_HELP
 from tests.conftest import make_cfg, run_cli, stage_error
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGUE = ROOT / "docs" / "bad-input.md"  # the documentation's "Bad input" page
-STAGE_NAMES = (
-    "train",
-    "generate",
-    "attribute",
-    "counterfactual",
-    "retrain",
-    "lds",
-    "report",
-    "pipeline",
-)
-STAGES = {name: importlib.import_module(f"influence_lab.stages.{name}") for name in STAGE_NAMES}
+STAGES = {name: importlib.import_module(f"influence_lab.stages.{name}") for name in STAGE_HELP}
 
 
 class Row(NamedTuple):

@@ -30,18 +30,10 @@ from influence_lab.settings.paths import PathsSettings
 from influence_lab.settings.pipeline import PipelineSettings
 from influence_lab.settings.report import ReportSettings
 from influence_lab.settings.trainer import TrainerSettings
+from influence_lab.stages import STAGES as STAGE_HELP
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-STAGES = (
-    "train",
-    "generate",
-    "attribute",
-    "counterfactual",
-    "retrain",
-    "lds",
-    "report",
-    "pipeline",
-)
+STAGES = tuple(STAGE_HELP)  # every stage of the CLI
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 MODELS = {"vae": VAESettings, "ddpm": DDPMSettings, "chargpt": CharGPTSettings}
 EMBEDDERS = {
