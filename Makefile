@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint docs data clean slurm-up slurm-down
+.PHONY: setup demo test test-soak test-fast bench lint docs data clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ demo: setup
 
 test: setup docs
 	$(BIN)/ruff check src tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not soak"
+
+# the kill-every-20-seconds soak test (minutes on 2 cores); CI runs it after `make test`
+test-soak: setup
+	$(BIN)/pytest -q -m soak
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not slurm"

@@ -170,6 +170,7 @@ def test_sweep_killed_at_random_points_gives_the_uninterrupted_rows(tmp_path, un
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_sweep_survives_being_killed_every_20_seconds(tmp_path, uninterrupted):
     args = [
         "counterfactual",
