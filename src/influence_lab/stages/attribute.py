@@ -16,8 +16,7 @@ from ..orchestration.records import AttributeProvenance, GenerateProvenance, loa
 from ..report.neighbours import attribution_summary, draw_neighbours, wandb_table
 from ..store.files import RunDir, atomic_write
 from ..store.signature import signature
-from ..tracking.loggers import tracked_run
-from .common import console, output_dir, stage_entry, upstream
+from .common import console, output_dir, stage_entry, stage_tracking, upstream
 from .generate import generate
 
 
@@ -79,13 +78,11 @@ def _attribute(
         data_fingerprint=bundle.fingerprint,
         **spec,
     ).write(run.path)
-    with tracked_run(
-        cfg.logger,
+    with stage_tracking(
+        cfg,
         run.path,
         "attribute",
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
-        config={**spec, "data_fingerprint": bundle.fingerprint},
+        {**spec, "data_fingerprint": bundle.fingerprint},
     ) as tracking:
         if tracking.wandb_run is not None:
             tracking.log_table("attribution", *wandb_table(bundle, table, int(acfg.grid_top)))

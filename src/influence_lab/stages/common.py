@@ -12,6 +12,7 @@ from rich.markup import escape
 from ..errors import InfluenceLabError
 from ..store.paths import output_dir
 from ..tracking.console import console
+from ..tracking.loggers import tracked_run
 from .validation import SAFE_RESOLVERS, check_resolvers, validate
 
 
@@ -41,12 +42,26 @@ def upstream(cfg: DictConfig) -> DictConfig:
     return out
 
 
+def stage_tracking(cfg: DictConfig, run_dir, job_type: str, config: dict, name: str | None = None):
+    """`tracked_run` for one stage's run, with the stage config's logger, output root and group."""
+    return tracked_run(
+        cfg.logger,
+        run_dir,
+        job_type,
+        output_dir=output_dir(cfg),
+        group=str(cfg.group),
+        config=config,
+        name=name,
+    )
+
+
 __all__ = [
     "stage_entry",
     "validate",
     "check_resolvers",
     "SAFE_RESOLVERS",
     "upstream",
+    "stage_tracking",
     "output_dir",
     "console",
 ]

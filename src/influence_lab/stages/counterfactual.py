@@ -21,9 +21,8 @@ from ..orchestration.records import AttributeProvenance, GenerateProvenance
 from ..report.counterfactual import bar_chart, print_summary, summary_markdown
 from ..store.files import RunDir, write_text
 from ..store.signature import signature
-from ..tracking.loggers import tracked_run
 from .attribute import attribute
-from .common import console, output_dir, stage_entry, upstream
+from .common import console, output_dir, stage_entry, stage_tracking, upstream
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
@@ -142,16 +141,9 @@ def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
     write_text(
         run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members))
     )
-    with tracked_run(
-        cfg.logger,
-        run.path,
-        "counterfactual",
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
-        config={"signature": run.signature},
-    ) as tracking:
-        tracking.log_table("stats", list(stats.columns), stats.astype(object).values.tolist())
-        tracking.log_table("arms", list(arms.columns), arms.astype(object).values.tolist())
+    with stage_tracking(cfg, run.path, "counterfactual", {"signature": run.signature}) as tracking:
+        tracking.log_frame("stats", stats)
+        tracking.log_frame("arms", arms)
         tracking.log_image("chart", chart, "top-k minus control, 95% bootstrap interval")
     print_summary(stats, console)
     console.print(

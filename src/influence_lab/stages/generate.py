@@ -20,8 +20,7 @@ from ..report.figures import draw
 from ..report.quality import quality
 from ..store.files import RunDir, write_json
 from ..store.signature import signature
-from ..tracking.loggers import tracked_run
-from .common import console, output_dir, stage_entry, upstream
+from .common import console, output_dir, stage_entry, stage_tracking, upstream
 from .train import train
 
 
@@ -75,17 +74,15 @@ def _sample(
     scores = quality(bundle, prompts, outputs)
     write_json(run / "quality.json", scores)
     provenance.write(run.path)
-    with tracked_run(
-        cfg.logger,
+    with stage_tracking(
+        cfg,
         run.path,
         "generate",
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
-        config={**spec, "data_fingerprint": bundle.fingerprint},
+        {**spec, "data_fingerprint": bundle.fingerprint},
     ) as tracking:
         if picture.suffix == ".png":
             tracking.log_image("generations", picture, "rows: prompts; columns: seeds")
-        tracking.log_table("outputs", list(table.columns), table.astype(str).values.tolist())
+        tracking.log_frame("outputs", table, str)
         tracking.summary(scores)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
     console.print(

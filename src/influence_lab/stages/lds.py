@@ -38,9 +38,8 @@ from ..report.lds_figures import lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..store.files import RunDir, atomic_write, write_npy, write_text
 from ..store.signature import signature
-from ..tracking.loggers import tracked_run
 from ..training.batches import batch_of
-from .common import console, output_dir, stage_entry, upstream
+from .common import console, output_dir, stage_entry, stage_tracking, upstream
 from .generate import generate
 
 
@@ -149,15 +148,8 @@ def _score(cfg: DictConfig, bundle, gen_run: RunDir, methods: list[str], run: Ru
     )
     pictures.update(dynamics(runs, members, track_ids, run.path, bundle.name))
     write_text(run / "summary.md", summary_markdown(table, title, pictures))
-    with tracked_run(
-        cfg.logger,
-        run.path,
-        "lds",
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
-        config={"signature": run.signature},
-    ) as tracking:
-        tracking.log_table("lds", list(table.columns), table.astype(object).values.tolist())
+    with stage_tracking(cfg, run.path, "lds", {"signature": run.signature}) as tracking:
+        tracking.log_frame("lds", table)
         for name, path in pictures.items():
             if path.suffix == ".png":
                 tracking.log_image(name, path)

@@ -23,9 +23,8 @@ from ..models.build import load_model
 from ..orchestration.records import load_outputs
 from ..store.files import claim
 from ..store.signature import signature
-from ..tracking.loggers import tracked_run
 from ..training.members import train_members
-from .common import console, output_dir, stage_entry, validate
+from .common import console, output_dir, stage_entry, stage_tracking, validate
 
 
 def retrain(cfg: DictConfig) -> list[str]:
@@ -79,13 +78,11 @@ def run_job(base: DictConfig, plan: Plan, sweep: Path, job: int, todo: list[Memb
         else {}
     )
     finished = []
-    with tracked_run(
-        base.logger,
+    with stage_tracking(
+        base,
         sweep / "jobs" / f"job{job:04d}",
         "retrain",
-        output_dir=output_dir(base),
-        group=str(base.group),
-        config={"job": job, "members": plan.jobs[job]},
+        {"job": job, "members": plan.jobs[job]},
         name=f"retrain-{sweep.name}-job{job}",
     ) as tracking:
         # the pack's checkpoint directory is named by its members, so a regrouped sweep never

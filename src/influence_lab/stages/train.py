@@ -12,10 +12,10 @@ from ..models.build import build_model, save_model
 from ..orchestration.cached import cached
 from ..report.figures import draw_samples
 from ..store.files import RunDir, write_json
-from ..tracking.loggers import check_logger, tracked_run
+from ..tracking.loggers import check_logger
 from ..training.fit import fit
 from ..training.members import begin_train_run, train_run
-from .common import console, output_dir, stage_entry
+from .common import console, stage_entry, stage_tracking
 
 
 def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
@@ -42,13 +42,11 @@ def _fit(cfg: DictConfig, bundle: DataBundle, run: RunDir, model) -> dict:
         highlight=False,
     )
     spec = begin_train_run(run, cfg, bundle)
-    with tracked_run(
-        cfg.logger,
+    with stage_tracking(
+        cfg,
         run.path,
         "train",
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
-        config={**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint},
+        {**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint},
     ) as tracking:
         start = time.perf_counter()
         metrics = fit(

@@ -96,6 +96,10 @@ class Tracking:
 
             self.wandb_run.log({key: wandb.Table(columns=columns, data=rows)})
 
+    def log_frame(self, key: str, frame, cell=object) -> None:
+        """A DataFrame as a W&B table (cells as `cell`: object keeps numbers, str prints all)."""
+        self.log_table(key, list(frame.columns), frame.astype(cell).values.tolist())
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             self.wandb_run.summary.update(values)
