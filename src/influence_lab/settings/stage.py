@@ -3,11 +3,19 @@
 `from_config(cfg)` is the only place a `DictConfig` becomes settings: a setting left at Hydra's
 `???` is named first, then every section is validated by its schema and the checks across
 sections run (`StageSettings`). The report stage reads only names and `report.*`
-(`ReportStageSettings`), so a report of `data=imagefolder` needs no folder."""
+(`ReportStageSettings`), so a report of `data=imagefolder` needs no folder.
+
+The settings keep the resolved config they were validated from (`StageSettings.given`): signatures
+and the config.yaml a result records are made from it, so they stay what the user's config gave.
+`replaced` makes a typed copy with some settings changed (upstream stages, members of a sweep), in
+the settings and in that config alike."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+import copy
+from typing import Any
+
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import InfluenceLabError
 from .attribution import (
@@ -78,6 +86,48 @@ class StageSettings(Settings):
     )
     job: int | None = None  # retrain: which job of plan.json to run
 
+    # The resolved config these settings were validated from, as plain values (set by from_config).
+    # Signatures hash sections of it (a train result's data and model) and config.yaml records it,
+    # never a dump of the settings: a dump fills in the schema's defaults for keys the YAML leaves
+    # out and turns an int given for a float field into a float (`model.lr=1` -> 1.0), so a default
+    # added to a schema later, or a coercion, would change the signatures every cached result on
+    # users' disks is found by.
+    _given: dict | None = PrivateAttr(default=None)
+
+    def given(self, *keys: str) -> Any:
+        """A copy of the config at `keys` (e.g. `given("data")`, `given("embedders", "model")`,
+        all of it without keys) as it was given, resolved; settings not made by `from_config`
+        give their own values instead."""
+        node = self._given if self._given is not None else self.model_dump(by_alias=True)
+        for key in keys:
+            node = node[key]
+        return copy.deepcopy(node)
+
+    def replaced(self, changes: dict[str, Any]) -> StageSettings:
+        """A copy with the settings at dotted keys changed (e.g. `{"seed": 1, "data.exclude_ids":
+        [...]}`): in the typed settings (a nested `model_copy`; nothing is validated again) and in
+        the config they were given as. A value may be settings (e.g. `NoLogger()`): the config
+        records its plain values."""
+        out = self
+        for key, value in changes.items():
+            out = _replace(out, key.split("."), value)
+        if self._given is not None:
+            given = copy.deepcopy(self._given)
+            for key, value in changes.items():
+                *parents, last = key.split(".")
+                node = given
+                for part in parents:
+                    node = node[part]
+                node[last] = value.plain() if isinstance(value, Settings) else copy.deepcopy(value)
+            out._given = given
+        return out
+
+    def config_yaml(self) -> str:
+        """The config as YAML, resolved, as a result records it (`config.yaml`)."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_yaml(OmegaConf.create(self.given()))
+
     @model_validator(mode="after")
     def _across_sections(self):
         if self.attribution is not None:
@@ -145,6 +195,14 @@ class StageSettings(Settings):
         if self.counterfactual is not None:
             names += [n for n in self.counterfactual.embedders if n not in names]
         return names
+
+
+def _replace(settings: Settings, path: list[str], value: Any) -> Settings:
+    """A copy of `settings` with the setting at `path` (field names) set to `value`."""
+    name = path[0]
+    if len(path) > 1:
+        value = _replace(getattr(settings, name), path[1:], value)
+    return settings.model_copy(update={name: value})
 
 
 def check_gradient_method(method: str, model_name: str) -> None:
@@ -228,4 +286,6 @@ def from_config(cfg) -> StageSettings | ReportStageSettings:
         plain = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
     except OmegaConfBaseException as exc:
         raise InfluenceLabError(f"the config cannot be resolved: {exc}") from None
-    return validated(StageSettings, plain)
+    settings = validated(StageSettings, plain)
+    settings._given = copy.deepcopy(plain)  # see StageSettings._given
+    return settings

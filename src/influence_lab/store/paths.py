@@ -86,16 +86,15 @@ def check_output_dir(value) -> Path:
     return path
 
 
-def output_dir(cfg) -> Path:
-    """The root every result of `cfg` is written under (`paths.output_dir`). `model.name` and
-    `data.name` name the result directories below it, so they must be plain file-name components."""
-    from omegaconf import OmegaConf
-
-    for setting in ("model.name", "data.name"):
-        value = OmegaConf.select(cfg, setting)
+def output_dir(settings) -> Path:
+    """The root every result of a stage's `settings` is written under (`paths.output_dir`).
+    `model.name` and `data.name` name the result directories below it, so they must be plain
+    file-name components."""
+    for setting in ("model", "data"):
+        value = getattr(getattr(settings, setting, None), "name", None)
         if value is not None:
-            check_name(value, setting)
-    return Path(str(cfg.paths.output_dir)).expanduser().resolve()
+            check_name(value, f"{setting}.name")
+    return Path(str(settings.paths.output_dir)).expanduser().resolve()
 
 
 __all__ = ["is_safe_name", "slug", "safe_name", "check_name", "inside", "output_dir"]
