@@ -117,10 +117,11 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
 def test_unpackable_models_train_their_members_one_by_one(cfg_factory, tmp_path, capsys):
     """CharGPT is not packed (vmap over its attention is slower than solo fits): members are fitted
     one by one, each exactly the model `influence-lab train` makes for its removal and seed."""
+    from influence_lab.settings import from_config
     from influence_lab.stages.train import train
     from influence_lab.training.members import train_members
 
-    cfg = cfg_factory("train", model="chargpt")
+    cfg = from_config(cfg_factory("train", model="chargpt"))
     bundle = load_data(cfg.data)
     ids = list(bundle.train["id"])
     members = [

@@ -4,8 +4,8 @@ Plans: for any rankings, pools, ids, k, arms, seeds and grouping, `make_plan` ei
 infeasible request (a ranking or pool shorter than k) or gives members whose removal sets hold no
 duplicate, respect k (exactly k per target where one target is retrained; the union of the targets'
 choices for a group), have unique ids, fall into exactly one retrain job, and -- through the real
-data loading, `data.exclude_ids = member.removed` as `training.members.member_cfg` sets it -- never
-reach the member's training set.
+data loading, `data.exclude_ids = member.removed` as `training.members.member_settings` sets it --
+never reach the member's training set.
 
 Signatures: key order (nested too, dict or DictConfig) never changes a signature; any change of a
 value does."""
@@ -29,8 +29,9 @@ from omegaconf import OmegaConf
 from influence_lab.counterfactual.plans import ARMS, CONTROLS, GROUPINGS, jobs_of, make_plan
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
+from influence_lab.settings import from_config
 from influence_lab.store.signature import signature
-from influence_lab.training.members import member_cfg
+from influence_lab.training.members import member_settings
 from tests.conftest import make_cfg
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,9 +235,9 @@ def test_every_member_is_in_exactly_one_job(req, job_size):
 
 @functools.cache
 def digits_config():
-    """The default digits data config, and its bundle with nothing removed."""
-    cfg = make_cfg("counterfactual", tempfile.mkdtemp(prefix="props-"))
-    return cfg, load_data(cfg.data)
+    """The default digits settings, and their bundle with nothing removed."""
+    base = from_config(make_cfg("counterfactual", tempfile.mkdtemp(prefix="props-")))
+    return base, load_data(base.data)
 
 
 @st.composite
@@ -256,14 +257,14 @@ def test_removed_ids_never_reach_a_members_training_set(drawn):
     plan = make_plan(**req)
     full_train = list(bundle.train["id"])
     for member in plan:
-        mcfg = member_cfg(base, member.to_dict())
-        assert list(mcfg.data.exclude_ids) == member.removed
+        data = member_settings(base, member.to_dict()).data
+        assert list(data.exclude_ids) == member.removed
         with tempfile.TemporaryDirectory() as tmp:
             if as_file:  # data.exclude_ids may also name a file of ids, one per line
                 path = Path(tmp) / "ids.txt"
                 path.write_text("".join(f"{i}\n" for i in member.removed))
-                mcfg.data.exclude_ids = str(path)
-            trained_on = load_data(mcfg.data)
+                data = data.model_copy(update={"exclude_ids": str(path)})
+            trained_on = load_data(data)
         train = list(trained_on.train["id"])
         assert not set(member.removed) & set(train)
         assert train == [

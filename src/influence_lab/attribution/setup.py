@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from ..data import DataBundle
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
+from ..settings import StageSettings
 from ..store.paths import output_dir
 from ..store.signature import signature
 from ..training.batches import batch_of, outputs_batch
@@ -27,58 +26,55 @@ from .index import EmbeddingCache
 
 
 def search_spaces(
-    cfg: DictConfig, bundle: DataBundle, generated: GenerateProvenance
+    settings: StageSettings, bundle: DataBundle, generated: GenerateProvenance
 ) -> tuple[dict, dict]:
     """The embedders of `attribution.embedders` and their cached training-set indexes."""
     model = load_model(generated.model_dir)
-    root = output_dir(cfg)
+    root = output_dir(settings)
     embedders, caches = {}, {}
-    for name in cfg.attribution.embedders:
+    for name in settings.attribution.embedders:
         embedders[name] = build_embedder(
             name,
-            cfg.embedders[name],
+            settings.embedders[name],
             model=model,
             model_signature=generated.model_signature,
             bundle=bundle,
             root=root,
         )
-        caches[name] = EmbeddingCache(root, embedders[name], bundle, cfg.attribution.index)
+        caches[name] = EmbeddingCache(root, embedders[name], bundle, settings.attribution.index)
     return embedders, caches
 
 
-def ensemble_runs(cfg: DictConfig, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:
+def ensemble_runs(settings: StageSettings, bundle: DataBundle, size: int) -> list[tuple[Path, str]]:
     """Train results of `size` full-data models with seeds seed, seed+1, ...: the first is the model
     being attributed; missing ones are trained together as one pack."""
-    members = [
-        {"member_id": f"seed{int(cfg.seed) + k}", "removed": [], "seed": int(cfg.seed) + k}
-        for k in range(size)
-    ]
+    seeds = [settings.seed + k for k in range(size)]
+    members = [{"member_id": f"seed{s}", "removed": [], "seed": s} for s in seeds]
     pack = (
-        output_dir(cfg)
+        output_dir(settings)
         / "packs"
-        / signature({"ensemble": [m["seed"] for m in members], "spec": train_spec(cfg, bundle)})
+        / signature({"ensemble": seeds, "spec": train_spec(settings, bundle)})
     )
-    runs = train_members(cfg, bundle, members, pack)
+    runs = train_members(settings, bundle, members, pack)
     return [(runs[m["member_id"]].path, runs[m["member_id"]].signature) for m in members]
 
 
 def gradient_setup(
-    cfg: DictConfig, bundle: DataBundle, model_dir: str, model_signature: str, ensemble: int
+    settings: StageSettings, bundle: DataBundle, model_dir: str, model_signature: str, ensemble: int
 ) -> GradientSetup:
-    gcfg = cfg.attribution.gradient
     return GradientSetup(
-        cfg=gcfg,
-        root=output_dir(cfg),
+        cfg=settings.attribution.gradient,
+        root=output_dir(settings),
         model_dir=Path(model_dir),
         model_signature=model_signature,
-        ensemble=ensemble_runs(cfg, bundle, ensemble) if ensemble else [],
+        ensemble=ensemble_runs(settings, bundle, ensemble) if ensemble else [],
         train_batch=batch_of(bundle.train),
         fingerprint=bundle.fingerprint,
     )
 
 
 def gradient_scorers(
-    cfg: DictConfig,
+    settings: StageSettings,
     bundle: DataBundle,
     model_dir: str,
     model_signature: str,
@@ -89,12 +85,14 @@ def gradient_scorers(
     outputs)}."""
     wanted = [m for m in methods if m in GRADIENT_METHODS]
     for method in wanted:
-        check_gradient_method(method, str(cfg.model.name))
+        check_gradient_method(method, settings.model.name)
     if not wanted:
         return {}
-    size = int(ensemble or cfg.attribution.gradient.ensemble)
+    size = ensemble or settings.attribution.gradient.ensemble
     needs_ensemble = any(m in ("trak", "dtrak") for m in wanted)
-    setup = gradient_setup(cfg, bundle, model_dir, model_signature, size if needs_ensemble else 0)
+    setup = gradient_setup(
+        settings, bundle, model_dir, model_signature, size if needs_ensemble else 0
+    )
     scorers = {}
     for method in wanted:
         attributor = build_attributor(method, setup)

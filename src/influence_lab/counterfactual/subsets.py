@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from ..attribution.gradient_methods import GRADIENT_METHODS, TRAK_OUTPUTS, TracIn, Trak
@@ -14,6 +13,7 @@ from ..attribution.setup import gradient_setup, search_spaces
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
+from ..settings import StageSettings
 from ..store.files import RunDir, atomic_write
 from ..store.signature import signature
 from ..tracking.console import console
@@ -42,9 +42,9 @@ def tracked_items(ids: list[str], count: int, seed: int) -> list[str]:
 
 
 def train_subset_models(
-    cfg: DictConfig, bundle, members: list[dict], run: RunDir, track_ids: list[str]
+    settings: StageSettings, bundle, members: list[dict], run: RunDir, track_ids: list[str]
 ) -> dict:
-    size = int(cfg.lds.pack_size)
+    size = settings.lds.pack_size
     packs = [members[i : i + size] for i in range(0, len(members), size)]
     runs = {}
     for pack in tqdm(packs, desc=f"subset models ({len(members)} in packs of {size})"):
@@ -53,7 +53,7 @@ def train_subset_models(
             / "packs"
             / signature(sorted(m["member_id"] for m in pack) + [run.signature])
         )
-        runs.update(train_members(cfg, bundle, pack, pack_dir, track_ids))
+        runs.update(train_members(settings, bundle, pack, pack_dir, track_ids))
     return runs
 
 
@@ -99,27 +99,32 @@ def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, r
 
 
 def method_scores(
-    cfg, bundle, generated: GenerateProvenance, methods, t_prompts, t_outputs, batch
+    settings: StageSettings,
+    bundle,
+    generated: GenerateProvenance,
+    methods,
+    t_prompts,
+    t_outputs,
+    batch,
 ) -> dict[str, np.ndarray]:
     """Scores of every training item for every target: {label: (T, N)}; TRAK and D-TRAK once per
     ensemble size of `lds.trak_ensembles` (labels `trak@e`)."""
     out = {}
     search = [m for m in methods if m not in GRADIENT_METHODS]
     if search:
-        acfg = cfg.attribution.copy()
-        acfg.methods = search
-        scfg = cfg.copy()
-        scfg.attribution = acfg
-        embedders, caches = search_spaces(scfg, bundle, generated)
+        embedders, caches = search_spaces(settings, bundle, generated)
+        attribution = settings.attribution.model_copy(update={"methods": search})
         out.update(
-            dense_scores(bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, acfg)
+            dense_scores(
+                bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, attribution
+            )
         )
     grads = [m for m in methods if m in GRADIENT_METHODS]
     if not grads:
         return out
-    sizes = sorted({int(e) for e in cfg.lds.trak_ensembles})
+    sizes = sorted(set(settings.lds.trak_ensembles))
     setup = gradient_setup(
-        cfg,
+        settings,
         bundle,
         generated.model_dir,
         generated.model_signature,

@@ -1,5 +1,9 @@
-"""What every stage shares: validation and error reporting at entry, the config of upstream stages,
-and (from the pieces below) the console and the output root."""
+"""What every stage shares: validation and error reporting at entry, the settings of upstream
+stages, and (from the pieces below) the console and the output root.
+
+A stage function takes its settings (`StageSettings`, validated once by `stage_entry`); called
+with a composed config instead (tests, notebooks), it converts it once with `settings_of`. Below
+the stages, pieces take typed settings or plain values, never a config."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from omegaconf import DictConfig
 from rich.markup import escape
 
 from ..errors import InfluenceLabError
+from ..settings import ReportStageSettings, StageSettings, from_config
 from ..store.paths import output_dir
 from ..tracking.console import console
 from ..tracking.loggers import tracked_run
@@ -18,13 +23,13 @@ from .validation import SAFE_RESOLVERS, check_resolvers, validate
 
 def stage_entry(fn):
     """Validate the stage's whole config (`validation.validate`) before anything else, then run the
-    stage; turn an `InfluenceLabError` into one red sentence on stderr and exit status 2."""
+    stage with the settings it gave; turn an `InfluenceLabError` into one red sentence on stderr
+    and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
-            validate(cfg)
-            return fn(cfg)
+            return fn(validate(cfg))
         except InfluenceLabError as exc:
             console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False
@@ -34,22 +39,29 @@ def stage_entry(fn):
     return wrapper
 
 
-def upstream(cfg: DictConfig) -> DictConfig:
-    """The config for the stages this one depends on: `force` recomputes only the stage asked
+def settings_of(cfg) -> StageSettings | ReportStageSettings:
+    """A stage's settings: as they are, or converted once from a composed config."""
+    if isinstance(cfg, (StageSettings, ReportStageSettings)):
+        return cfg
+    return from_config(cfg)
+
+
+def upstream(settings: StageSettings) -> StageSettings:
+    """The settings for the stages this one depends on: `force` recomputes only the stage asked
     for."""
-    out = cfg.copy()
-    out.force = False
-    return out
+    return settings.replaced({"force": False})
 
 
-def stage_tracking(cfg: DictConfig, run_dir, job_type: str, config: dict, name: str | None = None):
-    """`tracked_run` for one stage's run, with the stage config's logger, output root and group."""
+def stage_tracking(
+    settings: StageSettings, run_dir, job_type: str, config: dict, name: str | None = None
+):
+    """`tracked_run` for one stage's run, with the settings' logger, output root and group."""
     return tracked_run(
-        cfg.logger,
+        settings.logger,
         run_dir,
         job_type,
-        output_dir=output_dir(cfg),
-        group=str(cfg.group),
+        output_dir=output_dir(settings),
+        group=settings.group,
         config=config,
         name=name,
     )
@@ -57,6 +69,7 @@ def stage_tracking(cfg: DictConfig, run_dir, job_type: str, config: dict, name: 
 
 __all__ = [
     "stage_entry",
+    "settings_of",
     "validate",
     "check_resolvers",
     "SAFE_RESOLVERS",

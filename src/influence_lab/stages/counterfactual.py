@@ -8,7 +8,6 @@ only the members that are missing."""
 from __future__ import annotations
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.prompt_filter import PromptFilter
 from ..counterfactual.plans import Plan, jobs_of, make_plan
@@ -19,10 +18,11 @@ from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
 from ..report.counterfactual import bar_chart, print_summary, summary_markdown
+from ..settings import StageSettings
 from ..store.files import RunDir, write_text
 from ..store.signature import signature
 from .attribute import attribute
-from .common import console, output_dir, stage_entry, stage_tracking, upstream
+from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
@@ -39,22 +39,20 @@ def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
     return methods
 
 
-def counterfactual(cfg: DictConfig) -> RunDir:
-    bundle = load_data(cfg.data)
-    att_run = attribute(upstream(cfg))
+def counterfactual(settings: StageSettings) -> RunDir:
+    settings = settings_of(settings)
+    bundle = load_data(settings.data)
+    att_run = attribute(upstream(settings))
     att = AttributeProvenance.read(att_run.path)
     gen = GenerateProvenance.read(att.generate_dir)
     ranking = pd.read_parquet(att_run / "attribution.parquet")
-    ccfg = cfg.counterfactual
-    methods = _methods(
-        OmegaConf.to_container(ccfg.methods) if not isinstance(ccfg.methods, str) else ccfg.methods,
-        ranking,
-    )
-    prompt_filter = PromptFilter(list(bundle.train["caption"]), str(cfg.attribution.filter))
+    cf = settings.counterfactual
+    methods = _methods(cf.methods, ranking)
+    prompt_filter = PromptFilter(list(bundle.train["caption"]), settings.attribution.filter)
     train_ids = list(bundle.train["id"])
     prompts = ranking.drop_duplicates("target").sort_values("target")["prompt"].tolist()
     pools = {
-        t: [train_ids[i] for i in prompt_filter.pool(p, cfg.attribution.pool_size)[0]]
+        t: [train_ids[i] for i in prompt_filter.pool(p, settings.attribution.pool_size)[0]]
         for t, p in enumerate(prompts)
     }
     members = make_plan(
@@ -62,15 +60,15 @@ def counterfactual(cfg: DictConfig) -> RunDir:
         pools,
         train_ids,
         methods,
-        list(ccfg.arms),
-        [int(k) for k in ccfg.k],
-        [int(s) for s in ccfg.seeds],
-        str(ccfg.grouping),
-        None if ccfg.get("group_size") is None else int(ccfg.group_size),
+        list(cf.arms),
+        list(cf.k),
+        list(cf.seeds),
+        cf.grouping,
+        cf.group_size,
     )
     plan = Plan(
         members,
-        jobs_of(members, int(ccfg.pack_size)),
+        jobs_of(members, cf.pack_size),
         gen.model_dir,
         gen.model_signature,
         att.generate_dir,
@@ -78,29 +76,28 @@ def counterfactual(cfg: DictConfig) -> RunDir:
         gen.prompt_seeds,
         methods,
     )
-    spec = {
+    spec = {  # the counterfactual section hashed as given (see StageSettings._given)
         "attribute_signature": att_run.signature,
         "methods": methods,
         "counterfactual": {
             k: v
-            for k, v in OmegaConf.to_container(ccfg, resolve=True).items()
+            for k, v in settings.given("counterfactual").items()
             if k not in ("launcher", "launcher_overrides", "pack_size")
         },
     }
-    run = RunDir(
-        output_dir(cfg), "counterfactual", f"{cfg.model.name}-{cfg.data.name}", signature(spec)
-    )
+    name = f"{settings.model.name}-{settings.data.name}"
+    run = RunDir(output_dir(settings), "counterfactual", name, signature(spec))
     # a second sweep on the same output directory waits, then reuses this one
     return cached(
         run,
-        bool(cfg.force),
-        lambda run: sweep(cfg, run, plan),
+        settings.force,
+        lambda run: sweep(settings, run, plan),
         reuse=lambda run: print_summary(pd.read_csv(run / "stats.csv"), console),
     )
 
 
-def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
-    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
+    write_text(run / "config.yaml", settings.config_yaml())  # what retrain reads
     plan.write(run.path)
     results = run / "results"
     results.mkdir(exist_ok=True)
@@ -119,13 +116,12 @@ def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
         highlight=False,
     )
     if missing:
-        overrides = launcher_overrides(
-            str(cfg.counterfactual.launcher), list(cfg.counterfactual.launcher_overrides)
-        )
+        cf = settings.counterfactual
+        overrides = launcher_overrides(cf.launcher, list(cf.launcher_overrides))
         run_multirun(
             run.path,
             missing,
-            overrides + [f"paths.output_dir={output_dir(cfg)}"],
+            overrides + [f"paths.output_dir={output_dir(settings)}"],
             count_done,
             len(members),
             run / "retrain.log",
@@ -141,7 +137,9 @@ def sweep(cfg: DictConfig, run: RunDir, plan: Plan) -> dict:
     write_text(
         run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members))
     )
-    with stage_tracking(cfg, run.path, "counterfactual", {"signature": run.signature}) as tracking:
+    with stage_tracking(
+        settings, run.path, "counterfactual", {"signature": run.signature}
+    ) as tracking:
         tracking.log_frame("stats", stats)
         tracking.log_frame("arms", arms)
         tracking.log_image("chart", chart, "top-k minus control, 95% bootstrap interval")

@@ -8,7 +8,6 @@ The model is found by its train signature and trained first if missing.
 from __future__ import annotations
 
 import numpy as np
-from omegaconf import DictConfig
 
 from ..data import DataBundle, load_data
 from ..errors import InfluenceLabError
@@ -18,33 +17,30 @@ from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, write_outputs
 from ..report.figures import draw
 from ..report.quality import quality
+from ..settings import StageSettings
 from ..store.files import RunDir, write_json
 from ..store.signature import signature
-from .common import console, output_dir, stage_entry, stage_tracking, upstream
+from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 from .train import train
 
 
-def generate(cfg: DictConfig) -> RunDir:
-    bundle = load_data(cfg.data)
-    model_run = train(upstream(cfg), bundle)
-    gcfg = cfg.generate
-    if gcfg.get("prompt_count"):
+def generate(settings: StageSettings) -> RunDir:
+    settings = settings_of(settings)
+    bundle = load_data(settings.data)
+    model_run = train(upstream(settings), bundle)
+    gen = settings.generate
+    if gen.prompt_count:
         prompts = draw_prompts(
-            list(bundle.train["caption"]),
-            int(gcfg.prompt_count),
-            gcfg.get("prompt_group"),
-            int(gcfg.get("prompt_seed") or 0),
+            list(bundle.train["caption"]), gen.prompt_count, gen.prompt_group, gen.prompt_seed
         )
     else:
-        prompts = [str(p) for p in gcfg.prompts]
+        prompts = [str(p) for p in gen.prompts]
     if not prompts:
         raise InfluenceLabError("generate.prompts is empty; give at least one prompt.")
-    seeds = output_seeds(int(gcfg.m), int(gcfg.seed))
-    per_prompt = prompt_seeds(
-        len(prompts), int(gcfg.m), int(gcfg.seed), int(gcfg.get("seed_stride") or 0)
-    )
+    seeds = output_seeds(gen.m, gen.seed)
+    per_prompt = prompt_seeds(len(prompts), gen.m, gen.seed, gen.seed_stride)
     spec = {"model_signature": model_run.signature, "prompts": prompts, "seeds": seeds}
-    if gcfg.get("seed_stride"):
+    if gen.seed_stride:
         spec["prompt_seeds"] = per_prompt
     provenance = GenerateProvenance(
         model_signature=model_run.signature,
@@ -54,12 +50,13 @@ def generate(cfg: DictConfig) -> RunDir:
         prompt_seeds=per_prompt,
         data_fingerprint=bundle.fingerprint,
     )
-    run = RunDir(output_dir(cfg), "generate", f"{cfg.model.name}-{cfg.data.name}", signature(spec))
-    return cached(run, bool(cfg.force), lambda run: _sample(cfg, bundle, run, provenance, spec))
+    name = f"{settings.model.name}-{settings.data.name}"
+    run = RunDir(output_dir(settings), "generate", name, signature(spec))
+    return cached(run, settings.force, lambda run: _sample(settings, bundle, run, provenance, spec))
 
 
 def _sample(
-    cfg: DictConfig, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict
+    cfg: StageSettings, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict
 ) -> dict:
     prompts = provenance.prompts
     outputs = sample_grid(load_model(provenance.model_dir), prompts, provenance.prompt_seeds)

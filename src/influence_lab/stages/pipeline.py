@@ -14,25 +14,25 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
 from ..errors import InfluenceLabError
 from ..report.exports import export
+from ..settings import StageSettings
 from ..store.files import write_text
-from .common import console, output_dir, stage_entry, validate
+from .common import console, output_dir, settings_of, stage_entry, validate
 from .counterfactual import counterfactual
 
 
 def run_configs(
-    cfg: DictConfig, config_name: str = "pipeline", runs=None
-) -> list[tuple[str, DictConfig]]:
-    """(label, config) of every run: this config alone, or one per entry of `runs` (each a list of
-    overrides added to this call's own). Every run's config is composed and validated (as at a
+    settings: StageSettings, config_name: str = "pipeline", runs=None
+) -> list[tuple[str, StageSettings]]:
+    """(label, settings) of every run: these settings alone, or one per entry of `runs` (each a list
+    of overrides added to this call's own). Every run's config is composed and validated (as at a
     stage's entry) before the first run starts; the entries themselves are the schema's
     (`settings.runs`), checked at this stage's entry."""
-    runs = cfg.pipeline.get("runs") if runs is None else runs
+    runs = settings.pipeline.runs if runs is None else runs
     if not runs:
-        return [(f"{cfg.model.name}-{cfg.data.name}", cfg)]
+        return [(f"{settings.model.name}-{settings.data.name}", settings)]
     key = f"{config_name}.runs"
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     configs = []
@@ -44,19 +44,20 @@ def run_configs(
             with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
                 run_cfg = compose(config_name=config_name, overrides=overrides)
         try:  # every run's settings before the first run starts
-            validate(run_cfg)
+            run_settings = validate(run_cfg)
         except InfluenceLabError as exc:
             raise InfluenceLabError(f"{key} entry {i} ({' '.join(extra)}): {exc}") from exc
-        configs.append((f"{run_cfg.model.name}-{run_cfg.data.name}", run_cfg))
+        configs.append((f"{run_settings.model.name}-{run_settings.data.name}", run_settings))
     return configs
 
 
-def pipeline(cfg: DictConfig):
+def pipeline(settings: StageSettings):
+    settings = settings_of(settings)
     summaries = {}
-    for label, run_cfg in run_configs(cfg):
+    for label, run_settings in run_configs(settings):
         console.print(f"[bold]pipeline run {label}[/]", highlight=False)
-        sweep = counterfactual(run_cfg)
-        out = output_dir(run_cfg) / "pipeline" / label
+        sweep = counterfactual(run_settings)
+        out = output_dir(run_settings) / "pipeline" / label
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(sweep / "chart.png", out / "chart.png")
         text = (sweep / "summary.md").read_text()
@@ -66,8 +67,8 @@ def pipeline(cfg: DictConfig):
             f"[green]pipeline done[/]: summary {out / 'summary.md'}, chart {out / 'chart.png'}",
             highlight=False,
         )
-    if cfg.pipeline.get("export_dir"):
-        export(Path(str(cfg.pipeline.export_dir)), summaries, str(cfg.group))
+    if settings.pipeline.export_dir:
+        export(Path(settings.pipeline.export_dir), summaries, settings.group)
     return summaries
 
 

@@ -10,33 +10,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from ..errors import InfluenceLabError
 from ..report.document import write_report
 from ..report.sections import STAGES, newest, report_sections
-from .common import console, output_dir, stage_entry
+from ..settings import ReportStageSettings
+from .common import console, output_dir, settings_of, stage_entry
 
 
-def report(cfg: DictConfig) -> Path:
-    root = output_dir(cfg)
-    name = f"{cfg.model.name}-{cfg.data.name}"
+def report(settings: ReportStageSettings) -> Path:
+    settings = settings_of(settings)
+    root = output_dir(settings)
+    name = f"{settings.model.name}-{settings.data.name}"
     found = {stage: newest(root, stage, name) for stage in STAGES}
     if not any(found.values()):
         raise InfluenceLabError(
             f"no finished attribute, counterfactual or lds results for {name} under {root}; "
             f"run influence-lab pipeline (or lds) with the same model and data first."
         )
-    title = cfg.report.title or f"influence-lab report: {cfg.model.name} on {cfg.data.name}"
+    title = (
+        settings.report.title
+        or f"influence-lab report: {settings.model.name} on {settings.data.name}"
+    )
     subtitle = (
         "Which training examples made the model produce its outputs, "
         "and does removing them change them?"
     )
     html, md = write_report(
         root / "report" / name,
-        str(title),
+        title,
         subtitle,
-        report_sections(found, int(cfg.report.max_grids)),
+        report_sections(found, settings.report.max_grids),
     )
     console.print(f"[green]report[/]: {html}\n  markdown: {md}", highlight=False)
     return html

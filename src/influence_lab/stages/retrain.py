@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ..attribution.embedders import build_embedder
 from ..counterfactual.metrics import losses
@@ -21,23 +21,25 @@ from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..orchestration.records import load_outputs
+from ..settings import StageSettings
 from ..store.files import claim
 from ..store.signature import signature
 from ..training.members import train_members
-from .common import console, output_dir, stage_entry, stage_tracking, validate
+from .common import console, output_dir, settings_of, stage_entry, stage_tracking, validate
 
 
-def retrain(cfg: DictConfig) -> list[str]:
-    sweep = Path(str(cfg.sweep_dir))
+def retrain(settings: StageSettings) -> list[str]:
+    settings = settings_of(settings)
+    sweep = Path(str(settings.sweep_dir))
     if not (sweep / "plan.json").exists():
         raise InfluenceLabError(
             f"sweep_dir '{sweep}' holds no plan.json; run influence-lab counterfactual first."
         )
-    base = OmegaConf.load(sweep / "config.yaml")
-    validate(base)  # the sweep's config may have been edited by hand
+    # the sweep's config (written by counterfactual; it may have been edited by hand)
+    base = validate(OmegaConf.load(sweep / "config.yaml"))
     plan = Plan.read(sweep)
-    job = int(cfg.job)
-    if not 0 <= job < len(plan.jobs):
+    job = settings.job
+    if job is None or not 0 <= job < len(plan.jobs):
         raise InfluenceLabError(f"job is {job}; this sweep has jobs 0..{len(plan.jobs) - 1}.")
     members = {m.member_id: m for m in plan.members}
     results = sweep / "results"
@@ -49,7 +51,9 @@ def retrain(cfg: DictConfig) -> list[str]:
         return run_job(base, plan, sweep, job, todo)
 
 
-def run_job(base: DictConfig, plan: Plan, sweep: Path, job: int, todo: list[Member]) -> list[str]:
+def run_job(
+    base: StageSettings, plan: Plan, sweep: Path, job: int, todo: list[Member]
+) -> list[str]:
     results = sweep / "results"
     bundle = load_data(base.data)
     full = load_model(plan.model_dir)
@@ -67,14 +71,10 @@ def run_job(base: DictConfig, plan: Plan, sweep: Path, job: int, todo: list[Memb
         for name in base.counterfactual.embedders
     }
     full_losses = [losses(full, originals[t], prompts[t]) for t in range(len(prompts))]
-    canaries = base.data.get("canaries") or {}
+    canaries = base.data.canaries
     patterns = (
-        {
-            "canary": canary_pattern(
-                np.asarray(bundle.full[0]["image"]).shape, int(canaries.get("seed") or 0)
-            )
-        }
-        if int(canaries.get("count") or 0) > 0
+        {"canary": canary_pattern(np.asarray(bundle.full[0]["image"]).shape, canaries.seed)}
+        if base.data.canary_count > 0
         else {}
     )
     finished = []

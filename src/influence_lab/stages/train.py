@@ -5,61 +5,66 @@ from __future__ import annotations
 
 import time
 
-from omegaconf import DictConfig
-
 from ..data import DataBundle, load_data
 from ..models.build import build_model, save_model
 from ..orchestration.cached import cached
 from ..report.figures import draw_samples
+from ..settings import StageSettings
 from ..store.files import RunDir, write_json
-from ..tracking.loggers import check_logger
 from ..training.fit import fit
 from ..training.members import begin_train_run, train_run
-from .common import console, stage_entry, stage_tracking
+from .common import console, settings_of, stage_entry, stage_tracking
 
 
-def train(cfg: DictConfig, bundle: DataBundle | None = None) -> RunDir:
-    """Train the model `cfg` describes unless a complete run with its signature exists (another
+def train(settings: StageSettings, bundle: DataBundle | None = None) -> RunDir:
+    """Train the model `settings` describe unless a complete run with its signature exists (another
     process training the same model: wait for it, then reuse its result)."""
-    bundle = bundle or load_data(cfg.data)
+    settings = settings_of(settings)
+    bundle = bundle or load_data(settings.data)
     built = []
 
     def check() -> None:  # before anything is written: the model must fit the data
-        built.append(build_model(cfg.model, bundle, int(cfg.seed)))
-        check_logger(cfg.logger)
+        built.append(build_model(settings.model, bundle, settings.seed))
 
     return cached(
-        train_run(cfg, bundle),
-        bool(cfg.force),
-        lambda run: _fit(cfg, bundle, run, built[0]),
+        train_run(settings, bundle),
+        settings.force,
+        lambda run: _fit(settings, bundle, run, built[0]),
         check=check,
     )
 
 
-def _fit(cfg: DictConfig, bundle: DataBundle, run: RunDir, model) -> dict:
+def _fit(settings: StageSettings, bundle: DataBundle, run: RunDir, model) -> dict:
     console.print(
-        f"training {cfg.model.name} on {bundle.name} ({len(bundle.train)} items) -> {run.path}",
+        f"training {settings.model.name} on {bundle.name} ({len(bundle.train)} items) "
+        f"-> {run.path}",
         highlight=False,
     )
-    spec = begin_train_run(run, cfg, bundle)
+    spec = begin_train_run(run, settings, bundle)
     with stage_tracking(
-        cfg,
+        settings,
         run.path,
         "train",
         {**spec, "signature": run.signature, "data_fingerprint": bundle.fingerprint},
     ) as tracking:
         start = time.perf_counter()
         metrics = fit(
-            model, bundle, cfg.model.fit, cfg.trainer, run.path, int(cfg.seed), tracking.loggers
+            model,
+            bundle,
+            settings.model.fit,
+            settings.trainer,
+            run.path,
+            settings.seed,
+            tracking.loggers,
         )
         metrics["fit_seconds"] = time.perf_counter() - start
         save_model(model, run.path)
         grid = draw_samples(
             model.eval(),
-            list(cfg.data.prompts),
-            int(cfg.data.sample_seeds),
+            list(settings.data.prompts),
+            settings.data.sample_seeds,
             run / "samples",
-            f"{cfg.model.name} on {bundle.name}, after training",
+            f"{settings.model.name} on {bundle.name}, after training",
         )
         tracking.log_image("samples", grid)
         tracking.summary({**metrics, "data_fingerprint": bundle.fingerprint})

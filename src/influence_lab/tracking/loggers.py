@@ -13,16 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from ..settings import LoggerSettings, section
+from ..settings import LoggerSettings
 from ..settings.logger import LOGGERS as KINDS  # noqa: F401  (the logger names, declared in settings)
-
-
-def check_logger(logger: LoggerSettings) -> str:
-    """The tracker's name (a raw `logger` section is validated first)."""
-    return section(LoggerSettings, logger, "logger").name
 
 
 class Tracking:
@@ -39,7 +33,6 @@ class Tracking:
         name: str,
         config: dict[str, Any],
     ):
-        logger = section(LoggerSettings, logger, "logger")
         self.loggers: list = []
         self.wandb_run = None
         if logger.name == "none":
@@ -48,23 +41,23 @@ class Tracking:
         if logger.name == "wandb" and logger.mode != "disabled":
             self._start_wandb(logger, output_dir, stage, experiment, name, config)
 
-    def _start_wandb(self, cfg, output_dir, stage, experiment, name, config):
+    def _start_wandb(self, logger, output_dir, stage, experiment, name, config):
         save_dir = Path(output_dir)  # W&B adds its own `wandb/` folder below this
         save_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
-            logger = WandbLogger(
-                project=cfg.project,
-                entity=cfg.entity,
+            wandb_logger = WandbLogger(
+                project=logger.project,
+                entity=logger.entity,
                 save_dir=str(save_dir),
-                offline=cfg.mode == "offline",
+                offline=logger.mode == "offline",
                 group=experiment,
                 job_type=stage,
                 name=name,
                 config=config,
             )
-            self.wandb_run = logger.experiment  # starts the run now, so failures surface here
-            self.loggers.append(logger)
+            self.wandb_run = wandb_logger.experiment  # starts the run now, so failures surface here
+            self.loggers.append(wandb_logger)
         except Exception as exc:  # any failure to start W&B: keep training, say so once
             warnings.warn(
                 f"W&B could not start ({exc}); logging to the local CSV only.", stacklevel=2
@@ -114,7 +107,7 @@ class Tracking:
 
 @contextmanager
 def tracked_run(
-    logger_cfg: DictConfig,
+    logger: LoggerSettings,
     run_dir: Path,
     job_type: str,
     *,
@@ -127,7 +120,7 @@ def tracked_run(
     `<job_type>-<run folder>` unless `name` is given; the local CSV), finished however the block
     ends."""
     tracking = Tracking(
-        logger_cfg,
+        logger,
         run_dir,
         output_dir,
         job_type,

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
+from ..settings import StageSettings
+from ..settings.logger import NoLogger
 from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..store.paths import output_dir
 from ..store.signature import signature
@@ -23,32 +24,33 @@ from .batches import batch_of
 from .fit import NonFiniteLoss, fit, fit_pack
 
 
-def train_spec(cfg: DictConfig, bundle: DataBundle) -> dict:
+def train_spec(settings: StageSettings, bundle: DataBundle) -> dict:
     """Everything that determines a trained model: data (not the prompts), model, seed, and the
-    fingerprint of the training items."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+    fingerprint of the training items. Data and model are hashed as the config gave them
+    (`StageSettings.given`), so that a schema's default or coercion never changes a signature."""
+    data = settings.given("data")
     data.pop("prompts", None)
     data["exclude_ids"] = sorted(bundle.excluded)
     return {
         "data": data,
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "seed": int(cfg.seed),
+        "model": settings.given("model"),
+        "seed": settings.seed,
         "train_fingerprint": bundle.fingerprint,
     }
 
 
-def train_run(cfg: DictConfig, bundle: DataBundle) -> RunDir:
+def train_run(settings: StageSettings, bundle: DataBundle) -> RunDir:
     return RunDir(
-        output_dir(cfg),
+        output_dir(settings),
         "train",
-        f"{cfg.model.name}-{cfg.data.name}",
-        signature(train_spec(cfg, bundle)),
+        f"{settings.model.name}-{settings.data.name}",
+        signature(train_spec(settings, bundle)),
     )
 
 
-def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
+def begin_train_run(run: RunDir, settings: StageSettings, bundle: DataBundle) -> dict:
     """Write what a train result records before fitting: resolved config and data fingerprint."""
-    write_text(run / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(run / "config.yaml", settings.config_yaml())
     data_info = {
         "fingerprint": bundle.fingerprint,
         "full_fingerprint": bundle.full_fingerprint,
@@ -57,21 +59,26 @@ def begin_train_run(run: RunDir, cfg: DictConfig, bundle: DataBundle) -> dict:
         "excluded": sorted(bundle.excluded),
     }
     write_json(run / "fingerprint.json", data_info)
-    return train_spec(cfg, bundle)
+    return train_spec(settings, bundle)
 
 
-def member_cfg(base: DictConfig, member: dict) -> DictConfig:
-    mcfg = base.copy()
-    mcfg.data.exclude_ids = list(member["removed"])
-    mcfg.seed = int(member["seed"])
-    mcfg.force = False
-    mcfg.logger = OmegaConf.create({"name": "none"})
-    mcfg.trainer.progress_bar = False
-    return mcfg
+def member_settings(base: StageSettings, member: dict) -> StageSettings:
+    """The settings a member trains with: the base's without the member's removed items and with
+    its seed; never forced, never tracked, no progress bar (a typed copy; the config it records
+    changes alike)."""
+    return base.replaced(
+        {
+            "data.exclude_ids": list(member["removed"]),
+            "seed": int(member["seed"]),
+            "force": False,
+            "logger": NoLogger(),
+            "trainer.progress_bar": False,
+        }
+    )
 
 
 def train_members(
-    base: DictConfig,
+    base: StageSettings,
     bundle,
     members: list[dict],
     pack_dir: Path,
@@ -87,9 +94,9 @@ def train_members(
     is claimed (file lock) so two processes never train the same members at once."""
     runs = {}
     for member in members:
-        mcfg = member_cfg(base, member)
-        mbundle = load_data(mcfg.data)
-        runs[member["member_id"]] = (member, mcfg, mbundle, train_run(mcfg, mbundle))
+        msettings = member_settings(base, member)
+        mbundle = load_data(msettings.data)
+        runs[member["member_id"]] = (member, msettings, mbundle, train_run(msettings, mbundle))
     if all(run.done for *_, run in runs.values()):
         return {k: run for k, (*_, run) in runs.items()}
     with claim(Path(f"{pack_dir}.lock"), f"the pack {pack_dir}"):
@@ -102,7 +109,7 @@ def train_members(
             folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
             failed = (
                 _train_pack(base, bundle, missing, folder, track_ids)
-                if model_class(base.model.get("_target_"), "model._target_").packable
+                if model_class(base.model.target, "model._target_").packable
                 else _train_one_by_one(base, bundle, missing)
             )
             for member_id, message in failed.items():
@@ -113,22 +120,22 @@ def train_members(
     return {k: run for k, (*_, run) in runs.items()}
 
 
-def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[str, str]:
+def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict[str, str]:
     """Fit each member alone (models whose pack is slower than solo fits); each fit resumes from
     its own last checkpoint. Training dynamics are not recorded on this path."""
     failed = {}
     console.print(f"training {len(missing)} members one by one", highlight=False)
-    for member, mcfg, mbundle, run in tqdm(missing, desc="members", leave=False):
+    for member, msettings, mbundle, run in tqdm(missing, desc="members", leave=False):
         if run.done:  # members with the same removal and seed share one train result
             continue
         model = build_model(
             base.model, bundle, int(member["seed"])
         )  # the full data's vocabulary, as a pack
         run.prepare()
-        begin_train_run(run, mcfg, mbundle)
+        begin_train_run(run, msettings, mbundle)
         try:
             metrics = fit(
-                model, mbundle, base.model.fit, mcfg.trainer, run.path, int(member["seed"])
+                model, mbundle, base.model.fit, msettings.trainer, run.path, int(member["seed"])
             )
         except NonFiniteLoss as exc:
             failed[member["member_id"]] = f"member {member['member_id']}: {exc}"
@@ -141,10 +148,10 @@ def _train_one_by_one(base: DictConfig, bundle, missing: list[tuple]) -> dict[st
 
 
 def _train_pack(
-    base: DictConfig, bundle, missing: list[tuple], pack_dir: Path, track_ids
+    base: StageSettings, bundle, missing: list[tuple], pack_dir: Path, track_ids
 ) -> dict[str, str]:
-    """Train `missing` (member, cfg, bundle, run) as one pack and save each finite member; return
-    the failed members' messages."""
+    """Train `missing` (member, settings, bundle, run) as one pack and save each finite member;
+    return the failed members' messages."""
     models = [build_model(base.model, bundle, int(m["seed"])) for m, *_ in missing]
     position = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
     items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
@@ -163,20 +170,22 @@ def _train_pack(
     )
     seconds = time.perf_counter() - start
     failed = {}
-    for m, (model, (member, mcfg, mbundle, run)) in enumerate(zip(models, missing, strict=True)):
+    for m, (model, (member, msettings, mbundle, run)) in enumerate(
+        zip(models, missing, strict=True)
+    ):
         if m in pack.failed:
             failed[member["member_id"]] = _failure_message(member, pack.failed[m], pack_dir)
             console.print(f"[red]failed:[/] {failed[member['member_id']]}", highlight=False)
             continue
         run.prepare()
-        begin_train_run(run, mcfg, mbundle)
+        begin_train_run(run, msettings, mbundle)
         save_model(model.eval(), run.path)
         write_json(
             run / "metrics.json",
             {
                 "val/loss": _val_loss(model, mbundle),
                 "train/loss": model.loss_history[-1],
-                "epochs": int(base.model.fit.max_epochs),
+                "epochs": base.model.fit.max_epochs,
                 "steps": len(model.loss_history),
                 "trained_in_pack": len(models),
                 "fit_seconds": seconds / len(models),
