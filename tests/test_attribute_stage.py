@@ -38,7 +38,8 @@ def test_attribute_images_end_to_end_and_reuse(cfg_factory, tmp_path, capsys):
     assert all("seven" in c for c in fused.caption)  # the prompt filter's pool
     grids = sorted((run / "neighbours").glob("*.png"))
     assert len(grids) == 2 * 5 and all(g.stat().st_size > 2000 for g in grids)
-    assert len(list((tmp_path / "embeddings").iterdir())) == 2  # model and autoencoder caches
+    # model and autoencoder caches, and the classifier's (the paper scorer's space on labelled data)
+    assert len(list((tmp_path / "embeddings").iterdir())) == 3
     capsys.readouterr()
     again = attribute(cfg)
     assert again.path == run.path and "reusing attribute result" in capsys.readouterr().err

@@ -222,3 +222,48 @@ def test_prompt_filter_keeps_matching_captions(method):
     assert sorted(tied.tolist()) == [0, 1, 2]
     with pytest.raises(InfluenceLabError, match="attribution.filter is 'grep'"):
         PromptFilter(captions, "grep")
+
+
+def test_paper_space_is_the_classifier_where_labels_exist():
+    from influence_lab.settings import AttributionSettings
+    from influence_lab.settings.attribution import paper_space, search_space_names
+
+    assert paper_space("auto", labelled=True) == "classifier"
+    assert paper_space("auto", labelled=False) == "autoencoder"
+    assert paper_space("model", labelled=True) == "model"
+    att = AttributionSettings()
+    assert att.paper_embedder == "auto"
+    assert search_space_names(att, ["paper", "fused"], True) == [
+        "model",
+        "autoencoder",
+        "classifier",
+    ]
+    assert search_space_names(att, ["fused"], True) == ["model", "autoencoder"]
+    assert search_space_names(att, ["paper"], False) == ["model", "autoencoder"]
+
+
+def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_setup, tmp_path):
+    from influence_lab.attribution.embedders import ClassifierEmbedder
+
+    bundle, embedders, caches = digits_setup
+    classifier = ClassifierEmbedder(
+        OmegaConf.create({"epochs": 1, "seed": 0}), bundle.full, bundle.full_fingerprint, tmp_path
+    )
+    spaces = {**embedders, "classifier": classifier}
+    all_caches = {**caches, "classifier": EmbeddingCache(tmp_path, classifier, bundle, INDEX)}
+    images = np.asarray(bundle.train.with_format("numpy")["image"])
+    args = (bundle.train, "image", ["digit four, regular, upright"], [images[10:14]])
+    auto = attribute_prompts(
+        *args,
+        spaces,
+        all_caches,
+        attribution_cfg(methods=["paper", "fused"], paper_embedder="auto"),
+    )
+    by_ae = attribute_prompts(
+        *args, spaces, all_caches, attribution_cfg(methods=["paper", "fused"])
+    )
+    assert "latent_classifier" not in auto.columns  # not a searched space: fused is unchanged
+    fused = [t[t.method == "fused"].reset_index(drop=True) for t in (auto, by_ae)]
+    assert fused[0][["id", "score"]].equals(fused[1][["id", "score"]])
+    paper = [t[t.method == "paper"].score.to_numpy() for t in (auto, by_ae)]
+    assert not np.allclose(paper[0], paper[1])  # the embedding features came from another space

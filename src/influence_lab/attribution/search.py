@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InfluenceLabError
 from ..settings import AttributionSettings, section
-from ..settings.attribution import resolve_methods
+from ..settings.attribution import paper_space, resolve_methods
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
@@ -83,10 +83,11 @@ def evaluate(
         latent, queries = {}, {}
         for name, embedder in embedders.items():
             queries[name] = embedder.embed(outs, [prompt] * len(outs))
-            latent[name] = _latent(caches[name], queries[name], n, pool, search_k)
+            if name in cfg.embedders:  # a space built only for the paper scorer is not searched
+                latent[name] = _latent(caches[name], queries[name], n, pool, search_k)
         ev = PromptEvidence(b=b, pool=pool, raw=raw, latent=latent)
         if "paper" in methods and kind == "image":
-            emb_name = cfg.paper_embedder
+            emb_name = paper_space(cfg.paper_embedder, "label" in train.column_names)
             ev.paper = paper_features(
                 outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool]
             )

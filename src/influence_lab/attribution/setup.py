@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import DataBundle
+from ..errors import InfluenceLabError
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
 from ..settings import StageSettings
+from ..settings.attribution import search_space_names
 from ..store.paths import output_dir
 from ..store.signature import signature
 from ..training.batches import batch_of, outputs_batch
@@ -25,14 +27,27 @@ from .gradient_methods import (
 from .index import EmbeddingCache
 
 
+def space_names(settings: StageSettings, bundle: DataBundle, methods: list[str]) -> list[str]:
+    """The embedders `methods` need: `attribution.embedders` and the paper scorer's space (the
+    classifier where the data has labels, unless `attribution.paper_embedder` names another)."""
+    names = search_space_names(settings.attribution, methods, "label" in bundle.full.column_names)
+    unknown = [e for e in names if e not in (settings.embedders or {})]
+    if unknown:
+        raise InfluenceLabError(
+            f"attribution.embedders names {unknown}, which have no settings under embedders "
+            f"(known: {', '.join(settings.embedders or {})})."
+        )
+    return names
+
+
 def search_spaces(
-    settings: StageSettings, bundle: DataBundle, generated: GenerateProvenance
+    settings: StageSettings, bundle: DataBundle, generated: GenerateProvenance, methods: list[str]
 ) -> tuple[dict, dict]:
-    """The embedders of `attribution.embedders` and their cached training-set indexes."""
+    """The embedders `methods` need (`space_names`) and their cached training-set indexes."""
     model = load_model(generated.model_dir)
     root = output_dir(settings)
     embedders, caches = {}, {}
-    for name in settings.attribution.embedders:
+    for name in space_names(settings, bundle, methods):
         embedders[name] = build_embedder(
             name,
             settings.embedders[name],

@@ -112,7 +112,7 @@ def method_scores(
     out = {}
     search = [m for m in methods if m not in GRADIENT_METHODS]
     if search:
-        embedders, caches = search_spaces(settings, bundle, generated)
+        embedders, caches = search_spaces(settings, bundle, generated, search)
         attribution = settings.attribution.model_copy(update={"methods": search})
         out.update(
             dense_scores(

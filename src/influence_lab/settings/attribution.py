@@ -92,7 +92,8 @@ class AttributionSettings(Settings):
         100  # candidate pool of the prompt filter; None = every item, graded B
     )
     embedders: EmbedderNames = ["model", "autoencoder"]  # latent spaces used (keys of `embedders`)
-    paper_embedder: str = "autoencoder"  # the latent space of the paper scorer's embedding features
+    # the latent space of the paper scorer's embedding features; auto: see `paper_space`
+    paper_embedder: str = "auto"
     fused_weights: dict[str, Number] = {
         "raw_cosine": 1.0,
         "raw_l2": 1.0,
@@ -114,7 +115,12 @@ class AttributionSettings(Settings):
     @model_validator(mode="after")
     def _embedders_for_methods(self):
         methods = method_list(self.methods)
-        if methods and "paper" in methods and self.paper_embedder not in self.embedders:
+        if (
+            methods
+            and "paper" in methods
+            and self.paper_embedder != "auto"
+            and self.paper_embedder not in self.embedders
+        ):
             fail(
                 "{key}.paper_embedder {chosen} is not in {key}.embedders.",
                 chosen=show(self.paper_embedder),
@@ -177,6 +183,25 @@ EmbedderSettings = Annotated[
         },
     ),
 ]
+
+
+def paper_space(paper_embedder: str, labelled: bool) -> str:
+    """The embedder of the paper scorer's embedding features. `auto`: the classifier where the data
+    has labels (a CNN's feature layer, the stand-in for the ImageNet ResNet-50 the method was
+    published with), else the autoencoder."""
+    if paper_embedder != "auto":
+        return paper_embedder
+    return "classifier" if labelled else "autoencoder"
+
+
+def search_space_names(att: AttributionSettings, methods: list[str], labelled: bool) -> list[str]:
+    """The embedders an attribution builds: `attribution.embedders` (searched, and signals of the
+    fused scorer) and the paper scorer's space (only its features)."""
+    names = list(att.embedders)
+    if "paper" in methods:
+        space = paper_space(att.paper_embedder, labelled)
+        names += [] if space in names else [space]
+    return names
 
 
 def resolve_methods(methods, kind: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import attribute_prompts, resolve_methods
-from ..attribution.setup import gradient_scorers, search_spaces
+from ..attribution.setup import gradient_scorers, search_spaces, space_names
 from ..data import DataBundle, load_data
 from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
@@ -25,18 +25,12 @@ def attribute(settings: StageSettings) -> RunDir:
     gen_run = generate(upstream(settings))
     att = settings.attribution
     methods = resolve_methods(att.methods, bundle.kind)
-    known = settings.embedders or {}
-    unknown = [e for e in att.embedders if e not in known]
-    if unknown:
-        raise InfluenceLabError(
-            f"attribution.embedders names {unknown}, which have no settings under embedders "
-            f"(known: {', '.join(known)})."
-        )
+    spaces = space_names(settings, bundle, methods)
     if "paper" in methods and bundle.kind != "image":
         raise InfluenceLabError(
             "the paper scorer works on images only; drop 'paper' from attribution.methods."
         )
-    if "paper" in methods and att.paper_embedder not in att.embedders:
+    if "paper" in methods and att.paper_embedder not in ("auto", *att.embedders):
         raise InfluenceLabError(
             f"attribution.paper_embedder '{att.paper_embedder}' is not in attribution.embedders."
         )
@@ -47,7 +41,7 @@ def attribute(settings: StageSettings) -> RunDir:
         "generate_signature": gen_run.signature,
         "methods": methods,
         "attribution": settings.given("attribution"),
-        "embedders": {k: settings.given("embedders", k) for k in att.embedders},
+        "embedders": {k: settings.given("embedders", k) for k in spaces},
     }
     name = f"{settings.model.name}-{settings.data.name}"
     run = RunDir(output_dir(settings), "attribute", name, signature(spec))
@@ -59,7 +53,7 @@ def _attribute(
 ) -> dict:
     att = settings.attribution
     generated = GenerateProvenance.read(gen_run.path)
-    embedders, caches = search_spaces(settings, bundle, generated)
+    embedders, caches = search_spaces(settings, bundle, generated, spec["methods"])
     prompts, outputs, _ = load_outputs(gen_run.path)
     dense = gradient_scorers(
         settings, bundle, generated.model_dir, generated.model_signature, spec["methods"]
