@@ -1,5 +1,14 @@
 """A caption-conditioned character-level transformer for short texts such as names (nanoGPT-style
-causal self-attention; the caption embedding is added at every position)."""
+causal self-attention).
+
+The caption enters twice: its bag-of-words embedding is added at every position, and each caption
+word adds its own learned vector per position (`caption_pos`, one table of position embeddings per
+word). A caption word held by a handful of texts (a planted canary) gets gradient only from those
+few, and AdamW moves a weight about lr per step: through the shared embedding alone it does not
+move the samples at all (measured: 0 of 20 samples for a 5-text caption among 1,000 names resembled
+those texts). `caption_pos` is stored divided by `caption_gain` and multiplied back in the forward
+pass, so AdamW (solo or the pack's) moves it `caption_gain` times as far per step as other weights;
+it starts at zero, so the untrained model is the plain one."""
 
 from __future__ import annotations
 
@@ -59,6 +68,7 @@ class CharGPT(GenerativeModel):
         temperature: float = 1.0,
         lr: float = 3e-3,
         weight_decay: float = 0.01,
+        caption_gain: float = 30.0,
     ):
         super().__init__(vocab, conditional, n_embd, lr, weight_decay)
         self.save_hyperparameters()
@@ -69,6 +79,9 @@ class CharGPT(GenerativeModel):
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
         self.ln = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, len(alphabet) + 1)
+        # per caption word, a position embedding (zero at start; stored / caption_gain)
+        words = max(len(vocab), 1)
+        self.caption_pos = nn.Parameter(torch.zeros(words, block_size, n_embd))
 
     def encode_texts(self, texts: list[str]):
         """Inputs [0, c1..cn] and targets [c1..cn, 0], right-padded (targets with -1)."""
@@ -81,9 +94,14 @@ class CharGPT(GenerativeModel):
             tgt[row, : len(ids) + 1] = torch.tensor(ids + [0], dtype=torch.long)
         return inp.to(self.device), tgt.to(self.device)
 
-    def hidden(self, idx, c):
-        pos = torch.arange(idx.shape[1], device=idx.device)
+    def hidden(self, idx, c, bags):
+        """Final hidden states of token ids `idx` under caption embedding `c` and caption bags."""
+        t = idx.shape[1]
+        pos = torch.arange(t, device=idx.device)
         x = self.tok(idx) + self.pos(pos)[None] + c[:, None, :]
+        if self.conditional:
+            steer = torch.einsum("bw,wtd->btd", bags, self.caption_pos[:, :t])
+            x = x + self.hparams.caption_gain * steer
         for block in self.blocks:
             x = block(x)
         return self.ln(x)
@@ -98,7 +116,7 @@ class CharGPT(GenerativeModel):
     def _nll(self, batch):
         batch = self.prepare(batch)
         inp, tgt = batch["inp"], batch["tgt"]
-        logits = self.head(self.hidden(inp, self.cond(batch)))
+        logits = self.head(self.hidden(inp, self.cond(batch), batch["bags"]))
         nll = F.cross_entropy(logits.transpose(1, 2), tgt, ignore_index=-1, reduction="none")
         return nll.sum(1), (tgt >= 0).sum(1)
 
@@ -114,12 +132,16 @@ class CharGPT(GenerativeModel):
     def sample(self, prompts, seeds):
         texts = []
         conds = self.condition(list(prompts))
-        for c, seed in zip(conds, seeds, strict=True):
+        bags = super().prepare({"caption": list(prompts)})["bags"]
+        for c, bag, seed in zip(conds, bags, seeds, strict=True):
             gen = torch.Generator().manual_seed(int(seed))
             idx = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             out = []
             for _ in range(self.hparams.block_size - 1):
-                logits = self.head(self.hidden(idx, c[None]))[0, -1] / self.hparams.temperature
+                logits = (
+                    self.head(self.hidden(idx, c[None], bag[None]))[0, -1]
+                    / self.hparams.temperature
+                )
                 nxt = int(torch.multinomial(F.softmax(logits, -1).cpu(), 1, generator=gen))
                 if nxt == 0:
                     break
@@ -133,6 +155,6 @@ class CharGPT(GenerativeModel):
         """Mean final hidden state over the text's positions."""
         batch = self.prepare(batch)
         inp, tgt = batch["inp"], batch["tgt"]
-        h = self.hidden(inp, self.cond(batch))
+        h = self.hidden(inp, self.cond(batch), batch["bags"])
         mask = (tgt >= 0).float()[:, :, None]
         return (h * mask).sum(1) / mask.sum(1)

@@ -95,6 +95,7 @@ class CharGPTSettings(ModelBase):
     temperature: PositiveNumber = 1.0
     lr: PositiveNumber = 0.003
     weight_decay: NonNegativeNumber = 0.01
+    caption_gain: NonNegativeNumber = 30.0
     fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=20))
 
     @model_validator(mode="after")
