@@ -23,7 +23,9 @@ from influence_lab.training.members import member_settings, train_run, train_spe
 KNOWN = {  # (stage, overrides) -> the train result's name, as before typed settings
     ("train",): "vae-digits-2f411ce6e1",  # the README's demo
     ("train", "model=ddpm"): "ddpm-digits-f26716708e",
-    ("train", "model=chargpt", "data=names"): "chargpt-names-974edee1c3",
+    # chargpt-names-974edee1c3 before model.caption_gain and caption_pos joined chargpt's defaults
+    # (commit 71bedf3, a deliberate change of the model)
+    ("train", "model=chargpt", "data=names"): "chargpt-names-75aa708928",
     ("lds", "model=ddpm"): "ddpm-digits-f26716708e",  # another stage, the same model
 }
 REMOVED = ["digit-0005", "digit-0001", "digit-0043"]  # a member of the counterfactual sweep
