@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InfluenceLabError
-from ..models.classifier import LabelCNN, classifier_features, fit_classifier
+from ..models.classifier import cached_classifier, classifier_features
 from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
@@ -154,23 +154,13 @@ class ClassifierEmbedder:
                 "the classifier embedder needs images with labels (data=digits, fashion, or a "
                 "source with a label column); use model or autoencoder here."
             )
-        spec = {"epochs": cfg.epochs, "seed": cfg.seed, "data": full_fingerprint}
-        self.signature = signature("classifier", spec)
-        self.run = RunDir(root, "embedders", "classifier", self.signature)
-        images = np.asarray(full_dataset.with_format("numpy")["image"], dtype=np.float32)
+        batch = full_dataset.with_format("numpy", columns=["image"])[:]  # one batch: fast
+        images = np.asarray(batch["image"], dtype=np.float32)
         labels = np.asarray(full_dataset["label"])
-        if self.run.done:
-            self.net = LabelCNN(images.shape[1], int(labels.max()) + 1)
-            weights = torch.load(self.run / "weights.pt", map_location="cpu", weights_only=True)
-            self.net.load_state_dict(weights)
-            self.net.eval()
-        else:
-            self.run.prepare()
-            self.net = fit_classifier(images, labels, epochs=cfg.epochs, seed=cfg.seed)
-            state = self.net.state_dict()
-            atomic_write(self.run / "weights.pt", lambda p: torch.save(state, p))
-            write_json(self.run / "spec.json", spec)
-            self.run.mark_done()
+        self.net, self.run = cached_classifier(
+            images, labels, full_fingerprint, root, epochs=cfg.epochs, seed=cfg.seed
+        )
+        self.signature = self.run.signature
 
     def embed(self, content, captions: list[str]) -> np.ndarray:
         return classifier_features(self.net, content).astype(np.float32)

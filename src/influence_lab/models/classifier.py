@@ -9,11 +9,17 @@ digits or 28x28 Fashion-MNIST it is used on.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
+
+from ..store.files import RunDir, atomic_write, write_json
+from ..store.signature import signature
 
 
 class LabelCNN(nn.Module):
@@ -71,6 +77,37 @@ def fit_classifier(
     return model.eval()
 
 
+def cached_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    data_fingerprint: str,
+    root: Path | str,
+    epochs: int = 5,
+    seed: int = 0,
+) -> tuple[LabelCNN, RunDir]:
+    """The classifier fitted on `images` and `labels` (a dataset whose fingerprint is
+    `data_fingerprint`), trained once and then read back from `<root>/embedders/classifier-<sig>`.
+
+    Shared by the `classifier` embedder and the quality numbers of `generate`: with the same
+    epochs, seed and data they use the same network, trained once. A second process asking for it
+    waits for the first (the run's claim) and then reads it."""
+    spec = {"epochs": int(epochs), "seed": int(seed), "data": data_fingerprint}
+    run = RunDir(root, "embedders", "classifier", signature("classifier", spec))
+    with run.claim():
+        if run.done:
+            net = LabelCNN(np.shape(images)[1], int(np.max(labels)) + 1)
+            weights = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
+            net.load_state_dict(weights)
+            return net.eval(), run
+        run.prepare()
+        net = fit_classifier(images, labels, epochs=int(epochs), seed=int(seed))
+        state = net.state_dict()
+        atomic_write(run / "weights.pt", lambda p: torch.save(state, p))
+        write_json(run / "spec.json", spec)
+        run.mark_done()
+    return net, run
+
+
 @torch.no_grad()
 def classifier_features(model: LabelCNN, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
@@ -89,7 +126,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    with warnings.catch_warnings():  # singular products (dead ReLU features) are handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root, _ = linalg.sqrtm(s_a @ s_b, disp=False)
     if not np.isfinite(root).all():  # near-singular products: regularise both, as FID code does
         eps = 1e-6 * np.eye(len(s_a))
         root = linalg.sqrtm((s_a + eps) @ (s_b + eps))

@@ -24,7 +24,9 @@ def plain(text) -> str:
 
 
 def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str = "") -> Path:
-    """`images` (rows, cols, C, H, W) in [0, 1]; one label per row, drawn at its left."""
+    """`images` (rows, cols, C, H, W) in [0, 1]; one label per row, drawn at its left. One channel
+    is drawn with value = brightness (white on black, as MNIST and Fashion-MNIST are shown), so a
+    Fashion-MNIST prompt's "dark" and "light" (the mean pixel value) read as they look."""
     rows, cols = images.shape[:2]
     fig, axes = plt.subplots(
         rows,
@@ -43,7 +45,7 @@ def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str
             ax = axes[r, c + 1]
             ax.imshow(
                 img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0),
-                cmap="gray_r" if img.shape[0] == 1 else None,
+                cmap="gray" if img.shape[0] == 1 else None,
                 vmin=0,
                 vmax=1,
                 interpolation="nearest",

@@ -68,7 +68,7 @@ def _sample(
         run / ("grid" if isinstance(outputs, np.ndarray) else "samples"),
         f"{cfg.model.name} on {bundle.name}: {len(provenance.seeds)} seeds per prompt",
     )
-    scores = quality(bundle, prompts, outputs)
+    scores = quality(bundle, prompts, outputs, output_dir(cfg))
     write_json(run / "quality.json", scores)
     provenance.write(run.path)
     with stage_tracking(
