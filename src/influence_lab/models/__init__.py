@@ -1,6 +1,7 @@
 from .base import GenerativeModel
 from .chargpt import CharGPT
 from .ddpm import DDPM
+from .latent_ddpm import LatentDDPM
 from .vae import VAE
 
-__all__ = ["GenerativeModel", "VAE", "DDPM", "CharGPT"]
+__all__ = ["GenerativeModel", "VAE", "DDPM", "LatentDDPM", "CharGPT"]

@@ -93,6 +93,9 @@ def build_model(model: ModelSettings, bundle: DataBundle, seed: int = 0) -> Gene
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(target, "model._target_")(**params)
+    fit_frozen = getattr(model, "fit_frozen", None)
+    if callable(fit_frozen):  # parts trained once on the whole pool (LatentDDPM's autoencoder)
+        fit_frozen(bundle)
     model.init_spec = {"target": target, "init": params}
     return model
 

@@ -1,5 +1,6 @@
 """A small caption-conditioned denoising diffusion model (DDPM, epsilon prediction) for small
-images, with an MLP or a tiny UNet denoiser and classifier-free guidance at sampling time."""
+images, with an MLP or a tiny UNet denoiser and classifier-free guidance at sampling time.
+`Diffusion` holds what the pixel DDPM and the latent DDPM (`latent_ddpm.py`) share."""
 
 from __future__ import annotations
 
@@ -90,53 +91,44 @@ class TinyUNet(nn.Module):
         return self.out(self.features(x, t, c)[0])
 
 
-class DDPM(GenerativeModel):
-    kind = "image"
+class Diffusion(GenerativeModel):
+    """Epsilon-prediction diffusion over a tensor of shape `space`, shared by the pixel DDPM and
+    the latent DDPM so that both have one definition of the noise schedule, the training and
+    measured losses, D-TRAK's output and the sampling loop. A subclass sets `self.net` (a denoiser
+    with `features`), `self.space`, the schedule (`_register_schedule`), and says what is diffused
+    (`_x0`) and how a sample becomes an image (`_decode`)."""
 
-    def __init__(
-        self,
-        data_shape: list[int],
-        vocab: list[str],
-        conditional: bool = True,
-        arch: str = "mlp",
-        hidden: int = 256,
-        depth: int = 3,
-        cond_dim: int = 64,
-        timesteps: int = 200,
-        p_uncond: float = 0.1,
-        guidance: float = 2.0,
-        loss_timesteps: int = 10,
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
-    ):
-        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
-        self.save_hyperparameters()
-        self.shape = tuple(data_shape)
-        if arch == "mlp":
-            self.net = MLPDenoiser(self.shape, hidden, cond_dim, depth)
-        elif arch == "unet":
-            self.net = TinyUNet(self.shape, hidden, cond_dim)
-        else:
-            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'unet'.")
+    kind = "image"
+    x0_clip: float | None = 1.0  # clamp the predicted clean tensor while sampling (None: do not)
+
+    def _register_schedule(self, timesteps: int) -> None:
         betas = torch.linspace(1e-4, 0.02 * 1000 / timesteps, timesteps)
         alphas_bar = torch.cumprod(1 - betas, 0)
         self.register_buffer("betas", betas, persistent=False)
         self.register_buffer("alphas_bar", alphas_bar, persistent=False)
 
+    def _x0(self, batch) -> torch.Tensor:
+        """The clean tensor the model diffuses: here the image, scaled to [-1, 1]."""
+        return batch["content"] * 2 - 1
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        """A finished sample as an image in [0, 1]."""
+        return ((x + 1) / 2).clamp(0, 1)
+
     def _noised(self, x0, t, eps):
-        ab = self.alphas_bar[t][:, None, None, None]
+        ab = self.alphas_bar[t].reshape(-1, *(1,) * (x0.dim() - 1))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
     def draw_noise(self, n, generator):
         return {
             "t": torch.randint(0, self.hparams.timesteps, (n,), generator=generator),
-            "eps": torch.randn(n, *self.shape, generator=generator),
+            "eps": torch.randn(n, *self.space, generator=generator),
             "drop": torch.rand(n, generator=generator)
             < (self.hparams.p_uncond if self.conditional else 0.0),
         }
 
     def loss(self, batch, noise):
-        x0 = batch["content"] * 2 - 1
+        x0 = self._x0(batch)
         t, eps = noise["t"], noise["eps"]
         pred = self.net(self._noised(x0, t, eps), t, self.cond(batch, noise["drop"]))
         return (pred - eps).pow(2).flatten(1).mean(1)
@@ -146,15 +138,15 @@ class DDPM(GenerativeModel):
         return torch.linspace(0, T - 1, k).round().long()
 
     def measure_noise(self, n, seed):
-        """Noise of each of the `loss_timesteps` fixed timesteps, example first: (n, K, C, H, W)."""
+        """Noise of each of the `loss_timesteps` fixed timesteps, example first: (n, K, *space)."""
         return {
-            "eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.shape)).transpose(
+            "eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.space)).transpose(
                 0, 1
             )
         }
 
     def _over_timesteps(self, batch, noise, per_step):
-        x0 = batch["content"] * 2 - 1
+        x0 = self._x0(batch)
         n = len(x0)
         c = self.cond(batch)
         total = x0.new_zeros(
@@ -188,7 +180,7 @@ class DDPM(GenerativeModel):
     def sample(self, prompts, seeds):
         """Ancestral DDPM sampling; every random draw of output i comes from its own seed."""
         T, n = self.hparams.timesteps, len(seeds)
-        noise = torch.stack([seeded_normal(s, (T + 1, *self.shape)) for s in seeds], 1).to(
+        noise = torch.stack([seeded_normal(s, (T + 1, *self.space)) for s in seeds], 1).to(
             self.device
         )
         prompts = list(prompts)
@@ -202,20 +194,53 @@ class DDPM(GenerativeModel):
             ab_prev = (
                 self.alphas_bar[step - 1] if step > 0 else torch.tensor(1.0, device=self.device)
             )
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+            x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+            if self.x0_clip is not None:
+                x0 = x0.clamp(-self.x0_clip, self.x0_clip)
             mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + (
                 (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
             ) * x
             var = beta * (1 - ab_prev) / (1 - ab)
             x = mean + (var.sqrt() * noise[step] if step > 0 else 0)
-        return ((x + 1) / 2).clamp(0, 1)
+        return self._decode(x)
 
     @torch.no_grad()
     def embed(self, batch):
-        """Denoiser features of the image lightly noised (t = T/10, fixed noise)."""
-        x0 = batch["content"] * 2 - 1
+        """Denoiser features of the clean tensor lightly noised (t = T/10, fixed noise)."""
+        x0 = self._x0(batch)
         n = len(x0)
         t = torch.full((n,), self.hparams.timesteps // 10, device=self.device, dtype=torch.long)
         xt = self._noised(x0, t, seeded_normal(0, x0.shape, self.device))
         feats = self.net.features(xt, t, self.cond(batch))
         return feats[0].flatten(1) if isinstance(feats, tuple) else feats
+
+
+class DDPM(Diffusion):
+    """Diffusion in pixel space (images scaled to [-1, 1])."""
+
+    def __init__(
+        self,
+        data_shape: list[int],
+        vocab: list[str],
+        conditional: bool = True,
+        arch: str = "mlp",
+        hidden: int = 256,
+        depth: int = 3,
+        cond_dim: int = 64,
+        timesteps: int = 200,
+        p_uncond: float = 0.1,
+        guidance: float = 2.0,
+        loss_timesteps: int = 10,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
+        self.save_hyperparameters()
+        self.shape = self.space = tuple(data_shape)
+        if arch == "mlp":
+            self.net = MLPDenoiser(self.shape, hidden, cond_dim, depth)
+        elif arch == "unet":
+            self.net = TinyUNet(self.shape, hidden, cond_dim)
+        else:
+            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'unet'.")
+        self._register_schedule(timesteps)

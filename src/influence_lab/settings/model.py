@@ -1,7 +1,7 @@
-"""`model`: the generative model, one of three variants picked by `model.name` (or, for a renamed
-model, by the class `_target_` names): `vae`, `ddpm`, `chargpt`. `_target_` itself is checked where
-the class is imported (`models.build.model_class`: only influence_lab models). The model classes'
-constructor defaults equal these (tests/test_settings.py)."""
+"""`model`: the generative model, one of four variants picked by `model.name` (or, for a renamed
+model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`. `_target_` itself is
+checked where the class is imported (`models.build.model_class`: only influence_lab models). The
+model classes' constructor defaults equal these (tests/test_settings.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .base import (
     RULE,
     BelowOne,
     Bool,
+    NonNegativeInt,
     NonNegativeIntOrNull,
     NonNegativeNumber,
     Number,
@@ -23,7 +24,7 @@ from .base import (
     one_of,
 )
 
-MODEL_NAMES = ("vae", "ddpm", "chargpt")
+MODEL_NAMES = ("vae", "ddpm", "ldm", "chargpt")
 VAE_ARCHS = ("mlp", "conv")
 DDPM_ARCHS = ("mlp", "unet")
 NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model class's arguments
@@ -81,6 +82,30 @@ class DDPMSettings(ModelBase):
     fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=150))
 
 
+class LDMSettings(ModelBase):
+    """Latent DDPM: the DDPM's diffusion over the latents of a VAE trained once on the pool and
+    then frozen (models.latent_ddpm); defaults tuned on Fashion-MNIST for a CPU."""
+
+    target: str = Field("influence_lab.models.LatentDDPM", alias="_target_")
+    name: str = "ldm"
+    conditional: Bool = True
+    latent_dim: PositiveInt = 16  # size of the autoencoder's latent the denoiser diffuses
+    ae_hidden: PositiveInt = 512  # autoencoder width (layers ae_hidden and ae_hidden / 2)
+    ae_epochs: PositiveInt = 30  # autoencoder epochs over the whole pool (trained once)
+    ae_lr: PositiveNumber = 0.002
+    ae_seed: NonNegativeInt = 0  # the autoencoder's seed: the same for every model of a dataset
+    hidden: PositiveInt = 512
+    depth: PositiveInt = 4
+    cond_dim: PositiveInt = 64
+    timesteps: PositiveInt = 200
+    p_uncond: BelowOne = 0.1  # caption dropout during training (for guidance)
+    guidance: Number = 2.0  # classifier-free guidance scale at sampling time
+    loss_timesteps: PositiveInt = 10  # fixed timesteps of example_loss
+    lr: PositiveNumber = 0.001
+    weight_decay: NonNegativeNumber = 0.0
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=100))
+
+
 class CharGPTSettings(ModelBase):
     """Caption-conditioned character-level transformer for names."""
 
@@ -115,12 +140,14 @@ def _model_kind(value):
     name = get("name")
     if name not in MODEL_NAMES:  # a renamed model: its class decides
         name = str(get("_target_", get("target", ""))).rpartition(".")[2].lower()
+        name = {"latentddpm": "ldm"}.get(name, name)
     return f"<model:{name}>" if name in MODEL_NAMES else None
 
 
 ModelSettings = Annotated[
     Annotated[VAESettings, Tag("<model:vae>")]
     | Annotated[DDPMSettings, Tag("<model:ddpm>")]
+    | Annotated[LDMSettings, Tag("<model:ldm>")]
     | Annotated[CharGPTSettings, Tag("<model:chargpt>")],
     Discriminator(
         _model_kind,

@@ -1,0 +1,207 @@
+"""A latent DDPM: the caption-conditioned diffusion of `ddpm.py`, run in the 16-d latent space of a
+small frozen VAE instead of on pixels (the recipe of Stable Diffusion, at toy scale).
+
+Why: on a CPU, an MLP denoiser on 784 pixels learns only noise at 28x28 in minutes, while the same
+denoiser on 16 normalised latents learns recognisable Fashion-MNIST classes (docs/data-and-models.md
+has the measured numbers). The autoencoder is trained once, on every item of the dataset's pool
+(`bundle.full`, a fixed seed), by `fit_frozen` when `build_model` makes the model; it is then
+frozen: its weights are stored as persistent buffers (not parameters), so the denoiser's optimiser,
+packs (which stack parameters only) and gradient attributors (which differentiate parameters only)
+never see it, and `weights.pt` carries it, so `load_model` needs no data. Counterfactual retrains
+remove items from the denoiser's training set, not from the autoencoder's (as Stable Diffusion's
+retrains would keep its pretrained VAE): the autoencoder has seen the removed items.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InfluenceLabError
+from ..store.signature import signature
+from .ddpm import Diffusion, MLPDenoiser
+
+# trained autoencoders of this process by signature (spec + pool fingerprint): the full model and
+# every pack member built in one process share one fit instead of repeating it
+_TRAINED: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+_KEEP = 4
+
+
+class Autoencoder(nn.Module):
+    """An MLP VAE: image -> (mean, log-variance) of a `latent_dim` Gaussian -> image logits."""
+
+    def __init__(self, data_shape, hidden: int, latent_dim: int):
+        super().__init__()
+        d, half = math.prod(data_shape), max(1, hidden // 2)
+        self.enc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(d, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, half),
+            nn.SiLU(),
+            nn.Linear(half, 2 * latent_dim),
+        )
+        self.dec = nn.Sequential(
+            nn.Linear(latent_dim, half),
+            nn.SiLU(),
+            nn.Linear(half, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, d),
+        )
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x).chunk(2, 1)[0]
+
+    def neg_elbo(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Bernoulli reconstruction (pixels in [0, 1]) plus KL, per item, summed over pixels: the
+        KL keeps the latent space smooth enough for a diffusion model to fill."""
+        mu, logvar = self.enc(x).chunk(2, 1)
+        z = mu + torch.randn(mu.shape, generator=generator) * (0.5 * logvar).exp()
+        rec = F.binary_cross_entropy_with_logits(self.dec(z), x.flatten(1), reduction="sum")
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
+        return (rec + kl) / len(x)
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """`module` with every parameter turned into a persistent buffer of the same name: it still
+    computes and is saved in the state dict, but nothing that trains or differentiates
+    parameters (optimisers, packs, per-example gradients) touches it."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is None:
+                continue
+            del sub._parameters[name]
+            sub.register_buffer(name, param.detach().clone())
+    return module
+
+
+class LatentDDPM(Diffusion):
+    """Caption-conditioned DDPM (MLP denoiser, classifier-free guidance) over the normalised
+    latent means of a frozen VAE; samples are decoded to images in [0, 1]."""
+
+    # the predicted clean latent is clamped to +-6 standard deviations of the pool's latents while
+    # sampling: far outside anything the decoder saw, yet finite when a short chain's last beta is 1
+    x0_clip = 6.0
+
+    def __init__(
+        self,
+        data_shape: list[int],
+        vocab: list[str],
+        conditional: bool = True,
+        latent_dim: int = 16,
+        ae_hidden: int = 512,
+        ae_epochs: int = 30,
+        ae_lr: float = 2e-3,
+        ae_seed: int = 0,
+        hidden: int = 512,
+        depth: int = 4,
+        cond_dim: int = 64,
+        timesteps: int = 200,
+        p_uncond: float = 0.1,
+        guidance: float = 2.0,
+        loss_timesteps: int = 10,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
+        self.save_hyperparameters()
+        self.shape = tuple(data_shape)
+        self.space = (latent_dim,)
+        self.net = MLPDenoiser(self.space, hidden, cond_dim, depth)
+        self.ae = frozen(Autoencoder(self.shape, ae_hidden, latent_dim))
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.ones(latent_dim))
+        self.register_buffer("ae_fitted", torch.tensor(False))
+        self._register_schedule(timesteps)
+
+    # --- the frozen autoencoder -------------------------------------------------------------
+    def ae_spec(self) -> dict:
+        hp = self.hparams
+        keys = ("latent_dim", "ae_hidden", "ae_epochs", "ae_lr", "ae_seed")
+        return {"shape": list(self.shape), **{k: hp[k] for k in keys}}
+
+    def fit_frozen(self, bundle) -> None:
+        """Train the autoencoder on every item of `bundle.full` (once per process and pool: the
+        full model and its retrains share it) and load it with its latent statistics."""
+        key = signature("ldm-autoencoder", self.ae_spec(), bundle.full_fingerprint)
+        if key not in _TRAINED:
+            images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
+            _TRAINED[key] = self._train_autoencoder(torch.as_tensor(images))
+            while len(_TRAINED) > _KEEP:
+                _TRAINED.popitem(last=False)
+        state = {k: v.clone() for k, v in _TRAINED[key].items()}
+        self.load_state_dict({**self.state_dict(), **state})
+
+    def _train_autoencoder(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Adam on the negative ELBO, seeded by `ae_seed` alone (not the model's seed), so every
+        model of one dataset gets the same autoencoder; then the per-dimension mean and spread of
+        the pool's latent means, which scale the diffused latents to unit variance."""
+        hp = self.hparams
+        if x.shape[1:] != self.shape:
+            raise InfluenceLabError(
+                f"data images have shape {list(x.shape[1:])} but model.data_shape is "
+                f"{list(self.shape)}; build the model with build_model for this data."
+            )
+        gen = torch.Generator().manual_seed(int(hp.ae_seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(hp.ae_seed))
+            net = Autoencoder(self.shape, hp.ae_hidden, hp.latent_dim)
+        opt = torch.optim.Adam(net.parameters(), lr=hp.ae_lr)
+        for _ in range(hp.ae_epochs):
+            for idx in torch.randperm(len(x), generator=gen).split(128):
+                loss = net.neg_elbo(x[idx], gen)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            mu = torch.cat([net.mean(chunk) for chunk in x.split(1024)])
+        state = {f"ae.{k}": v.detach().clone() for k, v in net.state_dict().items()}
+        state["latent_mean"] = mu.mean(0)
+        state["latent_std"] = mu.std(0).clamp(min=1e-6)
+        state["ae_fitted"] = torch.tensor(True)
+        return state
+
+    def _check_fitted(self) -> None:
+        if not bool(self.ae_fitted):
+            raise InfluenceLabError(
+                "model.ae_fitted is False: this LatentDDPM's autoencoder was never trained; "
+                "make the model with models.build.build_model (or load_model) so it is fitted."
+            )
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised latent means of images in [0, 1] (what the denoiser diffuses)."""
+        self._check_fitted()
+        mu = self.ae.mean(images.to(self.latent_mean.device, torch.float32))
+        return (mu - self.latent_mean) / self.latent_std
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] with the data's shape from normalised latents."""
+        self._check_fitted()
+        logits = self.ae.dec(z * self.latent_std + self.latent_mean)
+        return torch.sigmoid(logits).view(-1, *self.shape)
+
+    # --- the diffusion hooks -----------------------------------------------------------------
+    def prepare(self, batch: dict) -> dict:
+        """Caption bags and the batch's latents, computed once outside `vmap` (a pack's table and
+        the per-example gradients then never run the encoder)."""
+        batch = super().prepare(batch)
+        if "latent" not in batch:
+            batch = {**batch, "latent": self.encode(batch["content"])}
+        return batch
+
+    def sample(self, prompts, seeds):
+        self._check_fitted()  # before the chain, not after it
+        return super().sample(prompts, seeds)
+
+    def _x0(self, batch) -> torch.Tensor:
+        return batch["latent"] if "latent" in batch else self.encode(batch["content"])
+
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(x)
