@@ -591,7 +591,7 @@ ROWS = [
     Row(
         "`attribution.embedders=[model,clip]`",
         "attribution.embedders names ['clip'], which have no settings under "
-        "embedders (known: model, autoencoder).",
+        "embedders (known: model, autoencoder, classifier).",
         ["attribution.embedders=[model,clip]"],
         ("attribute",),
     ),
@@ -870,7 +870,7 @@ ROWS = [
     Row(
         "`counterfactual.embedders=[clip]`",
         "counterfactual.embedders names ['clip'], which have no settings under "
-        "embedders (known: model, autoencoder).",
+        "embedders (known: model, autoencoder, classifier).",
         ["counterfactual.embedders=[clip]"],
         ("counterfactual",),
     ),

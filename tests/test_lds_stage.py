@@ -56,18 +56,46 @@ def check_table(run, scores: dict) -> None:
         [np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)]
     )
     assert outputs.shape == (6, 4)
+    # TRAK and D-TRAK chose their damping on the first 3 subsets (lds.selection 0.25, at least 3);
+    # every method's LDS is measured on the other 3
+    chosen = json.loads((run / "damping.json").read_text())
+    assert (chosen["selection_subsets"], chosen["evaluation_subsets"]) == (3, 3)
+    assert set(chosen["dampings"]) == {"trak@1", "trak@2", "dtrak@1", "dtrak@2"}
+    assert (table["subsets"] == 3).all()
+    curves = pd.read_csv(run / "lds_damping.csv")
+    grid = sorted(curves.damping.unique())
+    assert len(grid) == 10 and np.isclose(grid[0], 1e-4) and np.isclose(grid[-1], 1e5)
     for label, s in scores.items():
+        if s.ndim == 3:
+            s = check_damping(label, s, masks, outputs, curves, chosen, table)
         assert s.shape == (4, masks.shape[1])
-        mine = [spearman(masks.astype(float) @ s[t], outputs[:, t]) for t in range(4)]
+        mine = [spearman(masks[3:].astype(float) @ s[t], outputs[3:, t]) for t in range(4)]
         saved = per[per.method == label].sort_values("target")["lds"].to_numpy()
         np.testing.assert_allclose(saved, mine, atol=1e-6, err_msg=label)
         assert abs(table.loc[label, "lds"] - np.mean(mine)) < 1e-6, label
     # no method is held to a bound here: with 6 subsets of 3-epoch models the measured LDS were
     # noise, -0.24 (tracin) to +0.23 (dtrak@2), per target -0.60 to +0.71, intervals spanning 0 for
     # 6 of 7
-    for name in ("lds.png", "memorization.png", "dynamics.png"):
+    for name in ("lds.png", "lds_damping.png", "memorization.png", "dynamics.png"):
         assert (run / name).stat().st_size > 2000, name
     assert "| method | LDS |" in (run / "summary.md").read_text()
+
+
+def check_damping(label, grid_scores, masks, outputs, curves, chosen, table) -> np.ndarray:
+    """The chosen damping is the best of the grid on the selection subsets (recomputed here);
+    returns the scores at it."""
+    mine = [
+        np.nanmean(
+            [spearman(masks[:3].astype(float) @ s[t], outputs[:3, t]) for t in range(s.shape[0])]
+        )
+        for s in grid_scores
+    ]
+    curve = curves[curves.method == label].sort_values("damping")
+    np.testing.assert_allclose(curve.lds_selection.to_numpy(), mine, atol=1e-9, err_msg=label)
+    best = int(np.argmin(np.abs(curve.damping.to_numpy() - chosen["dampings"][label])))
+    assert mine[best] >= np.nanmax(mine) - 1e-9, label
+    assert table.loc[label, "damping"] == chosen["dampings"][label]
+    return grid_scores[best]
 
 
 def check_subset_models(run, bundle, train_dir) -> list:

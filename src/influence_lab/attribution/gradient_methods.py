@@ -111,7 +111,12 @@ class TracIn:
 
 
 class Trak:
-    """TRAK (output = "measured") or D-TRAK (output = "dtrak") over the first `ensemble` models."""
+    """TRAK (output = "measured") or D-TRAK (output = "dtrak") over the first `ensemble` models.
+
+    Each model's kernel is diagonalised once, so that scores for any damping (a grid of them, when
+    the LDS stage chooses one) cost a matrix product each instead of a new solve. In the dual form
+    when the projection is wider than the training set: (Phi^T Phi + l I)^-1 Phi^T =
+    Phi^T (Phi Phi^T + l I)^-1, both sides with the same nonzero eigenvalues."""
 
     def __init__(self, setup: GradientSetup, output: str = "measured", ensemble: int | None = None):
         cfg = setup.cfg
@@ -121,7 +126,7 @@ class Trak:
             raise InfluenceLabError(
                 f"TRAK asks for {size} ensemble models but {len(setup.ensemble)} were trained."
             )
-        self.models, self.solved = [], []
+        self.models, self.spectra = [], []
         for k, (path, sig) in enumerate(setup.ensemble[:size]):
             model = load_model(path)
             phi = train_features(
@@ -134,25 +139,49 @@ class Trak:
                 cfg.proj_dim,
                 cfg.proj_seed + k,
             ).astype(np.float64)
-            kernel = phi.T @ phi
-            damping = cfg.damping * float(np.mean(np.diag(kernel)))
-            self.solved.append(
-                np.linalg.solve(kernel + damping * np.eye(len(kernel)), phi.T)
-            )  # (d, n)
+            self.spectra.append(_Spectrum(phi))
             self.models.append(model)
 
-    def per_model_scores(self, batch: dict, noise_seed: int = 0) -> list[np.ndarray]:
+    def per_model_scores(
+        self, batch: dict, noise_seed: int = 0, dampings: list[float] | None = None
+    ) -> list[np.ndarray]:
+        """Per ensemble model: scores (targets, items), or (dampings, targets, items) when
+        `dampings` (relative to each kernel's mean diagonal) are given."""
         cfg = self.setup.cfg
         out = []
-        for k, (model, solved) in enumerate(zip(self.models, self.solved, strict=True)):
+        for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
             q = _target_features(
                 model, batch, self.output, cfg.proj_dim, cfg.proj_seed + k, noise_seed
-            )
-            out.append(q.astype(np.float64) @ solved)
+            ).astype(np.float64)
+            grid = [cfg.damping] if dampings is None else list(dampings)
+            scores = np.stack([spectrum.scores(q, d) for d in grid])
+            out.append(scores[0] if dampings is None else scores)
         return out
 
-    def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
-        return np.mean(self.per_model_scores(batch, noise_seed), axis=0)
+    def scores(
+        self, batch: dict, noise_seed: int = 0, dampings: list[float] | None = None
+    ) -> np.ndarray:
+        return np.mean(self.per_model_scores(batch, noise_seed, dampings), axis=0)
+
+
+class _Spectrum:
+    """One model's kernel Phi^T Phi diagonalised (or its dual Phi Phi^T, whichever is smaller)."""
+
+    def __init__(self, phi: np.ndarray):
+        n, d = phi.shape
+        self.dual = d > n
+        gram = phi @ phi.T if self.dual else phi.T @ phi
+        self.scale = float(np.trace(gram)) / d  # the mean diagonal of Phi^T Phi, either way
+        self.eigenvalues, vectors = np.linalg.eigh(gram)
+        self.vectors = vectors
+        # dual: scores = (q Phi^T V) diag(1/(s+l)) V^T ; primal: (q U) diag(1/(s+l)) U^T Phi^T
+        self.right = vectors.T if self.dual else vectors.T @ phi.T  # (r, n)
+        self.left = phi.T @ vectors if self.dual else vectors  # (d, r)
+
+    def scores(self, q: np.ndarray, damping: float) -> np.ndarray:
+        """q (targets, d) -> scores (targets, items) at lambda = damping x the mean diagonal."""
+        weights = 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
+        return ((q @ self.left) * weights) @ self.right
 
 
 def build_attributor(method: str, setup: GradientSetup):

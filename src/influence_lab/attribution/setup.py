@@ -4,6 +4,7 @@ already trained) and wrap each attributor as a dense scorer `(prompt, outputs) -
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import DataBundle
@@ -13,6 +14,7 @@ from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
 from ..settings import StageSettings
 from ..settings.attribution import search_space_names
+from ..store.files import read_json
 from ..store.paths import output_dir
 from ..store.signature import signature
 from ..training.batches import batch_of, outputs_batch
@@ -95,9 +97,11 @@ def gradient_scorers(
     model_signature: str,
     methods: list[str],
     ensemble: int | None = None,
+    dampings: dict[str, float] | None = None,
 ) -> dict:
     """{method: (prompt, outputs) -> Data Influence over every training item (summed over
-    outputs)}."""
+    outputs)}; TRAK and D-TRAK at `dampings[method]` where given (chosen by an LDS run,
+    `lds_dampings`), else at `attribution.gradient.damping`."""
     wanted = [m for m in methods if m in GRADIENT_METHODS]
     for method in wanted:
         check_gradient_method(method, settings.model.name)
@@ -110,8 +114,27 @@ def gradient_scorers(
     )
     scorers = {}
     for method in wanted:
-        attributor = build_attributor(method, setup)
+        damping = (dampings or {}).get(method)
+        cfg = setup.cfg if damping is None else setup.cfg.model_copy(update={"damping": damping})
+        attributor = build_attributor(method, replace(setup, cfg=cfg))
         scorers[method] = lambda prompt, outs, a=attributor: a.scores(
             outputs_batch(outs, [prompt] * len(outs)), NOISE_SEED
         ).sum(0)
     return scorers
+
+
+def lds_dampings(root: Path, model_signature: str, ensemble: int) -> dict[str, float]:
+    """{trak / dtrak: damping} chosen on held-out subsets by the newest finished LDS run of this
+    model (its `damping.json`): the damping of `method@ensemble`, else of the largest ensemble the
+    run scored. Empty when no LDS run of this model exists."""
+    found = [p for p in Path(root, "lds").glob("*/damping.json") if (p.parent / "done").exists()]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        record = read_json(path)
+        if record.get("model_signature") != model_signature:
+            continue
+        by_method: dict[str, dict[int, float]] = {}
+        for label, value in record["dampings"].items():
+            method, _, size = label.partition("@")
+            by_method.setdefault(method, {})[int(size or 1)] = float(value)
+        return {m: sizes.get(ensemble, sizes[max(sizes)]) for m, sizes in by_method.items()}
+    return {}

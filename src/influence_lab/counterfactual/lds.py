@@ -7,6 +7,10 @@ prediction and the actual output. The output here is the target's negative `exam
 (fixed noise): higher = the model produces the target more readily, the direction in which every
 method's scores point ("higher = more responsible").
 
+Damping without peeking: TRAK and D-TRAK choose their damping on the first `selection` share of
+the subsets (the subsets are drawn independently, so the first ones are as random as any) and the
+LDS is reported on the others, for every method alike.
+
 Memorization of a training item (Feldman & Zhang 2020, as a loss): its mean loss under the models
 that did not see it minus its mean loss under the models that did.
 """
@@ -72,3 +76,20 @@ def lds_table(per_target: dict[str, np.ndarray], n_boot: int = 2000) -> pd.DataF
     """One row per method label with the mean LDS, its interval and the number of targets."""
     rows = [{"method": label, **summarise(values, n_boot)} for label, values in per_target.items()]
     return pd.DataFrame(rows)
+
+
+MIN_PART = 3  # subsets on each side of the split (a rank correlation needs 3)
+
+
+def split_subsets(count: int, selection: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(selection indices, evaluation indices) of `count` subsets, or None when there are too few
+    to give each part MIN_PART."""
+    chosen = max(MIN_PART, round(selection * count))
+    if count - chosen < MIN_PART:
+        return None
+    return np.arange(chosen), np.arange(chosen, count)
+
+
+def damping_curve(masks: np.ndarray, outputs: np.ndarray, grid_scores: np.ndarray) -> np.ndarray:
+    """Mean LDS over targets for each damping: grid_scores (dampings, targets, items)."""
+    return np.array([np.nanmean(lds_per_target(masks, outputs, scores)) for scores in grid_scores])

@@ -106,9 +106,11 @@ def method_scores(
     t_prompts,
     t_outputs,
     batch,
+    dampings: list[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores of every training item for every target: {label: (T, N)}; TRAK and D-TRAK once per
-    ensemble size of `lds.trak_ensembles` (labels `trak@e`)."""
+    ensemble size of `lds.trak_ensembles` (labels `trak@e`), at `attribution.gradient.damping`,
+    or (len(dampings), T, N) at each of `dampings`."""
     out = {}
     search = [m for m in methods if m not in GRADIENT_METHODS]
     if search:
@@ -136,7 +138,7 @@ def method_scores(
             out["tracin"] = TracIn(setup).scores(batch, NOISE_SEED)
             continue
         per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(
-            batch, NOISE_SEED
+            batch, NOISE_SEED, dampings
         )
         for e in sizes:
             out[f"{method}@{e}"] = np.mean(per_model[:e], axis=0)

@@ -53,6 +53,28 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def damping_lines(curves: pd.DataFrame, path: Path, title: str) -> Path:
+    """LDS against the damping per gradient method, on the selection and the evaluation subsets;
+    the chosen damping (best on selection) marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (method, group) in enumerate(curves.groupby("method", sort=True)):
+        color = f"C{i}"
+        group = group.sort_values("damping")
+        ax.plot(group.damping, group.lds_selection, "-o", color=color, ms=3, label=method)
+        ax.plot(group.damping, group.lds_evaluation, "--", color=color, lw=1)
+        best = group.loc[group.lds_selection.idxmax()]
+        ax.plot([best.damping], [best.lds_selection], "*", color=color, ms=11)
+    ax.set_xscale("log")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("damping (x mean diagonal of the kernel)")
+    ax.set_ylabel("LDS (mean over targets)")
+    ax.set_title(
+        title + "\nsolid: selection subsets (star: chosen); dashed: evaluation", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
 def memorization_grid(
     images: np.ndarray, labels: list[str], path: Path, title: str, cols: int = 8
 ) -> Path:

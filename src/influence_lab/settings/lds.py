@@ -46,6 +46,17 @@ Ensembles = Annotated[
 ]
 
 
+DAMPINGS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+Dampings = Annotated[
+    list,
+    a_list("[0.01, 0.1, 1, 10]"),
+    after(
+        lambda v: len(v) > 0 and all(is_number(e) and e > 0 for e in v),
+        "{key} is {value}; give positive dampings.",
+    ),
+]
+
+
 class LDSSettings(Settings):
     methods: Methods = (
         "auto"  # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm)
@@ -66,5 +77,7 @@ class LDSSettings(Settings):
     memorization_top: PositiveInt = 16  # items in the memorization grid
     track_items: NonNegativeInt = 8  # training items whose loss is recorded after every epoch
     bootstrap: PositiveInt = 2000  # bootstrap resamples of the targets for the 95% interval
+    selection: Alpha = 0.25  # fraction of the subsets (the first ones) that choose TRAK's damping
+    dampings: Dampings = list(DAMPINGS)  # TRAK / D-TRAK damping grid, relative to mean diag
     runs: Runs = []  # each a list of overrides; empty = this config alone
     export_dir: str | None = None  # copy every run's table and figures here + RESULTS.md

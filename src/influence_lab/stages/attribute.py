@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import attribute_prompts, resolve_methods
-from ..attribution.setup import gradient_scorers, search_spaces, space_names
+from ..attribution.setup import gradient_scorers, lds_dampings, search_spaces, space_names
 from ..data import DataBundle, load_data
 from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
@@ -43,9 +43,21 @@ def attribute(settings: StageSettings) -> RunDir:
         "attribution": settings.given("attribution"),
         "embedders": {k: settings.given("embedders", k) for k in spaces},
     }
+    if any(m in ("trak", "dtrak") for m in methods):
+        spec["dampings"] = chosen_dampings(settings, gen_run)
     name = f"{settings.model.name}-{settings.data.name}"
     run = RunDir(output_dir(settings), "attribute", name, signature(spec))
     return cached(run, settings.force, lambda run: _attribute(settings, bundle, gen_run, run, spec))
+
+
+def chosen_dampings(settings: StageSettings, gen_run: RunDir) -> dict[str, float]:
+    """The dampings an LDS run of this model chose on held-out subsets (empty: the default)."""
+    model_signature = GenerateProvenance.read(gen_run.path).model_signature
+    ensemble = settings.attribution.gradient.ensemble
+    chosen = lds_dampings(output_dir(settings), model_signature, ensemble)
+    for method, value in chosen.items():
+        console.print(f"{method}: damping {value:g}, chosen by an LDS run of this model")
+    return chosen
 
 
 def _attribute(
@@ -56,7 +68,12 @@ def _attribute(
     embedders, caches = search_spaces(settings, bundle, generated, spec["methods"])
     prompts, outputs, _ = load_outputs(gen_run.path)
     dense = gradient_scorers(
-        settings, bundle, generated.model_dir, generated.model_signature, spec["methods"]
+        settings,
+        bundle,
+        generated.model_dir,
+        generated.model_signature,
+        spec["methods"],
+        dampings=spec.get("dampings"),
     )
     table = attribute_prompts(
         bundle.train, bundle.kind, prompts, outputs, embedders, caches, att, dense

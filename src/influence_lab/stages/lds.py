@@ -7,19 +7,30 @@ every subset model, and correlates it with each method's prediction. Targets are
 outputs of `generate`, each on its own. From the same models: a memorization score per training
 item and the training dynamics of `lds.track_items` items.
 
+TRAK and D-TRAK choose their damping on the first `lds.selection` share of the subsets; every
+method's LDS is reported on the others (`counterfactual.lds.split_subsets`).
+
 Writes lds.csv (the table), lds_targets.parquet (per target), memorization.parquet, lds.png,
-memorization.png (or .txt for texts), dynamics.png, summary.md.
+damping.json + lds_damping.csv|png, memorization.png (or .txt for texts), dynamics.png,
+summary.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import resolve_methods
-from ..counterfactual.lds import draw_subsets, lds_per_target, lds_table
+from ..counterfactual.lds import (
+    damping_curve,
+    draw_subsets,
+    lds_per_target,
+    lds_table,
+    split_subsets,
+)
 from ..counterfactual.subsets import (
     measure,
     method_scores,
@@ -33,10 +44,10 @@ from ..data import load_data
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, load_outputs
 from ..report.exports import export_lds
-from ..report.lds_figures import lds_bars
+from ..report.lds_figures import damping_lines, lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..settings import StageSettings
-from ..store.files import RunDir, atomic_write, write_npy, write_text
+from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
 from ..store.signature import signature
 from ..training.batches import batch_of
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
@@ -118,18 +129,29 @@ def _score(
     truth, item_losses = measure(runs, members, batch, batch_of(bundle.train), run)
     member_masks = masks[[m["subset"] for m in members]]
 
+    split = split_subsets(len(masks), lset.selection)
+    generated = GenerateProvenance.read(gen_run.path)
     scores = method_scores(
         settings,
         bundle,
-        GenerateProvenance.read(gen_run.path),
+        generated,
         methods,
         t_prompts,
         t_outputs,
         batch,
+        lset.dampings if split else None,
     )
     subset_truth = truth.reshape(len(masks), len(lset.seeds), -1).mean(1)  # averaged over seeds
-    per_target = {label: lds_per_target(masks, -subset_truth, s) for label, s in scores.items()}
+    scores, chosen, curves = choose_dampings(scores, masks, -subset_truth, split, lset.dampings)
+    evaluate = split[1] if split else np.arange(len(masks))
+    per_target = {
+        label: lds_per_target(masks[evaluate], -subset_truth[evaluate], s)
+        for label, s in scores.items()
+    }
     table = lds_table(per_target, lset.bootstrap)
+    table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]
+    table["subsets"] = len(evaluate)
+    write_dampings(run, generated.model_signature, chosen, curves, split)
     rows = [
         {"method": label, "target": t, "prompt": t_prompts[t], "lds": float(v)}
         for label, values in per_target.items()
@@ -145,6 +167,8 @@ def _score(
         f"alpha={lset.alpha}, {len(t_prompts)} targets"
     )
     pictures = {"lds": lds_bars(table, run / "lds.png", title)}
+    if len(curves):
+        pictures["damping"] = damping_lines(curves, run / "lds_damping.png", title)
     pictures.update(memorized(bundle, member_masks, item_losses, run.path, lset.memorization_top))
     pictures.update(dynamics(runs, members, track_ids, run.path, bundle.name))
     write_text(run / "summary.md", summary_markdown(table, title, pictures))
@@ -157,6 +181,50 @@ def _score(
     print_table(table, title)
     console.print("  " + "\n  ".join(f"{k}: {v}" for k, v in pictures.items()), highlight=False)
     return {"models": len(members)}
+
+
+def choose_dampings(
+    scores: dict, masks, outputs, split, dampings
+) -> tuple[dict, dict, pd.DataFrame]:
+    """Each gradient method's damping, the best of `dampings` on the selection subsets, and its
+    scores at that damping: (scores, {label: damping}, the LDS-against-damping curves)."""
+    chosen, curves, out = {}, [], {}
+    for label, s in scores.items():
+        if s.ndim == 2:
+            out[label] = s
+            continue
+        select, evaluate = split
+        on_select = damping_curve(masks[select], outputs[select], s)
+        on_evaluate = damping_curve(masks[evaluate], outputs[evaluate], s)
+        best = int(np.nanargmax(on_select)) if np.isfinite(on_select).any() else 0
+        out[label], chosen[label] = s[best], float(dampings[best])
+        curves += [
+            {"method": label, "damping": float(d), "lds_selection": a, "lds_evaluation": b}
+            for d, a, b in zip(dampings, on_select, on_evaluate, strict=True)
+        ]
+    return out, chosen, pd.DataFrame(curves)
+
+
+def write_dampings(run: RunDir, model_signature: str, chosen: dict, curves, split) -> None:
+    """damping.json (read by `attribute` for the same model) and lds_damping.csv."""
+    if not chosen:
+        return
+    atomic_write(run / "lds_damping.csv", lambda p: curves.to_csv(p, index=False))
+    write_json(
+        run / "damping.json",
+        {
+            "model_signature": model_signature,
+            "dampings": chosen,
+            "selection_subsets": len(split[0]),
+            "evaluation_subsets": len(split[1]),
+        },
+    )
+    console.print(
+        "  damping chosen on "
+        f"{len(split[0])} subsets, LDS on the other {len(split[1])}: "
+        + ", ".join(f"{k} {v:g}" for k, v in chosen.items()),
+        highlight=False,
+    )
 
 
 run = stage_entry(lds_stage)
