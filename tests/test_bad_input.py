@@ -570,7 +570,8 @@ ROWS = [
     ),
     Row(
         "`dtrak` with a non-diffusion model",
-        "dtrak is defined for diffusion models (model=ddpm), not model=vae; use trak or tracin.",
+        "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae; "
+        "use trak or tracin.",
         ["attribution.methods=[dtrak]"],
         ("attribute", "lds"),
     ),

@@ -181,7 +181,7 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
         (["lds.subsets=2"], "lds.subsets is 2; a rank correlation needs at least 3 subsets."),
         (
             ["lds.methods=[dtrak]"],
-            "dtrak is defined for diffusion models (model=ddpm), not model=vae",
+            "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae",
         ),
     ],
 )

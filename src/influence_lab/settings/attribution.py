@@ -30,7 +30,8 @@ from .base import (
 
 BASE_METHODS = ("paper", "fused", "caption_only", "raw_only", "latent_only")
 GRADIENT_METHODS = ("tracin", "trak", "dtrak")
-DIFFUSION_ONLY = {"dtrak": "ddpm"}  # gradient methods defined for one model only
+DIFFUSION_MODELS = ("ddpm", "ldm")
+DIFFUSION_ONLY = {"dtrak": DIFFUSION_MODELS}  # gradient methods defined for diffusion models only
 AUTO_METHODS = ("fused", "caption_only", "raw_only", "latent_only")  # `auto` (+ paper for images)
 LATENT_PREFIX = "latent:"
 INDEX_TYPES = ("flat", "ivf", "hnsw")

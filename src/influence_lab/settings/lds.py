@@ -58,9 +58,8 @@ Dampings = Annotated[
 
 
 class LDSSettings(Settings):
-    methods: Methods = (
-        "auto"  # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm)
-    )
+    # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm, ldm)
+    methods: Methods = "auto"
     subsets: Subsets = 64  # M random subsets of the training set
     alpha: Alpha = 0.5  # fraction of the training set in each subset
     seeds: Annotated[SeedList, a_list("[1, 2]")] = [1, 2]  # training seeds per subset

@@ -148,7 +148,7 @@ class StageSettings(Settings):
             )
 
     def check_methods(self, methods, key: str) -> None:
-        """Each method fits the embedders (`latent:<name>`) and the model (dtrak: ddpm only)."""
+        """Each method fits the embedders (`latent:<name>`) and the model (dtrak: diffusion)."""
         embedders = self.attribution.embedders if self.attribution else []
         for method in method_list(methods) or []:
             if method.startswith(LATENT_PREFIX):
@@ -207,9 +207,10 @@ def _replace(settings: Settings, path: list[str], value: Any) -> Settings:
 
 def check_gradient_method(method: str, model_name: str) -> None:
     wanted = DIFFUSION_ONLY.get(method)
-    if wanted is not None and model_name != wanted:
+    if wanted is not None and model_name not in wanted:
+        models = " or ".join(f"model={m}" for m in wanted)
         raise InfluenceLabError(
-            f"{method} is defined for diffusion models (model={wanted}), not model={model_name}; "
+            f"{method} is defined for diffusion models ({models}), not model={model_name}; "
             f"use trak or tracin."
         )
 

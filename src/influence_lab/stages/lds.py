@@ -47,6 +47,7 @@ from ..report.exports import export_lds
 from ..report.lds_figures import damping_lines, lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..settings import StageSettings
+from ..settings.attribution import DIFFUSION_MODELS
 from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
 from ..store.signature import signature
 from ..training.batches import batch_of
@@ -60,7 +61,7 @@ def lds_methods(settings: StageSettings, kind: str) -> list[str]:
     methods, model_name = settings.lds.methods, settings.model.name
     if methods in (None, "auto"):
         search = resolve_methods(settings.attribution.methods, kind)
-        grads = ["tracin", "trak"] + (["dtrak"] if model_name == "ddpm" else [])
+        grads = ["tracin", "trak"] + (["dtrak"] if model_name in DIFFUSION_MODELS else [])
         return [m for m in search if m not in GRADIENT_METHODS] + grads
     methods = [str(m) for m in ([methods] if isinstance(methods, str) else methods)]
     for method in methods:
