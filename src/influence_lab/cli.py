@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-
-import hydra
+import time
 
 from .stages import STAGES
 
@@ -71,20 +70,45 @@ def check_output_dir_arg(argv: list[str]) -> None:
         sys.exit(2)
 
 
-def run_stage(stage: str, argv: list[str]) -> None:
+def first_line(stage: str, cfg, started: float) -> str:
+    """What a stage is about to do, in one line, printed before torch and the stage's other heavy
+    modules are imported (seconds since the process started its `main`)."""
+    from omegaconf import OmegaConf
+
+    def value(key: str):
+        try:
+            return OmegaConf.select(cfg, key, default=None)
+        except Exception:  # an interpolation that fails is reported by the stage itself
+            return None
+
+    model, data = value("model.name"), value("data.name")
+    what = f"{model} on {data}" if model and data else stage
+    if stage == "retrain":
+        what = f"job {value('job')} of {value('sweep_dir')}"
+    return f"{stage}: {what} (config read in {time.perf_counter() - started:.1f} s; loading)"
+
+
+def run_stage(stage: str, argv: list[str], started: float | None = None) -> None:
+    """Compose the stage's config with Hydra, print the first line, then import the stage (torch,
+    Lightning, datasets, ...) and run it. `STAGE --help` and `--cfg job` never import the stage."""
+    started = time.perf_counter() if started is None else started
     check_output_dir_arg(argv)
-    module = importlib.import_module(f"influence_lab.stages.{stage}")
+    import hydra
+
     # Hydra names the app after argv[0] in `--help` ("== influence-lab ==") and its job
     sys.argv = [APP, *argv]
 
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=stage)
     def app(cfg):
+        print(first_line(stage, cfg, started), file=sys.stderr, flush=True)
+        module = importlib.import_module(f"influence_lab.stages.{stage}")
         return module.run(cfg)
 
     app()
 
 
 def main() -> None:
+    started = time.perf_counter()
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(stage_help())
@@ -93,7 +117,7 @@ def main() -> None:
     if stage not in STAGES:
         print(f"error: unknown stage '{stage}'; stages are {', '.join(STAGES)}.", file=sys.stderr)
         sys.exit(2)
-    run_stage(stage, argv[1:])
+    run_stage(stage, argv[1:], started)
 
 
 if __name__ == "__main__":
