@@ -16,6 +16,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 SHRINK = {
     "vae": ["model.fit.max_epochs=3"],
     "ddpm": ["model.fit.max_epochs=3", "model.timesteps=20", "model.hidden=64"],
+    "ldm": [
+        "model.fit.max_epochs=3",
+        "model.timesteps=20",
+        "model.hidden=64",
+        "model.depth=2",
+        "model.ae_hidden=64",
+        "model.ae_epochs=3",
+    ],
     "chargpt": [
         "model.fit.max_epochs=2",
         "model.n_layer=1",

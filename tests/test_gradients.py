@@ -28,13 +28,13 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("model", ["vae", "ddpm", "chargpt"])
+@pytest.mark.parametrize("model", ["vae", "ddpm", "ldm", "chargpt"])
 def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory, model):
     cfg = cfg_factory("train", model=model)
     bundle = load_data(cfg.data)
     net = build_model(cfg.model, bundle, 0).eval()
     rows = batch_of(bundle.train.select(range(5)))
-    outputs = ["measured", "dtrak"] if model == "ddpm" else ["measured"]
+    outputs = ["measured", "dtrak"] if model in ("ddpm", "ldm") else ["measured"]
     for output in outputs:
         grads = torch.cat(list(per_example_gradients(net, rows, output, noise_seed=3, chunk=2)))
         assert grads.shape == (5, n_params(net))
@@ -143,7 +143,7 @@ def test_dtrak_needs_a_diffusion_model(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         attribute_stage.run(cfg_factory("attribute", *SMALL, "attribution.methods=[dtrak]"))
     assert (
-        "dtrak is defined for diffusion models (model=ddpm), not model=vae"
+        "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae"
         in capsys.readouterr().err
     )
 

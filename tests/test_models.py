@@ -6,7 +6,7 @@ from influence_lab.models.build import build_model, load_model, save_model
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit
 
-MODELS = ["vae", "ddpm", "chargpt"]
+MODELS = ["vae", "ddpm", "ldm", "chargpt"]
 
 
 @pytest.fixture(params=MODELS)

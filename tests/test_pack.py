@@ -27,7 +27,7 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(a).max())
 
 
-@pytest.mark.parametrize("model", ["vae", "ddpm", "chargpt"])
+@pytest.mark.parametrize("model", ["vae", "ddpm", "ldm", "chargpt"])
 def test_pack_of_one_reproduces_the_solo_fit(cfg_factory, tmp_path, model):
     cfg = cfg_factory("train", model=model)
     solo, bundle = _solo(cfg, None, 3, tmp_path / "solo")

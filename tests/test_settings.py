@@ -25,7 +25,7 @@ from influence_lab.settings.data import SOURCE_SCHEMAS, DataSettings
 from influence_lab.settings.generate import GenerateSettings
 from influence_lab.settings.lds import LDSSettings
 from influence_lab.settings.logger import CsvLogger, NoLogger, WandbLogger
-from influence_lab.settings.model import CharGPTSettings, DDPMSettings, VAESettings
+from influence_lab.settings.model import CharGPTSettings, DDPMSettings, LDMSettings, VAESettings
 from influence_lab.settings.paths import PathsSettings
 from influence_lab.settings.pipeline import PipelineSettings
 from influence_lab.settings.report import ReportSettings
@@ -35,7 +35,12 @@ from influence_lab.stages import STAGES as STAGE_HELP
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGES = tuple(STAGE_HELP)  # every stage of the CLI
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-MODELS = {"vae": VAESettings, "ddpm": DDPMSettings, "chargpt": CharGPTSettings}
+MODELS = {
+    "vae": VAESettings,
+    "ddpm": DDPMSettings,
+    "ldm": LDMSettings,
+    "chargpt": CharGPTSettings,
+}
 EMBEDDERS = {
     "model": ModelEmbedder,
     "autoencoder": AutoencoderEmbedder,
@@ -136,9 +141,14 @@ def test_yaml_defaults_equal_the_schema_defaults():
 
 def test_code_defaults_equal_the_schema_defaults():
     from influence_lab.data import sources
-    from influence_lab.models import DDPM, VAE, CharGPT
+    from influence_lab.models import DDPM, VAE, CharGPT, LatentDDPM
 
-    for cls, schema in ((VAE, VAESettings), (DDPM, DDPMSettings), (CharGPT, CharGPTSettings)):
+    for cls, schema in (
+        (VAE, VAESettings),
+        (DDPM, DDPMSettings),
+        (LatentDDPM, LDMSettings),
+        (CharGPT, CharGPTSettings),
+    ):
         defaults = schema().init_args()
         for name, param in inspect.signature(cls).parameters.items():
             if name in defaults:
@@ -183,8 +193,8 @@ def test_code_defaults_equal_the_schema_defaults():
         ),
         (
             ["attribution.methods=[dtrak]"],
-            "dtrak is defined for diffusion models (model=ddpm), not model=vae; use trak "
-            "or tracin.",
+            "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae; "
+            "use trak or tracin.",
         ),
         (
             ["lds.runs=['model=ddpm']"],
