@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..settings import ModelSettings
 from .base import GenerativeModel
 
 
@@ -19,6 +20,16 @@ def prompt_seeds(n_prompts: int, m: int, base_seed: int = 0, stride: int = 0) ->
     prompt; stride >= m: every output of every prompt has its own seed, so that a prompt that
     occurs twice gets different outputs)."""
     return [[base_seed + i * stride + j for j in range(m)] for i in range(n_prompts)]
+
+
+def use_sampling(model: GenerativeModel, settings: ModelSettings) -> GenerativeModel:
+    """The model, set to sample with the sampling-only settings (`SAMPLING_ARGS`: guidance,
+    temperature) of `settings`: they are no part of a train signature, so a model trained (or
+    saved) under other values samples with the current config's."""
+    for key, value in settings.sampling_args().items():
+        if key in model.hparams:
+            model.hparams[key] = value
+    return model
 
 
 @torch.no_grad()

@@ -28,6 +28,9 @@ MODEL_NAMES = ("vae", "ddpm", "ldm", "chargpt")
 VAE_ARCHS = ("mlp", "conv")
 DDPM_ARCHS = ("mlp", "unet")
 NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model class's arguments
+# constructor arguments that act only when sampling (DDPM/LDM guidance, CharGPT temperature): they
+# are no part of a train signature, and a trained model samples with the current config's values
+SAMPLING_ARGS = ("guidance", "temperature")
 
 
 class FitSettings(Settings):
@@ -45,6 +48,10 @@ class ModelBase(Settings):
     def init_args(self) -> dict:
         """The model class's constructor arguments (without the data-dependent ones)."""
         return {k: v for k, v in self.plain().items() if k not in NOT_INIT_ARGS}
+
+    def sampling_args(self) -> dict:
+        """The settings that act only at sampling time (`SAMPLING_ARGS`) this model has."""
+        return {k: v for k, v in self.plain().items() if k in SAMPLING_ARGS}
 
 
 class VAESettings(ModelBase):

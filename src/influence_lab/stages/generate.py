@@ -12,7 +12,13 @@ import numpy as np
 from ..data import DataBundle, load_data
 from ..errors import InfluenceLabError
 from ..models.build import load_model
-from ..models.sampling import draw_prompts, output_seeds, prompt_seeds, sample_grid
+from ..models.sampling import (
+    draw_prompts,
+    output_seeds,
+    prompt_seeds,
+    sample_grid,
+    use_sampling,
+)
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, write_outputs
 from ..report.figures import draw
@@ -42,6 +48,9 @@ def generate(settings: StageSettings) -> RunDir:
     spec = {"model_signature": model_run.signature, "prompts": prompts, "seeds": seeds}
     if gen.seed_stride:
         spec["prompt_seeds"] = per_prompt
+    sampling = settings.model.sampling_args()  # not in the train signature: hashed here
+    if sampling:
+        spec["sampling"] = {k: settings.given("model").get(k, v) for k, v in sampling.items()}
     provenance = GenerateProvenance(
         model_signature=model_run.signature,
         model_dir=str(model_run.path),
@@ -59,7 +68,8 @@ def _sample(
     cfg: StageSettings, bundle: DataBundle, run: RunDir, provenance: GenerateProvenance, spec: dict
 ) -> dict:
     prompts = provenance.prompts
-    outputs = sample_grid(load_model(provenance.model_dir), prompts, provenance.prompt_seeds)
+    model = use_sampling(load_model(provenance.model_dir), cfg.model)
+    outputs = sample_grid(model, prompts, provenance.prompt_seeds)
     table = write_outputs(run.path, provenance, outputs)
     shown = min(len(prompts), 20)  # the picture shows the first 20 prompts
     picture = draw(

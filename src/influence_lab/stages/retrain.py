@@ -20,6 +20,7 @@ from ..data import load_data
 from ..data.canaries import canary_pattern
 from ..errors import InfluenceLabError
 from ..models.build import load_model
+from ..models.sampling import use_sampling
 from ..orchestration.records import load_outputs
 from ..settings import StageSettings
 from ..store.files import claim
@@ -92,7 +93,7 @@ def run_job(
         runs = train_members(base, bundle, [m.to_dict() for m in todo], pack_dir, failures=failures)
         write_failures(results, job, failures)
         for member in (m for m in todo if m.member_id in runs):
-            model = load_model(runs[member.member_id].path)
+            model = use_sampling(load_model(runs[member.member_id].path), base.model)
             table = measure_member(
                 model, member, full_losses, originals, prompts, seeds, embedders, patterns
             )

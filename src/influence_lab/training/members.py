@@ -16,6 +16,7 @@ from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
 from ..settings import StageSettings
 from ..settings.logger import NoLogger
+from ..settings.model import SAMPLING_ARGS
 from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..store.paths import output_dir
 from ..store.signature import signature
@@ -25,15 +26,17 @@ from .fit import NonFiniteLoss, fit, fit_pack
 
 
 def train_spec(settings: StageSettings, bundle: DataBundle) -> dict:
-    """Everything that determines a trained model: data (not the prompts), model, seed, and the
-    fingerprint of the training items. Data and model are hashed as the config gave them
-    (`StageSettings.given`), so that a schema's default or coercion never changes a signature."""
+    """Everything that determines a trained model: data (not the prompts), model (not the settings
+    that act only when sampling, `SAMPLING_ARGS`), seed, and the fingerprint of the training items.
+    Data and model are hashed as the config gave them (`StageSettings.given`), so that a schema's
+    default or coercion never changes a signature."""
     data = settings.given("data")
     data.pop("prompts", None)
     data["exclude_ids"] = sorted(bundle.excluded)
+    model = {k: v for k, v in settings.given("model").items() if k not in SAMPLING_ARGS}
     return {
         "data": data,
-        "model": settings.given("model"),
+        "model": model,
         "seed": settings.seed,
         "train_fingerprint": bundle.fingerprint,
     }
