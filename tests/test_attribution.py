@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from skimage.metrics import structural_similarity
@@ -267,3 +268,17 @@ def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_set
     assert fused[0][["id", "score"]].equals(fused[1][["id", "score"]])
     paper = [t[t.method == "paper"].score.to_numpy() for t in (auto, by_ae)]
     assert not np.allclose(paper[0], paper[1])  # the embedding features came from another space
+
+
+def test_raw_similarities_outside_the_pool_only_when_a_method_ranks_every_item(digits_setup):
+    bundle, embedders, caches = digits_setup
+    images = np.asarray(bundle.train.with_format("numpy")["image"])
+    args = (bundle.train, "image", ["digit four, regular, upright"], [images[10:14]])
+    pool_only = attribute_prompts(*args, embedders, caches, attribution_cfg(methods=["fused"]))
+    every = attribute_prompts(
+        *args, embedders, caches, attribution_cfg(methods=["fused", "raw_only"])
+    )
+    fused = every[every.method == "fused"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pool_only.reset_index(drop=True), fused)  # same ranks, scores
+    raw_rows = every[every.method == "raw_only"]
+    assert raw_rows.raw_ssim.notna().all() and len(raw_rows) == 20

@@ -370,8 +370,8 @@ ROWS = [
     # --- model and trainer ---
     Row(
         "image model on text data",
-        "model=vae needs image data but data=names holds text; use model=vae or "
-        "model=ddpm for images and model=chargpt for text.",
+        "model=vae needs image data but data=names holds text; use model=vae, "
+        "model=ddpm or model=ldm for images and model=chargpt for text.",
         ["data=names"],
         TRAIN_GENERATE,
     ),
@@ -719,6 +719,20 @@ ROWS = [
         "attribution.gradient.damping is 0; it must be a positive number.",
         ["attribution.gradient.damping=0"],
         ("attribute",),
+    ),
+    Row(
+        "`attribution.gradient.projector=dense`",
+        "attribution.gradient.projector is 'dense'; allowed values are auto, sparse, normal.",
+        ["attribution.gradient.projector=dense"],
+        ("attribute",),
+    ),
+    Row(
+        "`attribution.gradient.dtrak_timesteps` above `model.timesteps` (with `dtrak`)",
+        "attribution.gradient.dtrak_timesteps is 30 but model.timesteps is 20; "
+        "D-TRAK's timesteps are the model's, so it must be at most 20.",
+        ["attribution.gradient.dtrak_timesteps=30", "attribution.methods=[fused,dtrak]"],
+        ("attribute", "lds"),
+        model="ddpm",
     ),
     # --- counterfactual ---
     Row(

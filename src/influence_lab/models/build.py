@@ -29,7 +29,7 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
         wanted = "image" if cls.kind == "image" else "text"
         raise InfluenceLabError(
             f"model={model.name} needs {wanted} data but data={bundle.name} holds {bundle.kind}; "
-            f"use model=vae or model=ddpm for images and model=chargpt for text."
+            f"use model=vae, model=ddpm or model=ldm for images and model=chargpt for text."
         )
     params["vocab"] = build_vocab(bundle.captions)
     if bundle.kind == "image":
