@@ -139,3 +139,53 @@ def test_imagefolder_bad_inputs(tmp_path):
     _write_images(tmp_path / "nocap", n=2, caption=False)
     with pytest.raises(InfluenceLabError, match="has no caption file img0.txt"):
         load_imagefolder(str(tmp_path / "nocap"))
+
+
+def reference_fingerprint(ds) -> str:
+    """`fingerprint` as it was written first (chunk by chunk through the dataset's rows): the
+    columns read once must hash to the same digest."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for start in range(0, len(ds), 1024):
+        chunk = ds[start : start + 1024]
+        digest.update("\x1f".join(chunk["id"]).encode())
+        digest.update("\x1f".join(chunk["caption"]).encode())
+        if "image" in ds.column_names:
+            digest.update(
+                np.ascontiguousarray(np.asarray(chunk["image"], dtype=np.float32)).tobytes()
+            )
+        else:
+            digest.update("\x1f".join(chunk["text"]).encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data=digits"],
+        ["data=digits", "+data.canaries.count=3", "+data.canaries.token=zxq"],
+        ["data=names", "data.source.max_per_list=150"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_a_bundle_without_ids_is_what_load_data_gives(overrides):
+    """A member's data made from the full bundle (no source read again) has the items and the
+    fingerprint that `load_data` with its `data.exclude_ids` gives, so its train signature is the
+    same."""
+    full = load_data(data_cfg(*overrides))
+    assert full.fingerprint == reference_fingerprint(full.train)
+    assert full.full_fingerprint == reference_fingerprint(full.full)
+    ids = list(full.train["id"])
+    removed = ids[1200:1201] + ids[3:40:3] + ids[-2:]  # across chunks of 1,024, unsorted
+    for exclude in (removed, [], ids[:1]):
+        made = full.without(exclude)
+        loaded = load_data(data_cfg(*overrides, f"data.exclude_ids=[{','.join(exclude)}]"))
+        assert made.excluded == loaded.excluded == exclude
+        assert made.train["id"] == loaded.train["id"]
+        assert made.fingerprint == loaded.fingerprint == reference_fingerprint(loaded.train)
+        assert made.full_fingerprint == loaded.full_fingerprint and made.val["id"] == full.val["id"]
+    with pytest.raises(InfluenceLabError, match="not in the dataset"):
+        full.without(["no-such-id"])
+    with pytest.raises(ValueError):
+        full.without(removed).without(ids[:1])

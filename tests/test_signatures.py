@@ -24,7 +24,7 @@ from influence_lab.settings import from_config
 from influence_lab.settings.model import SAMPLING_ARGS
 from influence_lab.stages import STAGES
 from influence_lab.store.signature import signature
-from influence_lab.training.members import member_settings, train_run, train_spec
+from influence_lab.training.members import member_bundle, member_settings, train_run, train_spec
 
 KNOWN = {  # (stage, overrides) -> the train result's name, as before typed settings
     ("train",): "vae-digits-2f411ce6e1",  # the README's demo
@@ -88,6 +88,9 @@ def test_sweep_member_signatures_are_unchanged(member):
     bundle = load_data(settings.data)
     assert sorted(bundle.excluded) == sorted(removed)
     assert train_run(settings, bundle).path.name == KNOWN_MEMBERS[member]
+    # the member's data made from the full bundle (as packs do) gives the same result
+    made = member_bundle(load_data(base.data), settings)
+    assert train_run(settings, made).path.name == KNOWN_MEMBERS[member]
 
 
 @pytest.mark.parametrize(

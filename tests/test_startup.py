@@ -92,3 +92,20 @@ def test_a_stage_says_what_it_does_before_importing_torch(tmp_path):
     assert first.startswith("train: vae on digits (config read in "), out.stderr
     assert out.returncode != 0 and "torch" in out.stderr
     assert not list(Path(tmp_path).rglob("done"))
+
+
+def test_stages_import_faiss_and_wandb_only_where_used(tmp_path):
+    """Importing the stages (as `influence-lab STAGE` does) loads neither faiss (a search builds
+    its index) nor wandb (a run with logger=wandb starts it)."""
+    code = (
+        "import json, sys\n"
+        "from influence_lab.stages import STAGES\n"
+        "for stage in STAGES:\n"
+        "    __import__(f'influence_lab.stages.{stage}')\n"
+        "print(json.dumps(sorted(m for m in ('faiss', 'wandb') if m in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -8,8 +8,8 @@ cosine similarities; `l2` returns negative squared distances so that larger is a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from ..errors import InfluenceLabError
@@ -17,6 +17,9 @@ from ..settings import IndexSettings, section
 from ..settings.attribution import INDEX_METRICS, INDEX_TYPES
 from ..store.files import RunDir, atomic_write, write_npy
 from ..store.signature import signature
+
+if TYPE_CHECKING:
+    import faiss
 
 TYPES, METRICS = INDEX_TYPES, INDEX_METRICS  # declared in settings.attribution
 
@@ -29,6 +32,8 @@ def _prep(x: np.ndarray, metric: str) -> np.ndarray:
 
 
 def build_index(x: np.ndarray, cfg: IndexSettings) -> faiss.Index:
+    import faiss  # imported where used: a process that searches nothing never loads it
+
     kind, metric = cfg.type, cfg.metric
     if kind not in TYPES:
         raise InfluenceLabError(
@@ -57,6 +62,8 @@ def build_index(x: np.ndarray, cfg: IndexSettings) -> faiss.Index:
 
 
 def _params(index: faiss.Index, cfg: IndexSettings, subset: np.ndarray | None):
+    import faiss
+
     sel = faiss.IDSelectorBatch(np.asarray(subset, dtype=np.int64)) if subset is not None else None
     if cfg.type == "ivf":
         return faiss.SearchParametersIVF(sel=sel, nprobe=cfg.nprobe)
@@ -97,6 +104,8 @@ class EmbeddingCache:
     """Training-set embeddings + their faiss index, one directory per (embedder, data, index)."""
 
     def __init__(self, root: Path, embedder, bundle, index: IndexSettings):
+        import faiss
+
         index = section(IndexSettings, index, "attribution.index")
         sig = signature(embedder.signature, bundle.fingerprint, index.plain())
         self.run = RunDir(root, "embeddings", f"{embedder.name}-{bundle.name}", sig)
@@ -107,6 +116,8 @@ class EmbeddingCache:
         self.index = faiss.read_index(str(self.run / "index.faiss"))
 
     def _build(self, embedder, bundle) -> None:
+        import faiss
+
         self.run.prepare()
         train = bundle.train
         content = (

@@ -22,18 +22,32 @@ from .canaries import add_canaries
 
 def fingerprint(ds: Dataset) -> str:
     """Hash of the ids and content (and captions) of a dataset, in order."""
+    return digest_columns(*columns(ds))
+
+
+def columns(ds: Dataset) -> tuple[list[str], list[str], np.ndarray | list[str]]:
+    """What a fingerprint hashes, read once: ids, captions, and the images as one float32 array
+    (N, C, H, W) or the texts."""
+    ids, captions = list(ds["id"]), list(ds["caption"])
+    if "image" not in ds.column_names:
+        return ids, captions, list(ds["text"])
+    if not len(ds):
+        return ids, captions, np.zeros((0,), np.float32)
+    images = ds.with_format("numpy", columns=["image"])[:]["image"]
+    return ids, captions, np.asarray(images, dtype=np.float32)
+
+
+def digest_columns(ids: list[str], captions: list[str], content) -> str:
+    """The fingerprint of the items with these columns: SHA-256 over chunks of 1,024 items."""
     digest = hashlib.sha256()
-    content = "image" if "image" in ds.column_names else "text"
-    for start in range(0, len(ds), 1024):
-        chunk = ds[start : start + 1024]
-        digest.update("\x1f".join(chunk["id"]).encode())
-        digest.update("\x1f".join(chunk["caption"]).encode())
-        if content == "image":
-            digest.update(
-                np.ascontiguousarray(np.asarray(chunk["image"], dtype=np.float32)).tobytes()
-            )
+    for start in range(0, len(ids), 1024):
+        stop = start + 1024
+        digest.update("\x1f".join(ids[start:stop]).encode())
+        digest.update("\x1f".join(captions[start:stop]).encode())
+        if isinstance(content, np.ndarray):
+            digest.update(np.ascontiguousarray(content[start:stop], dtype=np.float32).tobytes())
         else:
-            digest.update("\x1f".join(chunk["text"]).encode())
+            digest.update("\x1f".join(content[start:stop]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -72,8 +86,13 @@ class DataBundle:
     excluded: list[str]
 
     @functools.cached_property
+    def train_columns(self) -> tuple:
+        """The training split's ids, captions and content (`columns`), read once."""
+        return columns(self.train)
+
+    @functools.cached_property
     def fingerprint(self) -> str:
-        return fingerprint(self.train)
+        return digest_columns(*self.train_columns)
 
     @functools.cached_property
     def full_fingerprint(self) -> str:
@@ -83,10 +102,42 @@ class DataBundle:
     def captions(self) -> list[str]:
         return list(self.full["caption"])
 
+    @functools.cached_property
+    def full_ids(self) -> set[str]:
+        return set(self.full["id"])
+
+    def without(self, exclude: list[str]) -> DataBundle:
+        """The bundle `load_data` gives for the same data settings with `data.exclude_ids` set to
+        `exclude` (same items, same fingerprint), made from this one, which must remove nothing:
+        the source is not read again and the fingerprint is hashed from this bundle's columns."""
+        if self.excluded:
+            raise ValueError("without() needs a bundle that removes nothing")
+        exclude = [str(i) for i in exclude]
+        ids, captions, content = self.train_columns
+        keep = kept(ids, self.full_ids, exclude)
+        train = self.train if keep is None else self.train.select(keep)
+        out = DataBundle(self.name, self.kind, self.full, train, self.val, exclude)
+        if keep is not None:
+            content = (
+                content[keep] if isinstance(content, np.ndarray) else [content[i] for i in keep]
+            )
+            out.train_columns = ([ids[i] for i in keep], [captions[i] for i in keep], content)
+        for shared in ("captions", "full_ids", "full_fingerprint"):
+            if shared in self.__dict__:
+                out.__dict__[shared] = self.__dict__[shared]
+        return out
+
 
 def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Dataset:
+    keep = kept(list(train["id"]), full_ids, exclude) if exclude else None
+    return train if keep is None else train.select(keep)
+
+
+def kept(train_ids: list[str], full_ids: set[str], exclude: list[str]) -> list[int] | None:
+    """The positions of the training items that stay when `exclude` is removed (None: all of
+    them); unknown ids, ids of the validation split and a removal of everything are refused."""
     if not exclude:
-        return train
+        return None
     unknown = sorted(set(exclude) - full_ids)
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
@@ -94,8 +145,7 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
             f"data.exclude_ids names {len(unknown)} id(s) not in the dataset ({shown}); "
             f"ids look like '{next(iter(sorted(full_ids)))}'."
         )
-    train_ids = set(train["id"])
-    not_train = sorted(set(exclude) - train_ids)
+    not_train = sorted(set(exclude) - set(train_ids))
     if not_train:
         raise InfluenceLabError(
             f"data.exclude_ids names {len(not_train)} id(s) in the validation split, "
@@ -103,12 +153,13 @@ def remove_ids(train: Dataset, full_ids: set[str], exclude: list[str]) -> Datase
             f"split ({', '.join(not_train[:5])}); only training items can be removed."
         )
     drop = set(exclude)
-    keep = [i for i, item_id in enumerate(train["id"]) if item_id not in drop]
+    keep = [i for i, item_id in enumerate(train_ids) if item_id not in drop]
     if not keep:
         raise InfluenceLabError(
-            f"data.exclude_ids removes all {len(train)} training items; at least one must remain."
+            f"data.exclude_ids removes all {len(train_ids)} training items; "
+            "at least one must remain."
         )
-    return train.select(keep)
+    return keep
 
 
 def source_loader(target):

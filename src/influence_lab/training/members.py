@@ -80,6 +80,15 @@ def member_settings(base: StageSettings, member: dict) -> StageSettings:
     )
 
 
+def member_bundle(bundle: DataBundle, settings: StageSettings) -> DataBundle:
+    """The data a member trains on, as `load_data(settings.data)` gives it: made from the full
+    bundle by removing the member's items (no source is read again, the fingerprint is hashed from
+    the columns the full bundle read once), or loaded when the full bundle itself removes items."""
+    if bundle.excluded or not isinstance(settings.data.exclude_ids, (list, tuple)):
+        return load_data(settings.data)
+    return bundle.without(list(settings.data.exclude_ids))
+
+
 def train_members(
     base: StageSettings,
     bundle,
@@ -95,10 +104,13 @@ def train_members(
     A member whose loss stops being finite is left out of the result: its message goes into
     `failures` (member id -> message) when given, else NonFiniteLoss is raised naming it. The pack
     is claimed (file lock) so two processes never train the same members at once."""
-    runs = {}
+    runs, bundles = {}, {}  # one bundle per removal set (members that differ by seed share it)
     for member in members:
         msettings = member_settings(base, member)
-        mbundle = load_data(msettings.data)
+        key = tuple(member["removed"])
+        if key not in bundles:
+            bundles[key] = member_bundle(bundle, msettings)
+        mbundle = bundles[key]
         runs[member["member_id"]] = (member, msettings, mbundle, train_run(msettings, mbundle))
     if all(run.done for *_, run in runs.values()):
         return {k: run for k, (*_, run) in runs.items()}
