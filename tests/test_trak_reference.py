@@ -68,9 +68,9 @@ def _setup(cfg_factory, tmp_path, model, *overrides):
 
 
 def _no_projection(monkeypatch):
-    identity = lambda n_params, dim, seed, **kw: IdentityProjector()  # noqa: E731
-    monkeypatch.setattr(per_example, "SparseProjector", identity)
-    monkeypatch.setattr(gradient_methods, "SparseProjector", identity)
+    identity = lambda kind, n_params, dim, seed: IdentityProjector()  # noqa: E731
+    monkeypatch.setattr(per_example, "make_projector", identity)
+    monkeypatch.setattr(gradient_methods, "make_projector", identity)
 
 
 def _example_tensors(net, batch, noise_seed):

@@ -7,8 +7,10 @@ target" (it lowers the target's loss), the convention of the search scorers.
   with Phi_k the training items' projected gradients of the example loss; averaged over the
   ensemble (models trained on the full set with seeds seed, seed+1, ...). For these outputs
   (losses, not classification margins) the TRAK Q weighting is the identity.
-- D-TRAK (Zheng et al. 2024): TRAK with the squared norm of the predicted noise, over the fixed
-  timesteps and noise of `example_loss`, as the output function on both sides. Diffusion only.
+- D-TRAK (Zheng et al. 2024): TRAK with the mean squared predicted noise as the output function on
+  both sides, over K = `dtrak_timesteps` evenly spaced timesteps with one noise draw per timestep
+  shared by every example, projected by a dense Gaussian (`projector: auto`), as its authors run it
+  (docs/gradients.md). Diffusion only.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import torch
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..settings import section
-from ..settings.attribution import GRADIENT_METHODS, GradientSettings
+from ..settings.attribution import GRADIENT_METHODS, GradientSettings, projector_kind
 from ..settings.stage import check_gradient_method
 from ..store.files import read_json
-from .per_example import SparseProjector, n_params, projected_gradients, train_features
+from .per_example import make_projector, n_params, projected_gradients, train_features
 
 __all__ = [
     "GRADIENT_METHODS",
@@ -56,11 +58,27 @@ class GradientSetup:
         self.cfg = section(GradientSettings, self.cfg, "attribution.gradient")
 
 
+def _projection(cfg: GradientSettings, output: str) -> dict:
+    """The projection and output options of `train_features` for a method's output function."""
+    method = "dtrak" if output == "dtrak" else "trak"
+    return {
+        "projector": projector_kind(cfg.projector, method),
+        "dtrak_timesteps": cfg.dtrak_timesteps if output == "dtrak" else None,
+    }
+
+
 def _target_features(
-    model, batch, output: str, proj_dim: int, seed: int, noise_seed: int
+    model, batch, output: str, cfg: GradientSettings, seed: int, noise_seed: int
 ) -> np.ndarray:
+    options = _projection(cfg, output)
+    projector = make_projector(options["projector"], n_params(model), cfg.proj_dim, seed)
     return projected_gradients(
-        model, batch, SparseProjector(n_params(model), proj_dim, seed), output, noise_seed
+        model,
+        batch,
+        projector,
+        output,
+        noise_seed,
+        dtrak_timesteps=options["dtrak_timesteps"],
     )
 
 
@@ -92,6 +110,7 @@ class TracIn:
                     "measured",
                     cfg.proj_dim,
                     cfg.proj_seed,
+                    **_projection(cfg, "measured"),
                 )
             )
 
@@ -99,12 +118,7 @@ class TracIn:
         total = 0.0
         for snap, model, phi in zip(self.snapshots, self.models, self.features, strict=True):
             q = _target_features(
-                model,
-                batch,
-                "measured",
-                self.setup.cfg.proj_dim,
-                self.setup.cfg.proj_seed,
-                noise_seed,
+                model, batch, "measured", self.setup.cfg, self.setup.cfg.proj_seed, noise_seed
             )
             total = total + float(snap["lr"]) * (q.astype(np.float64) @ phi.T.astype(np.float64))
         return np.asarray(total)
@@ -138,6 +152,7 @@ class Trak:
                 output,
                 cfg.proj_dim,
                 cfg.proj_seed + k,
+                **_projection(cfg, output),
             ).astype(np.float64)
             self.spectra.append(_Spectrum(phi))
             self.models.append(model)
@@ -151,7 +166,7 @@ class Trak:
         out = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
             q = _target_features(
-                model, batch, self.output, cfg.proj_dim, cfg.proj_seed + k, noise_seed
+                model, batch, self.output, cfg, cfg.proj_seed + k, noise_seed
             ).astype(np.float64)
             grid = [cfg.damping] if dampings is None else list(dampings)
             scores = np.stack([spectrum.scores(q, d) for d in grid])

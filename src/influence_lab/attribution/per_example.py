@@ -21,6 +21,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from ..models.base import GenerativeModel
+from ..models.ddpm import DTRAK_TIMESTEPS
 from ..store.files import RunDir, write_npy
 from ..store.signature import signature
 
@@ -49,6 +50,42 @@ class SparseProjector:
         return out
 
 
+class NormalProjector:
+    """A dense Gaussian projection, P = R / sqrt(dim) with R (parameters x dim) standard normal:
+    E[<Px, Py>] = <x, y>. It is D-TRAK's projection (its authors run traker's CudaProjector with
+    ProjectionType.normal). R (1.4G numbers for the digits DDPM at 4,096 dimensions) is never held:
+    each call regenerates it in chunks of `chunk` parameters, chunk i from a generator seeded by
+    (seed, i), and sums the chunks' products -- as traker's CPU `BasicProjector` does (in blocks of
+    output columns), written here because traker is a test dependency only. Each call costs one
+    draw of R, so callers pass many gradients at once (`batch_rows`)."""
+
+    def __init__(self, n_params: int, dim: int, seed: int, chunk: int = 4096):
+        self.n_params, self.dim, self.seed, self.chunk = int(n_params), int(dim), int(seed), chunk
+        self.batch_rows = max(
+            64, 2**28 // max(self.n_params, 1)
+        )  # gradients per call: 1 GiB of them
+
+    def block(self, i: int) -> torch.Tensor:
+        """Rows i*chunk.. of P: (parameters of chunk i, dim)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        size = min(self.chunk, self.n_params - i * self.chunk)
+        return torch.randn(size, self.dim, generator=gen) / math.sqrt(self.dim)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:  # (B, P) -> (B, dim)
+        out = g.new_zeros(g.shape[0], self.dim)
+        for i, start in enumerate(range(0, self.n_params, self.chunk)):
+            out.addmm_(g[:, start : start + self.chunk], self.block(i))
+        return out
+
+
+PROJECTORS = {"sparse": SparseProjector, "normal": NormalProjector}
+
+
+def make_projector(kind: str, n_params: int, dim: int, seed: int):
+    """The projector `kind` (attribution.gradient.projector, resolved: sparse | normal)."""
+    return PROJECTORS[kind](n_params, dim, seed)
+
+
 class IdentityProjector:
     """No projection: the full per-example gradients (for checks against exact references)."""
 
@@ -67,15 +104,18 @@ def per_example_gradients(
     noise_seed: int = 0,
     chunk: int = 64,
     desc: str | None = None,
+    dtrak_timesteps: int | None = None,
 ):
-    """Yield (B, P) flattened gradients of `output` for each example of `batch`, in chunks."""
+    """Yield (B, P) flattened gradients of `output` for each example of `batch`, in chunks.
+    `dtrak_timesteps`: D-TRAK's K (diffusion models; None: the model's default)."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}")
     model = model.eval()
     prepared = model.prepare(batch)
     tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
     n = len(batch["caption"])
-    noise = model.measure_noise(n, noise_seed)
+    options = {} if dtrak_timesteps is None else {"dtrak_timesteps": int(dtrak_timesteps)}
+    noise = model.measure_noise(n, noise_seed, **options)
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     buffers = dict(model.named_buffers())
 
@@ -98,15 +138,25 @@ def per_example_gradients(
 def projected_gradients(
     model: GenerativeModel,
     batch: dict,
-    projector: SparseProjector,
+    projector,
     output: str = "measured",
     noise_seed: int = 0,
     desc: str | None = None,
+    dtrak_timesteps: int | None = None,
 ) -> np.ndarray:
-    rows = [
-        projector(g.detach())
-        for g in per_example_gradients(model, batch, output, noise_seed, desc=desc)
-    ]
+    """The projected gradients (examples, dim); the gradients reach the projector in groups of
+    its `batch_rows` (a dense projection is drawn once per call)."""
+    grads = per_example_gradients(
+        model, batch, output, noise_seed, desc=desc, dtrak_timesteps=dtrak_timesteps
+    )
+    rows, pending = [], []
+    for g in grads:
+        pending.append(g.detach())
+        if sum(len(p) for p in pending) >= getattr(projector, "batch_rows", 0):
+            rows.append(projector(torch.cat(pending)))
+            pending = []
+    if pending:
+        rows.append(projector(torch.cat(pending)))
     return torch.cat(rows).numpy().astype(np.float32)
 
 
@@ -120,9 +170,13 @@ def train_features(
     proj_dim: int,
     proj_seed: int,
     noise_seed: int = 0,
+    projector: str = "sparse",
+    dtrak_timesteps: int | None = None,
 ) -> np.ndarray:
     """Projected gradients of every training item, cached under `<root>/features/` by the signature
-    of (model weights key, data fingerprint, output function, projection, noise)."""
+    of (model weights key, data fingerprint, output function, projection, noise). The projector
+    kind enters the key when it is not `sparse` and D-TRAK's K for `dtrak`, so the features
+    cached before either existed (sparse; the measured loss) keep their keys."""
     spec = {
         "model": model_key,
         "data": fingerprint,
@@ -131,14 +185,23 @@ def train_features(
         "proj_seed": int(proj_seed),
         "noise_seed": int(noise_seed),
     }
+    if projector != "sparse":
+        spec["projector"] = projector
+    if output == "dtrak":
+        spec["dtrak_timesteps"] = int(dtrak_timesteps or DTRAK_TIMESTEPS)
     run = RunDir(root, "features", output, signature(spec))
     path = run / "features.npy"
     if run.done and path.exists():
         return np.load(path)
     run.prepare()
-    projector = SparseProjector(n_params(model), proj_dim, proj_seed)
     feats = projected_gradients(
-        model, train_batch, projector, output, noise_seed, desc=f"gradients ({output})"
+        model,
+        train_batch,
+        make_projector(projector, n_params(model), proj_dim, proj_seed),
+        output,
+        noise_seed,
+        desc=f"gradients ({output})",
+        dtrak_timesteps=spec.get("dtrak_timesteps"),
     )
     write_npy(path, feats)
     run.mark_done(spec)

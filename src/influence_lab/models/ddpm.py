@@ -13,6 +13,14 @@ from torch import nn
 from ..errors import InfluenceLabError
 from .base import GenerativeModel, seeded_normal
 
+DTRAK_TIMESTEPS = 10  # D-TRAK's K when none is given (attribution.gradient.dtrak_timesteps)
+
+
+def dtrak_seed(seed: int, t: int) -> int:
+    """The seed of D-TRAK's noise at timestep t (as its authors, one seed per timestep, so the
+    draw at t does not depend on K), apart from the small seeds used elsewhere."""
+    return 1_000_003 * (int(seed) + 1) + int(t)
+
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
@@ -137,37 +145,60 @@ class Diffusion(GenerativeModel):
         k, T = self.hparams.loss_timesteps, self.hparams.timesteps
         return torch.linspace(0, T - 1, k).round().long()
 
-    def measure_noise(self, n, seed):
-        """Noise of each of the `loss_timesteps` fixed timesteps, example first: (n, K, *space)."""
-        return {
-            "eps": seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.space)).transpose(
-                0, 1
+    def dtrak_timestep_grid(self, k: int) -> torch.Tensor:
+        """D-TRAK's K timesteps, evenly spaced as its authors' `range(0, T, T // K)`, exactly K."""
+        T = self.hparams.timesteps
+        if not 1 <= k <= T:
+            raise InfluenceLabError(
+                f"attribution.gradient.dtrak_timesteps is {k}; "
+                f"it must be from 1 to model.timesteps ({T})."
             )
-        }
+        return torch.arange(k) * (T // k)
 
-    def _over_timesteps(self, batch, noise, per_step):
+    def measure_noise(self, n, seed, dtrak_timesteps: int | None = None):
+        """The fixed noise, example first. "eps": each example's own noise at each of the
+        `loss_timesteps` timesteps of `measured_loss`, (n, loss_timesteps, *space). "eps_dtrak":
+        D-TRAK's, one draw per timestep t of `dtrak_timestep_grid` (from the seed (seed, t))
+        shared by every example, a view (n, K, *space) of (K, *space); K = `dtrak_timesteps`
+        (attribution.gradient.dtrak_timesteps), or DTRAK_TIMESTEPS (at most T) when None."""
+        k = dtrak_timesteps or min(DTRAK_TIMESTEPS, self.hparams.timesteps)
+        shared = torch.stack(
+            [seeded_normal(dtrak_seed(seed, t), self.space) for t in self.dtrak_timestep_grid(k)]
+        )
+        eps = seeded_normal(seed, (self.hparams.loss_timesteps, n, *self.space)).transpose(0, 1)
+        return {"eps": eps, "eps_dtrak": shared.expand(n, *shared.shape)}
+
+    def _over_timesteps(self, batch, eps, grid, per_step):
+        """The mean over the timesteps of `grid` of per_step(predicted noise, noise), each
+        averaged over the pixels; eps (n, len(grid), *space) is the noise at each timestep."""
         x0 = self._x0(batch)
         n = len(x0)
         c = self.cond(batch)
         total = x0.new_zeros(
             n
         )  # devices from the data: under a pack the module itself is on "meta"
-        for k, t_val in enumerate(self.loss_timestep_grid().tolist()):
+        for k, t_val in enumerate(grid.tolist()):
             t = torch.full((n,), t_val, device=x0.device, dtype=torch.long)
-            eps = noise["eps"][:, k]
-            total = total + per_step(self.net(self._noised(x0, t, eps), t, c), eps).flatten(1).mean(
+            eps_k = eps[:, k]
+            total = total + per_step(self.net(self._noised(x0, t, eps_k), t, c), eps_k).flatten(
                 1
-            )
-        return total / self.hparams.loss_timesteps
+            ).mean(1)
+        return total / len(grid)
 
     def measured_loss(self, batch, noise):
         """Denoising loss averaged over `loss_timesteps` fixed timesteps with fixed noise."""
-        return self._over_timesteps(batch, noise, lambda pred, eps: (pred - eps).pow(2))
+        return self._over_timesteps(
+            batch, noise["eps"], self.loss_timestep_grid(), lambda pred, eps: (pred - eps).pow(2)
+        )
 
     def output_dtrak(self, batch, noise):
-        """D-TRAK's output function: the squared norm of the predicted noise, over the same fixed
-        timesteps and noise (Zheng et al., ICLR 2024)."""
-        return self._over_timesteps(batch, noise, lambda pred, eps: pred.pow(2))
+        """D-TRAK's output function as its authors compute it (Zheng et al., ICLR 2024;
+        sail-sg/D-TRAK grad_unconditional.py): the squared predicted noise averaged over the
+        pixels, then over K evenly spaced timesteps, with one noise draw per timestep shared by
+        every example (`eps_dtrak` of `measure_noise`; K is its second dimension)."""
+        eps = noise["eps_dtrak"]
+        grid = self.dtrak_timestep_grid(eps.shape[1])
+        return self._over_timesteps(batch, eps, grid, lambda pred, eps: pred.pow(2))
 
     def _eps(self, x, t, c, c_null):
         if not self.conditional or self.hparams.guidance == 1.0:

@@ -32,6 +32,8 @@ BASE_METHODS = ("paper", "fused", "caption_only", "raw_only", "latent_only")
 GRADIENT_METHODS = ("tracin", "trak", "dtrak")
 DIFFUSION_MODELS = ("ddpm", "ldm")
 DIFFUSION_ONLY = {"dtrak": DIFFUSION_MODELS}  # gradient methods defined for diffusion models only
+PROJECTORS = ("sparse", "normal")
+PROJECTOR_SETTINGS = ("auto", *PROJECTORS)
 AUTO_METHODS = ("fused", "caption_only", "raw_only", "latent_only")  # `auto` (+ paper for images)
 LATENT_PREFIX = "latent:"
 INDEX_TYPES = ("flat", "ivf", "hnsw")
@@ -61,6 +63,14 @@ Methods = auto_or(
 EmbedderNames = Annotated[list[str], a_list("[model,autoencoder]"), OnceEach]
 
 
+def projector_kind(setting: str, method: str) -> str:
+    """The projection a gradient method uses: attribution.gradient.projector, where `auto` is
+    D-TRAK's own (normal) for dtrak and the sparse sketch for tracin and trak."""
+    if setting != "auto":
+        return setting
+    return "normal" if method == "dtrak" else "sparse"
+
+
 def method_list(methods) -> list[str] | None:
     """The methods named, or None for auto."""
     return None if methods == "auto" else list(methods)
@@ -84,6 +94,10 @@ class GradientSettings(Settings):
         4  # TRAK / D-TRAK: models trained on the full set with seeds seed, seed+1, ...
     )
     damping: PositiveNumber = 1.0  # TRAK: lambda, relative to the mean diagonal of Phi^T Phi
+    # the random projection: sparse (JL sketch, 4 nonzeros per parameter) | normal (dense
+    # Gaussian, D-TRAK's) | auto (normal for dtrak, sparse for tracin and trak)
+    projector: Annotated[str, one_of(PROJECTOR_SETTINGS)] = "auto"
+    dtrak_timesteps: PositiveInt = 10  # D-TRAK: K timesteps evenly spaced over the schedule
 
 
 class AttributionSettings(Settings):

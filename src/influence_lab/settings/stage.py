@@ -165,6 +165,19 @@ class StageSettings(Settings):
     def _check_attribution(self) -> None:
         self.known_embedders(self.attribution.embedders, "attribution.embedders")
         self.check_methods(self.attribution.methods, "attribution.methods")
+        k, T = self.attribution.gradient.dtrak_timesteps, getattr(self.model, "timesteps", None)
+        if T is not None and k > T and self._uses_dtrak():
+            fail(
+                f"attribution.gradient.dtrak_timesteps is {k} but model.timesteps is {T}; "
+                f"D-TRAK's timesteps are the model's, so it must be at most {T}."
+            )
+
+    def _uses_dtrak(self) -> bool:
+        """dtrak is among attribution.methods or lds.methods (auto: for a diffusion model)."""
+        named = [method_list(self.attribution.methods) or []]
+        if self.lds is not None:
+            named.append(method_list(self.lds.methods) or ["dtrak"])
+        return any("dtrak" in methods for methods in named)
 
     def _check_counterfactual(self) -> None:
         cf, attribution = self.counterfactual, self.attribution
