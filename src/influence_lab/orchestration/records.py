@@ -52,6 +52,7 @@ class AttributeProvenance(_Record):
     embedders: dict[str, Any]
     embedding_dirs: dict[str, str]
     data_fingerprint: str
+    dampings: dict[str, float] | None = None  # TRAK / D-TRAK dampings chosen by an LDS run
 
 
 def write_outputs(folder: Path, provenance: GenerateProvenance, outputs) -> pd.DataFrame:
