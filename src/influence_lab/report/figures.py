@@ -16,6 +16,19 @@ from ..models.sampling import output_seeds, sample_grid  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
 
 
+def show_image(ax, img) -> None:
+    """One (C, H, W) image in [0, 1]; a grey one white on black, as the data holds it (so an item
+    captioned "light" looks light in every picture)."""
+    grey = img.shape[0] == 1
+    ax.imshow(
+        img[0] if grey else img.transpose(1, 2, 0),
+        cmap="gray" if grey else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+
+
 def plain(text) -> str:
     """`text` (an id, caption or prompt from the data) as matplotlib shows it literally: every '$'
     escaped, so a string with two '$' is never parsed as TeX (which fails on a bad one, and ignores
@@ -43,13 +56,7 @@ def image_grid(images: np.ndarray, row_labels: list[str], path: Path, title: str
         for c in range(cols):
             img = images[r, c]
             ax = axes[r, c + 1]
-            ax.imshow(
-                img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0),
-                cmap="gray" if img.shape[0] == 1 else None,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
+            show_image(ax, img)
             ax.set_xticks([])
             ax.set_yticks([])
     if title:

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..store.files import atomic_write  # noqa: E402
-from .figures import plain  # noqa: E402
+from .figures import plain, show_image  # noqa: E402
 
 
 def _save(fig, path: Path, dpi: int = 110) -> Path:
@@ -85,15 +85,7 @@ def memorization_grid(
         ax.axis("off")
         if k >= len(images):
             continue
-        img = images[k]
-        grey = img.shape[0] == 1
-        ax.imshow(
-            img[0] if grey else img.transpose(1, 2, 0),
-            cmap="gray_r" if grey else None,
-            vmin=0,
-            vmax=1,
-            interpolation="nearest",
-        )
+        show_image(ax, images[k])
         ax.set_title(plain("\n".join(textwrap.wrap(labels[k], 18))), fontsize=5.5)  # ids, captions
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)

@@ -16,18 +16,11 @@ import pandas as pd  # noqa: E402
 
 from ..store.files import atomic_write  # noqa: E402
 from ..store.paths import inside  # noqa: E402
-from .figures import plain  # noqa: E402
+from .figures import plain, show_image  # noqa: E402
 
 
 def _show(ax, img):
-    grey = img.shape[0] == 1
-    ax.imshow(
-        img[0] if grey else img.transpose(1, 2, 0),
-        cmap="gray_r" if grey else None,
-        vmin=0,
-        vmax=1,
-        interpolation="nearest",
-    )
+    show_image(ax, img)
     ax.set_xticks([])
     ax.set_yticks([])
 
