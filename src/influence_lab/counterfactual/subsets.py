@@ -3,6 +3,10 @@ every target and every training item, and each method's predicted scores of ever
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -75,23 +79,55 @@ def target_batch(t_prompts, t_outputs) -> dict:
     return outputs_batch(np.concatenate(t_outputs), t_prompts)
 
 
+def batch_digest(batch: dict) -> str:
+    """A short hash of a batch's content (its tensors' bytes, its lists of captions or texts)."""
+    digest = hashlib.sha256()
+    for key in sorted(batch):
+        value = batch[key]
+        digest.update(str(key).encode())
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            array = np.ascontiguousarray(
+                np.asarray(value.cpu() if hasattr(value, "cpu") else value)
+            )
+            digest.update(f"{array.dtype}{array.shape}".encode() + array.tobytes())
+        else:
+            digest.update(json.dumps(value, default=repr).encode())
+    return digest.hexdigest()[:16]
+
+
+def model_losses(model_run: RunDir, targets: dict, train_batch: dict, path) -> None:
+    """The model's example_loss of every target (fixed noise) and of every training item, written
+    to `path` unless it is there."""
+    if path.exists():
+        return
+    model = load_model(model_run.path)
+    t = model.example_loss(targets, NOISE_SEED).numpy()
+    i = model.example_loss(train_batch, NOISE_SEED).numpy()
+
+    def write(p):
+        with open(p, "wb") as fh:
+            np.savez(fh, targets=t, items=i)
+
+    atomic_write(path, write)
+
+
 @torch.no_grad()
 def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, run: RunDir):
     """Each subset model's example_loss of every target (fixed noise) and of every training item;
-    cached per model under `losses/` so that a killed run resumes here."""
+    cached per model under the run's `losses/` (a killed run resumes here) and under the LDS
+    results' shared `losses/`, keyed by the model's finished train result and the batches' content:
+    every later LDS run of the same models and targets (other methods, dampings, projections)
+    reads them instead of recomputing them."""
     truth, items = [], []
+    key = signature(batch_digest(targets), batch_digest(train_batch), NOISE_SEED)
     for member in tqdm(members, desc="losses under subset models", leave=False):
         path = run / "losses" / f"{member['member_id']}.npz"
         if not path.exists():
-            model = load_model(runs[member["member_id"]].path)
-            t = model.example_loss(targets, NOISE_SEED).numpy()
-            i = model.example_loss(train_batch, NOISE_SEED).numpy()
-
-            def write(p, t=t, i=i):
-                with open(p, "wb") as fh:
-                    np.savez(fh, targets=t, items=i)
-
-            atomic_write(path, write)
+            model_run = runs[member["member_id"]]
+            done = (model_run / "done").read_text()  # a model trained again has other losses
+            shared = run.path.parent / "losses" / f"{signature(model_run.signature, done, key)}.npz"
+            model_losses(model_run, targets, train_batch, shared)
+            atomic_write(path, lambda p, src=shared: shutil.copyfile(src, p))
         data = np.load(path)
         truth.append(data["targets"])
         items.append(data["items"])
