@@ -90,7 +90,10 @@ def cached_classifier(
 
     Shared by the `classifier` embedder and the quality numbers of `generate`: with the same
     epochs, seed and data they use the same network, trained once. A second process asking for it
-    waits for the first (the run's claim) and then reads it."""
+    waits for the first (the run's claim) and then reads it. Items without a class (label -1:
+    planted canaries) are left out of its training."""
+    labels = np.asarray(labels)
+    images, labels = np.asarray(images)[labels >= 0], labels[labels >= 0]
     spec = {"epochs": int(epochs), "seed": int(seed), "data": data_fingerprint}
     run = RunDir(root, "embedders", "classifier", signature("classifier", spec))
     with run.claim():

@@ -66,7 +66,7 @@ def image_quality(
         _images(bundle.full), np.asarray(bundle.full["label"]), bundle.full_fingerprint, root
     )
     wanted = prompt_labels(bundle, prompts)
-    rows = [i for i, w in enumerate(wanted) if w is not None]
+    rows = [i for i, w in enumerate(wanted) if w is not None and w >= 0]  # -1: canaries
     if not rows:
         return {}
     generated = np.clip(np.asarray(outputs[rows], dtype=np.float32), 0.0, 1.0)
