@@ -167,7 +167,8 @@ def test_fashion2_samples_are_the_prompted_class(cfg_factory, tmp_path):
     fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", 0)
     images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
     labels = (np.asarray(bundle.full["label"]) == 9).astype(np.int64)  # 0 sneaker, 1 ankle boot
-    classifier = fit_classifier(images, labels, epochs=3, seed=0)
+    classifier = fit_classifier(images, labels, seed=0)  # 3 epochs judged real items at 0.73
+    assert (predict(classifier, images) == labels).mean() >= 0.9  # a judge worth asking (0.97)
     model.eval()
     for label, prompt in enumerate(["a sneaker", "an ankle boot"]):
         samples = model.sample([prompt] * 16, list(range(16))).numpy()
