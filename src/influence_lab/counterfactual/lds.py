@@ -93,3 +93,25 @@ def split_subsets(count: int, selection: float) -> tuple[np.ndarray, np.ndarray]
 def damping_curve(masks: np.ndarray, outputs: np.ndarray, grid_scores: np.ndarray) -> np.ndarray:
     """Mean LDS over targets for each damping: grid_scores (dampings, targets, items)."""
     return np.array([np.nanmean(lds_per_target(masks, outputs, scores)) for scores in grid_scores])
+
+
+def choose_dampings(
+    scores: dict, masks, outputs, split, dampings
+) -> tuple[dict, dict, pd.DataFrame]:
+    """Each gradient method's damping, the best of `dampings` on the selection subsets, and its
+    scores at that damping: (scores, {label: damping}, the LDS-against-damping curves)."""
+    chosen, curves, out = {}, [], {}
+    for label, s in scores.items():
+        if s.ndim == 2:
+            out[label] = s
+            continue
+        select, evaluate = split
+        on_select = damping_curve(masks[select], outputs[select], s)
+        on_evaluate = damping_curve(masks[evaluate], outputs[evaluate], s)
+        best = int(np.nanargmax(on_select)) if np.isfinite(on_select).any() else 0
+        out[label], chosen[label] = s[best], float(dampings[best])
+        curves += [
+            {"method": label, "damping": float(d), "lds_selection": a, "lds_evaluation": b}
+            for d, a, b in zip(dampings, on_select, on_evaluate, strict=True)
+        ]
+    return out, chosen, pd.DataFrame(curves)

@@ -25,7 +25,7 @@ import pandas as pd
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import resolve_methods
 from ..counterfactual.lds import (
-    damping_curve,
+    choose_dampings,
     draw_subsets,
     lds_per_target,
     lds_table,
@@ -182,28 +182,6 @@ def _score(
     print_table(table, title)
     console.print("  " + "\n  ".join(f"{k}: {v}" for k, v in pictures.items()), highlight=False)
     return {"models": len(members)}
-
-
-def choose_dampings(
-    scores: dict, masks, outputs, split, dampings
-) -> tuple[dict, dict, pd.DataFrame]:
-    """Each gradient method's damping, the best of `dampings` on the selection subsets, and its
-    scores at that damping: (scores, {label: damping}, the LDS-against-damping curves)."""
-    chosen, curves, out = {}, [], {}
-    for label, s in scores.items():
-        if s.ndim == 2:
-            out[label] = s
-            continue
-        select, evaluate = split
-        on_select = damping_curve(masks[select], outputs[select], s)
-        on_evaluate = damping_curve(masks[evaluate], outputs[evaluate], s)
-        best = int(np.nanargmax(on_select)) if np.isfinite(on_select).any() else 0
-        out[label], chosen[label] = s[best], float(dampings[best])
-        curves += [
-            {"method": label, "damping": float(d), "lds_selection": a, "lds_evaluation": b}
-            for d, a, b in zip(dampings, on_select, on_evaluate, strict=True)
-        ]
-    return out, chosen, pd.DataFrame(curves)
 
 
 def write_dampings(run: RunDir, model_signature: str, chosen: dict, curves, split) -> None:
