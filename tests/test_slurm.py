@@ -13,6 +13,12 @@ from influence_lab.stages.counterfactual import counterfactual
 from tests.test_faults import _start
 from tests.test_sweep import SWEEP, _sorted
 
+# The SLURM jobs run on one CPU (cpus_per_task=1), the local run on all of the machine's threads:
+# float32 reductions then add in another order and the same model differs by a few ulp (CI saw
+# 0.0014493254 against 0.0014493276, 1.5e-6 relative). A real difference (another member, subset,
+# seed or resumed state) moves the metrics by far more than 1e-5.
+FLOAT32_RTOL = 1e-5
+
 
 def cluster_up() -> bool:
     if not shutil.which("sinfo"):
@@ -50,7 +56,7 @@ def test_slurm_sweep_equals_basic_launcher(cfg_factory, tmp_path):
     )
     a = _sorted(pd.read_parquet(basic / "results.parquet"))
     b = _sorted(pd.read_parquet(slurm / "results.parquet"))
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=FLOAT32_RTOL, atol=1e-9)
 
 
 def _squeue() -> list[tuple[str, str]]:
@@ -117,4 +123,4 @@ def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_fa
     a = _sorted(pd.read_parquet(basic / "results.parquet"))
     b = _sorted(pd.read_parquet(sweep / "results.parquet"))
     assert not b.duplicated(["member_id", "target", "metric"]).any()
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-9)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=FLOAT32_RTOL, atol=1e-9)
