@@ -27,6 +27,7 @@ from ..settings.attribution import ClassifierEmbedder as ClassifierSettings
 from ..settings.attribution import PretrainedEmbedder as PretrainedSettings
 from ..store.files import RunDir, atomic_write, read_json, write_json
 from ..store.signature import signature
+from ..tracking.console import track
 
 
 def _chunks(n: int, size: int = 512):
@@ -112,9 +113,7 @@ class AutoencoderEmbedder:
             torch.manual_seed(spec["seed"])
             net = _AE(x.shape[1], spec["hidden"], spec["latent"])
         opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
-        from tqdm.auto import tqdm
-
-        for _ in tqdm(range(spec["epochs"]), desc="autoencoder embedder", leave=False):
+        for _ in track(range(spec["epochs"]), "autoencoder embedder"):
             for idx in torch.randperm(len(x), generator=gen).split(128):
                 loss = (net(x[idx]) - x[idx]).pow(2).mean()
                 opt.zero_grad()

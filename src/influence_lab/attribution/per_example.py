@@ -12,18 +12,17 @@ features of a whole training set at seconds per model on 2 cores.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
 
 from ..models.base import GenerativeModel
 from ..models.ddpm import DTRAK_TIMESTEPS
 from ..store.files import RunDir, write_npy
 from ..store.signature import signature
+from ..tracking.console import track
 
 OUTPUTS = (
     "measured",
@@ -125,9 +124,8 @@ def per_example_gradients(
         return functional_call(model, (p, buffers), (one, one_noise), {"output": output}).sum()
 
     per_example = vmap(grad(f), in_dims=(None, 0, 0))
-    for start in tqdm(
-        range(0, n, chunk), desc=desc, leave=False, disable=desc is None or not sys.stderr.isatty()
-    ):
+    starts = range(0, n, chunk)
+    for start in starts if desc is None else track(starts, desc):
         sl = slice(start, start + chunk)
         grads = per_example(
             params, {k: v[sl] for k, v in tensors.items()}, {k: v[sl] for k, v in noise.items()}

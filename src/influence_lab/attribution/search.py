@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..errors import InfluenceLabError
 from ..settings import AttributionSettings, section
 from ..settings.attribution import paper_space, resolve_methods
+from ..tracking.console import track
 from .index import similarity_matrix
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
@@ -94,9 +94,7 @@ def evaluate(
     weights = dict(cfg.fused_weights)
     search_k = cfg.search_k
     every = np.arange(n)
-    for target, (prompt, outs) in enumerate(
-        tqdm(list(zip(prompts, outputs, strict=True)), desc=desc, leave=False)
-    ):
+    for target, (prompt, outs) in enumerate(track(list(zip(prompts, outputs, strict=True)), desc)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
         raw = _raw(outs, content, pool, every_raw=any(m in EVERY_RAW for m in methods))

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..attribution.gradient_methods import GRADIENT_METHODS, TRAK_OUTPUTS, TracIn, Trak
 from ..attribution.search import dense_scores
@@ -20,7 +19,7 @@ from ..orchestration.records import GenerateProvenance
 from ..settings import StageSettings
 from ..store.files import RunDir, atomic_write
 from ..store.signature import signature
-from ..tracking.console import console
+from ..tracking.console import console, track
 from ..training.batches import outputs_batch
 from ..training.members import train_members
 
@@ -51,7 +50,7 @@ def train_subset_models(
     size = settings.lds.pack_size
     packs = [members[i : i + size] for i in range(0, len(members), size)]
     runs = {}
-    for pack in tqdm(packs, desc=f"subset models ({len(members)} in packs of {size})"):
+    for pack in track(packs, f"subset models ({len(members)} in packs of {size})"):
         pack_dir = (
             run.path.parent
             / "packs"
@@ -120,7 +119,7 @@ def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, r
     reads them instead of recomputing them."""
     truth, items = [], []
     key = signature(batch_digest(targets), batch_digest(train_batch), NOISE_SEED)
-    for member in tqdm(members, desc="losses under subset models", leave=False):
+    for member in track(members, "losses under subset models"):
         path = run / "losses" / f"{member['member_id']}.npz"
         if not path.exists():
             model_run = runs[member["member_id"]]

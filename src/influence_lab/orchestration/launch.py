@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import InfluenceLabError
+from ..tracking.console import console, show_progress
 
 
 def installed_launchers() -> list[str]:
@@ -57,6 +57,36 @@ def launcher_overrides(default: str, extra: list[str]) -> list[str]:
     return [f"hydra/launcher={chosen}", *forwarded, *extra]
 
 
+def watch_members(proc: subprocess.Popen, count_done, total: int) -> None:
+    """Members done / total while the multirun runs: a rich bar on a terminal; in a log (stderr not
+    a terminal) one line per tenth of the members, so that CI and SLURM logs stay short."""
+    if show_progress():
+        with Progress(
+            TextColumn("retraining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("retrain", total=total, completed=count_done())
+            while proc.poll() is None:
+                bar.update(task, completed=count_done())
+                time.sleep(0.5)
+            bar.update(task, completed=count_done())
+        return
+    start, step = time.time(), max(1, total // 10)
+    next_at = step
+    while True:
+        running = proc.poll() is None
+        done = count_done()
+        if done >= next_at:
+            console.print(f"retraining: {done}/{total} done ({time.time() - start:.0f} s)")
+            next_at = (done // step + 1) * step if done < total else total + 1
+        if not running:
+            return
+        time.sleep(0.5)
+
+
 def run_multirun(
     sweep_dir: Path, jobs: list[int], overrides: list[str], count_done, total: int, log: Path
 ) -> None:
@@ -75,19 +105,7 @@ def run_multirun(
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-        stop = threading.Event()
-        with Progress(
-            TextColumn("retraining"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=False,
-        ) as bar:
-            task = bar.add_task("retrain", total=total, completed=count_done())
-            while proc.poll() is None and not stop.is_set():
-                bar.update(task, completed=count_done())
-                time.sleep(0.5)
-            bar.update(task, completed=count_done())
+        watch_members(proc, count_done, total)
     if proc.returncode != 0:
         tail = "".join(Path(log).read_text().splitlines(keepends=True)[-15:])
         raise InfluenceLabError(

@@ -56,6 +56,9 @@ class Tracking:
                 name=name,
                 config=config,
             )
+            # Lightning always passes `anonymous` to wandb.init, which then warns on every run that
+            # the setting has no effect; leaving it out changes nothing else
+            wandb_logger._wandb_init.pop("anonymous", None)
             self.wandb_run = wandb_logger.experiment  # starts the run now, so failures surface here
             self.loggers.append(wandb_logger)
         except Exception as exc:  # any failure to start W&B: keep training, say so once

@@ -22,6 +22,7 @@ from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
 from ..settings import FitSettings, TrainerSettings, section
 from ..store.files import atomic_write, read_json, sha256, write_json, write_text
+from ..tracking.console import show_progress
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -163,6 +164,11 @@ def make_trainer(
         callbacks.append(Snapshots(Path(run_dir) / "snapshots", snapshots, max_epochs))
     if name:
         callbacks.append(FiniteLoss(name))
+    progress = trainer.progress_bar and show_progress()  # rich, and only on a terminal
+    if progress:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=False, console_kwargs={"stderr": True}))
     plugins = [HashedCheckpointIO()]
     if (
         "SLURM_JOB_ID" in os.environ
@@ -180,7 +186,7 @@ def make_trainer(
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=False,  # LastCheckpoint saves what a resume needs
-        enable_progress_bar=trainer.progress_bar,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
@@ -20,7 +19,7 @@ from ..settings.model import SAMPLING_ARGS
 from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..store.paths import output_dir
 from ..store.signature import signature
-from ..tracking.console import console
+from ..tracking.console import console, track
 from .batches import batch_of
 from .fit import NonFiniteLoss, fit, fit_pack
 
@@ -140,7 +139,7 @@ def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict
     its own last checkpoint. Training dynamics are not recorded on this path."""
     failed = {}
     console.print(f"training {len(missing)} members one by one", highlight=False)
-    for member, msettings, mbundle, run in tqdm(missing, desc="members", leave=False):
+    for member, msettings, mbundle, run in track(missing, "members"):
         if run.done:  # members with the same removal and seed share one train result
             continue
         model = build_model(
