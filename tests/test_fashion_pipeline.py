@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy.stats import spearmanr
 
 from influence_lab.stages.lds import lds
 from influence_lab.stages.pipeline import pipeline
@@ -33,8 +34,8 @@ SWEEP = [
 ]
 LDS = [
     "lds.subsets=4",
-    "lds.seeds=[1]",
-    "lds.pack_size=4",
+    "lds.seeds=[1,2]",
+    "lds.pack_size=8",
     "lds.methods=[fused,raw_only]",
     "lds.track_items=2",
     "lds.memorization_top=4",
@@ -64,8 +65,18 @@ def test_fashion_runs_every_stage(cfg_factory, tmp_path):
 
     run = lds(cfg_factory("lds", *SMALL, *LDS))
     table = pd.read_csv(run / "lds.csv").set_index("method")
-    assert set(table.index) == {"fused", "raw_only"} and (table["targets"] == 4).all()
+    assert set(table.index) == {"fused", "raw_only", "ceiling"} and (table["targets"] == 4).all()
     assert np.isfinite(table.lds).all()
+    # the ceiling, recomputed from the stored losses (each the mean of 3 noise draws): seed 1's
+    # outputs against seed 2's across the 4 subsets (too few to split), per target, then the mean
+    out = {
+        s: -np.stack([np.load(run / f"losses/s{j:03d}-seed{s}.npz")["targets"] for j in range(4)])
+        for s in (1, 2)
+    }
+    rho = [spearmanr(out[1][:, t], out[2][:, t]).statistic for t in range(4)]
+    assert table.loc["ceiling", "lds"] == pytest.approx(np.nanmean(rho), abs=1e-9)
+    share = table.loc["fused", "lds"] / table.loc["ceiling", "lds"]
+    assert table.loc["fused", "share"] == pytest.approx(share)
 
     page = report(cfg_factory("report", "data=fashion"))
     html = page.read_text()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.special import expit
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
@@ -74,3 +75,42 @@ def test_lds_of_exact_influence_on_logistic_regression_is_high():
         losses.append(-(yq * np.log(q) + (1 - yq) * np.log(1 - q)))
     values = lds_per_target(masks, -np.array(losses), scores)
     assert np.nanmean(values) >= 0.7, np.nanmean(values)
+
+
+def test_ceiling_is_seed_against_the_other_seeds():
+    from influence_lab.counterfactual.lds import ceiling_per_target
+
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=(40, 1, 6))  # 40 subsets, 6 targets
+    same = np.repeat(signal, 3, axis=1)  # three seeds that agree exactly
+    assert np.allclose(ceiling_per_target(same), 1.0)
+    noise = rng.normal(size=(40, 3, 6))  # seeds that share nothing
+    assert abs(np.mean(ceiling_per_target(noise))) < 0.2
+    # two seeds: each against the other, the same Spearman both ways
+    two = signal + 0.5 * rng.normal(size=(40, 2, 6))
+    expected = [stats.spearmanr(two[:, 0, t], two[:, 1, t]).statistic for t in range(6)]
+    np.testing.assert_allclose(ceiling_per_target(two), expected, atol=1e-12)
+    # three seeds: the mean over seeds of seed j against the mean of the other two
+    three = signal + 0.5 * rng.normal(size=(40, 3, 6))
+    mine = np.mean(
+        [
+            [
+                stats.spearmanr(three[:, j, t], np.delete(three[:, :, t], j, axis=1).mean(1))[0]
+                for t in range(6)
+            ]
+            for j in range(3)
+        ],
+        0,
+    )
+    np.testing.assert_allclose(ceiling_per_target(three), mine, atol=1e-12)
+    assert np.isnan(ceiling_per_target(signal)).all()  # one seed: no ceiling
+
+
+def test_lds_table_has_a_ceiling_row_and_each_methods_share():
+    per_target = {"a": np.array([0.2, 0.4, 0.3]), "b": np.array([0.1, 0.0, 0.2])}
+    table = lds_table(per_target, 200, ceiling=np.array([0.5, 0.7, 0.6])).set_index("method")
+    assert list(table.index) == ["a", "b", "ceiling"]
+    assert table.loc["ceiling", "lds"] == pytest.approx(0.6)
+    assert table.loc["a", "share"] == pytest.approx(0.3 / 0.6)
+    assert table.loc["b", "share"] == pytest.approx(0.1 / 0.6)
+    assert "ceiling" not in lds_table(per_target, 200, ceiling=np.full(3, np.nan))["method"].values

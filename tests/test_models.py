@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,20 @@ def test_model_for_the_wrong_kind_of_data_is_an_error(cfg_factory):
         InfluenceLabError, match="model=vae needs image data but data=names holds text"
     ):
         build_model(cfg.model, load_data(cfg.data))
+
+
+def test_the_lds_ground_truth_averages_over_noise_draws(setup):
+    """lds.noise_draws: the mean of example_loss under seeds 0, 1, 2 (models with noise); one
+    draw is example_loss itself."""
+    from influence_lab.counterfactual.subsets import averaged_loss
+
+    cfg, bundle = setup
+    model = build_model(cfg.model, bundle).eval()
+    batch = batch_of(bundle.train.select(range(6)))
+    draws = [model.example_loss(batch, s).detach().numpy() for s in range(3)]
+    np.testing.assert_allclose(averaged_loss(model, batch, 1), draws[0], rtol=1e-6)
+    if model.measure_noise(1, 0):  # vae, ddpm: the draws differ and are averaged
+        assert not np.allclose(draws[0], draws[1])
+        np.testing.assert_allclose(averaged_loss(model, batch, 3), np.mean(draws, 0), rtol=1e-6)
+    else:  # chargpt: no noise, one evaluation
+        np.testing.assert_allclose(averaged_loss(model, batch, 3), draws[0], rtol=1e-6)

@@ -11,11 +11,20 @@ Damping without peeking: TRAK and D-TRAK choose their damping on the first `sele
 the subsets (the subsets are drawn independently, so the first ones are as random as any) and the
 LDS is reported on the others, for every method alike.
 
+The retraining ceiling (as BrunoKM/diffusion-influence's `lds.py` reports it): models trained on
+the same subset with different seeds differ, so no method can predict one seed's outputs better
+than the other seeds' outputs do. Per target, the Spearman correlation across subsets between one
+seed's outputs and the mean of the other seeds', averaged over the seeds; a method's `share` is its
+LDS over the ceiling's. (The methods are scored against the mean over all seeds, which is less
+noisy than any one seed, so the ceiling is conservative: a share near or above 1 is possible.)
+
 Memorization of a training item (Feldman & Zhang 2020, as a loss): its mean loss under the models
 that did not see it minus its mean loss under the models that did.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -42,11 +51,7 @@ def lds_per_target(masks: np.ndarray, outputs: np.ndarray, scores: np.ndarray) -
     masks (S, n): which items each subset model saw; outputs (S, T): the model output of each
     target under each subset model (higher = target more likely); scores (T, n)."""
     predicted = masks.astype(np.float64) @ np.asarray(scores, dtype=np.float64).T  # (S, T)
-    values = np.full(outputs.shape[1], np.nan)
-    for t in range(outputs.shape[1]):
-        if np.ptp(predicted[:, t]) > 0 and np.ptp(outputs[:, t]) > 0:
-            values[t] = stats.spearmanr(predicted[:, t], outputs[:, t]).statistic
-    return values
+    return _spearman_columns(predicted, np.asarray(outputs))
 
 
 def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
@@ -72,10 +77,46 @@ def memorization(masks: np.ndarray, item_losses: np.ndarray) -> np.ndarray:
     return mean_out - mean_in
 
 
-def lds_table(per_target: dict[str, np.ndarray], n_boot: int = 2000) -> pd.DataFrame:
-    """One row per method label with the mean LDS, its interval and the number of targets."""
+def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation between the columns of a and b (S, T), NaN where either is constant."""
+    values = np.full(a.shape[1], np.nan)
+    for t in range(a.shape[1]):
+        if np.ptp(a[:, t]) > 0 and np.ptp(b[:, t]) > 0:
+            values[t] = stats.spearmanr(a[:, t], b[:, t]).statistic
+    return values
+
+
+CEILING = "ceiling"  # the table row of the seed-to-seed retraining ceiling
+
+
+def ceiling_per_target(outputs: np.ndarray) -> np.ndarray:
+    """The retraining ceiling per target from outputs (S, seeds, T): each seed's outputs against
+    the mean of the other seeds' (Spearman across subsets), averaged over the seeds; NaN with one
+    seed."""
+    count = outputs.shape[1]
+    if count < 2:
+        return np.full(outputs.shape[2], np.nan)
+    per_seed = [
+        _spearman_columns(outputs[:, j], np.delete(outputs, j, axis=1).mean(1))
+        for j in range(count)
+    ]
+    with warnings.catch_warnings():  # a target constant under every seed stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(per_seed), 0)
+
+
+def lds_table(
+    per_target: dict[str, np.ndarray], n_boot: int = 2000, ceiling: np.ndarray | None = None
+) -> pd.DataFrame:
+    """One row per method label with the mean LDS, its interval and the number of targets; with a
+    ceiling (per target), a `ceiling` row and each method's `share` of it."""
     rows = [{"method": label, **summarise(values, n_boot)} for label, values in per_target.items()]
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if ceiling is not None and np.isfinite(ceiling).any():
+        top = summarise(ceiling, n_boot)
+        table["share"] = table["lds"] / top["lds"] if top["lds"] > 0 else np.nan
+        table = pd.concat([table, pd.DataFrame([{"method": CEILING, **top}])], ignore_index=True)
+    return table
 
 
 MIN_PART = 3  # subsets on each side of the split (a rank correlation needs 3)

@@ -94,14 +94,23 @@ def batch_digest(batch: dict) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_losses(model_run: RunDir, targets: dict, train_batch: dict, path) -> None:
-    """The model's example_loss of every target (fixed noise) and of every training item, written
-    to `path` unless it is there."""
+def averaged_loss(model, batch: dict, draws: int) -> np.ndarray:
+    """example_loss averaged over `draws` fixed noise draws (seeds NOISE_SEED, NOISE_SEED + 1, ...;
+    a diffusion model's loss also averages over its `loss_timesteps` timesteps); a model without
+    noise (measure_noise gives nothing) is measured once."""
+    count = draws if model.measure_noise(1, NOISE_SEED) else 1
+    draws = [model.example_loss(batch, NOISE_SEED + d).detach().numpy() for d in range(count)]
+    return np.mean(draws, 0)
+
+
+def model_losses(model_run: RunDir, targets: dict, train_batch: dict, path, draws: int) -> None:
+    """The model's example_loss of every target and of every training item (averaged over `draws`
+    noise draws), written to `path` unless it is there."""
     if path.exists():
         return
     model = load_model(model_run.path)
-    t = model.example_loss(targets, NOISE_SEED).numpy()
-    i = model.example_loss(train_batch, NOISE_SEED).numpy()
+    t = averaged_loss(model, targets, draws)
+    i = averaged_loss(model, train_batch, draws)
 
     def write(p):
         with open(p, "wb") as fh:
@@ -111,21 +120,26 @@ def model_losses(model_run: RunDir, targets: dict, train_batch: dict, path) -> N
 
 
 @torch.no_grad()
-def measure(runs: dict, members: list[dict], targets: dict, train_batch: dict, run: RunDir):
-    """Each subset model's example_loss of every target (fixed noise) and of every training item;
+def measure(
+    runs: dict, members: list[dict], targets: dict, train_batch: dict, run: RunDir, draws: int = 1
+):
+    """Each subset model's example_loss of every target and of every training item (fixed noise,
+    averaged over `draws` draws: `lds.noise_draws`);
     cached per model under the run's `losses/` (a killed run resumes here) and under the LDS
     results' shared `losses/`, keyed by the model's finished train result and the batches' content:
     every later LDS run of the same models and targets (other methods, dampings, projections)
     reads them instead of recomputing them."""
     truth, items = [], []
     key = signature(batch_digest(targets), batch_digest(train_batch), NOISE_SEED)
+    if draws > 1:  # one draw keeps the key every earlier cached loss was written under
+        key = signature(key, draws)
     for member in track(members, "losses under subset models"):
         path = run / "losses" / f"{member['member_id']}.npz"
         if not path.exists():
             model_run = runs[member["member_id"]]
             done = (model_run / "done").read_text()  # a model trained again has other losses
             shared = run.path.parent / "losses" / f"{signature(model_run.signature, done, key)}.npz"
-            model_losses(model_run, targets, train_batch, shared)
+            model_losses(model_run, targets, train_batch, shared, draws)
             atomic_write(path, lambda p, src=shared: shutil.copyfile(src, p))
         data = np.load(path)
         truth.append(data["targets"])

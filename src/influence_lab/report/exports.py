@@ -16,6 +16,7 @@ from ..store.files import write_text
 from ..tracking.console import console
 from .counterfactual import headline
 from .document import table_markdown
+from .lds_summary import markdown_table
 
 EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png")
 LDS_EXPORTED = (
@@ -192,17 +193,8 @@ def export_lds(folder: Path, runs: dict, experiment: str) -> Path:
     lines = [f"# Results: {experiment}", "", *HEADER]
     for label, run in runs.items():
         _copy(run, folder / label, LDS_EXPORTED)
-        table = pd.read_csv(run / "lds.csv").sort_values("lds", ascending=False)
-        lines += [
-            f"## {label}",
-            "",
-            "| method | LDS | 95% interval | targets |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r.method} | {r.lds:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.targets} |"
-            for r in table.itertuples()
-        ]
+        table = pd.read_csv(run / "lds.csv")
+        lines += [f"## {label}", "", *markdown_table(table)]
         lines += ["", f"![{label}]({label}/lds.png)", ""]
     return write_results(folder, "\n".join(lines), len(runs))
 

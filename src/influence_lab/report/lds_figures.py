@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..counterfactual.lds import CEILING  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
 from .figures import plain, show_image  # noqa: E402
 
@@ -26,8 +27,10 @@ def _save(fig, path: Path, dpi: int = 110) -> Path:
 
 
 def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """One bar per method label: mean LDS with its bootstrap 95% interval."""
-    table = table.sort_values("lds", ascending=True)
+    """One bar per method label: mean LDS with its bootstrap 95% interval; the retraining ceiling
+    (a `ceiling` row) as a vertical line with its interval shaded."""
+    ceiling = table[table["method"] == CEILING]
+    table = table[table["method"] != CEILING].sort_values("lds", ascending=True)
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
     y = np.arange(len(table))
     err = np.vstack([table["lds"] - table["ci_low"], table["ci_high"] - table["lds"]])
@@ -38,13 +41,17 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.barh(y, table["lds"], xerr=np.nan_to_num(err), color=colors, capsize=3)
     ax.set_yticks(y, table["method"], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    handles = [Patch(color="tab:blue", label="search"), Patch(color="tab:orange", label="gradient")]
+    if len(ceiling):
+        c = ceiling.iloc[0]
+        ax.axvspan(c["ci_low"], c["ci_high"], color="0.85", zorder=0)
+        ax.axvline(c["lds"], color="0.3", ls="--", lw=1.2)
+        handles.append(Line2D([], [], color="0.3", ls="--", label=f"ceiling {c['lds']:.2f}"))
     ax.legend(
-        handles=[
-            Patch(color="tab:blue", label="search"),
-            Patch(color="tab:orange", label="gradient"),
-        ],
+        handles=handles,
         fontsize=7,
         loc="lower right",
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from ..counterfactual.lds import memorization
+from ..counterfactual.lds import CEILING, memorization
 from ..store.files import atomic_write, write_text
 from ..tracking.console import console
 from .lds_figures import dynamics_plot, memorization_grid
@@ -75,23 +75,53 @@ def dynamics(
     }
 
 
+COLUMNS = ("method", "LDS", "95% interval", "share of ceiling", "damping", "targets")
+
+
+def table_rows(table: pd.DataFrame) -> list[list[str]]:
+    """The LDS table as text cells, best first and the `ceiling` row last: method, LDS, interval,
+    share of the ceiling and the chosen damping (- where there is none)."""
+
+    def cell(row, key, fmt):
+        value = getattr(row, key, float("nan"))
+        return "-" if pd.isna(value) else format(value, fmt)
+
+    ordered = pd.concat(
+        [
+            table[table["method"] != CEILING].sort_values("lds", ascending=False),
+            table[table["method"] == CEILING],
+        ]
+    )
+    return [
+        [
+            str(r.method),
+            f"{r.lds:.3f}",
+            f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+            cell(r, "share", ".2f"),
+            cell(r, "damping", "g"),
+            str(r.targets),
+        ]
+        for r in ordered.itertuples()
+    ]
+
+
+def markdown_table(table: pd.DataFrame) -> list[str]:
+    """The LDS table as markdown lines."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in table_rows(table)]
+
+
 def print_table(table: pd.DataFrame, title: str) -> None:
     shown = Table(title=title, title_justify="left")
-    for col in ("method", "LDS", "95% interval", "targets"):
+    for col in COLUMNS:
         shown.add_column(col, justify="left" if col == "method" else "right")
-    for r in table.sort_values("lds", ascending=False).itertuples():
-        shown.add_row(
-            str(r.method), f"{r.lds:.3f}", f"[{r.ci_low:.3f}, {r.ci_high:.3f}]", str(r.targets)
-        )
+    for cells in table_rows(table):
+        shown.add_row(*cells)
     console.print(shown)
 
 
 def summary_markdown(table: pd.DataFrame, title: str, pictures: dict) -> str:
-    lines = [f"# {title}", "", "| method | LDS | 95% interval | targets |", "|---|---:|---:|---:|"]
-    for r in table.sort_values("lds", ascending=False).itertuples():
-        lines.append(
-            f"| {r.method} | {r.lds:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.targets} |"
-        )
+    lines = [f"# {title}", "", *markdown_table(table)]
     lines += [""] + [
         f"![{name}]({path.name})" for name, path in pictures.items() if path.suffix == ".png"
     ]

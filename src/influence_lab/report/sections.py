@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..counterfactual.lds import CEILING
 from .counterfactual import headline
 from .document import Block, Section
+from .lds_summary import COLUMNS as LDS_COLUMNS
+from .lds_summary import table_rows
 
 STAGES = ("attribute", "counterfactual", "lds")
 
@@ -64,13 +67,21 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
 
 
 def lds_finding(table: pd.DataFrame) -> str:
-    ranked = table.sort_values("lds", ascending=False)
+    ceiling = table[table["method"] == CEILING]
+    ranked = table[table["method"] != CEILING].sort_values("lds", ascending=False)
     best = ranked.iloc[0]
     text = (
         f"Highest LDS: {best['method']} at {best['lds']:.3f} "
         f"[{best['ci_low']:.3f}, {best['ci_high']:.3f}] "
         f"over {int(best['targets'])} targets."
     )
+    if len(ceiling):
+        c = ceiling.iloc[0]
+        text += (
+            f" Retraining ceiling (seed against seed) {c['lds']:.3f} "
+            f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]: the best method reaches "
+            f"{best['lds'] / c['lds']:.0%} of it."
+        )
     gradient = ranked[ranked["method"].str.split("@").str[0].isin(["tracin", "trak", "dtrak"])]
     search = ranked[~ranked.index.isin(gradient.index)]
     if len(gradient) and len(search):
@@ -165,8 +176,9 @@ def counterfactual_section(run: Path) -> Section:
 
 
 def lds_section(run: Path) -> Section:
-    table = pd.read_csv(run / "lds.csv").sort_values("lds", ascending=False)
+    table = pd.read_csv(run / "lds.csv")
     section = Section("Linear datamodeling score", finding=lds_finding(table))
+    table = pd.DataFrame(table_rows(table), columns=list(LDS_COLUMNS))
     section.blocks.append(
         Block(
             "table",
@@ -175,7 +187,8 @@ def lds_section(run: Path) -> Section:
         )
     )
     captions = {
-        "lds.png": "LDS with 95% intervals",
+        "lds.png": "LDS with 95% intervals; the line is the retraining ceiling",
+        "lds_damping.png": "LDS against the damping (chosen on the selection subsets)",
         "memorization.png": "the most memorized training items",
         "dynamics.png": "training dynamics of tracked items (trained on it vs held out)",
     }

@@ -25,6 +25,7 @@ import pandas as pd
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import resolve_methods
 from ..counterfactual.lds import (
+    ceiling_per_target,
     choose_dampings,
     draw_subsets,
     lds_per_target,
@@ -127,7 +128,9 @@ def _score(
     prompts, outputs, _ = load_outputs(gen_run.path)
     t_prompts, t_outputs = targets_of(prompts, outputs, lset.targets_per_prompt)
     batch = target_batch(t_prompts, t_outputs)
-    truth, item_losses = measure(runs, members, batch, batch_of(bundle.train), run)
+    truth, item_losses = measure(
+        runs, members, batch, batch_of(bundle.train), run, lset.noise_draws
+    )
     member_masks = masks[[m["subset"] for m in members]]
 
     split = split_subsets(len(masks), lset.selection)
@@ -142,14 +145,15 @@ def _score(
         batch,
         lset.dampings if split else None,
     )
-    subset_truth = truth.reshape(len(masks), len(lset.seeds), -1).mean(1)  # averaged over seeds
+    by_seed = -truth.reshape(len(masks), len(lset.seeds), -1)  # (subsets, seeds, targets) outputs
+    subset_truth = -by_seed.mean(1)  # the loss averaged over seeds
     scores, chosen, curves = choose_dampings(scores, masks, -subset_truth, split, lset.dampings)
     evaluate = split[1] if split else np.arange(len(masks))
     per_target = {
         label: lds_per_target(masks[evaluate], -subset_truth[evaluate], s)
         for label, s in scores.items()
     }
-    table = lds_table(per_target, lset.bootstrap)
+    table = lds_table(per_target, lset.bootstrap, ceiling_per_target(by_seed[evaluate]))
     table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]
     table["subsets"] = len(evaluate)
     write_dampings(run, generated.model_signature, chosen, curves, split)
