@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,30 +60,57 @@ def _image_shape(bundle: DataBundle) -> tuple[int, ...]:
 
 
 MODELS_PACKAGE = "influence_lab.models"
+# the module prefixes model classes may come from: influence_lab's models, and what the running
+# stage's config allows (`plugins`, set at the stage's entry by `allow_plugins`)
+_allowed: tuple[str, ...] = (MODELS_PACKAGE,)
+
+
+def allow_plugins(prefixes: list[str]) -> None:
+    """Allow model classes from these module prefixes (the config's `plugins`) in this process."""
+    global _allowed
+    _allowed = (MODELS_PACKAGE, *prefixes)
+
+
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _under(module: str, prefixes) -> bool:
+    """A well-formed module path equal to or below one of `prefixes`."""
+    return bool(_MODULE.fullmatch(module)) and any(
+        module == p or module.startswith(p + ".") for p in prefixes
+    )
 
 
 def model_class(target, where: str) -> type[GenerativeModel]:
     """The class `target` names, if it is a GenerativeModel subclass defined under
-    influence_lab.models. Anything else (`os.system`, another package's class) is refused, and
-    outside that package nothing is even imported: a config or a model.json never makes the tool run
-    other code."""
+    influence_lab.models or under a module prefix the config's `plugins` allows. Anything else
+    (`os.system`, another package's class) is refused, and outside those modules nothing is even
+    imported: a config or a model.json never makes the tool run code it was not allowed to."""
     module, _, name = str(target).rpartition(".")
-    cls = None
-    if module == MODELS_PACKAGE or module.startswith(MODELS_PACKAGE + "."):
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except (ImportError, ValueError):
-            cls = None
+    if not _under(module, _allowed):
+        allowed = ", ".join(_allowed)
+        raise InfluenceLabError(
+            f"{where} is '{target}', a class outside the allowed modules ({allowed}); "
+            f"to use your own model, add its module to plugins, e.g. plugins=[{module or 'mylab'}]."
+        )
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except ImportError as exc:
+        raise InfluenceLabError(
+            f"{where} is '{target}', but its module cannot be imported ({exc}); "
+            "put the module's folder on PYTHONPATH or install it."
+        ) from None
+    except ValueError:
+        cls = None
     if not (
         isinstance(cls, type)
         and issubclass(cls, GenerativeModel)
         and cls is not GenerativeModel
-        and cls.__module__.startswith(MODELS_PACKAGE + ".")
+        and _under(cls.__module__, _allowed)
     ):
         raise InfluenceLabError(
-            f"{where} is '{target}', which is not an influence_lab model; "
-            "it must name a GenerativeModel "
-            f"class under {MODELS_PACKAGE} (e.g. influence_lab.models.vae.VAE)."
+            f"{where} is '{target}', which is not a GenerativeModel; it must name a subclass of "
+            "influence_lab.models.base.GenerativeModel (e.g. influence_lab.models.vae.VAE)."
         )
     return cls
 

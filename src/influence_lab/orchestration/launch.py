@@ -90,16 +90,23 @@ def watch_members(proc: subprocess.Popen, count_done, total: int) -> None:
 def run_multirun(
     sweep_dir: Path, jobs: list[int], overrides: list[str], count_done, total: int, log: Path
 ) -> None:
+    # options (`--config-dir DIR`) before every override: argparse takes the overrides as one run
+    options = [
+        o
+        for i, o in enumerate(overrides)
+        if o.startswith("--") or (i and overrides[i - 1].startswith("--"))
+    ]
     cmd = [
         sys.executable,
         "-m",
         "influence_lab.cli",
         "retrain",
         "-m",
+        *options,
         f"sweep_dir={sweep_dir}",
         f"job={','.join(map(str, jobs))}",
         f"hydra.sweep.dir={sweep_dir}/hydra",
-        *overrides,
+        *(o for o in overrides if o not in options),
     ]
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")

@@ -1,13 +1,15 @@
 """`model`: the generative model, one of four variants picked by `model.name` (or, for a renamed
-model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`. `_target_` itself is
-checked where the class is imported (`models.build.model_class`: only influence_lab models). The
+model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`, or a user's own class
+(`custom`: a `_target_` outside influence_lab). `_target_` itself is checked where the class is
+imported (`models.build.model_class`: influence_lab models, and classes under the module prefixes
+the config's `plugins` allows). The
 model classes' constructor defaults equal these (tests/test_settings.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .base import (
     RULE,
@@ -142,11 +144,29 @@ class CharGPTSettings(ModelBase):
         return self
 
 
+class CustomModelSettings(ModelBase):
+    """A user's own model (`GenerativeModel` subclass in a module `plugins` allows): `_target_`
+    names the class, `name` labels its results, `fit` is read as for every model, and every other
+    key is passed to the class's constructor (its own defaults fill the rest). Checked where the
+    class is imported (`models.build.model_class`)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, validate_default=False)
+    target: str = Field(..., alias="_target_")
+    name: str = "custom"
+    fit: FitSettings = Field(default_factory=FitSettings)
+
+
+BUILT_IN = "influence_lab."
+
+
 def _model_kind(value):
     get = value.get if isinstance(value, dict) else lambda k, d=None: getattr(value, k, d)
     name = get("name")
+    target = str(get("_target_", get("target", "")) or "")
+    if target and not target.startswith(BUILT_IN):  # a user's class (plugins)
+        return "<model:custom>"
     if name not in MODEL_NAMES:  # a renamed model: its class decides
-        name = str(get("_target_", get("target", ""))).rpartition(".")[2].lower()
+        name = target.rpartition(".")[2].lower()
         name = {"latentddpm": "ldm"}.get(name, name)
     return f"<model:{name}>" if name in MODEL_NAMES else None
 
@@ -155,7 +175,8 @@ ModelSettings = Annotated[
     Annotated[VAESettings, Tag("<model:vae>")]
     | Annotated[DDPMSettings, Tag("<model:ddpm>")]
     | Annotated[LDMSettings, Tag("<model:ldm>")]
-    | Annotated[CharGPTSettings, Tag("<model:chargpt>")],
+    | Annotated[CharGPTSettings, Tag("<model:chargpt>")]
+    | Annotated[CustomModelSettings, Tag("<model:custom>")],
     Discriminator(
         _model_kind,
         custom_error_type=RULE,

@@ -13,7 +13,8 @@ the settings and in that config alike."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
@@ -26,7 +27,7 @@ from .attribution import (
     EmbedderSettings,
     method_list,
 )
-from .base import Bool, Seed, Settings, fail, show, validated
+from .base import Bool, Seed, Settings, a_list, fail, rule, show, validated
 from .counterfactual import CounterfactualSettings
 from .data import DataSettings
 from .generate import GenerateSettings
@@ -59,6 +60,15 @@ NOT_SET_HINTS = {
 IGNORED = ("hydra",)  # Hydra's own node, when a config carries it
 
 
+ModulePrefix = Annotated[
+    str,
+    rule(
+        lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v),
+        "{key} {is} {value}; give a Python module path, e.g. mylab.models.",
+    ),
+]
+
+
 class StageSettings(Settings):
     """Every section a stage's config may hold; the sections a stage does not use are absent
     (None)."""
@@ -67,6 +77,9 @@ class StageSettings(Settings):
     seed: Seed = 0  # training seed (initialisation, batch order, noise)
     force: Bool = False  # true: recompute even if a complete result with the same signature exists
     group: str = "default"  # W&B group (an experiment config sets its own name)
+    # module prefixes whose GenerativeModel classes `model._target_` may name (besides
+    # influence_lab.models); nothing outside them is imported
+    plugins: Annotated[list[ModulePrefix], a_list("[mylab.models]")] = []
     paths: PathsSettings = Field(default_factory=PathsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     logger: LoggerSettings = Field(default_factory=WandbLogger)
@@ -93,6 +106,9 @@ class StageSettings(Settings):
     # added to a schema later, or a coercion, would change the signatures every cached result on
     # users' disks is found by.
     _given: dict | None = PrivateAttr(default=None)
+    # The overrides the config was composed with (the command line's, or the Python API's): the
+    # runs of an experiment (`pipeline.runs`, `lds.runs`) add theirs to them.
+    _overrides: list[str] = PrivateAttr(default_factory=list)
 
     def given(self, *keys: str) -> Any:
         """A copy of the config at `keys` (e.g. `given("data")`, `given("embedders", "model")`,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 from rich.markup import escape
@@ -29,7 +30,7 @@ def stage_entry(fn):
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
-            return fn(validate(cfg))
+            return fn(validate(cfg, command_line_overrides()))
         except InfluenceLabError as exc:
             console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False
@@ -37,6 +38,27 @@ def stage_entry(fn):
             sys.exit(2)
 
     return wrapper
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides of the running Hydra app's command line (none outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def compose_stage(config_name: str, overrides: list[str], config_dir: str | None = None):
+    """A stage's config composed as the command line would: the package's conf/, plus a user's
+    config folder (`--config-dir`) when given; inside a running Hydra app, its search path."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if config_dir:
+        overrides = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def settings_of(cfg) -> StageSettings | ReportStageSettings:
@@ -70,6 +92,8 @@ def stage_tracking(
 __all__ = [
     "stage_entry",
     "settings_of",
+    "compose_stage",
+    "command_line_overrides",
     "validate",
     "check_resolvers",
     "SAFE_RESOLVERS",

@@ -11,15 +11,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-
 from ..errors import InfluenceLabError
 from ..report.exports import export
 from ..settings import StageSettings
 from ..store.files import write_text
-from .common import console, output_dir, settings_of, stage_entry, validate
+from .common import compose_stage, console, output_dir, settings_of, stage_entry, validate
 from .counterfactual import counterfactual
 
 
@@ -34,15 +30,9 @@ def run_configs(
     if not runs:
         return [(f"{settings.model.name}-{settings.data.name}", settings)]
     key = f"{config_name}.runs"
-    base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     configs = []
     for i, extra in enumerate(runs):
-        overrides = base + [str(o) for o in extra]
-        if GlobalHydra.instance().is_initialized():
-            run_cfg = compose(config_name=config_name, overrides=overrides)
-        else:
-            with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-                run_cfg = compose(config_name=config_name, overrides=overrides)
+        run_cfg = compose_stage(config_name, [*settings._overrides, *(str(o) for o in extra)])
         try:  # every run's settings before the first run starts
             run_settings = validate(run_cfg)
         except InfluenceLabError as exc:

@@ -12,15 +12,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..attribution.embedders import check_weights
 from ..errors import InfluenceLabError
+from ..models.build import allow_plugins, model_class
 from ..orchestration.launch import check_launcher
 from ..settings import ReportStageSettings, StageSettings, from_config
 from ..store.paths import check_output_dir
 from ..training.devices import check_accelerator
 
 
-def validate(cfg: DictConfig) -> StageSettings | ReportStageSettings:
-    """A stage's config checked and returned as typed settings; the first bad setting raises one
-    sentence naming it (an InfluenceLabError)."""
+def validate(
+    cfg: DictConfig, overrides: list[str] | None = None
+) -> StageSettings | ReportStageSettings:
+    """A stage's config checked and returned as typed settings (remembering the `overrides` it was
+    composed with); the first bad setting raises one sentence naming it (an InfluenceLabError)."""
     check_resolvers(cfg)
     if "paths" in cfg:
         check_output_dir(cfg.paths.output_dir)
@@ -31,6 +34,9 @@ def validate(cfg: DictConfig) -> StageSettings | ReportStageSettings:
             check_launcher(settings.counterfactual.launcher)
         for name in settings.embedders_used():
             check_weights(name, settings.embedders[name])
+        settings._overrides = list(overrides or [])
+        allow_plugins(settings.plugins)
+        model_class(settings.model.target, "model._target_")  # refused here, before any work
     return settings
 
 

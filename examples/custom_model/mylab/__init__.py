@@ -1,0 +1,1 @@
+"""A lab's own models, used by influence-lab through `plugins: [mylab]`."""
