@@ -3,8 +3,8 @@ that `influence-lab --help` answers without importing torch."""
 
 STAGES = {
     "train": (
-        "fit a generative model (model=vae|ddpm|chargpt) on a dataset "
-        "(data=digits|names|imagefolder|hub)"
+        "fit a generative model (model=vae|ddpm|ldm|chargpt, or your own) on a dataset "
+        "(data=digits|names|fashion|fashion2|imagefolder|hub)"
     ),
     "generate": (
         "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)"
