@@ -81,6 +81,7 @@ def report_dir(cfg_factory, tmp_path):
 def test_report_is_self_contained_with_every_section(report_dir):
     html = (report_dir / "report.html").read_text()
     for title in (
+        "Finding",
         "Counterfactual retraining",
         "Linear datamodeling score",
         "Attribution",
@@ -91,13 +92,18 @@ def test_report_is_self_contained_with_every_section(report_dir):
     assert "more than every control (random and none" in html
     assert "Highest LDS:" in html
     assert html.count("<table") >= 4
+    # the long tables and the secondary pictures are folded; numbers to 3 significant digits
+    folded = re.findall(r"<details><summary>(.*?)</summary>", html)
+    assert {"the numbers of the plot", "the top 3 items per prompt and method"} <= set(folded)
+    cells = re.findall(r"<td>(-?\d+\.\d+)</td>", html)
+    assert cells and all(len(c.lstrip("-0.").replace(".", "")) <= 3 for c in cells), cells[:20]
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) >= 5  # chart, lds bars, memorization, dynamics, neighbour grids
+    assert len(images) >= 5  # forest plot, lds bars, memorization, dynamics, neighbour grids
     for data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 100
     assert not re.search(r'(src|href)="(http|//)', html)  # nothing fetched from the network
     md = (report_dir / "report.md").read_text()
-    assert "## Linear datamodeling score" in md and "| method | lds |" in md
+    assert "## Linear datamodeling score" in md and "| method | LDS | 95% interval |" in md
     linked = re.findall(r"!\[[^\]]*\]\((images/[^)]+)\)", md)
     assert len(linked) == len(images) and all((report_dir / p).exists() for p in linked)
 
@@ -120,6 +126,9 @@ def _chromium():
     return found
 
 
+MAX_HEIGHT = 3600  # px at 1200 px wide, folded parts closed: about four screens
+
+
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     browser = _chromium()
@@ -127,20 +136,31 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [*args, f"--screenshot={shot}", "--window-size=1200,2400", page],
+        [*args, f"--screenshot={shot}", f"--window-size=1200,{2 * MAX_HEIGHT}", page],
         check=True,
         capture_output=True,
         timeout=120,
     )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
-    assert pixels.shape == (2400, 1200)
+    assert pixels.shape == (2 * MAX_HEIGHT, 1200)
     assert (
         pixels.std() > 20 and (pixels < 128).mean() > 0.01
     )  # not blank: text, tables and pictures
+    # the page as a reader first sees it (folded parts closed) ends within MAX_HEIGHT pixels
+    height = int(np.flatnonzero((pixels < 250).any(axis=1))[-1]) + 1
+    print(f"report height at 1200 px wide: {height} px")
+    assert 800 < height <= MAX_HEIGHT
     dom = subprocess.run(
         [*args, "--dump-dom", page], check=True, capture_output=True, text=True, timeout=120
     ).stdout
     assert dom.count("<table") >= 4 and "Linear datamodeling score" in dom
+    html = (report_dir / "report.html").read_text()
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert dom.count("<img") == len(uris) >= 5
+    for data in uris:  # every picture decodes to a real image
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        assert min(image.size) > 50
 
 
 @pytest.mark.slow

@@ -141,3 +141,42 @@ def summary_markdown(
             f"numbers (failures.csv):\n\n" + "\n".join(f"- {r['error']}" for r in failed) + "\n"
         )
     return summary
+
+
+def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Path:
+    """The report's one picture of the sweep: per method and k (rows), the top-k effect minus each
+    control's (a marker per control) with its 95% interval, one panel per metric of `metrics`
+    ({metric: axis label}); 0 = no more change than the control."""
+    rows = list(dict.fromkeys(zip(stats.method, stats.k, strict=True)))
+    controls = list(dict.fromkeys(stats.control))
+    fig, axes = plt.subplots(
+        1,
+        len(metrics),
+        figsize=(4.6 * len(metrics) + 1.6, 0.55 * len(rows) * max(1, len(controls) / 2) + 1.6),
+        squeeze=False,
+        sharey=True,
+    )
+    spread = 0.5 / max(1, len(controls))
+    for ax, (metric, label) in zip(axes[0], metrics.items(), strict=True):
+        sub = stats[stats.metric == metric]
+        for j, control in enumerate(controls):
+            part = sub[sub.control == control].set_index(["method", "k"]).reindex(rows)
+            y = np.arange(len(rows)) + (j - (len(controls) - 1) / 2) * spread
+            err = np.vstack([part.mean_diff - part.ci_low, part.ci_high - part.mean_diff])
+            ax.errorbar(
+                part.mean_diff, y, xerr=np.nan_to_num(err), fmt="o", ms=5, capsize=3,
+                color=f"C{j}", label=f"vs {control}",
+            )  # fmt: skip
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(label, fontsize=10)
+        ax.set_title(metric, fontsize=10)
+        ax.tick_params(labelsize=10)
+        ax.grid(axis="x", color="0.9")
+    axes[0][0].set_yticks(np.arange(len(rows)), [f"{m}, top {k}" for m, k in rows])
+    axes[0][0].invert_yaxis()
+    axes[0][0].legend(fontsize=9, loc="best")
+    fig.suptitle("Removing each method's top-k minus removing control items (95% intervals)")
+    fig.tight_layout()
+    atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)
+    return Path(path)

@@ -20,11 +20,13 @@ from ..store.paths import inside, safe_name
 
 @dataclass
 class Block:
-    kind: str  # text | table | image | code
+    kind: str  # text | table | image | code | images (several side by side: `paths`)
     text: str = ""
     caption: str = ""
     frame: pd.DataFrame | None = None
     path: Path | None = None
+    folded: bool = False  # shown under a <details> summary (its caption), closed
+    paths: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -39,11 +41,11 @@ class Section:
 
 
 def cell(value) -> str:
-    """A table cell: floats to 4 significant digits, NaN/None as "nan"."""
+    """A table cell: floats to 3 significant digits, NaN/None as "nan"."""
     if value is None:
         return "nan"
     if isinstance(value, (float, np.floating)):
-        return "nan" if not np.isfinite(value) else f"{value:.4g}"
+        return "nan" if not np.isfinite(value) else f"{value:.3g}"
     return str(value)
 
 
@@ -59,6 +61,10 @@ def table_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _data_uri(path: Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
 def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("influence_lab.report", "templates"),
@@ -68,13 +74,15 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
     for section in sections:
         blocks = []
         for b in section.blocks:
+            shown_block = {"kind": b.kind, "caption": b.caption, "folded": b.folded}
             if b.kind == "table":
-                blocks.append({"kind": "table", "caption": b.caption, "html": table_html(b.frame)})
-            elif b.kind == "image":
-                data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
-                blocks.append({"kind": "image", "caption": b.caption, "data": data})
+                shown_block["html"] = table_html(b.frame)
+            elif b.kind in ("image", "images"):
+                shown_block["kind"] = "images"
+                shown_block["data"] = [_data_uri(p) for p in (b.paths or [b.path])]
             else:
-                blocks.append({"kind": b.kind, "text": b.text})
+                shown_block["text"] = b.text
+            blocks.append(shown_block)
         shown.append(
             {
                 "title": section.title,
@@ -100,12 +108,14 @@ def render_markdown(title: str, subtitle: str, sections: list[Section], folder: 
                 lines += [b.text, ""]
             elif b.kind == "table":
                 lines += [f"_{b.caption}_", "", table_markdown(b.frame), ""]
-            elif b.kind == "image":
-                name = safe_name(
-                    f"{section.slug}-{Path(b.path).parent.name}-{Path(b.path).name}", 150
-                )
-                shutil.copyfile(b.path, inside(images, images / name, "report image"))
-                lines += [f"![{b.caption}](images/{name})", "", f"_{b.caption}_", ""]
+            elif b.kind in ("image", "images"):
+                for path in b.paths or [b.path]:
+                    name = safe_name(
+                        f"{section.slug}-{Path(path).parent.name}-{Path(path).name}", 150
+                    )
+                    shutil.copyfile(path, inside(images, images / name, "report image"))
+                    lines += [f"![{b.caption}](images/{name})", ""]
+                lines += [f"_{b.caption}_", ""]
             elif b.kind == "code":
                 lines += ["```yaml", b.text.rstrip(), "```", ""]
     return "\n".join(lines)

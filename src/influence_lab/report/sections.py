@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..counterfactual.lds import CEILING
-from .counterfactual import headline
+from .counterfactual import forest_plot, headline
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
@@ -95,35 +95,49 @@ def lds_finding(table: pd.DataFrame) -> str:
 
 def attribution_section(run: Path, max_grids: int) -> Section:
     table = pd.read_parquet(run / "attribution.parquet")
+    methods = ", ".join(dict.fromkeys(table["method"]))
     section = Section(
         "Attribution",
         [
             Block(
                 "text",
-                f"{table['target'].nunique()} prompts, methods: "
-                f"{', '.join(dict.fromkeys(table['method']))}. Each grid: "
-                f"the prompt's generated outputs on top, the training items "
-                f"the method ranks most influential below.",
+                f"{table['target'].nunique()} prompts, methods: {methods}. Each grid: the "
+                "prompt's generated outputs on top, the training items the method ranks most "
+                "influential below, with their ids, captions and scores.",
             )
         ],
     )
-    top = table[table["rank"] <= 3][["prompt", "method", "rank", "id", "caption", "score"]]
-    section.blocks.append(
-        Block("table", caption="the top 3 items per prompt and method", frame=top)
-    )
     grids = sorted((run / "neighbours").glob("*.png"))[:max_grids]
-    for grid in grids:
-        section.blocks.append(Block("image", caption=grid.stem, path=grid))
+    for start in range(0, len(grids), 2):  # two prompts side by side
+        pair = grids[start : start + 2]
+        section.blocks.append(Block("images", caption=" | ".join(g.stem for g in pair), paths=pair))
     for listing in sorted((run / "neighbours").glob("*.txt"))[:max_grids]:
         section.blocks.append(Block("code", text=listing.read_text()))
+    top = table[table["rank"] <= 3][["prompt", "method", "rank", "id", "caption", "score"]]
+    section.blocks.append(
+        Block("table", caption="the top 3 items per prompt and method", frame=top, folded=True)
+    )
     return section
 
 
-def counterfactual_section(run: Path) -> Section:
+def finding_metrics(stats: pd.DataFrame) -> dict[str, str]:
+    """The metrics the finding and the forest plot speak of, with an axis label each."""
+    labels = {
+        "delta_loss": "loss on the original outputs: top-k minus control (nats)",
+        "ref_drop_model": "drop of similarity to the reference: top-k minus control",
+    }
+    measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
+    if not measured:
+        measured = [headline(stats).metric.iloc[0]]
+    return {m: labels.get(m, f"{m}: top-k minus control") for m in measured}
+
+
+def counterfactual_section(run: Path, folder: Path) -> Section:
     stats = pd.read_csv(run / "stats.csv")
     arms = pd.read_csv(run / "arms.csv")
-    head = headline(stats)
+    metrics = finding_metrics(stats)
     cols = [
+        "metric",
         "method",
         "k",
         "control",
@@ -132,35 +146,34 @@ def counterfactual_section(run: Path) -> Section:
         "mean_diff",
         "ci_low",
         "ci_high",
-        "ratio",
         "wilcoxon_p",
     ]
-    section = Section("Counterfactual retraining", finding=counterfactual_finding(stats))
+    section = Section("Counterfactual retraining")  # its finding opens the report
     section.blocks += [
         Block(
             "text",
-            "Each method's top-k items per prompt were removed and the model retrained (several "
-            "seeds); controls removed k random items from the prompt filter's pool (random_pool), "
-            "k random items (random), or nothing with a new seed (none). delta_loss: the retrained "
-            "model's loss on the original outputs minus the full model's. drop_*: 1 - cosine "
-            "between the regenerated and the original output in each space.",
-        ),
-        Block(
-            "table",
-            caption=(
-                "delta_loss: top-k vs each control, paired over prompts (bootstrap 95% interval)"
-            ),
-            frame=head[cols],
+            "Each method's top-k items per prompt were removed and the model retrained; the "
+            "controls removed k random items of the prompt filter's pool (random_pool), k random "
+            "items (random), or nothing, with a new seed (none). A point right of 0 means removing "
+            "the method's items changed the outputs more than the control did.",
         ),
         Block(
             "image",
-            caption="top-k effect minus control effect, with 95% intervals",
-            path=run / "chart.png",
+            caption="top-k effect minus each control's, paired over prompts (bootstrap 95% "
+            "intervals)",
+            path=forest_plot(stats, metrics, folder / "forest.png"),
         ),
         Block(
             "table",
-            caption="per arm: the change of each metric (mean, std, range over prompts)",
+            caption="the numbers of the plot",
+            frame=stats[stats.metric.isin(list(metrics))][cols],
+            folded=True,
+        ),
+        Block(
+            "table",
+            caption="every metric, per arm (mean, std, range over prompts)",
             frame=arms,
+            folded=True,
         ),
     ]
     if (run / "experiments.csv").exists():
@@ -168,8 +181,9 @@ def counterfactual_section(run: Path) -> Section:
             Block(
                 "table",
                 caption="per experiment (group of prompts): cosine similarity to the "
-                "reference outputs before and after retraining",
+                "reference outputs before and after retraining (the paper's table)",
                 frame=pd.read_csv(run / "experiments.csv"),
+                folded=True,
             )
         )
     return section
@@ -177,32 +191,56 @@ def counterfactual_section(run: Path) -> Section:
 
 def lds_section(run: Path) -> Section:
     table = pd.read_csv(run / "lds.csv")
-    section = Section("Linear datamodeling score", finding=lds_finding(table))
-    table = pd.DataFrame(table_rows(table), columns=list(LDS_COLUMNS))
+    section = Section("Linear datamodeling score")  # its finding opens the report
+    if (run / "lds.png").exists():
+        section.blocks.append(
+            Block(
+                "image",
+                caption="LDS per method with 95% intervals; the dashed line is the retraining "
+                "ceiling (seed against seed)",
+                path=run / "lds.png",
+            )
+        )
     section.blocks.append(
         Block(
             "table",
             caption="LDS per method (Spearman, mean over targets, 95% interval)",
-            frame=table,
+            frame=pd.DataFrame(table_rows(table), columns=list(LDS_COLUMNS)),
+            folded=True,
         )
     )
     captions = {
-        "lds.png": "LDS with 95% intervals; the line is the retraining ceiling",
         "lds_damping.png": "LDS against the damping (chosen on the selection subsets)",
         "memorization.png": "the most memorized training items",
         "dynamics.png": "training dynamics of tracked items (trained on it vs held out)",
     }
     for name, caption in captions.items():
         if (run / name).exists():
-            section.blocks.append(Block("image", caption=caption, path=run / name))
+            section.blocks.append(Block("image", caption=caption, path=run / name, folded=True))
     if (run / "memorization.txt").exists():
-        section.blocks.append(Block("code", text=(run / "memorization.txt").read_text()))
+        section.blocks.append(
+            Block(
+                "code",
+                caption="the most memorized items",
+                text=(run / "memorization.txt").read_text(),
+                folded=True,
+            )
+        )
     return section
 
 
-def report_sections(found: dict[str, Path | None], max_grids: int) -> list[Section]:
-    """The sections for the newest results `found` of each stage (None: none finished)."""
+def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path) -> list[Section]:
+    """The sections for the newest results `found` of each stage (None: none finished), the
+    finding in words first; pictures made for the report go into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     sections = []
+    words = []
+    if found["counterfactual"]:
+        words.append(counterfactual_finding(pd.read_csv(found["counterfactual"] / "stats.csv")))
+    if found["lds"]:
+        words.append(lds_finding(pd.read_csv(found["lds"] / "lds.csv")))
+    if words:
+        sections.append(Section("Finding", finding=" ".join(words)))
     config = next(
         (
             p / "config.yaml"
@@ -212,7 +250,7 @@ def report_sections(found: dict[str, Path | None], max_grids: int) -> list[Secti
         None,
     )
     if found["counterfactual"]:
-        sections.append(counterfactual_section(found["counterfactual"]))
+        sections.append(counterfactual_section(found["counterfactual"], folder))
     if found["lds"]:
         sections.append(lds_section(found["lds"]))
     if found["attribute"]:
@@ -221,6 +259,8 @@ def report_sections(found: dict[str, Path | None], max_grids: int) -> list[Secti
         "Sources", [Block("text", f"{stage}: {path}") for stage, path in found.items() if path]
     )
     if config is not None:
-        sources.blocks.append(Block("code", text=config.read_text()))
+        sources.blocks.append(
+            Block("code", caption="the configuration", text=config.read_text(), folded=True)
+        )
     sections.append(sources)
     return sections

@@ -35,11 +35,9 @@ def report(settings: ReportStageSettings) -> Path:
         "Which training examples made the model produce its outputs, "
         "and does removing them change them?"
     )
+    folder = root / "report" / name
     html, md = write_report(
-        root / "report" / name,
-        title,
-        subtitle,
-        report_sections(found, settings.report.max_grids),
+        folder, title, subtitle, report_sections(found, settings.report.max_grids, folder)
     )
     console.print(f"[green]report[/]: {html}\n  markdown: {md}", highlight=False)
     return html
