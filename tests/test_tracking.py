@@ -55,3 +55,34 @@ def test_a_text_model_logs_its_samples_to_wandb(cfg_factory, tmp_path):
     records = leet_records(wandb_dir)
     items = [r["history"]["item"] for r in records if r.get("type") == "history"]
     assert any(item.get("samples._type") == "html-file" for item in items)
+
+
+def test_a_sweep_logs_one_summary_run_with_its_headline_numbers(cfg_factory, tmp_path):
+    """The counterfactual stage's W&B run (offline, read back as `wandb sync` would upload it)
+    holds the headline numbers per method, k and control, equal to stats.csv, and a bar chart;
+    the retrain jobs keep their own runs."""
+    from influence_lab.stages.counterfactual import counterfactual
+    from tests.test_sweep import SWEEP
+
+    sweep = counterfactual(cfg_factory("counterfactual", *SWEEP, "logger=wandb", "group=team"))
+    stats = pd.read_csv(sweep / "stats.csv")
+    head = stats[stats.metric == "delta_loss"]
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    records = {str(r): leet_records(str(r)) for r in runs}
+    kinds = {
+        path: next(x["run"] for x in recs if x.get("type") == "run")["job_type"]
+        for path, recs in records.items()
+    }
+    assert "retrain" in kinds.values()
+    summary_run = next(p for p, kind in kinds.items() if kind == "counterfactual")
+    summary = {}
+    for record in records[summary_run]:
+        if record.get("type") == "summary":  # W&B's summary records: updates, in order
+            summary.update(record["summary"].get("update", {}))
+    assert len(head) == 2  # raw_only@3 against random and none
+    for r in head.itertuples():
+        key = f"delta_loss/{r.method}@{r.k}/vs_{r.control}"
+        assert summary[f"{key}/diff"] == pytest.approx(r.mean_diff, rel=1e-9)
+        assert summary[f"{key}/ci_low"] == pytest.approx(r.ci_low, rel=1e-9)
+        assert summary[f"{key}/p"] == pytest.approx(r.wilcoxon_p, rel=1e-9)
+    assert any(k.startswith("headline") for k in summary)  # the bar chart's table

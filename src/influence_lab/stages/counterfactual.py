@@ -17,7 +17,7 @@ from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
-from ..report.counterfactual import bar_chart, print_summary, summary_markdown
+from ..report.counterfactual import bar_chart, headline, print_summary, summary_markdown
 from ..settings import StageSettings
 from ..store.files import RunDir, write_text
 from ..store.signature import signature
@@ -96,6 +96,23 @@ def counterfactual(settings: StageSettings) -> RunDir:
     )
 
 
+def headline_numbers(stats: pd.DataFrame) -> dict[str, float]:
+    """The sweep's headline numbers for a W&B summary: per method, k and control of the headline
+    metric, `<metric>/<method>@<k>/vs_<control>/{diff,ci_low,ci_high,p}`."""
+    out = {}
+    for r in headline(stats).itertuples():
+        key = f"{r.metric}/{r.method}@{r.k}/vs_{r.control}"
+        out.update(
+            {
+                f"{key}/diff": float(r.mean_diff),
+                f"{key}/ci_low": float(r.ci_low),
+                f"{key}/ci_high": float(r.ci_high),
+                f"{key}/p": float(r.wilcoxon_p),
+            }
+        )
+    return out
+
+
 def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
     write_text(run / "config.yaml", settings.config_yaml())  # what retrain reads
     plan.write(run.path)
@@ -143,6 +160,12 @@ def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
         tracking.log_frame("stats", stats)
         tracking.log_frame("arms", arms)
         tracking.log_image("chart", chart, "top-k minus control, 95% bootstrap interval")
+        head = headline_numbers(stats)
+        tracking.summary(head)
+        diffs = {k.removesuffix("/diff"): v for k, v in head.items() if k.endswith("/diff")}
+        tracking.log_bars(
+            "headline", list(diffs), list(diffs.values()), "top-k minus control (headline metric)"
+        )
     print_summary(stats, console)
     console.print(
         f"  results: {run / 'results.parquet'}\n  chart: {chart}\n  summary: {run / 'summary.md'}",

@@ -96,6 +96,17 @@ class Tracking:
         """A DataFrame as a W&B table (cells as `cell`: object keeps numbers, str prints all)."""
         self.log_table(key, list(frame.columns), frame.astype(cell).values.tolist())
 
+    def log_bars(self, key: str, labels: list[str], values: list[float], title: str) -> None:
+        """A W&B bar chart (one bar per label) of `values`."""
+        if self.wandb_run is not None:
+            import wandb
+
+            table = wandb.Table(
+                columns=["comparison", "value"],
+                data=[list(p) for p in zip(labels, values, strict=True)],
+            )
+            self.wandb_run.log({key: wandb.plot.bar(table, "comparison", "value", title=title)})
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.wandb_run is not None:
             self.wandb_run.summary.update(values)
