@@ -2,6 +2,7 @@
 (c) one pack. Every retrain removes its own random 5% of the training set and has its own seed.
 
     .venv/bin/python benchmarks/retrain_throughput.py [--models vae ddpm chargpt] [--members 32]
+        [--trainer cpu|gpu] [--data digits|fashion ...]
 
 (a) and (b) are timed on `--sample` retrains and reported as a rate (models per minute), (c) on
 all `--members`; all three in this run, so the ratios compare like with like. `--epochs` scales
@@ -35,7 +36,7 @@ DATA = {"vae": "digits", "ddpm": "digits", "chargpt": "names"}
 EPOCH_SCALE = {"vae": 1.0, "ddpm": 0.2, "chargpt": 0.1}
 
 
-def config(model: str, scale: float, out: str):
+def config(model: str, scale: float, out: str, trainer: str = "cpu", extra=()):
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
         cfg = compose(
             "train",
@@ -43,8 +44,10 @@ def config(model: str, scale: float, out: str):
                 f"model={model}",
                 f"data={DATA[model]}",
                 "logger=none",
+                f"trainer={trainer}",
                 "trainer.progress_bar=false",
                 f"paths.output_dir={out}",
+                *extra,
             ],
         )
     cfg.model.fit.max_epochs = max(1, round(cfg.model.fit.max_epochs * scale))
@@ -58,13 +61,17 @@ def removal_sets(ids: list[str], count: int) -> list[list[str]]:
     ]
 
 
-def peak_gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def peak_gflops(device: str = "cpu") -> float:
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(10):
         a @ b
-    return 2 * 2048**3 * 10 / (time.perf_counter() - start) / 1e9
+    sync()
+    return 2 * n**3 * 10 / (time.perf_counter() - start) / 1e9
 
 
 def step_flops(cfg, bundle) -> float:
@@ -79,7 +86,7 @@ def step_flops(cfg, bundle) -> float:
     return float(counter.get_total_flops())
 
 
-def per_process(cfg, removals, seeds, out: Path) -> float:
+def per_process(cfg, removals, seeds, out: Path, extra=()) -> float:
     exe = Path(sys.executable).parent / "influence-lab"
     start = time.perf_counter()
     for removed, seed in zip(removals, seeds, strict=True):
@@ -97,6 +104,8 @@ def per_process(cfg, removals, seeds, out: Path) -> float:
                 f"seed={seed}",
                 f"data.exclude_ids={ids}",
                 f"model.fit.max_epochs={cfg.model.fit.max_epochs}",
+                f"trainer={cfg.trainer.accelerator}",
+                *extra,
             ],
             check=True,
             capture_output=True,
@@ -156,25 +165,47 @@ def main():
     parser.add_argument(
         "--epochs", type=float, default=None, help="scale of the default epochs (all models)"
     )
-    parser.add_argument("--memory-members", type=int, default=64)
+    parser.add_argument("--memory-members", type=int, default=64, help="0: skip the memory run")
+    parser.add_argument("--trainer", default="cpu", help="cpu | gpu (trainer=...)")
+    parser.add_argument(
+        "--data",
+        nargs="*",
+        default=[],
+        help="MODEL=DATA pairs, e.g. ddpm=fashion (default: "
+        "vae and ddpm on digits, chargpt on names)",
+    )
+    parser.add_argument("--overrides", nargs="*", default=[], help="extra config overrides")
     args = parser.parse_args()
-    peak = peak_gflops()
-    print(f"float32 matmul peak here: {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    DATA.update(dict(pair.split("=", 1) for pair in args.data))
+    device = "cuda" if args.trainer == "gpu" else "cpu"
+    peak = peak_gflops(device)
+    where = (
+        torch.cuda.get_device_name() if device == "cuda" else f"{torch.get_num_threads()} threads"
+    )
+    print(f"float32 matmul peak here: {peak:.0f} GFLOP/s ({where})")
     rows = []
     for model in args.models:
         out = Path(tempfile.mkdtemp())
         cfg = config(
-            model, args.epochs if args.epochs is not None else EPOCH_SCALE[model], str(out)
+            model,
+            args.epochs if args.epochs is not None else EPOCH_SCALE[model],
+            str(out),
+            args.trainer,
+            args.overrides,
         )
         bundle = load_data(cfg.data)
         removals = removal_sets(list(bundle.train["id"]), args.members)
         seeds = list(range(1, args.members + 1))
-        a = per_process(cfg, removals[: args.sample], seeds[: args.sample], out)
+        a = per_process(cfg, removals[: args.sample], seeds[: args.sample], out, args.overrides)
         b = sequential(cfg, removals[: args.sample], seeds[: args.sample], out)
         c, steps = packed(cfg, bundle, removals, seeds, out)
         flops = step_flops(cfg, bundle) * steps / args.members  # per model
         gflops = flops / c / 1e9
-        mem = pack_memory(model, args.memory_members) if model == "vae" else float("nan")
+        mem = (
+            pack_memory(model, args.memory_members)
+            if model == "vae" and args.memory_members and device == "cpu"
+            else float("nan")
+        )
         rows.append(
             (
                 model,
