@@ -427,3 +427,29 @@ def test_claims_are_exclusive_and_die_with_their_process(tmp_path):
     start = time.time()
     with store.claim(lock):
         assert time.time() - start < 5
+
+
+def test_a_slow_checkpoint_is_written_less_often(tmp_path):
+    """LastCheckpoint keeps saving at most 5% of the fit's time: a save that takes 0.1 s makes the
+    next one wait 1.9 s even with checkpoint_every_s=0; the last epoch is always saved."""
+    import time
+    from types import SimpleNamespace
+
+    from influence_lab.training.fit import LastCheckpoint
+
+    saves = []
+
+    def save(path):
+        saves.append(time.monotonic())
+        time.sleep(0.1)
+
+    callback = LastCheckpoint(tmp_path, every_s=0)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=100, save_checkpoint=save)
+    for epoch in range(20):  # 20 epochs of 0.05 s: one save, then none for 1.9 s
+        trainer.current_epoch = epoch
+        callback.on_train_epoch_end(trainer, None)
+        time.sleep(0.05)
+    assert len(saves) == 1 and callback.wait_s == pytest.approx(1.9, abs=0.3)
+    trainer.current_epoch = 99  # the last epoch
+    callback.on_train_epoch_end(trainer, None)
+    assert len(saves) == 2
