@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-soak test-fast bench lint docs data clean slurm-up slurm-down
+.PHONY: setup demo test test-slow test-soak test-fast bench lint docs data clean slurm-up slurm-down
 
 setup: $(STAMP)
 
@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/influence-lab pipeline
 
+# the suite without the integration runs (`slow`) and the soak; CI runs all three targets
 test: setup docs
 	$(BIN)/ruff check src tests
-	$(BIN)/pytest -q -m "not soak"
+	$(BIN)/pytest -q -m "not soak and not slow" --durations=15
+
+# the integration runs: whole pipelines, the custom-model example, fashion end to end, gpu-check --cpu
+test-slow: setup
+	$(BIN)/pytest -q -m "slow and not soak" --durations=15
 
 # the kill-every-20-seconds soak test (minutes on 2 cores); CI runs it after `make test`
 test-soak: setup

@@ -42,6 +42,7 @@ def test_bad_canary_tokens(cfg_factory, capsys, token, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_attribution_ranks_the_canaries_first_for_their_token(cfg_factory):
     cfg = cfg_factory(
         "attribute",

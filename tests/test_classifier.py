@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 
 from influence_lab.models.classifier import (
@@ -16,6 +17,7 @@ from influence_lab.models.classifier import (
 )
 
 
+@pytest.mark.slow
 def test_classifier_learns_the_digits_and_gives_class_features():
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]

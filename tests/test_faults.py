@@ -206,6 +206,7 @@ def test_truncated_or_altered_checkpoint_is_discarded_not_resumed(tmp_path):
         fit_module.HashedCheckpointIO().load_checkpoint(last)
 
 
+@pytest.mark.slow
 def test_altered_result_files_are_rebuilt(cfg_factory, tmp_path, capsys):
     """Weights, embedding cache and faiss index altered after being written: the next run that
     needs them notices the hash mismatch and rebuilds them (same bytes as before)."""
@@ -272,6 +273,7 @@ def test_nan_loss_stops_a_training_job_with_its_name(cfg_factory, tmp_path, caps
     assert not list(tmp_path.rglob("done"))
 
 
+@pytest.mark.slow
 def test_nan_member_is_recorded_as_a_failure_and_the_sweep_goes_on(
     cfg_factory, tmp_path, monkeypatch
 ):

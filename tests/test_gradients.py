@@ -78,6 +78,7 @@ def test_sparse_projection_preserves_inner_products():
     assert torch.equal(px, SparseProjector(20000, 2048, seed=1)(x))  # deterministic in its seed
 
 
+@pytest.mark.slow
 def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     cfg = cfg_factory(
         "attribute", *SMALL, "attribution.methods=[raw_only,tracin,trak,dtrak]", model="ddpm"

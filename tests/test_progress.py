@@ -8,11 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from influence_lab.orchestration.launch import watch_members
 
 NOISE = ("it/s", "%|", "━", "anonymous", "faiss.loader", "wandb: WARNING")
 
 
+@pytest.mark.slow
 def test_a_stage_writes_no_progress_noise_into_a_log(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = "offline"

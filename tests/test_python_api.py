@@ -48,6 +48,7 @@ def test_keywords_become_the_clis_overrides():
     ]
 
 
+@pytest.mark.slow
 def test_a_notebook_session(small, tmp_path, capsys):
     # train and sample: the result knows its folder, metrics and pictures
     model = il.train(**small)

@@ -550,7 +550,11 @@ ALLOWED = {
     (
         "models/build.py",
         "importlib.import_module",
-    ): "model_class imports only modules under influence_lab.models",
+    ): "model_class imports only modules under influence_lab.models and the config's plugins",
+    (
+        "__init__.py",
+        "importlib.import_module",
+    ): "il.report / il.counterfactual: the fixed subpackages influence_lab.report, .counterfactual",
     (
         "orchestration/launch.py",
         "subprocess.Popen",

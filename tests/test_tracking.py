@@ -57,6 +57,7 @@ def test_a_text_model_logs_its_samples_to_wandb(cfg_factory, tmp_path):
     assert any(item.get("samples._type") == "html-file" for item in items)
 
 
+@pytest.mark.slow
 def test_a_sweep_logs_one_summary_run_with_its_headline_numbers(cfg_factory, tmp_path):
     """The counterfactual stage's W&B run (offline, read back as `wandb sync` would upload it)
     holds the headline numbers per method, k and control, equal to stats.csv, and a bar chart;

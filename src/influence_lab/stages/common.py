@@ -30,7 +30,9 @@ def stage_entry(fn):
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
-            return fn(validate(cfg, command_line_overrides()))
+            settings = validate(cfg)  # resolvers checked before anything reads the overrides
+            settings._overrides = command_line_overrides()
+            return fn(settings)
         except InfluenceLabError as exc:
             console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False
@@ -41,10 +43,13 @@ def stage_entry(fn):
 
 
 def command_line_overrides() -> list[str]:
-    """The overrides of the running Hydra app's command line (none outside one)."""
+    """The overrides of the running Hydra app's command line, as typed (none outside one)."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
 
 
 def compose_stage(config_name: str, overrides: list[str], config_dir: str | None = None):
