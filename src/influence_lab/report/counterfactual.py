@@ -149,15 +149,20 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     ({metric: axis label}); 0 = no more change than the control."""
     rows = list(dict.fromkeys(zip(stats.method, stats.k, strict=True)))
     controls = list(dict.fromkeys(stats.control))
+    ncols = min(2, len(metrics))  # two panels a row: legible at page width
+    nrows = -(-len(metrics) // ncols)
+    height = 0.55 * len(rows) * max(1, len(controls) / 2) + 1.3
     fig, axes = plt.subplots(
-        1,
-        len(metrics),
-        figsize=(4.6 * len(metrics) + 1.6, 0.55 * len(rows) * max(1, len(controls) / 2) + 1.6),
+        nrows,
+        ncols,
+        figsize=(max(7.5, 4.6 * ncols + 1.6), height * nrows + 0.4),
         squeeze=False,
         sharey=True,
     )
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
     spread = 0.5 / max(1, len(controls))
-    for ax, (metric, label) in zip(axes[0], metrics.items(), strict=True):
+    for ax, (metric, label) in zip(axes.flat, metrics.items(), strict=False):
         sub = stats[stats.metric == metric]
         for j, control in enumerate(controls):
             part = sub[sub.control == control].set_index(["method", "k"]).reindex(rows)
@@ -172,11 +177,13 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
         ax.set_title(metric, fontsize=10)
         ax.tick_params(labelsize=10)
         ax.grid(axis="x", color="0.9")
-    axes[0][0].set_yticks(np.arange(len(rows)), [f"{m}, top {k}" for m, k in rows])
+    for row in axes:
+        row[0].set_yticks(np.arange(len(rows)), [f"{m}, top {k}" for m, k in rows])
     axes[0][0].invert_yaxis()
-    axes[0][0].legend(fontsize=9, loc="best")
-    fig.suptitle("Removing each method's top-k minus removing control items (95% intervals)")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(controls), fontsize=10, frameon=False)
+    fig.suptitle("Effect of removing each method's top-k minus a control's (95% intervals)")
+    fig.tight_layout(rect=(0, 0.45 / (height * nrows + 0.4), 1, 1))
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
     return Path(path)

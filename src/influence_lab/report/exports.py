@@ -14,9 +14,10 @@ from ..counterfactual.plans import Plan
 from ..orchestration.records import GenerateProvenance
 from ..store.files import write_text
 from ..tracking.console import console
-from .counterfactual import headline
+from .counterfactual import forest_plot, headline
 from .document import table_markdown
 from .lds_summary import markdown_table
+from .sections import finding_metrics
 
 EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png")
 LDS_EXPORTED = (
@@ -45,14 +46,31 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
     lines = [f"# Results: {experiment}", "", *HEADER]
     for label, sweep in sweeps.items():
         _copy(sweep, folder / label, EXPORTED)
+        stats = pd.read_csv(Path(sweep) / "stats.csv")
+        forest_plot(stats, export_metrics(stats), folder / label / "forest.png")
         lines += [
             f"## {label}",
             "",
             *sweep_lines(Path(sweep), folder / label, label),
-            f"![{label}]({label}/chart.png)",
+            f"![{label}]({label}/forest.png)",
+            "",
+            f"Every metric: [{label}/chart.png]({label}/chart.png).",
             "",
         ]
     return write_results(folder, "\n".join(lines), len(sweeps))
+
+
+def export_metrics(stats: pd.DataFrame) -> dict[str, str]:
+    """The forest plot's panels in an experiment's results: the finding metrics and the drop of
+    similarity to the reference outputs in every space the sweep measured."""
+    metrics = finding_metrics(stats)
+    for metric in dict.fromkeys(stats.metric):
+        if metric.startswith("ref_drop_"):
+            space = metric.removeprefix("ref_drop_")
+            metrics.setdefault(
+                metric, f"drop of similarity to the reference ({space}): top-k minus control"
+            )
+    return metrics
 
 
 def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
