@@ -190,6 +190,8 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     assert set(exp.arm) == {"topk", "random_pool", "random", "none"}
     assert exp[["before_mean", "after_mean"]].apply(lambda c: c.between(-1, 1)).all().all()
     assert (folder / "vae-digits" / "chart.png").stat().st_size > 2000
+    assert (folder / "vae-digits" / "forest.png").stat().st_size > 2000
+    assert "![vae-digits](vae-digits/forest.png)" in (folder / "RESULTS.md").read_text()
     results = (folder / "RESULTS.md").read_text()
     readme = (folder / "README.md").read_text()
     assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme
