@@ -122,12 +122,17 @@ def uninterrupted(tmp_path_factory):
     return _sorted(pd.read_parquet(run / "results.parquet"))
 
 
-def run_with_kills(args, cwd, delays, attempts=60):
+def run_with_kills(args, cwd, delays, attempts=60, started=None):
     """Run `influence-lab ARGS`; while it has not finished, SIGKILL its process group after the next
-    delay of `delays` (cycling) and start it again. Returns (number of kills, final output)."""
+    delay of `delays` (cycling) and start it again. With `started` (a count that grows when the
+    work to be interrupted has begun), each delay counts from then, not from the restart.
+    Returns (number of kills, final output)."""
     kills = 0
     for attempt in range(attempts):
+        before = started() if started else 0
         proc = _start(args, cwd)
+        if started is not None:
+            _wait_for(lambda b=before: started() > b, proc)
         try:
             out = proc.communicate(timeout=delays[attempt % len(delays)])[0].decode()
         except subprocess.TimeoutExpired:
@@ -180,7 +185,15 @@ def test_sweep_survives_being_killed_every_20_seconds(tmp_path, uninterrupted):
         *SHRINK["vae"],
         *SWEEP,
     ]
-    kills, out = run_with_kills(args, tmp_path, [20])
+
+    # every 20 s of a running retrain job: a restart spends 12-19 s in the counterfactual stage and
+    # the retrain process's imports before a job starts (measured on 2 cores), so 20 s from the
+    # restart would never reach the training
+    def jobs_started() -> int:
+        logs = (tmp_path / "out").glob("counterfactual/*/retrain.log")
+        return sum(log.read_text().count("retrain: job ") for log in logs)
+
+    kills, out = run_with_kills(args, tmp_path, [20], started=jobs_started)
     print(f"killed {kills} times")
     assert kills >= 1
     _check_same_rows(tmp_path / "out", uninterrupted)
