@@ -99,8 +99,8 @@ def averaged_loss(model, batch: dict, draws: int) -> np.ndarray:
     a diffusion model's loss also averages over its `loss_timesteps` timesteps); a model without
     noise (measure_noise gives nothing) is measured once."""
     count = draws if model.measure_noise(1, NOISE_SEED) else 1
-    draws = [model.example_loss(batch, NOISE_SEED + d).detach().numpy() for d in range(count)]
-    return np.mean(draws, 0)
+    losses = [model.example_loss(batch, NOISE_SEED + d).detach().numpy() for d in range(count)]
+    return np.mean(losses, 0)
 
 
 def model_losses(model_run: RunDir, targets: dict, train_batch: dict, path, draws: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..settings import ModelSettings, section
+from ..settings.stage import MODULE_PATH
 from ..store.files import atomic_write, verify_result, write_json
 from .base import GenerativeModel
 from .text_encoder import build_vocab
@@ -71,12 +71,9 @@ def allow_plugins(prefixes: list[str]) -> None:
     _allowed = (MODELS_PACKAGE, *prefixes)
 
 
-_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-
-
 def _under(module: str, prefixes) -> bool:
     """A well-formed module path equal to or below one of `prefixes`."""
-    return bool(_MODULE.fullmatch(module)) and any(
+    return bool(MODULE_PATH.fullmatch(module)) and any(
         module == p or module.startswith(p + ".") for p in prefixes
     )
 

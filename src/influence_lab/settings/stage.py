@@ -60,10 +60,11 @@ NOT_SET_HINTS = {
 IGNORED = ("hydra",)  # Hydra's own node, when a config carries it
 
 
+MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # a dotted Python module path
 ModulePrefix = Annotated[
     str,
     rule(
-        lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v),
+        lambda v: isinstance(v, str) and MODULE_PATH.fullmatch(v),
         "{key} {is} {value}; give a Python module path, e.g. mylab.models.",
     ),
 ]

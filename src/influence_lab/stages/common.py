@@ -30,9 +30,7 @@ def stage_entry(fn):
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
-            settings = validate(cfg)  # resolvers checked before anything reads the overrides
-            settings._overrides = command_line_overrides()
-            return fn(settings)
+            return fn(validate(cfg, command_line_overrides()))
         except InfluenceLabError as exc:
             console.print(
                 f"[bold red]error:[/] {escape(str(exc))}", highlight=False

@@ -146,11 +146,11 @@ def _score(
         lset.dampings if split else None,
     )
     by_seed = -truth.reshape(len(masks), len(lset.seeds), -1)  # (subsets, seeds, targets) outputs
-    subset_truth = -by_seed.mean(1)  # the loss averaged over seeds
-    scores, chosen, curves = choose_dampings(scores, masks, -subset_truth, split, lset.dampings)
+    subset_outputs = by_seed.mean(1)  # minus the loss averaged over seeds
+    scores, chosen, curves = choose_dampings(scores, masks, subset_outputs, split, lset.dampings)
     evaluate = split[1] if split else np.arange(len(masks))
     per_target = {
-        label: lds_per_target(masks[evaluate], -subset_truth[evaluate], s)
+        label: lds_per_target(masks[evaluate], subset_outputs[evaluate], s)
         for label, s in scores.items()
     }
     table = lds_table(per_target, lset.bootstrap, ceiling_per_target(by_seed[evaluate]))
