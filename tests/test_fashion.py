@@ -130,3 +130,36 @@ def test_the_debian_files_give_the_official_splits_and_terciles():
     test_ids, *_ = fashion_items(split="test", per_class=5)
     assert len(test_ids) == 50 and test_ids[0].startswith("fashion-test-")
     assert len(CLASSES) == 10
+
+
+def test_heldout_targets_come_from_the_test_file_of_the_same_classes(tiny, cfg_factory):
+    """`lds.targets=heldout` on Fashion-MNIST: items of the official test file, of the pool's
+    classes only, drawn reproducibly; the pool keeps to the training file."""
+    from influence_lab.data import load_data
+    from influence_lab.data.heldout import heldout_items
+
+    folder, _, _ = tiny
+    rng = np.random.default_rng(2)
+    test_labels = np.array([7, 9, 0, 7, 9, 1, 7, 9, 7])
+    test_images = rng.integers(0, 256, size=(len(test_labels), 28, 28))
+    write_idx(folder, "test", test_images, test_labels)
+    cfg = cfg_factory(
+        "train",
+        "data=fashion2",
+        f"data.source.path={folder}",
+        "data.source.per_class=3",
+        "data.split.val_fraction=0",
+    )
+    bundle = load_data(cfg.data)
+    assert all(i.startswith("fashion-train-") for i in bundle.train["id"])
+    ids, captions, images = heldout_items(cfg.data, bundle, 4, seed=0)
+    rows = [int(i.rsplit("-", 1)[1]) for i in ids]
+    assert all(i.startswith("fashion-test-") for i in ids) and len(set(rows)) == 4
+    assert set(test_labels[rows]) <= {7, 9}  # sneakers and ankle boots only
+    for row, caption in zip(rows, captions, strict=True):
+        assert caption.endswith("sneaker" if test_labels[row] == 7 else "ankle boot")
+    assert images.shape == (4, 1, 28, 28)
+    np.testing.assert_allclose(images[:, 0], test_images[rows] / 255.0, atol=1e-6)
+    assert heldout_items(cfg.data, bundle, 4, seed=0)[0] == ids
+    with pytest.raises(InfluenceLabError, match="holds 7 items; lower lds.heldout_targets"):
+        heldout_items(cfg.data, bundle, 8, seed=0)

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from influence_lab.counterfactual.subsets import averaged_loss, target_batch
 from influence_lab.data import load_data
+from influence_lab.data.heldout import heldout_items
 from influence_lab.models.build import load_model
 from influence_lab.stages import lds as lds_stage
 from influence_lab.stages.lds import lds
@@ -172,6 +174,35 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     assert model.hparams.hidden == 64
 
     check_export(tmp_path / "experiments" / "lds_benchmark", run)
+    check_heldout(cfg_factory, cfg, run, tmp_path, before)
+
+
+def check_heldout(cfg_factory, cfg, run, tmp_path, trained) -> None:
+    """lds.targets=heldout on digits: the targets are items of the validation split with their
+    own captions, scored under the same subset models (nothing trained again); the stored target
+    losses are each subset model's example_loss of those items."""
+    extra = ["lds.targets=heldout", "lds.heldout_targets=5", "lds.methods=[raw_only,tracin]"]
+    held = lds(cfg_factory("lds", *PRESET, *extra, model="ddpm"))
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == trained
+    table = pd.read_csv(held / "lds.csv").set_index("method")
+    assert (table.loc[["raw_only", "tracin"], "targets"] == 5).all()
+    bundle = load_data(cfg.data)
+    ids, captions, images = heldout_items(cfg.data, bundle, 5, 0)
+    assert set(ids) <= set(bundle.val["id"]) and not set(ids) & set(bundle.train["id"])
+    per = pd.read_parquet(held / "lds_targets.parquet")
+    assert list(per[per.method == "raw_only"].sort_values("target").prompt) == captions
+    masks = np.load(held / "subsets.npy")
+    train_ids = np.array(bundle.train["id"])
+    first = next(
+        p
+        for p in (tmp_path / "train").iterdir()
+        if json.loads((p / "fingerprint.json").read_text())["excluded"]
+        == sorted(train_ids[~masks[0]])
+    )
+    batch = target_batch(captions, [images[i : i + 1] for i in range(5)])
+    mine = averaged_loss(load_model(first), batch, cfg.lds.noise_draws)
+    stored = np.load(held / "losses" / "s000-seed1.npz")["targets"]
+    np.testing.assert_allclose(stored, mine, rtol=1e-5)
 
 
 @pytest.mark.parametrize(

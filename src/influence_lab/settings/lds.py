@@ -18,6 +18,7 @@ from .base import (
     after,
     is_int,
     is_number,
+    one_of,
     rule,
 )
 from .runs import Runs
@@ -70,6 +71,9 @@ class LDSSettings(Settings):
         2,
         4,
     ]  # TRAK / D-TRAK reported at these ensemble sizes (rows trak@e)
+    # generated = every generated output a target; heldout = `heldout_targets` items no model saw
+    targets: Annotated[str, one_of(("generated", "heldout"), "generated and heldout")] = "generated"
+    heldout_targets: PositiveInt = 64  # held-out targets (the data's test file, else its val split)
     targets_per_prompt: PositiveIntOrNull = (
         None  # targets = the first k outputs of every prompt (None = all m)
     )

@@ -4,7 +4,8 @@ Trains `lds.subsets` models on random subsets holding a fraction `lds.alpha` of 
 with each of `lds.seeds` (as packs; each model is a signature-named train result, so the models
 are reused by every later call and every method), measures each target's `example_loss` under
 every subset model, and correlates it with each method's prediction. Targets are the generated
-outputs of `generate`, each on its own. From the same models: a memorization score per training
+outputs of `generate`, each on its own, or (`lds.targets=heldout`) items no model was trained on
+(`data.heldout`). From the same models: a memorization score per training
 item and the training dynamics of `lds.track_items` items.
 
 TRAK and D-TRAK choose their damping on the first `lds.selection` share of the subsets; every
@@ -42,6 +43,7 @@ from ..counterfactual.subsets import (
     train_subset_models,
 )
 from ..data import load_data
+from ..data.heldout import heldout_items
 from ..orchestration.cached import cached
 from ..orchestration.records import GenerateProvenance, load_outputs
 from ..report.exports import export_lds
@@ -77,7 +79,7 @@ def lds_stage(settings: StageSettings):
 
     settings = settings_of(settings)
     runs = {
-        label: lds(run_settings)
+        label + ("-heldout" if run_settings.lds.targets == "heldout" else ""): lds(run_settings)
         for label, run_settings in run_configs(settings, "lds", settings.lds.runs)
     }
     if settings.lds.export_dir:
@@ -125,8 +127,7 @@ def _score(
     track_ids = tracked_items(ids, lset.track_items, lset.subset_seed)
     runs = train_subset_models(settings, bundle, members, run, track_ids)
 
-    prompts, outputs, _ = load_outputs(gen_run.path)
-    t_prompts, t_outputs = targets_of(prompts, outputs, lset.targets_per_prompt)
+    t_prompts, t_outputs = lds_targets(settings, bundle, gen_run)
     batch = target_batch(t_prompts, t_outputs)
     truth, item_losses = measure(
         runs, members, batch, batch_of(bundle.train), run, lset.noise_draws
@@ -169,7 +170,7 @@ def _score(
     title = (
         f"LDS, {settings.model.name} on {settings.data.name}: "
         f"{len(masks)} subsets x {len(lset.seeds)} seeds, "
-        f"alpha={lset.alpha}, {len(t_prompts)} targets"
+        f"alpha={lset.alpha}, {len(t_prompts)} {lset.targets} targets"
     )
     pictures = {"lds": lds_bars(table, run / "lds.png", title)}
     if len(curves):
@@ -186,6 +187,20 @@ def _score(
     print_table(table, title)
     console.print("  " + "\n  ".join(f"{k}: {v}" for k, v in pictures.items()), highlight=False)
     return {"models": len(members)}
+
+
+def lds_targets(settings: StageSettings, bundle, gen_run: RunDir) -> tuple[list[str], list]:
+    """(caption of each target, [one-item group of each]): the generated outputs
+    (`lds.targets=generated`), or `lds.heldout_targets` items no model was trained on, each with
+    its own caption (`heldout`: `data.heldout`)."""
+    lset = settings.lds
+    if lset.targets == "heldout":
+        _, captions, content = heldout_items(
+            settings.data, bundle, lset.heldout_targets, lset.subset_seed
+        )
+        return captions, [content[i : i + 1] for i in range(len(captions))]
+    prompts, outputs, _ = load_outputs(gen_run.path)
+    return targets_of(prompts, outputs, lset.targets_per_prompt)
 
 
 def write_dampings(run: RunDir, model_signature: str, chosen: dict, curves, split) -> None:
