@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from influence_lab.data.fashion import fashion_items
 from influence_lab.models.classifier import (
     classifier_features,
     fit_classifier,
     frechet_distance,
     predict,
 )
+from tests.test_fashion import needs_package
 
 
 @pytest.mark.slow
@@ -39,6 +41,18 @@ def test_classifier_learns_the_digits_and_gives_class_features():
     np.testing.assert_allclose(
         classifier_features(one, x[:50]), classifier_features(two, x[:50]), atol=1e-5
     )
+
+
+@pytest.mark.slow
+@needs_package
+def test_the_judge_classifies_held_out_fashion_products():
+    """The default recipe on 300 Fashion-MNIST products per class, judged on 200 per class of the
+    official test file (0.815 measured; 5 epochs at a constant 2e-3 gave 0.55)."""
+    _, x, _, y = fashion_items(per_class=300)
+    _, x_test, _, y_test = fashion_items(split="test", per_class=200)
+    model = fit_classifier(x, y, seed=0)
+    accuracy = (predict(model, x_test) == y_test).mean()
+    assert accuracy > 0.78, accuracy
 
 
 def test_frechet_distance():

@@ -1,7 +1,7 @@
 """How good are the generations? Numbers that need no human eye.
 
 - images with labels: the judge is the small label CNN of `models.classifier`, fitted once on
-  every item of the dataset (train and validation splits, 5 epochs, seed 0) and cached by
+  every item of the dataset (train and validation splits, 20 epochs, seed 0) and cached by
   signature under `<output root>/embedders/classifier-<sig>` -- the same network the `classifier`
   embedder uses with its default settings. A prompt's class is the class most common among the
   items whose caption holds every word of the prompt; prompts that match no caption are left out.

@@ -165,7 +165,7 @@ class ClassifierEmbedder(Settings):
     layer is the feature space (the stand-in for the paper's ImageNet ResNet-50)."""
 
     kind: Literal["classifier"] = "classifier"
-    epochs: PositiveInt = 5
+    epochs: PositiveInt = 20
     seed: Seed = 0
 
 
