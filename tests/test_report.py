@@ -15,6 +15,7 @@ from PIL import Image
 
 from influence_lab.counterfactual.statistics import arm_table, compare
 from influence_lab.report.counterfactual import bar_chart
+from influence_lab.report.figures import image_grid
 from influence_lab.report.sections import counterfactual_finding
 from influence_lab.stages import report as report_stage
 from influence_lab.stages.attribute import attribute
@@ -67,6 +68,10 @@ def _sweep_results(tmp_path):
     arm_table(table).to_csv(run / "arms.csv", index=False)
     bar_chart(compare(table), run / "chart.png")
     (run / "config.yaml").write_text("model:\n  name: vae\n")
+    # what the sweep draws per prompt: the full model's outputs and the retrained models' (rows)
+    images = np.random.default_rng(1).random((3, 2, 1, 8, 8))
+    rows = ["the full model", "without fused's top-10 (seed 1)", "without 10 random items"]
+    image_grid(images, rows, run / "regenerated" / "000-digit-zero-regular-upright.png")
     run.mark_done()
 
 
@@ -84,10 +89,13 @@ def test_report_is_self_contained_with_every_section(report_dir):
         "Finding",
         "Counterfactual retraining",
         "Linear datamodeling score",
+        "Outputs after retraining",
         "Attribution",
         "Sources",
     ):
         assert f">{title}</h2>" in html
+    # the prompt's neighbour grid (what fused would remove) beside its outputs after retraining
+    assert "000-digit-zero-regular-upright-fused | 000-digit-zero-regular-upright" in html
     assert "Removing fused&#39;s top 10 raised the loss on the original outputs" in html
     assert "more than every control (random and none" in html
     assert "Highest LDS:" in html

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from influence_lab.orchestration.records import load_outputs
 from influence_lab.stages.counterfactual import counterfactual
 from tests.conftest import SHRINK, accept_edits
 
@@ -65,6 +66,7 @@ def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
     assert len(table) == 6 * 10  # 6 members (one target each) x 10 metrics
     none = table[table.arm == "none"]
     assert (none.n_removed == 0).all()
+    check_regenerated(run, table)
     assert np.isfinite(table.value).all()
     stats = pd.read_csv(run / "stats.csv")
     assert set(stats.control) == {"random", "none"} and (stats.n_targets == 2).all()
@@ -75,6 +77,28 @@ def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
     runs = list(wandb_dir.glob("offline-run-*"))
     assert len(runs) >= 3 + 1
     return table
+
+
+def check_regenerated(run: Path, table: pd.DataFrame) -> None:
+    """Each member kept the outputs its retrained model regenerated, and they are the ones its
+    drop_raw was measured on (1 - mean cosine to the full model's outputs, same seeds); one
+    before/after picture per prompt, with a row for the full model and one per member."""
+    _, originals, _ = load_outputs(json.loads((run / "plan.json").read_text())["generate_dir"])
+    for member_id, rows in table.groupby("member_id"):
+        target = int(rows.target.iloc[0])
+        with np.load(run / "results" / f"{member_id}.outputs.npz") as data:
+            regenerated = data[f"t{target}"]
+        assert regenerated.shape == originals[target].shape
+        a = originals[target].reshape(len(regenerated), -1).astype(np.float64)
+        b = regenerated.reshape(len(regenerated), -1).astype(np.float64)
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        drop = rows[rows.metric == "drop_raw"].value.iloc[0]
+        assert abs(drop - (1 - cos.mean())) < 1e-5, member_id
+        done = json.loads((run / "results" / f"{member_id}.done").read_text())
+        assert f"{member_id}.outputs.npz" in done["sha256"]
+    pictures = sorted((run / "regenerated").glob("*.png"))
+    assert [p.name[:3] for p in pictures] == ["000", "001"]
+    assert all(p.stat().st_size > 3000 for p in pictures)
 
 
 def kill_part_way(args: list, cwd: Path, output_dir: Path) -> Path:

@@ -45,12 +45,14 @@ def target_metrics(
     model,
     full_losses: np.ndarray,
     originals,
+    regenerated,
     prompt: str,
     seeds: list[int],
     embedders: dict,
     patterns: dict | None = None,
 ) -> dict[str, float]:
-    regenerated = regenerate(model, prompt, seeds)
+    """The metrics of one target: the retrained `model`'s outputs `regenerated` (same prompt and
+    seeds) against the full model's `originals`."""
     out = {"delta_loss": float(np.mean(losses(model, originals, prompt) - full_losses))}
     if isinstance(originals, list):
         sims = [ngram_cosine([a], [b])[0, 0] for a, b in zip(originals, regenerated, strict=True)]

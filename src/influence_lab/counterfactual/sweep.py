@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
 from ..store.files import atomic_write, marker_intact, read_json, sha256, write_json
 from ..tracking.console import console
-from .metrics import target_metrics
+from .metrics import regenerate, target_metrics
 from .plans import Member
 from .statistics import arm_table, compare, experiment_table
 
@@ -33,12 +34,21 @@ def member_finished(results: Path, member_id: str) -> bool:
 
 def measure_member(
     model, member: Member, full_losses, originals, prompts, seeds, embedders: dict, patterns: dict
-) -> pd.DataFrame:
-    """One row per target of the member and metric: the retrained model against the full one."""
-    rows = []
+) -> tuple[pd.DataFrame, dict]:
+    """One row per target of the member and metric: the retrained model against the full one; and
+    the retrained model's outputs per target ({target: outputs}, same prompts and seeds)."""
+    rows, regenerated = [], {}
     for t in member.targets:
+        regenerated[t] = regenerate(model, prompts[t], seeds[t])
         values = target_metrics(
-            model, full_losses[t], originals[t], prompts[t], seeds[t], embedders, patterns
+            model,
+            full_losses[t],
+            originals[t],
+            regenerated[t],
+            prompts[t],
+            seeds[t],
+            embedders,
+            patterns,
         )
         for metric, value in values.items():
             rows.append(
@@ -56,15 +66,40 @@ def measure_member(
                     "value": value,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), regenerated
 
 
-def write_member(results: Path, job: int, member_id: str, table: pd.DataFrame) -> None:
+def write_member(
+    results: Path, job: int, member_id: str, table: pd.DataFrame, regenerated: dict
+) -> None:
+    """The member's measurements (`<id>.parquet`) and its regenerated outputs (`<id>.outputs.npz`,
+    one array `t<target>` per target: images, or texts as strings), then the `.done` marker with
+    both files' SHA-256."""
+    files = {f"{member_id}.parquet": None, f"{member_id}.outputs.npz": None}
     atomic_write(results / f"{member_id}.parquet", lambda p: table.to_parquet(p, index=False))
+
+    def save(p):
+        with open(p, "wb") as fh:
+            np.savez(fh, **{f"t{t}": np.asarray(v) for t, v in regenerated.items()})
+
+    atomic_write(results / f"{member_id}.outputs.npz", save)
     write_json(
         results / f"{member_id}.done",
-        {"job": job, "sha256": {f"{member_id}.parquet": sha256(results / f"{member_id}.parquet")}},
+        {"job": job, "sha256": {name: sha256(results / name) for name in files}},
     )
+
+
+def read_regenerated(results: Path, member_id: str) -> dict:
+    """{target: outputs} a member's retrained model regenerated ({} for results written before
+    the outputs were kept); texts come back as lists of strings."""
+    path = results / f"{member_id}.outputs.npz"
+    if not path.exists():
+        return {}
+    with np.load(path) as data:
+        return {
+            int(key[1:]): (data[key].tolist() if data[key].dtype.kind == "U" else data[key])
+            for key in data.files
+        }
 
 
 def write_failures(results: Path, job: int, failures: dict[str, str]) -> None:

@@ -229,6 +229,22 @@ def lds_section(run: Path) -> Section:
     return section
 
 
+def regeneration_blocks(sweep: Path, attribute: Path | None, count: int) -> list[Block]:
+    """Up to `count` prompts: the neighbour grid of the first method (what it would remove) beside
+    the outputs before and after retraining without it (the sweep's `regenerated/` pictures)."""
+    blocks = []
+    for picture in sorted((sweep / "regenerated").glob("*.*"))[:count]:
+        grids = (
+            sorted((attribute / "neighbours").glob(f"{picture.stem}-*.png")) if attribute else []
+        )
+        if picture.suffix == ".txt":
+            blocks.append(Block("code", caption=picture.stem, text=picture.read_text()))
+            continue
+        paths = [*grids[:1], picture]
+        blocks.append(Block("images", caption=" | ".join(p.stem for p in paths), paths=paths))
+    return blocks
+
+
 def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path) -> list[Section]:
     """The sections for the newest results `found` of each stage (None: none finished), the
     finding in words first; pictures made for the report go into `folder`."""
@@ -251,6 +267,18 @@ def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path)
     )
     if found["counterfactual"]:
         sections.append(counterfactual_section(found["counterfactual"], folder))
+        regenerated = regeneration_blocks(
+            found["counterfactual"], found["attribute"], max(1, max_grids // 2)
+        )
+        if regenerated:
+            text = (
+                "Left: the training items a method ranks most influential for a prompt. Right: the "
+                "prompt's outputs from the full model (top row) and, with the same seeds, from "
+                "the models retrained without each arm's items."
+            )
+            sections.append(
+                Section("Outputs after retraining", [Block("text", text), *regenerated])
+            )
     if found["lds"]:
         sections.append(lds_section(found["lds"]))
     if found["attribute"]:

@@ -18,11 +18,14 @@ from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
 from ..report.counterfactual import bar_chart, headline, print_summary, summary_markdown
+from ..report.regenerations import draw_regenerations
 from ..settings import StageSettings
 from ..store.files import RunDir, write_text
 from ..store.signature import signature
 from .attribute import attribute
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
+
+REGENERATED_PROMPTS = 6  # prompts whose outputs before / after retraining are drawn
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
@@ -151,6 +154,7 @@ def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
     table, failed = gather(run.path, members)
     stats, arms, experiments = write_tables(run.path, table)
     chart = bar_chart(stats, run / "chart.png")
+    draw_regenerations(run.path, plan, REGENERATED_PROMPTS)
     write_text(
         run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members))
     )

@@ -94,10 +94,10 @@ def run_job(
         write_failures(results, job, failures)
         for member in (m for m in todo if m.member_id in runs):
             model = use_sampling(load_model(runs[member.member_id].path), base.model)
-            table = measure_member(
+            table, regenerated = measure_member(
                 model, member, full_losses, originals, prompts, seeds, embedders, patterns
             )
-            write_member(results, job, member.member_id, table)
+            write_member(results, job, member.member_id, table, regenerated)
             means = table.groupby("metric")["value"].mean()
             if tracking.wandb_run is not None:
                 tracking.wandb_run.log({f"{member.arm}/{m}": float(v) for m, v in means.items()})
