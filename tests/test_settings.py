@@ -31,6 +31,7 @@ from influence_lab.settings.pipeline import PipelineSettings
 from influence_lab.settings.report import ReportSettings
 from influence_lab.settings.trainer import TrainerSettings
 from influence_lab.stages import STAGES as STAGE_HELP
+from influence_lab.stages.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGES = tuple(STAGE_HELP)  # every stage of the CLI
@@ -107,6 +108,9 @@ def test_every_experiment_preset_validates(preset):
     assert settings.group == _yaml(CONF / "experiment" / f"{preset}.yaml").get(
         "group", settings.group
     )
+    # an experiment's settings given to a stage that does not use them (no embedders section there)
+    for other in ("train", "generate"):
+        assert validate(_compose(other, f"+experiment={preset}")).stage == other
 
 
 def test_yaml_defaults_equal_the_schema_defaults():

@@ -295,6 +295,13 @@ def section(schema, cfg, prefix: str):
     return validated(schema, cfg, prefix)
 
 
+# sections an experiment preset sets for the stages that read them (`+experiment=...` may be given
+# to any stage); train and generate read none of them, so they are dropped there, unchecked
+NOT_READ = dict.fromkeys(
+    ("train", "generate"), ("attribution", "embedders", "counterfactual", "lds", "pipeline")
+)
+
+
 def from_config(cfg) -> StageSettings | ReportStageSettings:
     """A stage's Hydra config (a DictConfig, or the same as plain containers) as typed settings; the
     first bad setting raises one sentence naming it (an InfluenceLabError)."""
@@ -302,7 +309,8 @@ def from_config(cfg) -> StageSettings | ReportStageSettings:
     from omegaconf.errors import OmegaConfBaseException
 
     raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
-    raw = {k: v for k, v in raw.items() if k not in IGNORED}
+    unread = NOT_READ.get(raw.get("stage"), ())
+    raw = {k: v for k, v in raw.items() if k not in IGNORED and k not in unread}
     if raw.get("stage") == "report":
         sections = {k: raw[k] for k in ("stage", "paths", "report") if k in raw}
         sections.update({k: {"name": (raw.get(k) or {}).get("name")} for k in ("model", "data")})
