@@ -200,6 +200,9 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     assert (folder / "vae-digits" / "chart.png").stat().st_size > 2000
     assert (folder / "vae-digits" / "forest.png").stat().st_size > 2000
     assert "![vae-digits](vae-digits/forest.png)" in (folder / "RESULTS.md").read_text()
+    pictures = list((folder / "vae-digits").glob("regenerated-000-*.png"))
+    assert len(pictures) == 1 and pictures[0].stat().st_size > 3000
+    assert f"(vae-digits/{pictures[0].name})" in (folder / "RESULTS.md").read_text()
     results = (folder / "RESULTS.md").read_text()
     readme = (folder / "README.md").read_text()
     assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme

@@ -57,6 +57,15 @@ def export(folder: Path, sweeps: dict[str, Path], experiment: str) -> Path:
             f"Every metric: [{label}/chart.png]({label}/chart.png).",
             "",
         ]
+        for picture in sorted((Path(sweep) / "regenerated").glob("*.png"))[:1]:
+            name = f"regenerated-{picture.name}"
+            shutil.copy(picture, folder / label / name)
+            lines += [
+                "The first prompt's outputs before and after retraining (same seeds):",
+                "",
+                f"![{label}: outputs after retraining]({label}/{name})",
+                "",
+            ]
     return write_results(folder, "\n".join(lines), len(sweeps))
 
 
