@@ -246,6 +246,9 @@ def test_finding_states_the_papers_measure_against_each_control():
         "clearly more than random."
     ) in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
+    lowered = counterfactual_finding(stats.assign(topk_mean=-0.143))
+    assert "top 10 lowered the loss on the original outputs by 0.143" in lowered
+    assert "top 10 raised the similarity of the outputs" in lowered
     assert counterfactual_finding(stats[stats.metric == "drop_raw"]).startswith(
         "Removing fused's top 10 changed drop_raw by 0.3"
     )

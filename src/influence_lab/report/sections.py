@@ -28,15 +28,25 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-# the metrics the finding speaks of, when the sweep measured them, and what removing the top-k did
-# to each
+# the metrics the finding speaks of, when the sweep measured them: what each measures, and the
+# verbs for a rise and a fall of the metric
 FINDING_METRICS = {
-    "delta_loss": "raised the loss on the original outputs by",
+    "delta_loss": ("the loss on the original outputs", "raised", "lowered"),
     "ref_drop_model": (
-        "lowered the similarity of the outputs to each prompt's reference output (the paper's "
-        "measure, in the model's latent space) by"
+        "the similarity of the outputs to each prompt's reference output (the paper's measure, "
+        "in the model's latent space)",
+        "lowered",
+        "raised",
     ),
 }
+
+
+def _effect(metric: str, value: float) -> str:
+    """'raised the loss on the original outputs by 0.72' (the verb follows the sign)."""
+    if metric not in FINDING_METRICS:
+        return f"changed {metric} by {value:.3g}"
+    what, up, down = FINDING_METRICS[metric]
+    return f"{up if value >= 0 else down} {what} by {abs(value):.3g}"
 
 
 def counterfactual_finding(stats: pd.DataFrame) -> str:
@@ -49,10 +59,7 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
         lost = [r.control for r in group.itertuples() if r.control not in beaten]
         topk = group["topk_mean"].iloc[0]
-        text = (
-            f"Removing {method}'s top {k} "
-            f"{FINDING_METRICS.get(metric, f'changed {metric} by')} {topk:.3g}"
-        )
+        text = f"Removing {method}'s top {k} {_effect(metric, topk)}"
         if not lost:
             text += (
                 f", more than every control ({_join(beaten)}; 95% intervals of the paired "
