@@ -47,10 +47,13 @@ def test_pack_of_one_reproduces_the_solo_fit(cfg_factory, tmp_path, model):
         torch.testing.assert_close(member.state_dict()[key], value, rtol=1e-3, atol=2e-4)
 
 
-def test_members_match_themselves_alone_with_different_removals(cfg_factory, tmp_path):
+@pytest.mark.parametrize("model", ["vae", "chargpt"])
+def test_members_match_themselves_alone_with_different_removals(cfg_factory, tmp_path, model):
     """Tolerance: loss curves within 1e-4 relative, weights within 2e-4 absolute (float32
-    batched matmuls sum in a different order than unbatched ones)."""
-    cfg = cfg_factory("train", "data.source.max_items=400")
+    batched matmuls sum in a different order than unbatched ones). CharGPT's pack runs its own
+    member-batched arithmetic (`packed_loss`), the others vmap the solo module."""
+    size = "data.source.max_items=400" if model == "vae" else "data.source.max_per_list=200"
+    cfg = cfg_factory("train", size, model=model)
     full = load_data(cfg.data)
     ids = list(full.train["id"])
     removals = [[], ids[:5], ids[100:160], ids[::3]]  # different dataset sizes, incl. fewer batches
@@ -114,10 +117,16 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     assert gap[canary] > 3 * np.median(np.abs(np.delete(gap, canary))), gap
 
 
-def test_unpackable_models_train_their_members_one_by_one(cfg_factory, tmp_path, capsys):
-    """CharGPT is not packed (vmap over its attention is slower than solo fits): members are fitted
-    one by one, each exactly the model `influence-lab train` makes for its removal and seed."""
+def test_unpackable_models_train_their_members_one_by_one(
+    cfg_factory, tmp_path, capsys, monkeypatch
+):
+    """A model class that cannot pack (`packable = False`; here CharGPT made so) has its members
+    fitted one by one, each exactly the model `influence-lab train` makes for its removal and
+    seed."""
+    from influence_lab.models.chargpt import CharGPT
     from influence_lab.settings import from_config
+
+    monkeypatch.setattr(CharGPT, "packable", False)
     from influence_lab.stages.train import train
     from influence_lab.training.members import train_members
 
@@ -143,3 +152,27 @@ def test_unpackable_models_train_their_members_one_by_one(cfg_factory, tmp_path,
     a = torch.load(runs["a"] / "weights.pt", weights_only=True)
     b = torch.load(solo / "weights.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_chargpt_packed_loss_is_each_members_own_loss(cfg_factory):
+    """CharGPT's member-batched arithmetic (`packed_loss`, what its packs run) gives every member's
+    own `loss` on its own batch: 3 members of different seeds, batches of different texts."""
+    from torch.func import stack_module_state
+
+    from influence_lab.training.batches import batch_of
+
+    cfg = cfg_factory("train", model="chargpt")
+    bundle = load_data(cfg.data)
+    models = [build_model(cfg.model, bundle, s) for s in (0, 1, 2)]
+    for model in models:  # trained-looking weights: the caption tables start at zero
+        with torch.no_grad():
+            model.caption_pos.normal_(0, 0.02)
+    params, _ = stack_module_state(models)
+    batches = [
+        models[0].prepare(batch_of(bundle.train.select(range(i, i + 16)))) for i in (0, 16, 32)
+    ]
+    stacked = {k: torch.stack([b[k] for b in batches]) for k in ("inp", "tgt", "bags")}
+    packed = models[0].packed_loss(params, stacked, {})
+    assert packed.shape == (3, 16)
+    for m, (model, batch) in enumerate(zip(models, batches, strict=True)):
+        torch.testing.assert_close(packed[m], model.loss(batch, {}), rtol=1e-5, atol=1e-6)
