@@ -160,16 +160,16 @@ class CharGPT(GenerativeModel):
         mask = (tgt >= 0).float()[:, :, None]
         return (h * mask).sum(1) / mask.sum(1)
 
-    def packed_loss(self, params: dict, batch: dict, noise: dict) -> torch.Tensor:
+    def packed_loss(self, params: dict, batch: dict, noise: dict) -> torch.Tensor | None:
         """The training loss of M members at once, (M, B): `params` are the members' parameters
         stacked on a leading member dimension (`torch.func.stack_module_state` names), `batch`
         the members' prepared batches stacked likewise (`inp`, `tgt`, `bags`: (M, B, ...)). The
         same arithmetic as `loss`, written with batched matrix products; reads only hyperparameters
-        from `self`, so a structure-only (meta) copy serves. Without dropout only (packs refuse
-        dropout > 0)."""
+        from `self`, so a structure-only (meta) copy serves. None with dropout (its random masks
+        are not drawn here): the pack then vmaps `loss`."""
         hp = self.hparams
         if hp.dropout:
-            raise ValueError("CharGPT packs train without dropout (model.dropout=0)")
+            return None
         inp, tgt, bags = batch["inp"], batch["tgt"], batch["bags"]
         members, t = inp.shape[0], inp.shape[2]
         rows = torch.arange(members, device=inp.device)[:, None, None]

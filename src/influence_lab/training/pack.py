@@ -219,8 +219,9 @@ class Pack(pl.LightningModule):
             return (per * w).sum() / w.sum().clamp(min=1.0)
 
         params = dict(zip(self.names, self.stacked, strict=True))
-        if hasattr(base, "packed_loss"):  # the model's own member-batched arithmetic
-            per = base.packed_loss(params, batch, noise)
+        # the model's own member-batched arithmetic, where it has one for these settings
+        per = base.packed_loss(params, batch, noise) if hasattr(base, "packed_loss") else None
+        if per is not None:
             return (per * weight).sum(1) / weight.sum(1).clamp(min=1.0)
         return vmap(member, randomness="different")(params, batch, noise, weight)
 
