@@ -120,13 +120,16 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
 def test_unpackable_models_train_their_members_one_by_one(
     cfg_factory, tmp_path, capsys, monkeypatch
 ):
-    """A model class that cannot pack (`packable = False`; here CharGPT made so) has its members
-    fitted one by one, each exactly the model `influence-lab train` makes for its removal and
-    seed."""
+    """CharGPT packs only on an accelerator (on a CPU its pack is no faster than solo fits): on the
+    CPU its members are fitted one by one, each exactly the model `influence-lab train` makes for
+    its removal and seed."""
     from influence_lab.models.chargpt import CharGPT
     from influence_lab.settings import from_config
+    from influence_lab.training.members import packs
 
-    monkeypatch.setattr(CharGPT, "packable", False)
+    assert not packs(CharGPT, from_config(cfg_factory("train", model="chargpt")).trainer)
+    gpu = from_config(cfg_factory("train", "trainer=gpu", model="chargpt")).trainer
+    assert packs(CharGPT, gpu)
     from influence_lab.stages.train import train
     from influence_lab.training.members import train_members
 

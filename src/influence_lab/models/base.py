@@ -28,6 +28,7 @@ NOISE_SEED = (
 class GenerativeModel(pl.LightningModule):
     kind = "image"  # or "text"
     packable = True  # members of this class train faster as one vmapped pack than one by one
+    pack_on_cpu = True  # ... on a CPU too (False: packs only on an accelerator)
 
     def __init__(
         self, vocab: list[str], conditional: bool, cond_dim: int, lr: float, weight_decay: float

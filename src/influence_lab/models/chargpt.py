@@ -53,8 +53,12 @@ class CharGPT(GenerativeModel):
     kind = "text"
     # packs run `packed_loss` (an explicit member dimension) instead of vmapping this module: vmap
     # over its attention ran ~5x slower per member than a solo fit on CPU (0.5-1 s per packed step
-    # against 0.11 s solo)
+    # against 0.11 s solo). On a CPU even the batched pack only matches solo fits (a solo step of
+    # 128 names is already ~40% of the matmul peak; 100-130 ms per member-step packed at 1-16
+    # members against 90-120 ms solo, and 0.7x sequential fits at 32), so members are fitted one
+    # by one there and packed on an accelerator
     packable = True
+    pack_on_cpu = False
 
     def __init__(
         self,

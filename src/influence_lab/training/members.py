@@ -123,7 +123,7 @@ def train_members(
             folder = Path(pack_dir) / signature(sorted(entry[0]["member_id"] for entry in missing))
             failed = (
                 _train_pack(base, bundle, missing, folder, track_ids)
-                if model_class(base.model.target, "model._target_").packable
+                if packs(model_class(base.model.target, "model._target_"), base.trainer)
                 else _train_one_by_one(base, bundle, missing)
             )
             for member_id, message in failed.items():
@@ -132,6 +132,15 @@ def train_members(
                     raise NonFiniteLoss(message)
                 failures[member_id] = message
     return {k: run for k, (*_, run) in runs.items()}
+
+
+def packs(cls, trainer) -> bool:
+    """Whether members of model class `cls` train as one pack under these trainer settings: a
+    packable class, and on a CPU only one whose pack beats solo fits there (`pack_on_cpu`)."""
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return cls.packable and (cls.pack_on_cpu or accelerator != "cpu")
 
 
 def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict[str, str]:
