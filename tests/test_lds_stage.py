@@ -134,13 +134,15 @@ def check_subset_models(run, bundle, train_dir) -> list:
 def check_export(folder, run) -> None:
     """An experiment folder gets the table, the figures, RESULTS.md and its README block."""
     folder.mkdir(parents=True)
-    (folder / "README.md").write_text("# x\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    (folder / "README.md").write_text(
+        "# x\n<!-- results:start -->\nSTALE-BLOCK-TEXT\n<!-- results:end -->\n"
+    )
     lds_stage.export_lds(folder, {"ddpm-digits": run}, "lds_benchmark")
     assert (folder / "ddpm-digits" / "lds.csv").read_text() == (run / "lds.csv").read_text()
     assert (folder / "ddpm-digits" / "lds.png").exists()
     readme = (folder / "README.md").read_text()
     assert (
-        "old" not in readme
+        "STALE-BLOCK-TEXT" not in readme
         and "| trak@2 |" in readme
         and "| trak@2 |" in (folder / "RESULTS.md").read_text()
     )
@@ -228,7 +230,9 @@ def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
     in the experiment folder, with RESULTS.md and the README block."""
     folder = tmp_path / "experiments" / "lds_benchmark_small"
     folder.mkdir(parents=True)
-    (folder / "README.md").write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n")
+    (folder / "README.md").write_text(
+        "# x\n\n<!-- results:start -->\nSTALE-BLOCK-TEXT\n<!-- results:end -->\n"
+    )
     args = [
         "lds",
         "+experiment=lds_benchmark_small",
@@ -255,13 +259,14 @@ def test_lds_benchmark_small_preset_regenerates_its_folder(tmp_path):
     np.testing.assert_allclose(
         table["lds"].to_numpy(), means["mean"].reindex(table.method).to_numpy(), atol=1e-6
     )
-    for picture in ("lds.png", "memorization.png", "dynamics.png"):
+    for picture in ("lds.png", "lds_damping.png", "memorization.png", "dynamics.png"):
         assert (folder / "vae-digits" / picture).stat().st_size > 2000
     results = (folder / "RESULTS.md").read_text()
+    assert "(vae-digits/lds_damping.png)" in results
     readme = (folder / "README.md").read_text()
     assert (
         "## vae-digits" in results
         and "| fused | " in results
-        and "old" not in readme
+        and "STALE-BLOCK-TEXT" not in readme
         and "| fused | " in readme
     )

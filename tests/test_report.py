@@ -177,7 +177,7 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     folder = tmp_path / "experiments" / "paper_unlearning_small"
     folder.mkdir(parents=True)
     (folder / "README.md").write_text(
-        "# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nend\n"
+        "# x\n\n<!-- results:start -->\nSTALE-BLOCK-TEXT\n<!-- results:end -->\n\nend\n"
     )
     args = [
         "pipeline",
@@ -205,7 +205,11 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     assert f"(vae-digits/{pictures[0].name})" in (folder / "RESULTS.md").read_text()
     results = (folder / "RESULTS.md").read_text()
     readme = (folder / "README.md").read_text()
-    assert "## vae-digits" in results and "old" not in readme and "## vae-digits" in readme
+    assert (
+        "## vae-digits" in results
+        and "STALE-BLOCK-TEXT" not in readme
+        and "## vae-digits" in readme
+    )
     assert "| fused | 2 | " in results and "| fused | mean | " in results  # the paper's table
     assert readme.endswith("<!-- results:end -->\n\nend\n")
 

@@ -23,6 +23,8 @@ EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png
 LDS_EXPORTED = (
     "lds.csv",
     "lds.png",
+    "lds_damping.png",
+    "lds_damping.csv",
     "memorization.png",
     "memorization.txt",
     "dynamics.png",
@@ -223,6 +225,11 @@ def export_lds(folder: Path, runs: dict, experiment: str) -> Path:
         table = pd.read_csv(run / "lds.csv")
         lines += [f"## {label}", "", *markdown_table(table)]
         lines += ["", f"![{label}]({label}/lds.png)", ""]
+        if (run / "lds_damping.png").exists():
+            lines += [
+                f"LDS against the damping: [{label}/lds_damping.png]({label}/lds_damping.png)",
+                "",
+            ]
     return write_results(folder, "\n".join(lines), len(runs))
 
 
