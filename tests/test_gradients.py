@@ -9,11 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from influence_lab.attribution.per_example import SparseProjector, n_params, per_example_gradients
+from influence_lab.attribution.per_example import (
+    NormalProjector,
+    SparseProjector,
+    n_params,
+    per_example_gradients,
+    projected_gradients,
+    projected_gradients_many,
+)
+from influence_lab.attribution.setup import gradient_scorers
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
+from influence_lab.orchestration.records import GenerateProvenance, load_outputs
 from influence_lab.stages import attribute as attribute_stage
 from influence_lab.stages.attribute import attribute
+from influence_lab.stages.common import settings_of
 from influence_lab.training.batches import batch_of
 from tests.conftest import accept_edits
 
@@ -51,6 +61,36 @@ def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory,
                 ]
             )
             assert torch.linalg.norm(grads[i] - ref) <= 1e-5 * torch.linalg.norm(ref), (output, i)
+
+
+class CountingProjector:
+    """A projector that records the rows of each call (a dense one redraws its matrix per call)."""
+
+    def __init__(self, inner, batch_rows: int):
+        self.inner, self.batch_rows, self.calls = inner, batch_rows, []
+
+    def __call__(self, g):
+        self.calls.append(len(g))
+        return self.inner(g)
+
+
+def test_batches_projected_together_equal_each_batch_alone(cfg_factory):
+    """The query gradients of several prompts share the dense projection's calls: calls that span
+    batches give each batch what it gets alone, under its own fixed noise."""
+    cfg = cfg_factory("train", model="ddpm")
+    bundle = load_data(cfg.data)
+    net = build_model(cfg.model, bundle, 0).eval()
+    batches = [batch_of(bundle.train.select(range(a, b))) for a, b in ((0, 5), (5, 7), (7, 15))]
+    for output in ("dtrak", "measured"):
+        projector = CountingProjector(NormalProjector(n_params(net), 64, 3), batch_rows=4)
+        together = projected_gradients_many(net, batches, projector, output, 0)
+        assert projector.calls == [5, 10]  # rows 0-4 (first batch), then the other two at once
+        assert [len(t) for t in together] == [5, 2, 8]
+        for batch, joint in zip(batches, together, strict=True):
+            alone = projected_gradients(
+                net, batch, NormalProjector(n_params(net), 64, 3), output, 0
+            )
+            np.testing.assert_allclose(joint, alone, rtol=1e-4, atol=1e-6)
 
 
 def test_measured_loss_is_example_loss(cfg_factory):
@@ -106,6 +146,24 @@ def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     assert len(list((tmp_path / "features").iterdir())) == 3 + 2 * 2
     # the TRAK ensemble: the attributed model and one more, trained as a pack
     assert len(list((tmp_path / "train").iterdir())) == 2
+    # the stage scores every prompt at once; each prompt's scores equal a call for it alone
+    settings = settings_of(cfg)
+    bundle = load_data(settings.data)
+    generated = GenerateProvenance.read(Path(model_dir))
+    scorers = gradient_scorers(
+        settings,
+        bundle,
+        generated.model_dir,
+        generated.model_signature,
+        ["tracin", "trak", "dtrak"],
+    )
+    prompts, outputs, _ = load_outputs(Path(model_dir))
+    ids = pd.Index(bundle.train["id"])
+    for method, scorer in scorers.items():
+        for t, (prompt, outs) in enumerate(zip(prompts, outputs, strict=True)):
+            rows = table[(table.method == method) & (table.target == t)]
+            alone = scorer(prompt, outs)[ids.get_indexer(rows.id)]
+            np.testing.assert_allclose(rows.score, alone, rtol=1e-4, err_msg=method)
 
 
 def test_trak_ranks_a_planted_copy_first(cfg_factory, tmp_path):

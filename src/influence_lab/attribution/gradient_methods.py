@@ -27,7 +27,7 @@ from ..settings import section
 from ..settings.attribution import GRADIENT_METHODS, GradientSettings, projector_kind
 from ..settings.stage import check_gradient_method
 from ..store.files import read_json
-from .per_example import make_projector, n_params, projected_gradients, train_features
+from .per_example import make_projector, n_params, projected_gradients_many, train_features
 
 __all__ = [
     "GRADIENT_METHODS",
@@ -68,13 +68,14 @@ def _projection(cfg: GradientSettings, output: str) -> dict:
 
 
 def _target_features(
-    model, batch, output: str, cfg: GradientSettings, seed: int, noise_seed: int
-) -> np.ndarray:
+    model, batches: list[dict], output: str, cfg: GradientSettings, seed: int, noise_seed: int
+) -> list[np.ndarray]:
+    """The projected query gradients of each batch (one projector for all of them)."""
     options = _projection(cfg, output)
     projector = make_projector(options["projector"], n_params(model), cfg.proj_dim, seed)
-    return projected_gradients(
+    return projected_gradients_many(
         model,
-        batch,
+        batches,
         projector,
         output,
         noise_seed,
@@ -115,13 +116,19 @@ class TracIn:
             )
 
     def scores(self, batch: dict, noise_seed: int = 0) -> np.ndarray:
-        total = 0.0
+        return self.scores_many([batch], noise_seed)[0]
+
+    def scores_many(self, batches: list[dict], noise_seed: int = 0) -> list[np.ndarray]:
+        """`scores` of each batch, the query gradients of all batches projected together."""
+        totals = [0.0] * len(batches)
         for snap, model, phi in zip(self.snapshots, self.models, self.features, strict=True):
-            q = _target_features(
-                model, batch, "measured", self.setup.cfg, self.setup.cfg.proj_seed, noise_seed
+            queries = _target_features(
+                model, batches, "measured", self.setup.cfg, self.setup.cfg.proj_seed, noise_seed
             )
-            total = total + float(snap["lr"]) * (q.astype(np.float64) @ phi.T.astype(np.float64))
-        return np.asarray(total)
+            for i, q in enumerate(queries):
+                products = q.astype(np.float64) @ phi.T.astype(np.float64)
+                totals[i] = totals[i] + float(snap["lr"]) * products
+        return [np.asarray(total) for total in totals]
 
 
 class Trak:
@@ -162,21 +169,38 @@ class Trak:
     ) -> list[np.ndarray]:
         """Per ensemble model: scores (targets, items), or (dampings, targets, items) when
         `dampings` (relative to each kernel's mean diagonal) are given."""
+        return [each[0] for each in self._per_model_many([batch], noise_seed, dampings)]
+
+    def _per_model_many(
+        self, batches: list[dict], noise_seed: int, dampings: list[float] | None
+    ) -> list[list[np.ndarray]]:
+        """Per ensemble model, per batch: `per_model_scores`, the query gradients of all batches
+        projected together (a dense projection is drawn once per model, not once per batch)."""
         cfg = self.setup.cfg
+        grid = [cfg.damping] if dampings is None else list(dampings)
         out = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
-            q = _target_features(
-                model, batch, self.output, cfg, cfg.proj_seed + k, noise_seed
-            ).astype(np.float64)
-            grid = [cfg.damping] if dampings is None else list(dampings)
-            scores = np.stack([spectrum.scores(q, d) for d in grid])
-            out.append(scores[0] if dampings is None else scores)
+            queries = _target_features(
+                model, batches, self.output, cfg, cfg.proj_seed + k, noise_seed
+            )
+            per_batch = []
+            for q in queries:
+                scores = np.stack([spectrum.scores(q.astype(np.float64), d) for d in grid])
+                per_batch.append(scores[0] if dampings is None else scores)
+            out.append(per_batch)
         return out
 
     def scores(
         self, batch: dict, noise_seed: int = 0, dampings: list[float] | None = None
     ) -> np.ndarray:
-        return np.mean(self.per_model_scores(batch, noise_seed, dampings), axis=0)
+        return self.scores_many([batch], noise_seed, dampings)[0]
+
+    def scores_many(
+        self, batches: list[dict], noise_seed: int = 0, dampings: list[float] | None = None
+    ) -> list[np.ndarray]:
+        """`scores` of each batch (the ensemble's mean), projected together per model."""
+        per_model = self._per_model_many(batches, noise_seed, dampings)
+        return [np.mean([each[i] for each in per_model], axis=0) for i in range(len(batches))]
 
 
 class _Spectrum:

@@ -144,18 +144,41 @@ def projected_gradients(
 ) -> np.ndarray:
     """The projected gradients (examples, dim); the gradients reach the projector in groups of
     its `batch_rows` (a dense projection is drawn once per call)."""
-    grads = per_example_gradients(
-        model, batch, output, noise_seed, desc=desc, dtrak_timesteps=dtrak_timesteps
-    )
+    return projected_gradients_many(
+        model, [batch], projector, output, noise_seed, desc, dtrak_timesteps
+    )[0]
+
+
+def projected_gradients_many(
+    model: GenerativeModel,
+    batches: list[dict],
+    projector,
+    output: str = "measured",
+    noise_seed: int = 0,
+    desc: str | None = None,
+    dtrak_timesteps: int | None = None,
+) -> list[np.ndarray]:
+    """`projected_gradients` of several batches, each with its own fixed noise (as if projected
+    alone), whose gradients share the projector's calls: a dense projection is regenerated once
+    per `batch_rows` gradients rather than once per batch (per prompt, in `attribute`)."""
+
+    def every_batch():
+        for batch in batches:
+            yield from per_example_gradients(
+                model, batch, output, noise_seed, desc=desc, dtrak_timesteps=dtrak_timesteps
+            )
+
     rows, pending = [], []
-    for g in grads:
+    for g in every_batch():
         pending.append(g.detach())
         if sum(len(p) for p in pending) >= getattr(projector, "batch_rows", 0):
             rows.append(projector(torch.cat(pending)))
             pending = []
     if pending:
         rows.append(projector(torch.cat(pending)))
-    return torch.cat(rows).numpy().astype(np.float32)
+    out = torch.cat(rows).numpy().astype(np.float32)
+    sizes = [len(b["caption"]) for b in batches]
+    return np.split(out, np.cumsum(sizes)[:-1])
 
 
 def train_features(

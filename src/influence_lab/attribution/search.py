@@ -94,6 +94,12 @@ def evaluate(
     weights = dict(cfg.fused_weights)
     search_k = cfg.search_k
     every = np.arange(n)
+    # scorers that score every prompt at once do so first (gradient attributors: one projection)
+    ready = {
+        name: fn.score_all(prompts, outputs)
+        for name, fn in dense.items()
+        if name in methods and hasattr(fn, "score_all")
+    }
     for target, (prompt, outs) in enumerate(track(list(zip(prompts, outputs, strict=True)), desc)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
@@ -112,7 +118,7 @@ def evaluate(
         scored = {}
         for method in methods:
             scored[method] = (
-                (every, dense[method](prompt, outs))
+                (every, ready[method][target] if method in ready else dense[method](prompt, outs))
                 if method in dense
                 else score(method, ev, weights)
             )

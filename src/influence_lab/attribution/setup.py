@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..models.base import NOISE_SEED
@@ -116,11 +118,28 @@ def gradient_scorers(
     for method in wanted:
         damping = (dampings or {}).get(method)
         cfg = setup.cfg if damping is None else setup.cfg.model_copy(update={"damping": damping})
-        attributor = build_attributor(method, replace(setup, cfg=cfg))
-        scorers[method] = lambda prompt, outs, a=attributor: a.scores(
-            outputs_batch(outs, [prompt] * len(outs)), NOISE_SEED
-        ).sum(0)
+        scorers[method] = DenseScorer(build_attributor(method, replace(setup, cfg=cfg)))
     return scorers
+
+
+class DenseScorer:
+    """A gradient attributor as a dense scorer: `(prompt, outputs) -> scores` over every training
+    item, summed over the outputs; `score_all(prompts, outputs)` scores every prompt at once, so
+    that the query gradients of all prompts share the projector (a dense projection is drawn
+    once per model rather than once per prompt). Each prompt keeps its own fixed noise, so the
+    scores equal the one-prompt calls'."""
+
+    def __init__(self, attributor):
+        self.attributor = attributor
+
+    def __call__(self, prompt: str, outputs) -> np.ndarray:
+        return self.score_all([prompt], [outputs])[0]
+
+    def score_all(self, prompts: list[str], outputs: list) -> list[np.ndarray]:
+        batches = [
+            outputs_batch(outs, [p] * len(outs)) for p, outs in zip(prompts, outputs, strict=True)
+        ]
+        return [s.sum(0) for s in self.attributor.scores_many(batches, NOISE_SEED)]
 
 
 def lds_dampings(root: Path, model_signature: str, ensemble: int) -> dict[str, float]:
