@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ..store.files import atomic_write  # noqa: E402
@@ -176,6 +177,7 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
         ax.set_xlabel(label, fontsize=10)
         ax.set_title(metric, fontsize=10)
         ax.tick_params(labelsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # small values: long labels collide
         ax.grid(axis="x", color="0.9")
     for row in axes:
         row[0].set_yticks(np.arange(len(rows)), [f"{m}, top {k}" for m, k in rows])
