@@ -125,9 +125,9 @@ class TracIn:
             queries = _target_features(
                 model, batches, "measured", self.setup.cfg, self.setup.cfg.proj_seed, noise_seed
             )
+            phi_t = phi.T.astype(np.float64)
             for i, q in enumerate(queries):
-                products = q.astype(np.float64) @ phi.T.astype(np.float64)
-                totals[i] = totals[i] + float(snap["lr"]) * products
+                totals[i] = totals[i] + float(snap["lr"]) * (q.astype(np.float64) @ phi_t)
         return [np.asarray(total) for total in totals]
 
 
@@ -184,8 +184,9 @@ class Trak:
                 model, batches, self.output, cfg, cfg.proj_seed + k, noise_seed
             )
             per_batch = []
-            for q in queries:
-                scores = np.stack([spectrum.scores(q.astype(np.float64), d) for d in grid])
+            for query in queries:
+                q = query.astype(np.float64)  # once, for every damping of the grid
+                scores = np.stack([spectrum.scores(q, d) for d in grid])
                 per_batch.append(scores[0] if dampings is None else scores)
             out.append(per_batch)
         return out
