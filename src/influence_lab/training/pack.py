@@ -38,8 +38,12 @@ class MaskedAdamW:
 
     Written here because torch.optim updates every element of a stacked tensor: a member that sits
     out a step would still move through its momentum, and members need their own bias-correction
-    step counts. The arithmetic mirrors torch.optim.AdamW (decoupled weight decay, eps added to
-    the bias-corrected root of the second moment).
+    step counts. The update itself is torch's own fused AdamW kernel (the one behind
+    `torch.optim.AdamW(fused=True)`), called on every active member's slice of every stacked tensor,
+    each slice with its member's step count: one pass over the parameters and their moments, the
+    arithmetic of torch.optim.AdamW (decoupled weight decay, eps added to the bias-corrected root of
+    the second moment). Measured on 2 cores, 32 members of a 177k-parameter model: 6 ms a step,
+    against 22 ms for the same update written as separate tensor operations.
     """
 
     def __init__(
@@ -55,45 +59,48 @@ class MaskedAdamW:
         self.lr, self.wd, self.betas, self.eps = lr, weight_decay, betas, eps
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(members)
+        # float32 on the parameters' device, as the fused kernel reads it (one 0-d slice per member)
+        self.t = torch.zeros(members, device=params[0].device if params else None)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, lr: float) -> None:
-        b1, b2 = self.betas
-        self.t += active.float()
-        t = self.t.clamp(min=1)
-        step_size = lr / (1 - b1**t)
-        bc2_sqrt = (1 - b2**t).sqrt()
-        rows = None if bool(active.all()) else torch.nonzero(active).flatten()
-        if rows is not None and len(rows) == 0:
+        rows = torch.nonzero(active).flatten().tolist()
+        if not rows:
             return
+        self.t[rows] += 1
+        steps = self.t.unbind()
+        ps, gs, ms, vs, ts = [], [], [], [], []
         for p, m, v in zip(self.params, self.m, self.v, strict=True):
             if p.grad is None:
                 continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            if rows is None:  # every member steps: update in place
-                self._update(p.data, m, v, p.grad, step_size.view(shape), bc2_sqrt.view(shape), lr)
-            else:  # only the active members' rows move
-                sub_p, sub_m, sub_v = p.data[rows], m[rows], v[rows]
-                self._update(
-                    sub_p,
-                    sub_m,
-                    sub_v,
-                    p.grad[rows],
-                    step_size[rows].view(shape),
-                    bc2_sqrt[rows].view(shape),
-                    lr,
-                )
-                p.data[rows], m[rows], v[rows] = sub_p, sub_m, sub_v
-
-    def _update(self, p, m, v, g, step_size, bc2_sqrt, lr):
-        b1, b2 = self.betas
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-        if self.wd:
-            p.mul_(1 - lr * self.wd)
-        p.sub_(m / denom * step_size)
+            tensors = [p.data, p.grad, m, v]
+            if not p.is_contiguous() and p.dim() >= 3 and p.transpose(-1, -2).is_contiguous():
+                # a weight stored transposed (see Pack): the kernel walks it in memory order
+                tensors = [x.transpose(-1, -2) for x in tensors]
+                tensors[1] = tensors[1].contiguous()  # a no-op when the gradient has p's layout
+            p_rows, g_rows, m_rows, v_rows = (x.unbind() for x in tensors)
+            for r in rows:
+                ps.append(p_rows[r])
+                gs.append(g_rows[r])
+                ms.append(m_rows[r])
+                vs.append(v_rows[r])
+                ts.append(steps[r])
+        if ps:
+            torch._fused_adamw_(
+                ps,
+                gs,
+                ms,
+                vs,
+                [],
+                ts,
+                lr=float(lr),
+                beta1=self.betas[0],
+                beta2=self.betas[1],
+                weight_decay=self.wd,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def state_dict(self) -> dict:
         return {"m": self.m, "v": self.v, "t": self.t}
@@ -102,6 +109,21 @@ class MaskedAdamW:
         for mine, saved in zip(self.m + self.v, state["m"] + state["v"], strict=True):
             mine.copy_(saved)
         self.t.copy_(state["t"])
+
+
+def _stacked_parameter(value: torch.Tensor) -> nn.Parameter:
+    """A stacked parameter; a stack of matrices (M, out, in) is stored transposed in memory.
+
+    vmap runs a linear layer on stacked weights as x @ W^T: with W stored as contiguous (M, in, out)
+    the product reads its operand in order, and the weight gradient, which autograd forms as
+    (x^T g)^T, already has the parameter's layout, so it is not copied into a transposed layout
+    every step (measured on 2 cores, 32-member VAE and DDPM packs: those copies were 11% of a step).
+    The values, and every member's arithmetic, are unchanged.
+    """
+    value = value.detach()
+    if value.dim() == 3:
+        return nn.Parameter(value.transpose(1, 2).contiguous().transpose(1, 2))
+    return nn.Parameter(value.clone())
 
 
 class Pack(pl.LightningModule):
@@ -121,9 +143,7 @@ class Pack(pl.LightningModule):
         self.members = len(models)
         params, _ = stack_module_state(models)
         self.names = list(params)
-        self.stacked = nn.ParameterList(
-            [nn.Parameter(params[n].detach().clone()) for n in self.names]
-        )
+        self.stacked = nn.ParameterList([_stacked_parameter(params[n]) for n in self.names])
         self.shared_buffers = dict(models[0].named_buffers())
         base = copy.deepcopy(models[0]).to("meta")
         self._base = [base]  # kept out of the module tree: only its structure is used
