@@ -192,42 +192,34 @@ class Pack(pl.LightningModule):
         return order[step * self.batch_size : (step + 1) * self.batch_size]
 
     def _stack(self, step: int):
+        """Every member's batch of this step as (M, batch_size, ...) tensors, short batches padded
+        with weight-0 rows (item 0, zero noise); each member's noise from its own generator."""
         base = self._base[0]
-        batches, noises, weights = [], [], []
-        active = torch.zeros(self.members, dtype=torch.bool)
+        size = self.batch_size
+        padded = np.zeros((self.members, size), dtype=np.int64)
+        counts = np.zeros(self.members, dtype=np.int64)
+        noises = []
         for m in range(self.members):
             idx = self._member_batch(m, step)
-            n = len(idx)
-            active[m] = n > 0
+            n = counts[m] = len(idx)
+            padded[m, :n] = idx
             if self.record_seen:
                 self.seen[m].update(int(i) for i in idx)
-            padded = np.zeros(self.batch_size, dtype=np.int64)
-            padded[:n] = idx
-            batches.append({k: v[padded] for k, v in self.table.items()})
-            w = torch.zeros(self.batch_size)
-            w[:n] = 1.0
-            weights.append(w)
-            noise = (
-                base.draw_noise(n, step_generator(self.seeds[m], int(self.member_steps[m])))
-                if n
-                else {}
-            )
-            noises.append(noise)
-        keys = next((list(nz) for nz in noises if nz), [])
-        ref = next((nz for nz in noises if nz), None)
+            gen = step_generator(self.seeds[m], int(self.member_steps[m])) if n else None
+            noises.append(base.draw_noise(n, gen) if n else {})
+        rows = torch.from_numpy(padded)
+        counts_t = torch.from_numpy(counts)
+        batch = {k: v[rows].to(self.device) for k, v in self.table.items()}
+        weight = (torch.arange(size)[None, :] < counts_t[:, None]).float()
+        ref = next((nz for nz in noises if nz), {})
         stacked_noise = {}
-        for key in keys:
-            rows = []
-            for nz in noises:
-                full = torch.zeros((self.batch_size, *ref[key].shape[1:]), dtype=ref[key].dtype)
+        for key, like in ref.items():
+            full = torch.zeros((self.members, size, *like.shape[1:]), dtype=like.dtype)
+            for m, nz in enumerate(noises):
                 if nz:
-                    full[: len(nz[key])] = nz[key]
-                rows.append(full)
-            stacked_noise[key] = torch.stack(rows).to(self.device)
-        stacked_batch = {
-            k: torch.stack([b[k] for b in batches]).to(self.device) for k in batches[0]
-        }
-        return stacked_batch, stacked_noise, torch.stack(weights).to(self.device), active
+                    full[m, : counts[m]] = nz[key]
+            stacked_noise[key] = full.to(self.device)
+        return batch, stacked_noise, weight.to(self.device), torch.from_numpy(counts > 0)
 
     # --- training -----------------------------------------------------------------------------
     def _losses(self, batch, noise, weight):
