@@ -63,6 +63,7 @@ clean:
 bench: setup
 	$(BIN)/python benchmarks/retrain_throughput.py
 	$(BIN)/python -m benchmarks.pack_step
+	$(BIN)/python -m benchmarks.projection
 	$(BIN)/python benchmarks/search_scale.py --attribute
 	$(BIN)/python benchmarks/default_models.py --out outputs --docs docs
 

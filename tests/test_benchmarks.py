@@ -26,3 +26,19 @@ def test_pack_step_benchmark_compares_before_and_after_on_the_same_batches():
     assert abs(losses[0] - losses[1]) <= 1e-3 * abs(losses[0])
     gap = float(out.stdout.split("parameters differ by ")[1].split()[0])
     assert gap < 1e-2
+
+
+def test_projection_benchmark_draws_ahead_to_the_same_numbers():
+    args = ["--params", "20000", "--dim", "256", "--rows", "16", "--repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.projection", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 20,000"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "16" and float(cells[2]) > 0 and float(cells[3]) > 0
+    assert cells[-1] == "True"  # drawing ahead on threads gives the one-thread numbers
