@@ -5,14 +5,15 @@
 
 For each model, one pack of `--members` members (each without its own random 5% of the training
 set) is built and timed step by step over `--epochs` epochs after one warm-up epoch, split into
-batch assembly, forward, backward and optimizer, in two variants, alternated epoch by epoch so
-that load on a shared machine hits both alike:
-- before: the pack's previous step, kept here as the baseline: batches assembled member by member
-  (`stack_member_by_member`), stacked matrices stored (M, out, in) and AdamW written as separate
-  tensor operations (`SeparateOpsAdamW`);
-- after: `training/pack.py` as it is (torch's fused AdamW kernel on every active member's slices,
-  matrices stored transposed).
-Both start from the same parameters and see the same batches and noise; the script prints how far
+batch assembly, forward, backward and optimizer, in three variants, alternated epoch by epoch so
+that load on a shared machine hits all alike:
+- before: the pack's step before its optimisations, kept here as the baseline: batches assembled
+  member by member (`stack_member_by_member`), stacked matrices stored (M, out, in), AdamW written
+  as separate tensor operations (`SeparateOpsAdamW`), the solo module's `loss` vmapped;
+- vmapped: `training/pack.py` as it is (torch's fused AdamW kernel on every active member's slices,
+  matrices stored transposed, batches gathered per column) but still vmapping `loss`;
+- after: `training/pack.py` as it is, running the model's member-batched `packed_loss`.
+All start from the same parameters and see the same batches and noise; the script prints how far
 apart their parameters end (float32 rounding, grown through training) and their mean training
 losses over the timed steps. The step's arithmetic is counted with FlopCounterMode and
 compared with a large float32 matmul timed in the same run (the practical peak).
@@ -37,6 +38,7 @@ from influence_lab.models.build import build_model
 from influence_lab.training.pack import MaskedAdamW, Pack
 
 PARTS = ("batch", "forward", "backward", "optimizer")
+VARIANTS = ("before", "vmapped", "after")
 
 
 class SeparateOpsAdamW(MaskedAdamW):
@@ -111,7 +113,7 @@ def stack_member_by_member(self: Pack, step: int):
     return stacked_batch, stacked_noise, torch.stack(weights).to(self.device), active
 
 
-def build(cfg, bundle, members: int, before: bool) -> Pack:
+def build(cfg, bundle, members: int, variant: str) -> Pack:
     position = {x: i for i, x in enumerate(bundle.train["id"])}
     removals = removal_sets(list(bundle.train["id"]), members)
     items = [
@@ -120,6 +122,9 @@ def build(cfg, bundle, members: int, before: bool) -> Pack:
     seeds = list(range(1, members + 1))
     models = [build_model(cfg.model, bundle, s) for s in seeds]
     pack = Pack(models, bundle.train, items, seeds, cfg.model.fit.batch_size, 10)
+    before = variant == "before"
+    if variant != "after":  # the solo module vmapped, not the model's packed_loss
+        pack._losses = pack._vmapped_losses
     if before:
         pack._stack = types.MethodType(stack_member_by_member, pack)
         for i, p in enumerate(pack.stacked):
@@ -188,8 +193,8 @@ def main():
         DATA[model] = args.data
         cfg = config(model, 1.0, tempfile.mkdtemp())
         bundle = load_data(cfg.data)
-        packs = {v: build(cfg, bundle, args.members, v == "before") for v in ("before", "after")}
-        flops = step_flops(packs["after"])
+        packs = {v: build(cfg, bundle, args.members, v) for v in VARIANTS}
+        flops = step_flops(packs["vmapped"])
         times = {v: dict.fromkeys((*PARTS, "steps", "loss"), 0.0) for v in packs}
         for pack in packs.values():
             epoch(pack, 0, None)  # warm-up
@@ -198,7 +203,8 @@ def main():
                 epoch(pack, e, times[v])
         gap = max(
             ((a - b).abs().max() / b.abs().max()).item()
-            for a, b in zip(packs["before"].stacked, packs["after"].stacked, strict=True)
+            for other in ("before", "vmapped")
+            for a, b in zip(packs[other].stacked, packs["after"].stacked, strict=True)
         )
         for v in packs:
             t = times[v]
@@ -213,15 +219,15 @@ def main():
     print(
         "| model | step | "
         + " | ".join(PARTS)
-        + " | total | GFLOP/s | of peak | speed-up | mean training loss |"
+        + " | total | GFLOP/s | of peak | vs before | vs vmapped | mean training loss |"
     )
-    print("|---|---|" + "---|" * (len(PARTS) + 5))
+    print("|---|---|" + "---|" * (len(PARTS) + 6))
     for model, v, ms, total, gflops, loss in rows:
-        base = next(r[3] for r in rows if r[0] == model and r[1] == "before")
+        base = {r[1]: r[3] for r in rows if r[0] == model}
         cells = " | ".join(f"{ms[p]:.1f}" for p in PARTS)
         print(
             f"| {model} | {v} | {cells} | {total:.1f} | {gflops:.0f} | {100 * gflops / peak:.0f}% "
-            f"| {base / total:.2f}x | {loss:.4g} |"
+            f"| {base['before'] / total:.2f}x | {base['vmapped'] / total:.2f}x | {loss:.4g} |"
         )
 
 

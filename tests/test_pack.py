@@ -157,25 +157,32 @@ def test_unpackable_models_train_their_members_one_by_one(
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_chargpt_packed_loss_is_each_members_own_loss(cfg_factory):
-    """CharGPT's member-batched arithmetic (`packed_loss`, what its packs run) gives every member's
-    own `loss` on its own batch: 3 members of different seeds, batches of different texts."""
+@pytest.mark.parametrize("model", ["vae", "chargpt"])
+def test_packed_loss_is_each_members_own_loss(cfg_factory, model):
+    """A model's member-batched arithmetic (`packed_loss`, what its packs run instead of vmapping
+    `loss`) gives every member's own `loss` on its own batch and noise: 3 members of different
+    seeds, batches of different items, noise from each member's own generator."""
     from torch.func import stack_module_state
 
+    from influence_lab.models.base import step_generator
     from influence_lab.training.batches import batch_of
 
-    cfg = cfg_factory("train", model="chargpt")
+    cfg = cfg_factory("train", model=model)
     bundle = load_data(cfg.data)
     models = [build_model(cfg.model, bundle, s) for s in (0, 1, 2)]
-    for model in models:  # trained-looking weights: the caption tables start at zero
-        with torch.no_grad():
-            model.caption_pos.normal_(0, 0.02)
+    if model == "chargpt":  # trained-looking weights: the caption tables start at zero
+        for m in models:
+            with torch.no_grad():
+                m.caption_pos.normal_(0, 0.02)
     params, _ = stack_module_state(models)
     batches = [
         models[0].prepare(batch_of(bundle.train.select(range(i, i + 16)))) for i in (0, 16, 32)
     ]
-    stacked = {k: torch.stack([b[k] for b in batches]) for k in ("inp", "tgt", "bags")}
-    packed = models[0].packed_loss(params, stacked, {})
+    noises = [models[0].draw_noise(16, step_generator(s, 7)) for s in (0, 1, 2)]
+    tensors = [k for k, v in batches[0].items() if isinstance(v, torch.Tensor)]
+    stacked = {k: torch.stack([b[k] for b in batches]) for k in tensors}
+    noise = {k: torch.stack([nz[k] for nz in noises]) for k in noises[0]}
+    packed = models[0].packed_loss(params, stacked, noise)
     assert packed.shape == (3, 16)
-    for m, (model, batch) in enumerate(zip(models, batches, strict=True)):
-        torch.testing.assert_close(packed[m], model.loss(batch, {}), rtol=1e-5, atol=1e-6)
+    for m, (member, batch) in enumerate(zip(models, batches, strict=True)):
+        torch.testing.assert_close(packed[m], member.loss(batch, noises[m]), rtol=1e-5, atol=1e-6)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import GenerativeModel
+from .packed import embed_bags, layer_norm, linear
 
 
 class Block(nn.Module):
@@ -179,38 +180,23 @@ class CharGPT(GenerativeModel):
         rows = torch.arange(members, device=inp.device)[:, None, None]
         x = params["tok.weight"][rows, inp] + params["pos.weight"][:, None, :t]
         if self.conditional:
-            c = _linear(bags, params, "text.proj")
+            c = embed_bags(bags, params)
             steer = torch.einsum("mbw,mwtd->mbtd", bags, params["caption_pos"][:, :, :t])
             x = x + c[:, :, None, :] + hp.caption_gain * steer
         heads = hp.n_head
         causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
         for i in range(hp.n_layer):
             p = f"blocks.{i}."
-            qkv = _linear(_layer_norm(x, params, p + "ln1"), params, p + "qkv")
+            qkv = linear(layer_norm(x, params, p + "ln1"), params, p + "qkv")
             m, b, _, d = x.shape
             q, k, v = qkv.view(m, b, t, 3, heads, d // heads).permute(3, 0, 1, 4, 2, 5)
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
             weights = F.softmax(scores.masked_fill(causal, float("-inf")), dim=-1)
-            x = x + _linear((weights @ v).transpose(2, 3).reshape(m, b, t, d), params, p + "proj")
-            h = F.gelu(_linear(_layer_norm(x, params, p + "ln2"), params, p + "mlp.0"))
-            x = x + _linear(h, params, p + "mlp.2")
-        logits = _linear(_layer_norm(x, params, "ln"), params, "head")
+            x = x + linear((weights @ v).transpose(2, 3).reshape(m, b, t, d), params, p + "proj")
+            h = F.gelu(linear(layer_norm(x, params, p + "ln2"), params, p + "mlp.0"))
+            x = x + linear(h, params, p + "mlp.2")
+        logits = linear(layer_norm(x, params, "ln"), params, "head")
         flat = logits.flatten(0, 1).transpose(1, 2)
         nll = F.cross_entropy(flat, tgt.flatten(0, 1), ignore_index=-1, reduction="none")
         nll = nll.view(members, -1, t)
         return nll.sum(2) / (tgt >= 0).sum(2)
-
-
-def _linear(x: torch.Tensor, params: dict, name: str) -> torch.Tensor:
-    """nn.Linear `name` of each member applied to that member's rows: x (M, ..., in)."""
-    weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
-    flat = x.reshape(x.shape[0], -1, x.shape[-1])
-    out = torch.baddbmm(bias[:, None, :], flat, weight.transpose(1, 2))
-    return out.view(*x.shape[:-1], weight.shape[1])
-
-
-def _layer_norm(x: torch.Tensor, params: dict, name: str) -> torch.Tensor:
-    """nn.LayerNorm `name` of each member over the last dimension: x (M, ..., d)."""
-    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-    normed = F.layer_norm(x, x.shape[-1:])
-    return normed * params[f"{name}.weight"].view(shape) + params[f"{name}.bias"].view(shape)

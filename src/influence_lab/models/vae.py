@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import InfluenceLabError
 from .base import GenerativeModel, seeded_normal
+from .packed import embed_bags, silu_mlp
 
 
 class MLPCoder(nn.Module):
@@ -111,6 +112,28 @@ class VAE(GenerativeModel):
         )
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
         return rec + self.hparams.beta * kl
+
+    def packed_loss(self, params: dict, batch: dict, noise: dict) -> torch.Tensor | None:
+        """The training loss of M members at once, (M, B), for the MLP architecture (the same
+        arithmetic as `loss`, layers of `packed.py`; None for the conv one: the pack vmaps `loss`).
+        `params` and the prepared batch and noise are stacked on a leading member dimension."""
+        hp = self.hparams
+        if hp.arch != "mlp":
+            return None
+        x = batch["content"].flatten(2)
+        members, n = x.shape[:2]
+        c = (
+            embed_bags(batch["bags"], params)
+            if self.text is not None
+            else x.new_zeros(members, n, self.cond_dim)
+        )
+        mu, logvar = silu_mlp(torch.cat([x, c], 2), params, "encoder.net").chunk(2, dim=2)
+        logvar = logvar.clamp(-10, 10)
+        z = mu + torch.exp(0.5 * logvar) * noise["eps"]
+        logits = silu_mlp(torch.cat([z, c], 2), params, "decoder.net")
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(2)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(2)
+        return rec + hp.beta * kl
 
     def draw_noise(self, n, generator):
         return {"eps": torch.randn(n, self.hparams.latent_dim, generator=generator)}

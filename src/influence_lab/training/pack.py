@@ -223,6 +223,16 @@ class Pack(pl.LightningModule):
 
     # --- training -----------------------------------------------------------------------------
     def _losses(self, batch, noise, weight):
+        """Every member's weighted mean loss, (M,): the model's own member-batched arithmetic
+        (`packed_loss`) where it has one for these settings, else its `loss` vmapped."""
+        params = dict(zip(self.names, self.stacked, strict=True))
+        base = self._base[0]
+        per = base.packed_loss(params, batch, noise) if hasattr(base, "packed_loss") else None
+        if per is None:
+            return self._vmapped_losses(batch, noise, weight)
+        return (per * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+
+    def _vmapped_losses(self, batch, noise, weight):
         base = self._base[0]
         buffers = {k: v.to(self.device) for k, v in self.shared_buffers.items()}
 
@@ -231,10 +241,6 @@ class Pack(pl.LightningModule):
             return (per * w).sum() / w.sum().clamp(min=1.0)
 
         params = dict(zip(self.names, self.stacked, strict=True))
-        # the model's own member-batched arithmetic, where it has one for these settings
-        per = base.packed_loss(params, batch, noise) if hasattr(base, "packed_loss") else None
-        if per is not None:
-            return (per * weight).sum(1) / weight.sum(1).clamp(min=1.0)
         return vmap(member, randomness="different")(params, batch, noise, weight)
 
     def lr_at(self, epoch: int) -> float:
