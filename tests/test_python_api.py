@@ -92,7 +92,7 @@ def test_a_notebook_session(small, tmp_path, capsys):
     )
     assert set(sweep.stats.control) == {"random_pool", "random", "none"}
     assert sweep.stats.mean_diff.notna().all() and len(sweep.results) > 0
-    assert sweep.chart.exists()
+    assert sweep.chart.exists() and sweep.forest.exists()
 
     # LDS on a few subset models, then the report of everything
     scores = il.lds(

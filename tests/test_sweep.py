@@ -70,9 +70,12 @@ def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
     assert np.isfinite(table.value).all()
     stats = pd.read_csv(run / "stats.csv")
     assert set(stats.control) == {"random", "none"} and (stats.n_targets == 2).all()
-    assert (run / "chart.png").stat().st_size > 5000 and "Headline" in (
-        run / "summary.md"
-    ).read_text()
+    summary = (run / "summary.md").read_text()
+    assert (run / "chart.png").stat().st_size > 5000 and "Headline" in summary
+    # the forest plot of the finding sits under the headline, every metric's chart further down
+    assert (run / "forest.png").stat().st_size > 5000
+    assert summary.index("(forest.png)") < summary.index("## Every comparison")
+    assert summary.index("## Every comparison") < summary.index("(chart.png)")
     # one W&B run per retrain job plus the summary run (and the training runs of the base model)
     runs = list(wandb_dir.glob("offline-run-*"))
     assert len(runs) >= 3 + 1

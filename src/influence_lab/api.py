@@ -166,6 +166,11 @@ class CounterfactualResult(Result):
     def chart(self) -> Path:
         return self.file("chart.png")
 
+    @property
+    def forest(self) -> Path:
+        """The forest plot of the finding (top-k minus each control, with intervals)."""
+        return self.file("forest.png")
+
 
 class LDSResult(Result):
     @cached_property

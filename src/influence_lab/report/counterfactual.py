@@ -60,10 +60,14 @@ def print_summary(stats: pd.DataFrame, console) -> None:
 def bar_chart(stats: pd.DataFrame, path: Path) -> Path:
     """One panel per metric: top-k minus each control, per method, with bootstrap intervals."""
     metrics = list(dict.fromkeys(stats.metric))
+    ncols = min(3, len(metrics))  # three panels a row: legible at page width
+    nrows = -(-len(metrics) // ncols)
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(max(7.0, 4.2 * len(metrics)), 3.6), squeeze=False
+        nrows, ncols, figsize=(max(7.0, 4.2 * ncols), 3.4 * nrows + 0.4), squeeze=False
     )
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         sub = stats[stats.metric == metric]
         methods = list(dict.fromkeys(sub.method))
         controls = list(dict.fromkeys(sub.control))
@@ -98,9 +102,10 @@ def summary_markdown(
     experiments: pd.DataFrame | None = None,
     failed: list[dict] | None = None,
     members: int = 0,
+    forest: Path | None = None,
 ) -> str:
     """summary.md of a sweep; `failed`: the records of the members that failed, of `members` in
-    all."""
+    all; `forest`: the forest plot of the finding, shown under the headline."""
     head = headline(stats)
     parts = [
         "# Counterfactual summary",
@@ -115,6 +120,7 @@ def summary_markdown(
         "",
         table_markdown(head),
         "",
+        *([f"![forest plot]({forest.name})", ""] if forest is not None else []),
         "## Every comparison",
         "",
         table_markdown(stats),
@@ -123,7 +129,7 @@ def summary_markdown(
         "",
         table_markdown(arms),
         "",
-        f"![chart]({chart.name})",
+        f"Every metric: ![chart]({chart.name})",
         "",
     ]
     if experiments is not None and len(experiments):

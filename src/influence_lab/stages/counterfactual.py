@@ -17,7 +17,14 @@ from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.launch import launcher_overrides, run_multirun
 from ..orchestration.records import AttributeProvenance, GenerateProvenance
-from ..report.counterfactual import bar_chart, headline, print_summary, summary_markdown
+from ..report.counterfactual import (
+    bar_chart,
+    forest_plot,
+    headline,
+    print_summary,
+    summary_markdown,
+)
+from ..report.exports import export_metrics
 from ..report.regenerations import draw_regenerations
 from ..settings import StageSettings
 from ..store.files import RunDir, write_text
@@ -154,9 +161,11 @@ def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
     table, failed = gather(run.path, members)
     stats, arms, experiments = write_tables(run.path, table)
     chart = bar_chart(stats, run / "chart.png")
+    forest = forest_plot(stats, export_metrics(stats), run / "forest.png")
     draw_regenerations(run.path, plan, REGENERATED_PROMPTS)
     write_text(
-        run / "summary.md", summary_markdown(stats, arms, chart, experiments, failed, len(members))
+        run / "summary.md",
+        summary_markdown(stats, arms, chart, experiments, failed, len(members), forest),
     )
     with stage_tracking(
         settings, run.path, "counterfactual", {"signature": run.signature}
@@ -164,6 +173,7 @@ def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
         tracking.log_frame("stats", stats)
         tracking.log_frame("arms", arms)
         tracking.log_image("chart", chart, "top-k minus control, 95% bootstrap interval")
+        tracking.log_image("forest", forest, "the finding: top-k minus each control, 95% interval")
         head = headline_numbers(stats)
         tracking.summary(head)
         diffs = {k.removesuffix("/diff"): v for k, v in head.items() if k.endswith("/diff")}
@@ -172,7 +182,8 @@ def sweep(settings: StageSettings, run: RunDir, plan: Plan) -> dict:
         )
     print_summary(stats, console)
     console.print(
-        f"  results: {run / 'results.parquet'}\n  chart: {chart}\n  summary: {run / 'summary.md'}",
+        f"  results: {run / 'results.parquet'}\n  forest plot: {forest}\n"
+        f"  chart (every metric): {chart}\n  summary: {run / 'summary.md'}",
         highlight=False,
     )
     return {"members": len(members), "failed": len(failed)}

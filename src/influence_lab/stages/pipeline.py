@@ -49,12 +49,14 @@ def pipeline(settings: StageSettings):
         sweep = counterfactual(run_settings)
         out = output_dir(run_settings) / "pipeline" / label
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(sweep / "chart.png", out / "chart.png")
+        for picture in ("forest.png", "chart.png"):
+            shutil.copy(sweep / picture, out / picture)
         text = (sweep / "summary.md").read_text()
         write_text(out / "summary.md", text + f"\nFull results: {sweep.path}\n")
         summaries[label] = sweep.path
         console.print(
-            f"[green]pipeline done[/]: summary {out / 'summary.md'}, chart {out / 'chart.png'}",
+            f"[green]pipeline done[/]: summary {out / 'summary.md'}, "
+            f"forest plot {out / 'forest.png'}",
             highlight=False,
         )
     if settings.pipeline.export_dir:
