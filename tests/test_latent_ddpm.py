@@ -90,6 +90,27 @@ def test_autoencoder_is_shared_frozen_and_outside_the_gradients(digits, tmp_path
     assert grads.shape == (3, own)
 
 
+def test_autoencoder_is_fitted_once_per_pool_across_processes(digits, tmp_path, monkeypatch):
+    """With an output root, the autoencoder is written under embedders/ and a fresh process (an
+    empty in-memory cache) reads it instead of fitting it again."""
+    cfg, bundle = digits
+    ldm_module._TRAINED.clear()
+    first = build_model(cfg.model, bundle, seed=1, cache_root=tmp_path)
+    (folder,) = (tmp_path / "embedders").glob("ldm-autoencoder-*")
+    assert (folder / "state.pt").stat().st_size > 10_000 and (folder / "done").exists()
+    ldm_module._TRAINED.clear()
+
+    def refit(self, x):
+        raise AssertionError("the cached autoencoder was fitted again")
+
+    monkeypatch.setattr(LatentDDPM, "_train_autoencoder", refit)
+    second = build_model(cfg.model, bundle, seed=2, cache_root=tmp_path)
+    assert all(torch.equal(v, _ae_state(second)[k]) for k, v in _ae_state(first).items())
+    ldm_module._TRAINED.clear()
+    with pytest.raises(AssertionError, match="fitted again"):  # no root: fitted in the process
+        build_model(cfg.model, bundle, seed=2)
+
+
 def test_save_and_load_round_trip_needs_no_data(digits, tmp_path):
     cfg, bundle = digits
     model = build_model(cfg.model, bundle, seed=4)

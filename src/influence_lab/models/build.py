@@ -112,15 +112,19 @@ def model_class(target, where: str) -> type[GenerativeModel]:
     return cls
 
 
-def build_model(model: ModelSettings, bundle: DataBundle, seed: int = 0) -> GenerativeModel:
-    """A freshly initialised model; the initialisation depends only on `seed`."""
+def build_model(
+    model: ModelSettings, bundle: DataBundle, seed: int = 0, cache_root: Path | None = None
+) -> GenerativeModel:
+    """A freshly initialised model; the initialisation depends only on `seed`. Parts a model
+    trains once on the whole pool (LatentDDPM's autoencoder) are cached under `cache_root`
+    (the output root) when given, so other processes read them instead of fitting them again."""
     target, params = init_kwargs(model, bundle)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(target, "model._target_")(**params)
     fit_frozen = getattr(model, "fit_frozen", None)
     if callable(fit_frozen):  # parts trained once on the whole pool (LatentDDPM's autoencoder)
-        fit_frozen(bundle)
+        fit_frozen(bundle, cache_root)
     model.init_spec = {"target": target, "init": params}
     return model
 

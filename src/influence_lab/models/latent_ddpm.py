@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InfluenceLabError
+from ..store.files import RunDir, atomic_write, write_json
 from ..store.signature import signature
 from .ddpm import Diffusion, MLPDenoiser
 
@@ -125,17 +127,41 @@ class LatentDDPM(Diffusion):
         keys = ("latent_dim", "ae_hidden", "ae_epochs", "ae_lr", "ae_seed")
         return {"shape": list(self.shape), **{k: hp[k] for k in keys}}
 
-    def fit_frozen(self, bundle) -> None:
-        """Train the autoencoder on every item of `bundle.full` (once per process and pool: the
-        full model and its retrains share it) and load it with its latent statistics."""
+    def fit_frozen(self, bundle, cache_root: Path | None = None) -> None:
+        """Train the autoencoder on every item of `bundle.full` (once per pool: the full model and
+        its retrains share it, within a process and, through `cache_root`, across processes) and
+        load it with its latent statistics."""
         key = signature("ldm-autoencoder", self.ae_spec(), bundle.full_fingerprint)
         if key not in _TRAINED:
-            images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
-            _TRAINED[key] = self._train_autoencoder(torch.as_tensor(images))
+            _TRAINED[key] = self._cached_autoencoder(bundle, key, cache_root)
             while len(_TRAINED) > _KEEP:
                 _TRAINED.popitem(last=False)
         state = {k: v.clone() for k, v in _TRAINED[key].items()}
         self.load_state_dict({**self.state_dict(), **state})
+
+    def _cached_autoencoder(
+        self, bundle, key: str, cache_root: Path | None
+    ) -> dict[str, torch.Tensor]:
+        """The trained autoencoder's state: read from `<cache_root>/embedders/ldm-autoencoder-<key>`
+        when another process wrote it (a process fitting it holds the run's claim; the others
+        wait, then read), else trained here (and written there when `cache_root` is given)."""
+
+        def train() -> dict[str, torch.Tensor]:
+            images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
+            return self._train_autoencoder(torch.as_tensor(images))
+
+        if cache_root is None:
+            return train()
+        run = RunDir(cache_root, "embedders", "ldm-autoencoder", key)
+        with run.claim():
+            if run.done:
+                return torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+            run.prepare()
+            state = train()
+            atomic_write(run / "state.pt", lambda p: torch.save(state, p))
+            write_json(run / "spec.json", {**self.ae_spec(), "pool": bundle.full_fingerprint})
+            run.mark_done()
+        return state
 
     def _train_autoencoder(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Adam on the negative ELBO, seeded by `ae_seed` alone (not the model's seed), so every

@@ -11,6 +11,7 @@ from ..orchestration.cached import cached
 from ..report.figures import draw_samples
 from ..settings import StageSettings
 from ..store.files import RunDir, write_json
+from ..store.paths import output_dir
 from ..training.fit import fit
 from ..training.members import begin_train_run, train_run
 from .common import console, settings_of, stage_entry, stage_tracking
@@ -24,7 +25,7 @@ def train(settings: StageSettings, bundle: DataBundle | None = None) -> RunDir:
     built = []
 
     def check() -> None:  # before anything is written: the model must fit the data
-        built.append(build_model(settings.model, bundle, settings.seed))
+        built.append(build_model(settings.model, bundle, settings.seed, output_dir(settings)))
 
     return cached(
         train_run(settings, bundle),

@@ -151,9 +151,8 @@ def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict
     for member, msettings, mbundle, run in track(missing, "members"):
         if run.done:  # members with the same removal and seed share one train result
             continue
-        model = build_model(
-            base.model, bundle, int(member["seed"])
-        )  # the full data's vocabulary, as a pack
+        # the full data's vocabulary, as a pack
+        model = build_model(base.model, bundle, int(member["seed"]), output_dir(base))
         run.prepare()
         begin_train_run(run, msettings, mbundle)
         try:
@@ -175,7 +174,8 @@ def _train_pack(
 ) -> dict[str, str]:
     """Train `missing` (member, settings, bundle, run) as one pack and save each finite member;
     return the failed members' messages."""
-    models = [build_model(base.model, bundle, int(m["seed"])) for m, *_ in missing]
+    root = output_dir(base)
+    models = [build_model(base.model, bundle, int(m["seed"]), root) for m, *_ in missing]
     position = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
     items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
     console.print(f"training {len(models)} members as one pack", highlight=False)
