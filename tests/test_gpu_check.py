@@ -32,6 +32,10 @@ def test_the_gpu_check_runs_on_the_cpu():
         )
         assert row, out[-3000:]
         assert float(row.group(3)) > 0 and float(row.group(5)) > 0
+        # and the same run's ratios against the targets, each said met or not met
+        line = re.search(rf"^{model}: c/b ([\d.]+)x \(target >= 9x, (not )?met\)", out, re.M)
+        assert line and float(line.group(1)) == float(row.group(5)), out[-3000:]
+        assert (float(line.group(1)) >= 9) == (line.group(2) is None)
     assert re.search(r"gpu-check: DDPM fit took \d+ s wall", out)
     assert done.stdout.rstrip().endswith("gpu-check: done")
 
