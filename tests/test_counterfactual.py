@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from influence_lab.counterfactual.plans import jobs_of, make_plan
-from influence_lab.counterfactual.statistics import arm_table, compare, experiment_table
+from influence_lab.counterfactual.statistics import (
+    arm_table,
+    compare,
+    effect_ratio,
+    experiment_table,
+)
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 
@@ -152,6 +157,10 @@ def test_statistics_on_a_known_table():
         2 / 2**8
     )  # all 8 differences positive
     assert stats.loc["random", "ratio"] == pytest.approx(3.35 / 1.35)
+    # a ratio only of changes of one sign: opposite signs or a zero control give none
+    assert effect_ratio(-0.4, -0.2) == pytest.approx(2.0)
+    assert np.isnan(effect_ratio(0.3, -0.1)) and np.isnan(effect_ratio(0.3, 0.0))
+    assert np.isnan(effect_ratio(0.0, 0.2))
     assert stats.loc["none", "mean_diff"] == pytest.approx(0.0, abs=1e-12)
     assert np.isnan(stats.loc["none", "wilcoxon_p"])
     arms = arm_table(pd.DataFrame(rows)).set_index("arm")

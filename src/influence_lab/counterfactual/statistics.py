@@ -3,7 +3,8 @@ removing control items?
 
 For each method, k, metric and control arm: per target, the top-k effect and the control effect
 (each averaged over seeds) are paired; we report the mean difference with a bootstrap 95%
-interval (resampling targets), a Wilcoxon signed-rank p-value, and the ratio of mean effects.
+interval (resampling targets), a Wilcoxon signed-rank p-value, and the ratio of mean effects (where
+both move the same way).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def wilcoxon_p(diffs: np.ndarray) -> float:
     if len(diffs) < 2 or np.allclose(diffs, 0):
         return float("nan")
     return float(stats.wilcoxon(diffs).pvalue)
+
+
+def effect_ratio(top: float, control: float) -> float:
+    """How many times the control's mean effect the top-k's is; NaN unless both move the same way
+    (a ratio of changes of opposite signs, or of a change near zero, reads as a size and is not)."""
+    if abs(control) <= 1e-12 or top * control <= 0:
+        return float("nan")
+    return top / control
 
 
 def per_target(results: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +64,7 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
             common = top.index.intersection(ctrl.index)
             diffs = (top[common] - ctrl[common]).to_numpy()
             lo, hi = bootstrap_ci(diffs)
-            mean_ctrl = float(ctrl[common].mean())
+            mean_ctrl, mean_top = float(ctrl[common].mean()), float(top[common].mean())
             rows.append(
                 {
                     "method": method,
@@ -63,15 +72,13 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
                     "metric": metric,
                     "control": control,
                     "n_targets": len(common),
-                    "topk_mean": float(top[common].mean()),
+                    "topk_mean": mean_top,
                     "control_mean": mean_ctrl,
                     "mean_diff": float(diffs.mean()),
                     "ci_low": lo,
                     "ci_high": hi,
                     "wilcoxon_p": wilcoxon_p(diffs),
-                    "ratio": float(top[common].mean() / mean_ctrl)
-                    if abs(mean_ctrl) > 1e-12
-                    else float("nan"),
+                    "ratio": effect_ratio(mean_top, mean_ctrl),
                 }
             )
     return pd.DataFrame(rows)
