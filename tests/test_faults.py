@@ -373,14 +373,14 @@ def test_an_unwritable_output_dir_is_a_clear_error(cfg_factory, tmp_path, capsys
 def test_wandb_failing_at_init_falls_back_to_csv_with_one_warning(
     cfg_factory, tmp_path, monkeypatch
 ):
-    from influence_lab.tracking import loggers
+    from pytorch_lightning import loggers
 
     class Broken(loggers.WandbLogger):
         @property
         def experiment(self):
             raise ConnectionError("api.wandb.ai unreachable")
 
-    monkeypatch.setattr(loggers, "WandbLogger", Broken)
+    monkeypatch.setattr(loggers, "WandbLogger", Broken)  # read when a tracked run starts
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = train(cfg_factory("train", "logger=wandb", "model.fit.max_epochs=2"))

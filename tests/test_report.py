@@ -294,3 +294,15 @@ def test_paper_table_has_the_papers_format():
         table.iloc[2]["before (model)"] == "0.550"
         and table.iloc[2]["after (autoencoder)"] == "0.850"
     )
+
+
+def test_report_stage_loads_neither_torch_nor_lightning(report_dir):
+    """`influence-lab report` reads saved results only: it starts in about a second, not the
+    several seconds torch and Lightning take to import (docs/performance.md)."""
+    from tests.test_startup import imported
+
+    root = report_dir.parent.parent
+    (report_dir / "report.html").unlink()
+    heavy = imported(["report", f"paths.output_dir={root}"], root)
+    assert not {"torch", "pytorch_lightning", "lightning"} & {m.split(".")[0] for m in heavy}
+    assert "Finding" in (report_dir / "report.html").read_text()  # the whole report, written

@@ -4,6 +4,7 @@ samples drawn either way."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,9 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..models.base import GenerativeModel  # noqa: E402
-from ..models.sampling import output_seeds, sample_grid  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..models.base import GenerativeModel
 
 
 def show_image(ax, img) -> None:
@@ -87,4 +89,8 @@ def draw(outputs, prompts: list[str], stem: Path, title: str) -> Path:
 def draw_samples(
     model: GenerativeModel, prompts: list[str], m: int, stem: Path, title: str
 ) -> Path:
+    # imported here: the models pull in torch and Lightning, which the report stage (it draws
+    # from saved outputs only) does not need
+    from ..models.sampling import output_seeds, sample_grid
+
     return draw(sample_grid(model, prompts, output_seeds(m)), prompts, stem, title)

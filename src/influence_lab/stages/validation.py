@@ -10,13 +10,9 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..attribution.embedders import check_weights
 from ..errors import InfluenceLabError
-from ..models.build import allow_plugins, model_class
-from ..orchestration.launch import check_launcher
 from ..settings import ReportStageSettings, StageSettings, from_config
 from ..store.paths import check_output_dir
-from ..training.devices import check_accelerator
 
 
 def validate(
@@ -29,6 +25,13 @@ def validate(
         check_output_dir(cfg.paths.output_dir)
     settings = from_config(cfg)
     if isinstance(settings, StageSettings):
+        # imported here: these pull in torch and Lightning, which `report` (ReportStageSettings)
+        # does not need; every other stage imports them anyway
+        from ..attribution.embedders import check_weights
+        from ..models.build import allow_plugins, model_class
+        from ..orchestration.launch import check_launcher
+        from ..training.devices import check_accelerator
+
         check_accelerator(settings.trainer)
         if settings.counterfactual is not None:
             check_launcher(settings.counterfactual.launcher)

@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
-
 from ..settings import LoggerSettings
 from ..settings.logger import LOGGERS as KINDS  # noqa: F401  (the logger names, declared in settings)
 
@@ -37,6 +35,10 @@ class Tracking:
         self.wandb_run = None
         if logger.name == "none":
             return
+        # imported here: Lightning (and torch under it) costs seconds, and the report stage and
+        # other runs without a Lightning fit log through this class too
+        from pytorch_lightning.loggers import CSVLogger
+
         self.loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
         if logger.name == "wandb" and logger.mode != "disabled":
             self._start_wandb(logger, output_dir, stage, experiment, name, config)
@@ -45,6 +47,8 @@ class Tracking:
         save_dir = Path(output_dir)  # W&B adds its own `wandb/` folder below this
         save_dir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
+        from pytorch_lightning.loggers import WandbLogger
+
         try:
             wandb_logger = WandbLogger(
                 project=logger.project,
