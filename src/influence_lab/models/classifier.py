@@ -105,20 +105,22 @@ def cached_classifier(
     images, labels = np.asarray(images)[labels >= 0], labels[labels >= 0]
     spec = {"epochs": int(epochs), "seed": int(seed), "data": data_fingerprint, "recipe": RECIPE}
     run = RunDir(root, "embedders", "classifier", signature("classifier", spec))
-    with run.claim():
-        if run.done:
-            net = LabelCNN(np.shape(images)[1], int(np.max(labels)) + 1)
-            weights = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
-            net.load_state_dict(weights)
-            return net.eval(), run
-        run.prepare()
+
+    def load() -> LabelCNN:
+        net = LabelCNN(np.shape(images)[1], int(np.max(labels)) + 1)
+        weights = torch.load(run / "weights.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(weights)
+        return net.eval()
+
+    def fit_and_write() -> LabelCNN:
         net = fit_classifier(images, labels, epochs=int(epochs), seed=int(seed))
         state = net.state_dict()
         atomic_write(run / "weights.pt", lambda p: torch.save(state, p))
         accuracy = float((predict(net, images) == labels).mean())
         write_json(run / "spec.json", {**spec, "train_accuracy": accuracy})
-        run.mark_done()
-    return net, run
+        return net
+
+    return run.compute_once(load, fit_and_write), run
 
 
 @torch.no_grad()

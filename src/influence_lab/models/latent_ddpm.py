@@ -153,15 +153,17 @@ class LatentDDPM(Diffusion):
         if cache_root is None:
             return train()
         run = RunDir(cache_root, "embedders", "ldm-autoencoder", key)
-        with run.claim():
-            if run.done:
-                return torch.load(run / "state.pt", map_location="cpu", weights_only=True)
-            run.prepare()
+
+        def train_and_write() -> dict[str, torch.Tensor]:
             state = train()
             atomic_write(run / "state.pt", lambda p: torch.save(state, p))
             write_json(run / "spec.json", {**self.ae_spec(), "pool": bundle.full_fingerprint})
-            run.mark_done()
-        return state
+            return state
+
+        return run.compute_once(
+            lambda: torch.load(run / "state.pt", map_location="cpu", weights_only=True),
+            train_and_write,
+        )
 
     def _train_autoencoder(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Adam on the negative ELBO, seeded by `ae_seed` alone (not the model's seed), so every

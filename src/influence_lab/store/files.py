@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InfluenceLabError
+
+T = TypeVar("T")
 
 DONE = "done"
 # folders of a result that are resumable state or logs, not part of the result: not hashed
@@ -227,6 +229,18 @@ class RunDir:
             ) from exc
         # a previous, unfinished attempt must not count as complete
         (self.path / DONE).unlink(missing_ok=True)
+
+    def compute_once(self, load: Callable[[], T], compute: Callable[[], T]) -> T:
+        """This result, computed once across processes: under the run's claim, `load()` when it is
+        done, else `compute()` (which writes the result's files) into a prepared folder, then
+        marked done. A process that finds another computing it waits, then loads."""
+        with self.claim():
+            if self.done:
+                return load()
+            self.prepare()
+            value = compute()
+            self.mark_done()
+        return value
 
     def mark_done(self, info: dict[str, Any] | None = None) -> None:
         """Record completion with the SHA-256 of every file of the result."""
