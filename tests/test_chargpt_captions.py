@@ -16,6 +16,7 @@ from datasets import concatenate_datasets
 from influence_lab.data.dataset import DataBundle, split_indices
 from influence_lab.data.sources import load_names, text_dataset
 from influence_lab.models.build import build_model
+from influence_lab.models.threads import fixed_threads
 from influence_lab.settings.model import CharGPTSettings
 from influence_lab.settings.trainer import TrainerSettings
 from influence_lab.training.fit import fit
@@ -61,7 +62,11 @@ def test_caption_position_embeddings_start_at_zero_and_follow_the_caption_words(
 
 @pytest.mark.slow
 def test_a_caption_of_five_texts_steers_most_samples(tmp_path):
-    torch.set_num_threads(1)
+    with fixed_threads(1):  # restored after: later tests run at the machine's count
+        _steers_most_samples(tmp_path)
+
+
+def _steers_most_samples(tmp_path):
     bundle = planted_names()
     assert len(bundle.train) == 905 and len(bundle.full) == 1005
     settings = CharGPTSettings()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import InfluenceLabError
 from ..models.classifier import cached_classifier, classifier_features
+from ..models.threads import FIT_THREADS, fixed_threads
 from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
@@ -80,6 +81,7 @@ class AutoencoderEmbedder:
             "lr": float(cfg.lr),
             "seed": cfg.seed,
             "data": full_fingerprint,
+            "threads": FIT_THREADS,  # fitted at a fixed thread count (models.threads)
         }
         self.signature = signature("autoencoder", spec)
         self.run = RunDir(root, "embedders", "autoencoder", self.signature)
@@ -90,10 +92,10 @@ class AutoencoderEmbedder:
                 analyzer="char_wb", ngram_range=(1, 2), lowercase=True
             )
             self.vectorizer.fit(full_dataset["text"])
-        if self.run.done:
-            self.net = self._load()
-        else:
-            self.net = self._train(self._features(self._content(full_dataset)), spec)
+        # fitted once across processes (the run's claim), at a fixed thread count
+        self.net = self.run.compute_once(
+            self._load, lambda: self._train(self._features(self._content(full_dataset)), spec)
+        )
 
     @staticmethod
     def _content(ds):
@@ -107,24 +109,24 @@ class AutoencoderEmbedder:
         return torch.as_tensor(self.vectorizer.transform(content).toarray(), dtype=torch.float32)
 
     def _train(self, x: torch.Tensor, spec: dict) -> _AE:
-        self.run.prepare()
+        """Fit at one thread (`models.threads`): the same weights at any thread count."""
         gen = torch.Generator().manual_seed(spec["seed"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec["seed"])
             net = _AE(x.shape[1], spec["hidden"], spec["latent"])
         opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
-        for _ in track(range(spec["epochs"]), "autoencoder embedder"):
-            for idx in torch.randperm(len(x), generator=gen).split(128):
-                loss = (net(x[idx]) - x[idx]).pow(2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        with fixed_threads():
+            for _ in track(range(spec["epochs"]), "autoencoder embedder"):
+                for idx in torch.randperm(len(x), generator=gen).split(128):
+                    loss = (net(x[idx]) - x[idx]).pow(2).mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
         atomic_write(self.run / "weights.pt", lambda p: torch.save(net.state_dict(), p))
         write_json(
             self.run / "spec.json",
             {**spec, "d_in": int(x.shape[1]), "final_mse": float(loss.detach())},
         )
-        self.run.mark_done()
         return net.eval()
 
     def _load(self) -> _AE:
@@ -137,7 +139,8 @@ class AutoencoderEmbedder:
 
     @torch.no_grad()
     def embed(self, content, captions: list[str]) -> np.ndarray:
-        return self.net.enc(self._features(content)).numpy().astype(np.float32)
+        with fixed_threads():  # the same vectors at any thread count, as the fit
+            return self.net.enc(self._features(content)).numpy().astype(np.float32)
 
 
 class ClassifierEmbedder:
