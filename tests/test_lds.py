@@ -77,40 +77,71 @@ def test_lds_of_exact_influence_on_logistic_regression_is_high():
     assert np.nanmean(values) >= 0.7, np.nanmean(values)
 
 
-def test_ceiling_is_seed_against_the_other_seeds():
-    from influence_lab.counterfactual.lds import ceiling_per_target
+def test_seed_agreement_is_the_mean_spearman_over_seed_pairs():
+    from influence_lab.counterfactual.lds import reference_rows, seed_agreement
 
     rng = np.random.default_rng(1)
     signal = rng.normal(size=(40, 1, 6))  # 40 subsets, 6 targets
     same = np.repeat(signal, 3, axis=1)  # three seeds that agree exactly
-    assert np.allclose(ceiling_per_target(same), 1.0)
-    noise = rng.normal(size=(40, 3, 6))  # seeds that share nothing
-    assert abs(np.mean(ceiling_per_target(noise))) < 0.2
-    # two seeds: each against the other, the same Spearman both ways
-    two = signal + 0.5 * rng.normal(size=(40, 2, 6))
-    expected = [stats.spearmanr(two[:, 0, t], two[:, 1, t]).statistic for t in range(6)]
-    np.testing.assert_allclose(ceiling_per_target(two), expected, atol=1e-12)
-    # three seeds: the mean over seeds of seed j against the mean of the other two
+    assert np.allclose(seed_agreement(same), 1.0)
+    assert np.allclose(reference_rows(same)["ceiling"], 1.0)
     three = signal + 0.5 * rng.normal(size=(40, 3, 6))
-    mine = np.mean(
-        [
-            [
-                stats.spearmanr(three[:, j, t], np.delete(three[:, :, t], j, axis=1).mean(1))[0]
-                for t in range(6)
-            ]
-            for j in range(3)
-        ],
-        0,
-    )
-    np.testing.assert_allclose(ceiling_per_target(three), mine, atol=1e-12)
-    assert np.isnan(ceiling_per_target(signal)).all()  # one seed: no ceiling
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    r = [
+        np.mean([stats.spearmanr(three[:, i, t], three[:, j, t])[0] for i, j in pairs])
+        for t in range(6)
+    ]
+    np.testing.assert_allclose(seed_agreement(three), r, atol=1e-12)
+    # Spearman-Brown to 3 seeds, by hand: 3r / (1 + 2r); the ceiling its square root
+    refs = reference_rows(three)
+    np.testing.assert_allclose(refs["retraining"], [3 * x / (1 + 2 * x) for x in r], atol=1e-12)
+    np.testing.assert_allclose(refs["ceiling"], [np.sqrt(3 * x / (1 + 2 * x)) for x in r])
+    assert np.isnan(seed_agreement(signal)).all()  # one seed: no reference rows
+    # seeds that share nothing: a reliability near 0 and a ceiling that is not a negative root
+    noise = reference_rows(rng.normal(size=(40, 3, 6)))
+    assert abs(np.mean(noise["retraining"])) < 0.3 and (noise["ceiling"] >= 0).all()
+
+
+def test_on_known_signal_a_perfect_predictor_lands_at_the_ceiling_and_a_retraining_at_its_row():
+    """Simulated retrainings: each subset model's output on a target is the sum of the true
+    influences of the items it saw plus seed noise (one-seed agreement about 0.4, as the digits
+    DDPM's). The ground truth averages 3 seeds. A predictor that knows the true influences is
+    scored against it like any method: it lands at the noise ceiling, not at the one-seed
+    agreement; an independent 3-seed retraining lands at the `retraining` row."""
+    from influence_lab.counterfactual.lds import reference_rows, seed_agreement
+
+    rng = np.random.default_rng(7)
+    subsets, items, targets, seeds = 400, 120, 40, 3
+    masks = draw_subsets(items, subsets, 0.5, seed=1)
+    influence = rng.normal(size=(targets, items))
+    signal = masks.astype(float) @ influence.T  # (subsets, targets)
+    noise_sd = signal.std(0) * 1.22  # per target: one-seed agreement r = 1 / (1 + 1.22^2) ~ 0.40
+
+    def retrain():
+        return signal[:, None, :] + noise_sd * rng.normal(size=(subsets, seeds, targets))
+
+    outputs = retrain()
+    truth = outputs.mean(1)
+    refs = {k: float(np.nanmean(v)) for k, v in reference_rows(outputs).items()}
+    r = float(np.nanmean(seed_agreement(outputs)))
+    assert 0.33 < r < 0.47, r
+    perfect = float(np.mean(lds_per_target(masks, truth, influence)))
+    another = retrain().mean(1)
+    again = float(np.mean([stats.spearmanr(another[:, t], truth[:, t])[0] for t in range(targets)]))
+    assert perfect == pytest.approx(refs["ceiling"], abs=0.03), (perfect, refs)
+    assert again == pytest.approx(refs["retraining"], abs=0.03), (again, refs)
+    # the one-seed agreement, the old ceiling, would have read the perfect predictor as ~1.4x it
+    assert perfect > r + 0.2
 
 
 def test_lds_table_has_a_ceiling_row_and_each_methods_share():
     per_target = {"a": np.array([0.2, 0.4, 0.3]), "b": np.array([0.1, 0.0, 0.2])}
-    table = lds_table(per_target, 200, ceiling=np.array([0.5, 0.7, 0.6])).set_index("method")
-    assert list(table.index) == ["a", "b", "ceiling"]
+    refs = {"retraining": np.array([0.25, 0.49, 0.36]), "ceiling": np.array([0.5, 0.7, 0.6])}
+    table = lds_table(per_target, 200, refs).set_index("method")
+    assert list(table.index) == ["a", "b", "retraining", "ceiling"]
     assert table.loc["ceiling", "lds"] == pytest.approx(0.6)
+    assert table.loc["retraining", "lds"] == pytest.approx(1.1 / 3)
     assert table.loc["a", "share"] == pytest.approx(0.3 / 0.6)
     assert table.loc["b", "share"] == pytest.approx(0.1 / 0.6)
-    assert "ceiling" not in lds_table(per_target, 200, ceiling=np.full(3, np.nan))["method"].values
+    empty = {k: np.full(3, np.nan) for k in refs}
+    assert "ceiling" not in lds_table(per_target, 200, empty)["method"].values

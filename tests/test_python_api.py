@@ -105,7 +105,7 @@ def test_a_notebook_session(small, tmp_path, capsys):
         lds__track_items=2,
         lds__memorization_top=4,
     )
-    assert set(scores.lds.method) == {"raw_only", "ceiling"}
+    assert set(scores.lds.method) == {"raw_only", "retraining", "ceiling"}
     assert len(scores.per_target) == 4
     page = il.report(paths__output_dir=str(tmp_path))
     assert page.html.exists() and "<script" not in page.html.read_text()

@@ -175,7 +175,8 @@ class CounterfactualResult(Result):
 class LDSResult(Result):
     @cached_property
     def lds(self) -> pd.DataFrame:
-        """The LDS table: one row per method (and the `ceiling`), with intervals and shares."""
+        """The LDS table: one row per method and the reference rows `retraining` and `ceiling`,
+        with intervals and each method's share of the ceiling."""
         return self.table("lds.csv")
 
     @cached_property

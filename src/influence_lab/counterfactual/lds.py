@@ -11,12 +11,17 @@ Damping without peeking: TRAK and D-TRAK choose their damping on the first `sele
 the subsets (the subsets are drawn independently, so the first ones are as random as any) and the
 LDS is reported on the others, for every method alike.
 
-The retraining ceiling (as BrunoKM/diffusion-influence's `lds.py` reports it): models trained on
-the same subset with different seeds differ, so no method can predict one seed's outputs better
-than the other seeds' outputs do. Per target, the Spearman correlation across subsets between one
-seed's outputs and the mean of the other seeds', averaged over the seeds; a method's `share` is its
-LDS over the ceiling's. (The methods are scored against the mean over all seeds, which is less
-noisy than any one seed, so the ceiling is conservative: a share near or above 1 is possible.)
+Two reference rows, from the same subsets, seeds and targets as the ground truth (the outputs
+averaged over S training seeds); derived in docs/lds.md:
+- `retraining`: how well *another* S-seed retraining would predict the ground truth. With r the
+  agreement of one seed with another (Spearman across subsets, averaged over seed pairs), a mean of
+  S seeds has reliability S r / (1 + (S - 1) r) (Spearman-Brown): the expected correlation of two
+  independent S-seed means.
+- `ceiling`: the noise ceiling, the square root of that reliability: the expected correlation of
+  the ground truth with its own noise-free part, the most any predictor without seed noise (every
+  attribution method) can reach. A method's `share` is its LDS over the ceiling.
+Both per target, then averaged over targets (as the LDS is). Spearman-Brown holds for Pearson
+correlations; on rank correlations it is close (docs/lds.md: a simulation with known signal).
 
 Memorization of a training item (Feldman & Zhang 2020, as a loss): its mean loss under the models
 that did not see it minus its mean loss under the models that did.
@@ -86,36 +91,63 @@ def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return values
 
 
-CEILING = "ceiling"  # the table row of the seed-to-seed retraining ceiling
+CEILING = "ceiling"  # the table row of the noise ceiling (the most any predictor can reach)
+RETRAINING = "retraining"  # the table row of another S-seed retraining's agreement
+REFERENCES = (RETRAINING, CEILING)  # the reference rows of an LDS table, not methods
 
 
-def ceiling_per_target(outputs: np.ndarray) -> np.ndarray:
-    """The retraining ceiling per target from outputs (S, seeds, T): each seed's outputs against
-    the mean of the other seeds' (Spearman across subsets), averaged over the seeds; NaN with one
-    seed."""
+def seed_agreement(outputs: np.ndarray) -> np.ndarray:
+    """r per target from outputs (S, seeds, T): the Spearman correlation across subsets of one
+    seed's outputs with another's, averaged over every pair of seeds; NaN with one seed."""
     count = outputs.shape[1]
     if count < 2:
         return np.full(outputs.shape[2], np.nan)
-    per_seed = [
-        _spearman_columns(outputs[:, j], np.delete(outputs, j, axis=1).mean(1))
-        for j in range(count)
+    pairs = [
+        _spearman_columns(outputs[:, i], outputs[:, j])
+        for i in range(count)
+        for j in range(i + 1, count)
     ]
     with warnings.catch_warnings():  # a target constant under every seed stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(np.stack(per_seed), 0)
+        return np.nanmean(np.stack(pairs), 0)
+
+
+def spearman_brown(r: np.ndarray, seeds: int) -> np.ndarray:
+    """The reliability of a mean of `seeds` draws whose pairwise agreement is r."""
+    r = np.asarray(r, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return seeds * r / (1 + (seeds - 1) * r)
+
+
+def reference_rows(outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """{`retraining`: per target, the reliability of the S-seed ground truth; `ceiling`: its
+    square root (0 where the reliability is not positive: no signal to predict)} from outputs
+    (S, seeds, T); NaN with one seed."""
+    reliability = spearman_brown(seed_agreement(outputs), outputs.shape[1])
+    with np.errstate(invalid="ignore"):
+        ceiling = np.where(np.isnan(reliability), np.nan, np.sqrt(np.clip(reliability, 0, None)))
+    return {RETRAINING: reliability, CEILING: ceiling}
 
 
 def lds_table(
-    per_target: dict[str, np.ndarray], n_boot: int = 2000, ceiling: np.ndarray | None = None
+    per_target: dict[str, np.ndarray],
+    n_boot: int = 2000,
+    references: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One row per method label with the mean LDS, its interval and the number of targets; with a
-    ceiling (per target), a `ceiling` row and each method's `share` of it."""
+    """One row per method label with the mean LDS, its interval and the number of targets; with
+    reference rows (per target: `retraining`, `ceiling`), those rows and each method's `share` of
+    the ceiling."""
     rows = [{"method": label, **summarise(values, n_boot)} for label, values in per_target.items()]
     table = pd.DataFrame(rows)
-    if ceiling is not None and np.isfinite(ceiling).any():
-        top = summarise(ceiling, n_boot)
-        table["share"] = table["lds"] / top["lds"] if top["lds"] > 0 else np.nan
-        table = pd.concat([table, pd.DataFrame([{"method": CEILING, **top}])], ignore_index=True)
+    references = {
+        k: v for k, v in (references or {}).items() if v is not None and np.isfinite(v).any()
+    }
+    if references:
+        ref = {label: summarise(values, n_boot) for label, values in references.items()}
+        top = ref.get(CEILING, {"lds": np.nan})["lds"]
+        table["share"] = table["lds"] / top if top > 0 else np.nan
+        extra = pd.DataFrame([{"method": label, **row} for label, row in ref.items()])
+        table = pd.concat([table, extra], ignore_index=True)
     return table
 
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..counterfactual.lds import CEILING  # noqa: E402
+from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
 from .figures import plain, show_image  # noqa: E402
 
@@ -27,10 +27,12 @@ def _save(fig, path: Path, dpi: int = 110) -> Path:
 
 
 def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """One bar per method label: mean LDS with its bootstrap 95% interval; the retraining ceiling
-    (a `ceiling` row) as a vertical line with its interval shaded."""
+    """One bar per method label: mean LDS with its bootstrap 95% interval; the noise ceiling (a
+    `ceiling` row) as a dashed line with its interval shaded, another retraining's agreement (a
+    `retraining` row) as a dotted line."""
     ceiling = table[table["method"] == CEILING]
-    table = table[table["method"] != CEILING].sort_values("lds", ascending=True)
+    retraining = table[table["method"] == RETRAINING]
+    table = table[~table["method"].isin(REFERENCES)].sort_values("lds", ascending=True)
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
     y = np.arange(len(table))
     err = np.vstack([table["lds"] - table["ci_low"], table["ci_high"] - table["lds"]])
@@ -49,7 +51,11 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
         c = ceiling.iloc[0]
         ax.axvspan(c["ci_low"], c["ci_high"], color="0.85", zorder=0)
         ax.axvline(c["lds"], color="0.3", ls="--", lw=1.2)
-        handles.append(Line2D([], [], color="0.3", ls="--", label=f"ceiling {c['lds']:.2f}"))
+        handles.append(Line2D([], [], color="0.3", ls="--", label=f"noise ceiling {c['lds']:.2f}"))
+    if len(retraining):
+        r = retraining.iloc[0]
+        ax.axvline(r["lds"], color="0.3", ls=":", lw=1.2)
+        handles.append(Line2D([], [], color="0.3", ls=":", label=f"retraining {r['lds']:.2f}"))
     ax.legend(
         handles=handles,
         fontsize=7,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from ..counterfactual.lds import CEILING, memorization
+from ..counterfactual.lds import REFERENCES, memorization
 from ..store.files import atomic_write, write_text
 from ..tracking.console import console
 from .lds_figures import dynamics_plot, memorization_grid
@@ -79,8 +79,9 @@ COLUMNS = ("method", "LDS", "95% interval", "share of ceiling", "damping", "targ
 
 
 def table_rows(table: pd.DataFrame) -> list[list[str]]:
-    """The LDS table as text cells, best first and the `ceiling` row last: method, LDS, interval,
-    share of the ceiling and the chosen damping (- where there is none)."""
+    """The LDS table as text cells, best first and the reference rows (`retraining`, `ceiling`)
+    last: method, LDS, interval, share of the ceiling and the chosen damping (- where there is
+    none)."""
 
     def cell(row, key, fmt):
         value = getattr(row, key, float("nan"))
@@ -88,8 +89,8 @@ def table_rows(table: pd.DataFrame) -> list[list[str]]:
 
     ordered = pd.concat(
         [
-            table[table["method"] != CEILING].sort_values("lds", ascending=False),
-            table[table["method"] == CEILING],
+            table[~table["method"].isin(REFERENCES)].sort_values("lds", ascending=False),
+            *(table[table["method"] == label] for label in REFERENCES),
         ]
     )
     return [

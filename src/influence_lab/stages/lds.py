@@ -26,11 +26,11 @@ import pandas as pd
 from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
 from ..attribution.search import resolve_methods
 from ..counterfactual.lds import (
-    ceiling_per_target,
     choose_dampings,
     draw_subsets,
     lds_per_target,
     lds_table,
+    reference_rows,
     split_subsets,
 )
 from ..counterfactual.subsets import (
@@ -154,7 +154,7 @@ def _score(
         label: lds_per_target(masks[evaluate], subset_outputs[evaluate], s)
         for label, s in scores.items()
     }
-    table = lds_table(per_target, lset.bootstrap, ceiling_per_target(by_seed[evaluate]))
+    table = lds_table(per_target, lset.bootstrap, reference_rows(by_seed[evaluate]))
     table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]
     table["subsets"] = len(evaluate)
     write_dampings(run, generated.model_signature, chosen, curves, split)
