@@ -25,26 +25,22 @@ def headline(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def print_summary(stats: pd.DataFrame, console) -> None:
-    """The headline metric only (every metric is in stats.csv and summary.md)."""
+    """The headline metric only (every metric is in stats.csv and summary.md); pooled over
+    replicates (a `replicates` column above 1), also the replicate count, `stable` and the top-k
+    overlap across replicates."""
     head = headline(stats)
+    pooled = "replicates" in head and len(head) and int(head.replicates.max()) > 1
+    over = f"{int(head.replicates.max())} replicates, then prompts" if pooled else "targets"
     table = Table(
         title=f"{head.metric.iloc[0] if len(head) else ''}: "
-        "removing each method's top-k vs controls "
-        f"(paired over targets)"
+        f"removing each method's top-k vs controls (paired over {over})"
     )
-    for col in (
-        "method",
-        "k",
-        "vs control",
-        "top-k",
-        "control",
-        "diff [95% CI]",
-        "ratio",
-        "Wilcoxon p",
-    ):
+    columns = ["method", "k", "vs control", "top-k", "control", "diff [95% CI]", "ratio"]
+    columns += ["Wilcoxon p", *(["R", "stable", "top-k Jaccard"] if pooled else [])]
+    for col in columns:
         table.add_column(col, no_wrap=True)
     for r in head.itertuples():
-        table.add_row(
+        cells = [
             r.method,
             str(r.k),
             r.control,
@@ -53,7 +49,11 @@ def print_summary(stats: pd.DataFrame, console) -> None:
             f"{cell(r.mean_diff)} [{cell(r.ci_low)}, {cell(r.ci_high)}]",
             cell(r.ratio),
             cell(r.wilcoxon_p),
-        )
+        ]
+        if pooled:
+            stable = "yes" if str(r.stable) in ("True", "1.0", "1") else "no"
+            cells += [str(int(r.replicates)), stable, cell(getattr(r, "topk_jaccard", None))]
+        table.add_row(*cells)
     console.print(table)
 
 

@@ -27,7 +27,7 @@ from .attribution import (
     EmbedderSettings,
     method_list,
 )
-from .base import Bool, Seed, Settings, a_list, fail, rule, show, validated
+from .base import Bool, PositiveInt, Seed, Settings, a_list, fail, rule, show, validated
 from .counterfactual import CounterfactualSettings
 from .data import DataSettings
 from .generate import GenerateSettings
@@ -81,6 +81,10 @@ class StageSettings(Settings):
     # module prefixes whose GenerativeModel classes `model._target_` may name (besides
     # influence_lab.models); nothing outside them is imported
     plugins: Annotated[list[ModulePrefix], a_list("[mylab.models]")] = []
+    # counterfactual, pipeline: rerun everything random in the chain this many times (replicate r
+    # shifts the model, generation and retrain seeds by r * 1000 and the embedder and projection
+    # seeds by r) and pool the statistics over replicates, then prompts
+    replicates: PositiveInt = 1
     paths: PathsSettings = Field(default_factory=PathsSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     logger: LoggerSettings = Field(default_factory=WandbLogger)
@@ -208,6 +212,13 @@ class StageSettings(Settings):
                     "which attribution.methods does not include "
                     f"({', '.join(attributed)}); add them to attribution.methods."
                 )
+        if "none" in cf.arms and self.seed in cf.seeds:
+            others = [s for s in range(self.seed + 1, self.seed + 10) if s not in cf.seeds][:2]
+            fail(
+                f"counterfactual.seeds has {self.seed}, the full model's own seed (seed="
+                f"{self.seed}): the `none` arm would retrain the full model exactly and measure "
+                f"nothing; give other seeds, e.g. counterfactual.seeds=[{others[0]},{others[1]}]."
+            )
         keep = attribution.keep if attribution else None
         for k in cf.k:
             if keep is not None and k > keep:
@@ -231,7 +242,10 @@ def _replace(settings: Settings, path: list[str], value: Any) -> Settings:
     """A copy of `settings` with the setting at `path` (field names) set to `value`."""
     name = path[0]
     if len(path) > 1:
-        value = _replace(getattr(settings, name), path[1:], value)
+        inner = settings[name] if isinstance(settings, dict) else getattr(settings, name)
+        value = _replace(inner, path[1:], value)
+    if isinstance(settings, dict):  # a section of named settings (`embedders`)
+        return {**settings, name: value}
     return settings.model_copy(update={name: value})
 
 

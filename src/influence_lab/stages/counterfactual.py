@@ -50,7 +50,18 @@ def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
 
 
 def counterfactual(settings: StageSettings) -> RunDir:
+    """The sweep of these settings; with `replicates` > 1, one sweep per replicate (seeds shifted,
+    `counterfactual.replicates`) and the folder of their pooled statistics."""
     settings = settings_of(settings)
+    if settings.replicates > 1:
+        from .replicates import replicated
+
+        return replicated(settings, one_sweep)
+    return one_sweep(settings)[0]
+
+
+def one_sweep(settings: StageSettings) -> tuple[RunDir, RunDir]:
+    """One counterfactual sweep: (its result, the attribute result it tested)."""
     bundle = load_data(settings.data)
     att_run = attribute(upstream(settings))
     att = AttributeProvenance.read(att_run.path)
@@ -98,12 +109,13 @@ def counterfactual(settings: StageSettings) -> RunDir:
     name = f"{settings.model.name}-{settings.data.name}"
     run = RunDir(output_dir(settings), "counterfactual", name, signature(spec))
     # a second sweep on the same output directory waits, then reuses this one
-    return cached(
+    result = cached(
         run,
         settings.force,
         lambda run: sweep(settings, run, plan),
         reuse=lambda run: print_summary(pd.read_csv(run / "stats.csv"), console),
     )
+    return result, att_run
 
 
 def headline_numbers(stats: pd.DataFrame) -> dict[str, float]:
