@@ -6,8 +6,8 @@ whole chain R times with shifted seeds (`replicate_changes`), each replicate its
 and pools the statistics here:
 
 - the pooled difference is the mean over replicates and prompts of (top-k effect - control effect);
-- its interval is a two-level bootstrap: resample replicates, then prompts within each drawn
-  replicate (`two_level_bootstrap`), so the spread between replicates widens it;
+- its interval is a two-level bootstrap: resample replicates, then prompts (the same prompts in
+  every replicate: `two_level_bootstrap`), so the spread between replicates widens it;
 - the Wilcoxon p-value pairs prompts, each prompt's difference averaged over replicates;
 - `stable`: every replicate's own mean difference has the sign of the pooled one;
 - `topk_jaccard`: how much of each method's top-k per prompt the replicates share (mean pairwise
@@ -20,6 +20,7 @@ differences; scipy's `bootstrap` resamples one level.
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -57,19 +58,25 @@ def two_level_bootstrap(
     diffs: np.ndarray, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """95% interval of the mean of `diffs` (replicates x prompts; NaN where a prompt is missing in
-    a replicate): each resample draws R replicates with replacement, then, within each, its
-    prompts with replacement, and takes the mean."""
+    a replicate): each resample draws R replicates with replacement, then the prompts with
+    replacement, and takes the mean. The prompts are the same in every replicate (the prompts are
+    crossed with the replicates, not nested in them), so one draw of prompts serves every drawn
+    replicate: replicates that agree exactly give the interval of one replicate's prompts, and
+    replicates that disagree widen it."""
     diffs = np.asarray(diffs, dtype=np.float64)
-    rows = [row[np.isfinite(row)] for row in diffs]
-    rows = [row for row in rows if len(row)]
-    if len(rows) < 1 or sum(len(r) for r in rows) < 2:
+    if np.isfinite(diffs).sum() < 2 or diffs.shape[1] < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
+    count, prompts = diffs.shape
     means = np.empty(n_boot)
-    for b in range(n_boot):
-        drawn = [rows[i] for i in rng.integers(0, len(rows), len(rows))]
-        means[b] = np.mean(np.concatenate([r[rng.integers(0, len(r), len(r))] for r in drawn]))
-    lo, hi = np.quantile(means, [0.025, 0.975])
+    for start in range(0, n_boot, 500):  # blocks of resamples: bounded memory
+        size = min(500, n_boot - start)
+        rows = rng.integers(0, count, (size, count))[:, :, None]
+        cols = rng.integers(0, prompts, (size, prompts))[:, None, :]
+        with warnings.catch_warnings():  # a resample of only missing prompts: NaN, dropped
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means[start : start + size] = np.nanmean(diffs[rows, cols], axis=(1, 2))
+    lo, hi = np.nanquantile(means, [0.025, 0.975])
     return float(lo), float(hi)
 
 
