@@ -80,3 +80,31 @@ def run_cli(*args: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
+
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def prompt_match_by_hand(output_root: Path, generate_dir: Path) -> float:
+    """The share of a digits generate result's outputs that the cached judge CNN assigns to the
+    prompt's digit, recomputed from its weights and the stored outputs."""
+    import numpy as np
+    import torch
+
+    from influence_lab.models.classifier import LabelCNN
+    from influence_lab.orchestration.records import load_outputs
+
+    (cache,) = (Path(output_root) / "embedders").glob("classifier-*")
+    net = LabelCNN(1, 10)
+    net.load_state_dict(torch.load(cache / "weights.pt", weights_only=True))
+    net.eval()
+    prompts, outputs, _ = load_outputs(generate_dir)
+    want = [
+        next(i for i, w in enumerate(DIGIT_WORDS) if w in prompt.split(", ")[0].split())
+        for prompt, images in zip(prompts, outputs, strict=True)
+        for _ in images
+    ]
+    x = torch.as_tensor(np.clip(np.concatenate(outputs).astype(np.float32), 0, 1))
+    with torch.no_grad():  # one batch, as the stage's judge reads them
+        got = torch.cat([net(b).argmax(1) for b in x.split(512)]).numpy()
+    return float((got == np.array(want)).mean())

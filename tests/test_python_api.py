@@ -7,7 +7,7 @@ import pytest
 
 import influence_lab as il
 from influence_lab.api import hydra_value, overrides_of
-from tests.conftest import run_cli
+from tests.conftest import prompt_match_by_hand, run_cli
 
 PROMPTS = ["digit zero, regular, upright", "digit seven, regular, leaning right"]
 
@@ -57,7 +57,7 @@ def test_a_notebook_session(small, tmp_path, capsys):
     assert model.model().kind == "image"
     samples = il.generate(**small)
     assert len(samples.outputs) == 4 and set(samples.outputs.prompt) == set(PROMPTS)
-    assert 0 <= samples.quality["prompt_match"] <= 1
+    assert samples.quality["prompt_match"] == prompt_match_by_hand(tmp_path, samples.path)
 
     # attribute: the rankings as a DataFrame, the top items of a method
     run = il.attribute(**small, **SEARCH)

@@ -12,7 +12,7 @@ import pytest
 
 from influence_lab.data import load_data
 from influence_lab.report.quality import prompt_labels, quality
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, prompt_match_by_hand
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_generate_writes_prompt_match_and_frechet(tmp_path):
     run = generate(make_cfg("generate", tmp_path, "generate.m=4"))
     scores = json.loads((run / "quality.json").read_text())
     assert set(scores) == {"prompt_match", "frechet", "frechet_train"}
-    assert 0.0 <= scores["prompt_match"] <= 1.0
+    assert scores["prompt_match"] == prompt_match_by_hand(tmp_path, run.path)
     # a 3-epoch VAE is far from the data, farther than real training images are
     assert scores["frechet"] > scores["frechet_train"] > 0, scores
     assert len(list((tmp_path / "embedders").glob("classifier-*/weights.pt"))) == 1

@@ -196,7 +196,20 @@ def test_paper_unlearning_small_preset_regenerates_its_folder(tmp_path):
     exp = pd.read_csv(folder / "vae-digits" / "experiments.csv")
     assert sorted(exp.experiment.unique()) == [0, 1] and (exp.prompts == 3).all()
     assert set(exp.arm) == {"topk", "random_pool", "random", "none"}
-    assert exp[["before_mean", "after_mean"]].apply(lambda c: c.between(-1, 1)).all().all()
+    # each level recomputed from the sweep's rows: per prompt the mean over seeds, then the mean
+    # over the experiment's prompts (groups of 3 consecutive prompts)
+    rows = pd.read_parquet(next(tmp_path.glob("counterfactual/vae-digits-*/results.parquet")))
+    for r in exp[exp.space == "model"].itertuples():
+        for when in ("before", "after"):
+            part = rows[
+                (rows.method == r.method)
+                & (rows.arm == r.arm)
+                & (rows.group == r.experiment)
+                & (rows.metric == f"ref_{when}_model")
+            ]
+            assert part.target.nunique() == 3
+            hand = part.groupby("target")["value"].mean().mean()
+            assert getattr(r, f"{when}_mean") == pytest.approx(hand, abs=1e-12)
     assert (folder / "vae-digits" / "chart.png").stat().st_size > 2000
     assert (folder / "vae-digits" / "forest.png").stat().st_size > 2000
     assert "![vae-digits](vae-digits/forest.png)" in (folder / "RESULTS.md").read_text()
