@@ -88,3 +88,52 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
     assert set(loss.index) == {"topk", "random_pool", "random", "none"}
     assert loss["topk"] > loss.drop("topk").max()
     assert "Planted canaries among each method's top-k" in (folder / "RESULTS.md").read_text()
+
+
+ORDINARY = "digit zero, regular, upright"
+
+
+def test_canaries_with_an_ordinary_caption_are_found_by_content_alone(cfg_factory):
+    """Six canaries captioned like 30-odd real zeros: the prompt filter cannot tell them apart
+    (caption_only ranks them no better than their share of the pool), so only the content spaces
+    can put them first for outputs that show the pattern (planted: fresh noisy copies of it)."""
+    from influence_lab.stages.generate import generate
+    from tests.conftest import accept_edits
+
+    canaries = [
+        "+data.canaries.count=6",
+        "+data.canaries.seed=0",
+        f"+data.canaries.caption='{ORDINARY}'",
+    ]
+    common = [
+        *canaries,
+        "generate.m=3",
+        "generate.prompts=[" + ORDINARY.replace(",", "\\,") + "]",
+    ]
+    gen = generate(cfg_factory("generate", *common))
+    bundle = load_data(cfg_factory("train", *canaries).data)
+    rows = bundle.train.select(range(len(bundle.train) - 6, len(bundle.train)))
+    assert set(rows["caption"]) == {ORDINARY} and rows["id"][0] == "canary-000"
+    assert sum(c == ORDINARY for c in bundle.train["caption"]) > 20  # many real items share it
+    rng = np.random.default_rng(11)
+    pattern = canary_pattern((1, 8, 8), 0)
+    outputs = np.clip(pattern[None] + 0.05 * rng.standard_normal((3, 1, 8, 8)), 0, 1)
+    np.save(gen / "images.npy", outputs.astype(np.float32))
+    accept_edits(gen)
+    methods = "[fused,raw_only,caption_only,latent:autoencoder]"
+    cfg = cfg_factory(
+        "attribute",
+        *common,
+        f"attribution.methods={methods}",
+        "embedders.autoencoder.epochs=5",
+        "attribution.keep=40",
+    )
+    table = pd.read_parquet(attribute(cfg) / "attribution.parquet")
+
+    def canaries_in_top6(method: str) -> int:
+        top = table[(table.method == method) & (table["rank"] <= 6)]
+        return int(top.id.str.startswith("canary-").sum())
+
+    for method in ("fused", "raw_only", "latent:autoencoder"):
+        assert canaries_in_top6(method) == 6, method
+    assert canaries_in_top6("caption_only") <= 2  # the filter alone: no better than chance

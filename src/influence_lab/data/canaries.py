@@ -20,9 +20,20 @@ def canary_pattern(shape, seed: int) -> np.ndarray:
     return np.kron(blocks, np.ones((1, 2, 2)))[:, :h, :w].astype(np.float32)
 
 
-def add_canaries(train: Dataset, count: int, token: str, seed: int, noise: float = 0.05) -> Dataset:
+def add_canaries(
+    train: Dataset,
+    count: int,
+    token: str,
+    seed: int,
+    noise: float = 0.05,
+    caption: str | None = None,
+) -> Dataset:
+    """`count` noisy copies of the pattern appended to `train`, captioned "<token> pattern", or
+    `caption` when given (an ordinary caption: the token is then not used)."""
     if "image" not in train.column_names:
         raise InfluenceLabError("data.canaries works with image data only.")
+    if caption is not None:
+        return _append(train, count, seed, noise, caption)
     if not token or " " in token:
         raise InfluenceLabError(
             f"data.canaries.token is '{token}'; use one word that no caption contains."
@@ -31,6 +42,10 @@ def add_canaries(train: Dataset, count: int, token: str, seed: int, noise: float
         raise InfluenceLabError(
             f"data.canaries.token '{token}' already occurs in the captions; choose another."
         )
+    return _append(train, count, seed, noise, f"{token} pattern")
+
+
+def _append(train: Dataset, count: int, seed: int, noise: float, caption: str) -> Dataset:
     shape = np.asarray(train[0]["image"]).shape
     base = canary_pattern(shape, seed)
     rng = np.random.default_rng(seed + 1)
@@ -40,7 +55,7 @@ def add_canaries(train: Dataset, count: int, token: str, seed: int, noise: float
     rows = {
         "id": [f"canary-{i:03d}" for i in range(count)],
         "image": list(images),
-        "caption": [f"{token} pattern"] * count,
+        "caption": [caption] * count,
     }
     if "label" in train.column_names:
         rows["label"] = [-1] * count

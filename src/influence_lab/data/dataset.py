@@ -199,7 +199,9 @@ def load_data(data: DataSettings) -> DataBundle:
     train, val = full.select(train_idx), full.select(val_idx)
     if data.canary_count > 0:
         canaries = data.canaries
-        train = add_canaries(train, canaries.count, canaries.token, canaries.seed)
+        train = add_canaries(
+            train, canaries.count, canaries.token, canaries.seed, caption=canaries.caption
+        )
         full = concatenate_datasets(
             [full, train.select(range(len(train) - canaries.count, len(train)))]
         )

@@ -186,11 +186,13 @@ class SplitSettings(Settings):
 
 class CanarySettings(Settings):
     """Planted canaries (`data.canaries.count > 0`): copies of a block pattern captioned
-    "<token> pattern"."""
+    "<token> pattern", or `caption` (an ordinary caption of the data: then the prompt filter
+    cannot single them out and only the content spaces and the model can find them)."""
 
     count: NonNegativeInt = 0
     token: str = "zxq"
     seed: Seed = 0
+    caption: str | None = None
 
 
 Prompts = Annotated[
