@@ -53,18 +53,20 @@ class OutputFunction(AbstractModelOutput):
         return torch.ones(len(batch[0]), 1)
 
 
-def _setup(cfg_factory, tmp_path, model, *overrides):
-    """The tiny model (untrained: the checks are of the algebra), its gradient setup over the
-    first N_TRAIN training items, and the next N_TARGET items as targets."""
+def _setup(cfg_factory, tmp_path, model, *overrides, ensemble: int = 1):
+    """The tiny model (untrained: the checks are of the algebra; with `ensemble` > 1, a list of
+    that many, seeds 0, 1, ...), its gradient setup over the first N_TRAIN training items, and the
+    next N_TARGET items as targets."""
     cfg = cfg_factory("attribute", *TINY[model], *overrides, model=model)
     bundle = load_data(cfg.data)
-    net = build_model(cfg.model, bundle, 0).eval()
+    nets = [build_model(cfg.model, bundle, seed).eval() for seed in range(ensemble)]
+    net = nets[0] if ensemble == 1 else nets
     setup = GradientSetup(
         cfg=cfg.attribution.gradient,
         root=tmp_path / "ours",
         model_dir=tmp_path / "model",
         model_signature="tiny",
-        ensemble=[(tmp_path / "model", "tiny")],
+        ensemble=[(tmp_path / f"model{j}", f"tiny{j}") for j in range(ensemble)],
         train_batch=batch_of(bundle.train.select(range(N_TRAIN))),
         fingerprint="tiny",
     )
@@ -86,10 +88,13 @@ def _example_tensors(net, batch, noise_seed):
     return keys, noise_keys, tuple(prepared[k] for k in keys) + tuple(noise[k] for k in noise_keys)
 
 
-def _traker_scores(net, train, targets, output, projector, lambda_reg, save_dir):
-    """traker's (targets, train) scores for one model and its normalize_factor c."""
+def _traker_scores(nets, train, targets, output, projector, lambda_reg, save_dir):
+    """traker's (targets, train) scores for the ensemble `nets` (model ids 0, 1, ...), its
+    normalize_factor c and the out-to-loss term Q it stored, averaged over the models."""
+    net = nets[0]
     keys, noise_keys, train_tensors = _example_tensors(net, train, TRAIN_NOISE)
-    *_, target_tensors = _example_tensors(net, targets, TARGET_NOISE)
+    # traker loads each checkpoint into `net` itself: keep every model's weights apart first
+    states = [copy.deepcopy(member.state_dict()) for member in nets]
     traker = TRAKer(
         model=net,
         task=OutputFunction(keys, noise_keys, output),
@@ -101,20 +106,44 @@ def _traker_scores(net, train, targets, output, projector, lambda_reg, save_dir)
         lambda_reg=lambda_reg,
         logging_level=logging.ERROR,
     )
-    traker.load_checkpoint(net.state_dict(), model_id=0)
-    traker.featurize(batch=train_tensors, num_samples=N_TRAIN)
+    *_, target_tensors = _example_tensors(net, targets, TARGET_NOISE)
+    for model_id, state in enumerate(states):
+        traker.load_checkpoint(state, model_id=model_id)
+        traker.featurize(batch=train_tensors, num_samples=N_TRAIN)
     traker.finalize_features()
-    traker.start_scoring_checkpoint("targets", net.state_dict(), model_id=0, num_targets=N_TARGET)
-    traker.score(batch=target_tensors, num_samples=N_TARGET)
+    for model_id, state in enumerate(states):
+        traker.start_scoring_checkpoint("targets", state, model_id=model_id, num_targets=N_TARGET)
+        traker.score(batch=target_tensors, num_samples=N_TARGET)
     scores = np.asarray(traker.finalize_scores("targets"), dtype=np.float64).T
-    return scores, float(traker.normalize_factor)
+    q = []
+    for model_id in range(len(nets)):
+        traker.saver.load_current_store(model_id)
+        q.append(np.asarray(traker.saver.current_store["out_to_loss"], dtype=np.float64)[:, 0])
+    return scores, float(traker.normalize_factor), np.mean(q, axis=0)
 
 
-def _ours(setup, targets, net, output, monkeypatch) -> np.ndarray:
-    """Our Trak's (targets, train) scores for the one model `net`."""
-    monkeypatch.setattr(gradient_methods, "load_model", lambda path: net)
-    trak = Trak(setup, output, ensemble=1)
-    return trak.per_model_scores(targets, noise_seed=TARGET_NOISE)[0]
+def _traker_from_ours(ours: list, features: list, lambda_reg: float, c2: int, q) -> np.ndarray:
+    """traker's scores predicted from ours by the documented mapping, no fitted factor
+    (docs/gradients.md): per model, traker divides the features by c (c^2 = the parameter count),
+    so with lambda_reg = lambda / c^2 its (X^T X + lambda_reg I)^-1 is c^2 times ours and the two
+    c's of the gradients cancel it; it divides that inverse by its mean absolute value m; it
+    averages the models and multiplies each item's column by the mean out-to-loss term Q."""
+    per_model = []
+    for scores, phi in zip(ours, features, strict=True):
+        x = phi / np.sqrt(c2)
+        inverse = np.linalg.inv(x.T @ x + lambda_reg * np.eye(x.shape[1]))
+        per_model.append(scores / np.abs(inverse).mean())
+    return np.mean(per_model, axis=0) * np.asarray(q)[None, :]
+
+
+def _ours(setup, targets, nets, output, monkeypatch, dampings=None) -> list[np.ndarray]:
+    """Our Trak's (targets, train) scores for each model of the ensemble `nets` (a model or a
+    list), at the setup's damping or (dampings, targets, train) at each of `dampings`."""
+    nets = nets if isinstance(nets, list) else [nets]
+    by_path = {str(path): net for (path, _), net in zip(setup.ensemble, nets, strict=True)}
+    monkeypatch.setattr(gradient_methods, "load_model", lambda path: by_path[str(path)])
+    trak = Trak(setup, output, ensemble=len(nets))
+    return trak.per_model_scores(targets, noise_seed=TARGET_NOISE, dampings=dampings)
 
 
 def _full_gradients(net, batch, output, noise_seed) -> np.ndarray:
@@ -123,40 +152,48 @@ def _full_gradients(net, batch, output, noise_seed) -> np.ndarray:
     )
 
 
-def _fitted_relative_error(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
-    """The least-squares scale s of theirs onto ours and ||ours - s theirs|| / ||ours||."""
-    scale = float(np.sum(ours * theirs) / np.sum(theirs * theirs))
-    return scale, float(np.linalg.norm(ours - scale * theirs) / np.linalg.norm(ours))
+def _relative_error(expected: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.linalg.norm(theirs - expected) / np.linalg.norm(expected))
 
 
 @pytest.mark.parametrize(("model", "output"), CASES)
 def test_trak_without_projection_equals_traker(cfg_factory, tmp_path, monkeypatch, model, output):
-    """phi_q (Phi^T Phi + lambda I)^-1 Phi^T with lambda = damping * mean diag(Phi^T Phi) is
-    traker's score with lambda_reg = lambda / c^2 (it divides gradients by c = sqrt(#params)),
-    up to one positive factor (it divides the inverse by its mean absolute value). At damping 1:
-    traker inverts in float32, which at damping 0.1 already costs it 1e-4 to 5e-4."""
+    """An ensemble of 2: phi_q (Phi^T Phi + lambda I)^-1 Phi^T per model, lambda = damping * mean
+    diag(Phi^T Phi), is traker's score with lambda_reg = lambda / c^2, by the documented mapping
+    (`_traker_from_ours`: its inverse over its mean absolute value, the models' mean, times the
+    out-to-loss term Q it stored: 1 here, the output being the loss), with no fitted factor. At
+    damping 1: traker inverts in float32, which at damping 0.1 already costs it 1e-4 to 5e-4."""
     damping = 1.0
-    _, _, net, setup, targets = _setup(
-        cfg_factory, tmp_path, model, f"attribution.gradient.damping={damping}"
+    _, _, nets, setup, targets = _setup(
+        cfg_factory, tmp_path, model, f"attribution.gradient.damping={damping}", ensemble=2
     )
     _no_projection(monkeypatch)
-    ours = _ours(setup, targets, net, output, monkeypatch)
-    phi = _full_gradients(net, setup.train_batch, output, TRAIN_NOISE)
-    c2 = phi.shape[1]
-    lambda_reg = damping * float(np.mean(np.sum(phi**2, axis=0))) / c2
-    theirs, c = _traker_scores(
-        net,
+    phis = [_full_gradients(net, setup.train_batch, output, TRAIN_NOISE) for net in nets]
+    c2 = phis[0].shape[1]
+    # traker takes one lambda_reg for every model, ours a damping relative to each model's own
+    # mean diagonal: model j is scored at the damping that gives model 0's absolute lambda
+    means = [float(np.mean(np.sum(phi**2, axis=0))) for phi in phis]
+    lam = damping * means[0]
+    grid = [lam / m for m in means]
+    per_model = _ours(setup, targets, nets, output, monkeypatch, grid)
+    ours = [scores[j] for j, scores in enumerate(per_model)]
+    theirs, c, q = _traker_scores(
+        nets,
         setup.train_batch,
         targets,
         output,
         NoOpProjector(device="cpu"),
-        lambda_reg,
+        lam / c2,
         tmp_path / "trak",
     )
     assert c**2 == pytest.approx(c2)
-    scale, error = _fitted_relative_error(ours, theirs)
-    print(f"{model}/{output} damping={damping}: scale {scale:.4g}, relative error {error:.2e}")
-    assert scale > 0 and error <= 1e-4
+    assert np.allclose(q, 1.0)  # read back from traker's store, not assumed
+    expected = _traker_from_ours(ours, phis, lam / c2, c2, q)
+    error = _relative_error(expected, theirs)
+    print(f"{model}/{output} damping={damping}, 2 models: relative error {error:.2e}")
+    assert error <= 1e-4
+    # the models differ: their mean is not either model's scores (the ensemble is compared)
+    assert _relative_error(ours[0], ours[1]) > 0.05
 
 
 def _autograd_gradients(net, batch, noise_seed) -> np.ndarray:
@@ -240,7 +277,7 @@ def _projected_case(cfg_factory, tmp_path, monkeypatch, model, output, seed):
         "attribution.gradient.projector=normal",
         f"attribution.gradient.proj_seed={seed}",
     )
-    ours = _ours(setup, targets, net, output, monkeypatch)
+    ours = _ours(setup, targets, net, output, monkeypatch)[0]
     return ours, net, setup, targets
 
 
@@ -248,8 +285,8 @@ def _projected_case(cfg_factory, tmp_path, monkeypatch, model, output, seed):
 def test_trak_with_projection_equals_traker_on_the_same_projection(
     cfg_factory, tmp_path, monkeypatch, model, output
 ):
-    """With projection, traker fed our projector gives our scores up to one positive factor
-    (lambda_reg from the projected kernel's mean diagonal, / c^2 as without projection)."""
+    """With projection, traker fed our projector gives our scores by the same mapping, no fitted
+    factor (lambda_reg from the projected kernel's mean diagonal, / c^2 as without projection)."""
     ours, net, setup, targets = _projected_case(
         cfg_factory, tmp_path, monkeypatch, model, output, 0
     )
@@ -258,8 +295,8 @@ def test_trak_with_projection_equals_traker_on_the_same_projection(
     projector = make_projector("normal", c2, PROJ_DIM, 0)
     features = projector(torch.as_tensor(phi, dtype=torch.float32)).double().numpy()
     lambda_reg = float(np.mean(np.sum(features**2, axis=0))) / c2
-    theirs, _ = _traker_scores(
-        net,
+    theirs, _, q = _traker_scores(
+        [net],
         setup.train_batch,
         targets,
         output,
@@ -267,9 +304,10 @@ def test_trak_with_projection_equals_traker_on_the_same_projection(
         lambda_reg,
         tmp_path / "trak",
     )
-    scale, error = _fitted_relative_error(ours, theirs)
-    print(f"{model}/{output} proj_dim={PROJ_DIM}: scale {scale:.4g}, relative error {error:.2e}")
-    assert scale > 0 and error <= 1e-4
+    expected = _traker_from_ours([ours], [features], lambda_reg, c2, q)
+    error = _relative_error(expected, theirs)
+    print(f"{model}/{output} proj_dim={PROJ_DIM}: relative error {error:.2e}")
+    assert error <= 1e-4
 
 
 @pytest.mark.parametrize(("model", "output"), CASES)
@@ -299,8 +337,8 @@ def test_trak_with_independent_projections_ranks_like_traker(
         device="cpu",
         dtype=torch.float32,
     )
-    theirs, _ = _traker_scores(
-        net,
+    theirs, *_ = _traker_scores(
+        [net],
         setup.train_batch,
         targets,
         output,
