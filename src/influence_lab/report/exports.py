@@ -19,7 +19,15 @@ from .document import table_markdown
 from .lds_summary import markdown_table
 from .sections import finding_metrics
 
-EXPORTED = ("summary.md", "stats.csv", "arms.csv", "experiments.csv", "chart.png")
+EXPORTED = (
+    "summary.md",
+    "stats.csv",
+    "arms.csv",
+    "experiments.csv",
+    "chart.png",
+    "overlap.csv",
+    "replicate_stats.csv",
+)
 LDS_EXPORTED = (
     "lds.csv",
     "lds.png",
@@ -99,9 +107,14 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
         "ci_high",
         "wilcoxon_p",
     ]
+    pooled = "replicates" in head and len(head) and int(head.replicates.max()) > 1
+    over = "prompts"
+    if pooled:  # a sweep pooled over replicates: the count, the verdict's stability, the overlap
+        cols += ["replicates", "stable", "replicate_diffs", "topk_jaccard"]
+        over = f"{int(head.replicates.max())} replicates, then prompts (two-level bootstrap)"
     lines = [
         "delta_loss (loss of the original outputs, retrained minus full), top-k vs each control, "
-        "paired over prompts:",
+        f"paired over {over}:",
         "",
         table_markdown(head[cols]),
         "",
