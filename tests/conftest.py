@@ -73,9 +73,12 @@ def stage_error(stage_module, cfg, capsys) -> str:
     return " ".join(capsys.readouterr().err.split())
 
 
-def run_cli(*args: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`influence-lab ARGS` in a child process (W&B disabled); its exit status and output."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def run_cli(
+    *args: str, cwd, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`influence-lab ARGS` in a child process (W&B disabled; `env` added to the environment);
+    its exit status and output."""
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     exe = Path(sys.executable).parent / "influence-lab"
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
