@@ -178,3 +178,28 @@ def test_replicates_shift_every_seed_and_never_meet(cfg_factory):
         now = {shifted.seed, *shifted.counterfactual.seeds}
         assert not now & seen and shifted.seed not in shifted.counterfactual.seeds
         seen |= now
+
+
+def test_a_pooled_finding_beats_a_control_only_where_it_is_stable():
+    from influence_lab.report.sections import counterfactual_finding
+
+    def row(control, lo, stable):
+        return {
+            "method": "fused",
+            "k": 10,
+            "metric": "delta_loss",
+            "control": control,
+            "topk_mean": 0.2,
+            "mean_diff": 0.1,
+            "ci_low": lo,
+            "ci_high": 0.3,
+            "replicates": 3,
+            "stable": stable,
+        }
+
+    stats = pd.DataFrame([row("random_pool", 0.05, True), row("random", 0.01, False)])
+    text = counterfactual_finding(stats)
+    assert text.startswith("Pooled over 3 replicates")
+    assert "more than random_pool but not clearly more than random" in text
+    single = stats.assign(replicates=1)
+    assert "more than every control" in counterfactual_finding(single)

@@ -51,10 +51,15 @@ def _effect(metric: str, value: float) -> str:
 
 def counterfactual_finding(stats: pd.DataFrame) -> str:
     """One sentence per method and measured finding metric (the headline metric when none is
-    measured): does removing the method's top-k change it more than every control?"""
+    measured): does removing the method's top-k change it more than every control? Pooled over
+    replicates, a control counts as beaten only where the verdict is also `stable` (the same sign
+    in every replicate), and the sentence says over how many replicates."""
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
-    sentences = []
+    count = int(stats["replicates"].max()) if "replicates" in stats and len(stats) else 1
+    if count > 1:  # pooled: an interval above 0 in an unstable comparison is not a finding
+        rows = rows.assign(ci_low=rows.ci_low.where(rows.stable.astype(str) == "True", np.nan))
+    sentences = [f"Pooled over {count} replicates of the whole chain."] if count > 1 else []
     for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
         lost = [r.control for r in group.itertuples() if r.control not in beaten]
