@@ -164,6 +164,14 @@ def counterfactual_section(run: Path, folder: Path) -> Section:
         "ci_high",
         "wilcoxon_p",
     ]
+    pooled = "replicates" in stats and len(stats) and int(stats.replicates.max()) > 1
+    cols += [c for c in ("replicates", "stable", "topk_jaccard") if pooled and c in stats]
+    over = (
+        f"pooled over {int(stats.replicates.max())} replicates, then prompts (two-level "
+        "bootstrap 95% intervals)"
+        if pooled
+        else "paired over prompts (bootstrap 95% intervals)"
+    )
     section = Section("Counterfactual retraining")  # its finding opens the report
     section.blocks += [
         Block(
@@ -175,8 +183,7 @@ def counterfactual_section(run: Path, folder: Path) -> Section:
         ),
         Block(
             "image",
-            caption="top-k effect minus each control's, paired over prompts (bootstrap 95% "
-            "intervals)",
+            caption=f"top-k effect minus each control's, {over}",
             path=forest_plot(stats, metrics, folder / "forest.png"),
         ),
         Block(
