@@ -112,7 +112,11 @@ def check_reference_levels(run: Path, table: pd.DataFrame) -> None:
 
     from influence_lab.attribution.embedders import _AE
 
-    cache = next((run.parent.parent / "embedders").glob("autoencoder-*"))
+    cache = next(
+        (Path(run.path if hasattr(run, "path") else run).parent.parent / "embedders").glob(
+            "autoencoder-*"
+        )
+    )
     spec = json.loads((cache / "spec.json").read_text())
     net = _AE(spec["d_in"], spec["hidden"], spec["latent"])
     net.load_state_dict(torch.load(cache / "weights.pt", weights_only=True))
