@@ -736,6 +736,14 @@ ROWS = [
     ),
     # --- counterfactual ---
     Row(
+        "`seed=1 counterfactual.seeds=[1,2]` (the `none` arm on the full model's own seed)",
+        "counterfactual.seeds has 1, the full model's own seed (seed=1): the `none` arm would "
+        "retrain the full model exactly and measure nothing; give other seeds, e.g. "
+        "counterfactual.seeds=[3,4].",
+        ["seed=1", "counterfactual.seeds=[1,2]"],
+        ("counterfactual", "pipeline"),
+    ),
+    Row(
         "`counterfactual.k=[0]`",
         "counterfactual.k has 0; each k must be a positive integer.",
         ["counterfactual.k=[0]"],
