@@ -169,6 +169,7 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     spread = 0.5 / max(1, len(controls))
+    pooled = "stable" in stats and "replicates" in stats and int(stats.replicates.max()) > 1
     for ax, (metric, label) in zip(axes.flat, metrics.items(), strict=False):
         sub = stats[stats.metric == metric]
         for j, control in enumerate(controls):
@@ -179,6 +180,18 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
                 part.mean_diff, y, xerr=np.nan_to_num(err), fmt="o", ms=5, capsize=3,
                 color=f"C{j}", label=f"vs {control}",
             )  # fmt: skip
+            if pooled:  # hollow markers: a verdict whose sign some replicate reverses
+                unstable = part.stable.astype(str).to_numpy() != "True"
+                ax.plot(
+                    part.mean_diff[unstable],
+                    y[unstable],
+                    "o",
+                    ms=5,
+                    mfc="white",
+                    mec=f"C{j}",
+                    ls="none",
+                    zorder=4,
+                )
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(label, fontsize=10)
         ax.set_title(metric, fontsize=10)
@@ -190,7 +203,13 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     axes[0][0].invert_yaxis()
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(controls), fontsize=10, frameon=False)
-    fig.suptitle("Effect of removing each method's top-k minus a control's (95% intervals)")
+    title = "Effect of removing each method's top-k minus a control's (95% intervals)"
+    if pooled:
+        title += (
+            f"\npooled over {int(stats.replicates.max())} replicates, then prompts; "
+            "hollow: not stable (a replicate reverses the sign)"
+        )
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.45 / (height * nrows + 0.4), 1, 1))
     atomic_write(Path(path), lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
