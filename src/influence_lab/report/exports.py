@@ -4,6 +4,7 @@ copied into `<folder>/<run>/`, a generated RESULTS.md, and the block between
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -209,7 +210,22 @@ def paper_table(exp: pd.DataFrame) -> pd.DataFrame:
 
 
 def canary_table(sweep: Path) -> pd.DataFrame:
-    """Per prompt and method: how many of the top-k items are planted canaries (empty if none)."""
+    """Per prompt and method: how many of the top-k items are planted canaries (empty if none);
+    pooled over replicates (`replicates.json`), one row per replicate too."""
+    listed = Path(sweep) / "replicates.json"
+    if listed.exists():
+        parts = [
+            _canaries_of(Path(folder)).assign(replicate=r)
+            for r, folder in enumerate(json.loads(listed.read_text()))
+        ]
+        table = pd.concat(parts, ignore_index=True)
+    else:
+        table = _canaries_of(Path(sweep))
+    return table if len(table) and table["canaries_in_topk"].sum() > 0 else pd.DataFrame()
+
+
+def _canaries_of(sweep: Path) -> pd.DataFrame:
+    """The canaries among each top-k member's removed items of one sweep (all rows)."""
     plan = Plan.read(sweep)
     prompts = GenerateProvenance.read(plan.generate_dir).prompts
     rows = []
@@ -225,8 +241,7 @@ def canary_table(sweep: Path) -> pd.DataFrame:
                     "canaries_in_topk": sum(i.startswith("canary-") for i in m.removed),
                 }
             )
-    table = pd.DataFrame(rows)
-    return table if len(table) and table["canaries_in_topk"].sum() > 0 else pd.DataFrame()
+    return pd.DataFrame(rows, columns=["prompt", "method", "k", "canaries_in_topk"])
 
 
 def export_lds(folder: Path, runs: dict, experiment: str) -> Path:
