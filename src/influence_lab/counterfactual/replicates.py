@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .plans import CONTROLS
-from .statistics import compare, effect_ratio, per_target, wilcoxon_p
+from .statistics import changes_only, compare, effect_ratio, per_target, wilcoxon_p
 
 SEED_STRIDE = 1000  # replicate r shifts the model, generation and retrain seeds by r * SEED_STRIDE
 
@@ -94,10 +94,11 @@ def pooled_compare(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     if len(replicates) == 1:
         single = compare(results.drop(columns="replicate"))
         return single.assign(replicates=1, stable=np.nan, replicate_diffs="")
-    table = pd.concat(
-        [per_target(part).assign(replicate=r) for r, part in results.groupby("replicate")]
+    table = changes_only(
+        pd.concat(
+            [per_target(part).assign(replicate=r) for r, part in results.groupby("replicate")]
+        )
     )
-    table = table[~table.metric.str.startswith(("ref_before_", "ref_after_"))]
     rows = []
     for (method, k, metric), top in table[table.arm == "topk"].groupby(["method", "k", "metric"]):
         top = _matrix(top, replicates)

@@ -46,12 +46,14 @@ def per_target(results: pd.DataFrame) -> pd.DataFrame:
     ].mean()
 
 
+def changes_only(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of metrics that are changes (the paper's before/after levels left out)."""
+    return table[~table.metric.str.startswith(("ref_before_", "ref_after_"))]
+
+
 def compare(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, k, metric, control): the paired comparison of topk with that control."""
-    table = per_target(results)
-    table = table[
-        ~table.metric.str.startswith(("ref_before_", "ref_after_"))
-    ]  # levels, not changes
+    table = changes_only(per_target(results))
     rows = []
     tested = table[table.arm == "topk"]
     for (method, k, metric), top in tested.groupby(["method", "k", "metric"]):

@@ -24,13 +24,24 @@ def headline(stats: pd.DataFrame) -> pd.DataFrame:
     return stats[stats.metric == HEADLINE] if HEADLINE in set(stats.metric) else stats
 
 
+def replicate_count(stats: pd.DataFrame) -> int:
+    """How many replicates a sweep's statistics pool (1 for a single sweep's)."""
+    return int(stats["replicates"].max()) if "replicates" in stats and len(stats) else 1
+
+
+def stable_mask(stats: pd.DataFrame) -> np.ndarray:
+    """Which rows are `stable` (the flag as written, or read back from a CSV)."""
+    return stats["stable"].astype(str).isin(["True", "1.0", "1"]).to_numpy()
+
+
 def print_summary(stats: pd.DataFrame, console) -> None:
     """The headline metric only (every metric is in stats.csv and summary.md); pooled over
     replicates (a `replicates` column above 1), also the replicate count, `stable` and the top-k
     overlap across replicates."""
     head = headline(stats)
-    pooled = "replicates" in head and len(head) and int(head.replicates.max()) > 1
-    over = f"{int(head.replicates.max())} replicates, then prompts" if pooled else "targets"
+    count = replicate_count(head)
+    pooled = count > 1
+    over = f"{count} replicates, then prompts" if pooled else "targets"
     table = Table(
         title=f"{head.metric.iloc[0] if len(head) else ''}: "
         f"removing each method's top-k vs controls (paired over {over})"
@@ -39,7 +50,8 @@ def print_summary(stats: pd.DataFrame, console) -> None:
     columns += ["Wilcoxon p", *(["R", "stable", "top-k Jaccard"] if pooled else [])]
     for col in columns:
         table.add_column(col, no_wrap=True)
-    for r in head.itertuples():
+    stable = stable_mask(head) if pooled else None
+    for i, r in enumerate(head.itertuples()):
         cells = [
             r.method,
             str(r.k),
@@ -51,8 +63,8 @@ def print_summary(stats: pd.DataFrame, console) -> None:
             cell(r.wilcoxon_p),
         ]
         if pooled:
-            stable = "yes" if str(r.stable) in ("True", "1.0", "1") else "no"
-            cells += [str(int(r.replicates)), stable, cell(getattr(r, "topk_jaccard", None))]
+            verdict = "yes" if stable[i] else "no"
+            cells += [str(int(r.replicates)), verdict, cell(getattr(r, "topk_jaccard", None))]
         table.add_row(*cells)
     console.print(table)
 
@@ -169,7 +181,8 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     spread = 0.5 / max(1, len(controls))
-    pooled = "stable" in stats and "replicates" in stats and int(stats.replicates.max()) > 1
+    count = replicate_count(stats)
+    pooled = count > 1
     for ax, (metric, label) in zip(axes.flat, metrics.items(), strict=False):
         sub = stats[stats.metric == metric]
         for j, control in enumerate(controls):
@@ -181,7 +194,7 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
                 color=f"C{j}", label=f"vs {control}",
             )  # fmt: skip
             if pooled:  # hollow markers: a verdict whose sign some replicate reverses
-                unstable = part.stable.astype(str).to_numpy() != "True"
+                unstable = ~stable_mask(part)
                 ax.plot(
                     part.mean_diff[unstable],
                     y[unstable],
@@ -206,7 +219,7 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     title = "Effect of removing each method's top-k minus a control's (95% intervals)"
     if pooled:
         title += (
-            f"\npooled over {int(stats.replicates.max())} replicates, then prompts; "
+            f"\npooled over {count} replicates, then prompts; "
             "hollow: not stable (a replicate reverses the sign)"
         )
     fig.suptitle(title)

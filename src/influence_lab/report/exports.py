@@ -15,7 +15,7 @@ from ..counterfactual.plans import Plan
 from ..orchestration.records import GenerateProvenance
 from ..store.files import write_text
 from ..tracking.console import console
-from .counterfactual import forest_plot, headline
+from .counterfactual import forest_plot, headline, replicate_count
 from .document import table_markdown
 from .lds_summary import markdown_table
 from .sections import finding_metrics
@@ -108,11 +108,11 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
         "ci_high",
         "wilcoxon_p",
     ]
-    pooled = "replicates" in head and len(head) and int(head.replicates.max()) > 1
+    count = replicate_count(head)
     over = "prompts"
-    if pooled:  # a sweep pooled over replicates: the count, the verdict's stability, the overlap
+    if count > 1:  # a sweep pooled over replicates: the count, the verdict's stability, the overlap
         cols += ["replicates", "stable", "replicate_diffs", "topk_jaccard"]
-        over = f"{int(head.replicates.max())} replicates, then prompts (two-level bootstrap)"
+        over = f"{count} replicates, then prompts (two-level bootstrap)"
     lines = [
         "delta_loss (loss of the original outputs, retrained minus full), top-k vs each control, "
         f"paired over {over}:",

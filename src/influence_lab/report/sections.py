@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING
-from .counterfactual import forest_plot, headline
+from .counterfactual import forest_plot, headline, replicate_count, stable_mask
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
@@ -56,9 +56,9 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
     in every replicate), and the sentence says over how many replicates."""
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
-    count = int(stats["replicates"].max()) if "replicates" in stats and len(stats) else 1
+    count = replicate_count(stats)
     if count > 1:  # pooled: an interval above 0 in an unstable comparison is not a finding
-        rows = rows.assign(ci_low=rows.ci_low.where(rows.stable.astype(str) == "True", np.nan))
+        rows = rows.assign(ci_low=rows.ci_low.where(stable_mask(rows), np.nan))
     sentences = [f"Pooled over {count} replicates of the whole chain."] if count > 1 else []
     for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
         beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
@@ -164,11 +164,11 @@ def counterfactual_section(run: Path, folder: Path) -> Section:
         "ci_high",
         "wilcoxon_p",
     ]
-    pooled = "replicates" in stats and len(stats) and int(stats.replicates.max()) > 1
+    count = replicate_count(stats)
+    pooled = count > 1
     cols += [c for c in ("replicates", "stable", "topk_jaccard") if pooled and c in stats]
     over = (
-        f"pooled over {int(stats.replicates.max())} replicates, then prompts (two-level "
-        "bootstrap 95% intervals)"
+        f"pooled over {count} replicates, then prompts (two-level bootstrap 95% intervals)"
         if pooled
         else "paired over prompts (bootstrap 95% intervals)"
     )

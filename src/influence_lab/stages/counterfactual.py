@@ -50,8 +50,8 @@ def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
 
 
 def counterfactual(settings: StageSettings) -> RunDir:
-    """The sweep of these settings; with `replicates` > 1, one sweep per replicate (seeds shifted,
-    `counterfactual.replicates`) and the folder of their pooled statistics."""
+    """The sweep of these settings; with `replicates` > 1, one sweep per replicate (seeds shifted:
+    `stages.replicates`) and the folder of their pooled statistics."""
     settings = settings_of(settings)
     if settings.replicates > 1:
         from .replicates import replicated

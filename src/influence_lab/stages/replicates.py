@@ -92,7 +92,7 @@ def pool(settings: StageSettings, run: RunDir, sweeps: list[tuple[RunDir, RunDir
     chart = bar_chart(stats, run / "chart.png")
     forest = forest_plot(stats, export_metrics(stats), run / "forest.png")
     summary = summary_markdown(stats, arms, chart, experiments, None, 0, forest)
-    write_text(run / "summary.md", summary + replicate_markdown(stats, overlap, sweeps))
+    write_text(run / "summary.md", summary + replicate_markdown(overlap, sweeps))
     with stage_tracking(
         settings,
         run.path,
@@ -118,7 +118,7 @@ def pool(settings: StageSettings, run: RunDir, sweeps: list[tuple[RunDir, RunDir
     return {"replicates": len(sweeps)}
 
 
-def replicate_markdown(stats: pd.DataFrame, overlap: pd.DataFrame, sweeps) -> str:
+def replicate_markdown(overlap: pd.DataFrame, sweeps) -> str:
     """summary.md's replicate section: how the pooled numbers were made, each method's top-k
     overlap, and the replicate sweeps."""
     lines = [
