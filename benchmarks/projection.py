@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from influence_lab.attribution.per_example import NormalProjector
+from influence_lab.attribution.projectors import NormalProjector
 
 
 def main():

@@ -111,3 +111,38 @@ def prompt_match_by_hand(output_root: Path, generate_dir: Path) -> float:
     with torch.no_grad():  # one batch, as the stage's judge reads them
         got = torch.cat([net(b).argmax(1) for b in x.split(512)]).numpy()
     return float((got == np.array(want)).mean())
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def readme_commands(example: str, after: str = "") -> list[list[str]]:
+    """The influence-lab commands of the first ```bash block of examples/<example>/README.md
+    that starts with `after`, as argument lists (quotes stripped, continuation lines joined)."""
+    import re
+
+    text = (EXAMPLES / example / "README.md").read_text()
+    block = re.search(r"```bash\n" + re.escape(after) + r"(.*?)```", text, re.S).group(1)
+    block = re.sub(r"\\\n\s*", " ", block)
+    return [
+        [a.strip("'") for a in line.split("#")[0].split()[1:]]
+        for line in block.splitlines()
+        if line.strip().startswith("influence-lab ")
+    ]
+
+
+def run_example(example: str, args: list[str], timeout: int = 1800) -> subprocess.CompletedProcess:
+    """The CLI run from examples/<example> with its module importable (`PYTHONPATH=.`); stderr
+    with the console's line wrapping undone."""
+    env = {**os.environ, "PYTHONPATH": ".", "WANDB_MODE": "disabled"}
+    exe = Path(sys.executable).parent / "influence-lab"
+    done = subprocess.run(
+        [str(exe), *args],
+        cwd=EXAMPLES / example,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    done.stderr = " ".join(done.stderr.split())
+    return done

@@ -7,6 +7,7 @@ from skimage.metrics import structural_similarity
 from influence_lab.attribution import raw
 from influence_lab.attribution.embedders import AutoencoderEmbedder, ModelEmbedder
 from influence_lab.attribution.index import EmbeddingCache, build_index, search
+from influence_lab.attribution.methods import AttributionContext, Targets, registry
 from influence_lab.attribution.prompt_filter import PromptFilter
 from influence_lab.attribution.search import attribute_prompts
 from influence_lab.data import load_data
@@ -34,6 +35,21 @@ def attribution_cfg(**over):
     }
     base.update(over)
     return OmegaConf.create(base)
+
+
+def rank(bundle, prompts, outputs, embedders, caches, cfg, root=None):
+    """The attribution table of `cfg.methods` over the given search spaces."""
+    context = AttributionContext(
+        attribution=cfg,
+        bundle=bundle,
+        root=root,
+        spaces={k: (embedders[k], caches[k]) for k in embedders},
+    )
+    methods = list(context.attribution.methods)
+    attributors = {m: registry.build(m, context.attribution) for m in methods}
+    for attributor in attributors.values():
+        attributor.prepare(context)
+    return attribute_prompts(context, attributors, Targets(prompts, outputs))
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +81,7 @@ def test_planted_copies_rank_first_in_every_space(digits_setup):
         noisy = np.clip(exact + rng.normal(0, 0.03, exact.shape), 0, 1).astype(np.float32)
         prompts.append(bundle.train[i]["caption"])
         outputs.append(np.stack([exact, noisy]))
-    table = attribute_prompts(
-        bundle.train, "image", prompts, outputs, embedders, caches, attribution_cfg()
-    )
+    table = rank(bundle, prompts, outputs, embedders, caches, attribution_cfg())
     for target, i in enumerate(picks):
         want = bundle.train[i]["id"]
         for method in ("raw_only", "latent:model", "latent:autoencoder", "fused"):
@@ -82,15 +96,14 @@ def test_same_inputs_give_the_same_ranking(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     args = (
-        bundle.train,
-        "image",
+        bundle,
         ["digit four, regular, upright"],
         [images[10:14]],
         embedders,
         caches,
     )
-    a = attribute_prompts(*args, attribution_cfg())
-    b = attribute_prompts(*args, attribution_cfg())
+    a = rank(*args, attribution_cfg())
+    b = rank(*args, attribution_cfg())
     assert a.equals(b)
     assert set(a.method) == {
         "raw_only",
@@ -104,9 +117,8 @@ def test_same_inputs_give_the_same_ranking(digits_setup):
 def test_fused_pool_only_holds_matching_captions(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    table = attribute_prompts(
-        bundle.train,
-        "image",
+    table = rank(
+        bundle,
         ["digit seven, bold, leaning right"],
         [images[:2]],
         embedders,
@@ -130,17 +142,17 @@ def test_fused_pool_only_holds_matching_captions(digits_setup):
 def test_bad_sizes_and_methods(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    args = (bundle.train, "image", ["digit one"], [images[:1]], embedders, caches)
+    args = (bundle, ["digit one"], [images[:1]], embedders, caches)
     with pytest.raises(
         InfluenceLabError, match="attribution.pool_size is 5000 but the training set has 1617"
     ):
-        attribute_prompts(*args, attribution_cfg(pool_size=5000))
+        rank(*args, attribution_cfg(pool_size=5000))
     with pytest.raises(
         InfluenceLabError, match="attribution.methods has 'nearest'; allowed values are paper"
     ):
-        attribute_prompts(*args, attribution_cfg(methods=["nearest"]))
+        rank(*args, attribution_cfg(methods=["nearest"]))
     with pytest.raises(InfluenceLabError, match="names embedder 'clip'"):
-        attribute_prompts(*args, attribution_cfg(methods=["latent:clip"]))
+        rank(*args, attribution_cfg(methods=["latent:clip"]))
 
 
 def test_identity_is_maximal_and_ssim_matches_scikit_image():
@@ -226,21 +238,24 @@ def test_prompt_filter_keeps_matching_captions(method):
 
 
 def test_paper_space_is_the_classifier_where_labels_exist():
+    from types import SimpleNamespace
+
     from influence_lab.settings import AttributionSettings
-    from influence_lab.settings.attribution import paper_space, search_space_names
+    from influence_lab.settings.attribution import paper_space
 
     assert paper_space("auto", labelled=True) == "classifier"
     assert paper_space("auto", labelled=False) == "autoencoder"
     assert paper_space("model", labelled=True) == "model"
     att = AttributionSettings()
     assert att.paper_embedder == "auto"
-    assert search_space_names(att, ["paper", "fused"], True) == [
+    settings = SimpleNamespace(attribution=att, plugins=[])
+    assert registry.spaces(settings, ["paper", "fused"], True) == [
         "model",
         "autoencoder",
         "classifier",
     ]
-    assert search_space_names(att, ["fused"], True) == ["model", "autoencoder"]
-    assert search_space_names(att, ["paper"], False) == ["model", "autoencoder"]
+    assert registry.spaces(settings, ["fused"], True) == ["model", "autoencoder"]
+    assert registry.spaces(settings, ["paper"], False) == ["model", "autoencoder"]
 
 
 def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_setup, tmp_path):
@@ -253,16 +268,14 @@ def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_set
     spaces = {**embedders, "classifier": classifier}
     all_caches = {**caches, "classifier": EmbeddingCache(tmp_path, classifier, bundle, INDEX)}
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    args = (bundle.train, "image", ["digit four, regular, upright"], [images[10:14]])
-    auto = attribute_prompts(
+    args = (bundle, ["digit four, regular, upright"], [images[10:14]])
+    auto = rank(
         *args,
         spaces,
         all_caches,
         attribution_cfg(methods=["paper", "fused"], paper_embedder="auto"),
     )
-    by_ae = attribute_prompts(
-        *args, spaces, all_caches, attribution_cfg(methods=["paper", "fused"])
-    )
+    by_ae = rank(*args, spaces, all_caches, attribution_cfg(methods=["paper", "fused"]))
     assert "latent_classifier" not in auto.columns  # not a searched space: fused is unchanged
     fused = [t[t.method == "fused"].reset_index(drop=True) for t in (auto, by_ae)]
     assert fused[0][["id", "score"]].equals(fused[1][["id", "score"]])
@@ -273,11 +286,9 @@ def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_set
 def test_raw_similarities_outside_the_pool_only_when_a_method_ranks_every_item(digits_setup):
     bundle, embedders, caches = digits_setup
     images = np.asarray(bundle.train.with_format("numpy")["image"])
-    args = (bundle.train, "image", ["digit four, regular, upright"], [images[10:14]])
-    pool_only = attribute_prompts(*args, embedders, caches, attribution_cfg(methods=["fused"]))
-    every = attribute_prompts(
-        *args, embedders, caches, attribution_cfg(methods=["fused", "raw_only"])
-    )
+    args = (bundle, ["digit four, regular, upright"], [images[10:14]])
+    pool_only = rank(*args, embedders, caches, attribution_cfg(methods=["fused"]))
+    every = rank(*args, embedders, caches, attribution_cfg(methods=["fused", "raw_only"]))
     fused = every[every.method == "fused"].reset_index(drop=True)
     pd.testing.assert_frame_equal(pool_only.reset_index(drop=True), fused)  # same ranks, scores
     raw_rows = every[every.method == "raw_only"]

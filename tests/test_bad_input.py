@@ -544,8 +544,9 @@ ROWS = [
     # --- attribute ---
     Row(
         "`attribution.methods=[best]`",
-        "attribution.methods has 'best'; allowed values are paper, fused, "
-        "caption_only, raw_only, latent_only, latent:<embedder>, tracin, trak and dtrak.",
+        "attribution.methods has 'best'; allowed values are paper, fused, caption_only, "
+        "raw_only, latent_only, tracin, trak, dtrak and latent:<embedder>, or a label of "
+        "attribution.custom_methods.",
         ["attribution.methods=[best]"],
         ("attribute",),
     ),
@@ -569,9 +570,9 @@ ROWS = [
         ("attribute",),
     ),
     Row(
-        "`dtrak` with a non-diffusion model",
-        "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae; "
-        "use trak or tracin.",
+        "`dtrak` with a model without the `dtrak` output function",
+        "attribution.methods has dtrak, which needs the model output function 'dtrak', which "
+        "VAE (model=vae) does not declare (it has measured).",
         ["attribution.methods=[dtrak]"],
         ("attribute", "lds"),
     ),
@@ -585,9 +586,9 @@ ROWS = [
     ),
     Row(
         "`paper` on text data",
-        "the paper scorer works on images only; drop 'paper' from attribution.methods.",
+        "attribution.methods has paper, which needs image data, but model=chargpt works on text.",
         tested_in="tests/test_attribute_stage.py",
-        evidence="the paper scorer works on images only",
+        evidence="has paper, which needs image data",
     ),
     Row(
         "`attribution.embedders=[model,clip]`",
@@ -597,8 +598,9 @@ ROWS = [
         ("attribute",),
     ),
     Row(
-        "`attribution.embedders=[]` with `latent_only` (or `auto`)",
-        "latent_only needs at least one embedder in attribution.embedders.",
+        "`attribution.embedders=[]` with `latent_only` (`auto` leaves it out)",
+        "attribution.methods has latent_only, which needs at least one embedder in "
+        "attribution.embedders.",
         ["attribution.embedders=[]", "attribution.methods=[latent_only]"],
         ("attribute",),
     ),
@@ -945,7 +947,8 @@ ROWS = [
     Row(
         "`lds.methods=[bogus]`",
         "lds.methods has 'bogus'; allowed values are paper, fused, caption_only, raw_only, "
-        "latent_only, latent:<embedder>, tracin, trak and dtrak.",
+        "latent_only, tracin, trak, dtrak and latent:<embedder>, or a label of "
+        "attribution.custom_methods.",
         ["lds.methods=[bogus]"],
         ("lds",),
     ),

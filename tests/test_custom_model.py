@@ -2,16 +2,11 @@
 attribute -> counterfactual -> report, from the example's folder with its config folder, and a
 module outside `plugins` is refused."""
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_model"
+from tests.conftest import readme_commands, run_example
+
 QUICK = [  # the train signature must be the same for every stage: the same model
     "generate.m=2",
     "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, regular\\, leaning right]",
@@ -20,34 +15,14 @@ QUICK = [  # the train signature must be the same for every stage: the same mode
 AFTER_TRAIN = ["embedders.autoencoder.epochs=2"]
 
 
-def readme_commands() -> list[list[str]]:
-    """The influence-lab commands of the example's README, as argument lists."""
-    block = re.search(r"```bash\n(.*?)```", (EXAMPLE / "README.md").read_text(), re.S).group(1)
-    block = re.sub(r"\\\n\s*", " ", block)
-    commands = []
-    for line in block.splitlines():
-        line = line.split("#")[0].strip()
-        if line.startswith("influence-lab "):
-            commands.append([a.strip("'") for a in line.split()[1:]])
-    return commands
-
-
-def run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": ".", "WANDB_MODE": "disabled"}
-    exe = Path(sys.executable).parent / "influence-lab"
-    return subprocess.run(
-        [str(exe), *args], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=900
-    )
-
-
 @pytest.mark.slow
 def test_the_custom_model_example_runs_from_its_readme(tmp_path):
-    commands = readme_commands()
+    commands = readme_commands("custom_model")
     assert [c[0] for c in commands] == ["train", "attribute", "counterfactual", "report"]
     out = [f"paths.output_dir={tmp_path}", "logger=none"]
     for args in commands:
         extra = {"report": out, "train": [*out, *QUICK]}.get(args[0], [*out, *QUICK, *AFTER_TRAIN])
-        done = run([*args, *extra], tmp_path)
+        done = run_example("custom_model", [*args, *extra])
         assert done.returncode == 0, f"{args[0]}:\n{done.stderr[-3000:]}"
     train = next(tmp_path.glob("train/tiny_vae-digits-*"))
     assert '"mylab.models.TinyVAE"' in (train / "model.json").read_text()
@@ -64,7 +39,8 @@ def test_the_custom_model_example_runs_from_its_readme(tmp_path):
 
 
 def test_a_model_outside_plugins_is_refused_before_it_is_imported(tmp_path):
-    done = run(
+    done = run_example(
+        "custom_model",
         [
             "train",
             "--config-dir",
@@ -74,14 +50,14 @@ def test_a_model_outside_plugins_is_refused_before_it_is_imported(tmp_path):
             f"paths.output_dir={tmp_path}",
             "logger=none",
         ],
-        tmp_path,
     )
     assert done.returncode == 2
     assert "model._target_ is 'mylab.models.TinyVAE', a class outside the allowed modules" in (
         done.stderr
     )
     assert not list(tmp_path.glob("train/*"))
-    wrong = run(
+    wrong = run_example(
+        "custom_model",
         [
             "train",
             "--config-dir",
@@ -91,6 +67,5 @@ def test_a_model_outside_plugins_is_refused_before_it_is_imported(tmp_path):
             f"paths.output_dir={tmp_path}",
             "logger=none",
         ],
-        tmp_path,
     )
     assert wrong.returncode == 2 and "which is not a GenerativeModel" in wrong.stderr

@@ -10,20 +10,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from influence_lab.attribution.per_example import (
-    IdentityProjector,
-    NormalProjector,
-    make_projector,
-    n_params,
-    projected_gradients,
-    train_features,
-)
+from influence_lab.attribution.feature_store import train_features
+from influence_lab.attribution.gradients import n_params, projected_gradients
+from influence_lab.attribution.projectors import IdentityProjector, NormalProjector, make_projector
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.base import seeded_normal
 from influence_lab.models.build import build_model
 from influence_lab.models.ddpm import dtrak_seed
-from influence_lab.settings import from_config
+from influence_lab.stages.validation import validate
 from influence_lab.training.batches import batch_of
 from tests.conftest import make_cfg
 
@@ -87,7 +82,7 @@ def test_features_equal_the_authors_definition(tiny, K):
     model, net, rows = tiny
     assert net.hparams.timesteps == 20
     ours = torch.as_tensor(
-        projected_gradients(net, rows, IdentityProjector(), "dtrak", dtrak_timesteps=K)
+        projected_gradients(net, rows, IdentityProjector(), "dtrak", options={"dtrak_timesteps": K})
     )
     ref = authors_gradients(model, net, rows, K)
     assert ours.shape == (N, n_params(net))
@@ -123,7 +118,9 @@ def test_the_noise_is_shared_by_every_example(tiny):
     twice = {
         k: torch.cat([v[:1], v[:1]]) if torch.is_tensor(v) else [v[0]] * 2 for k, v in rows.items()
     }
-    dtrak = projected_gradients(net, twice, IdentityProjector(), "dtrak", dtrak_timesteps=4)
+    dtrak = projected_gradients(
+        net, twice, IdentityProjector(), "dtrak", options={"dtrak_timesteps": 4}
+    )
     assert np.array_equal(dtrak[0], dtrak[1]) and float(np.abs(dtrak[0]).max()) > 0
     measured = projected_gradients(net, twice, IdentityProjector(), "measured")
     assert float(np.linalg.norm(measured[0] - measured[1]) / np.linalg.norm(measured[0])) > 1e-2
@@ -190,7 +187,19 @@ def test_the_feature_cache_keys_hold_the_projector_and_K(tiny, tmp_path):
         ("dtrak", "normal", 5),
     ]:
         before = set((tmp_path / "features").rglob("done"))
-        feats = train_features(tmp_path, net, "tiny", rows, "fp", output, 16, 0, 0, projector, K)
+        feats = train_features(
+            tmp_path,
+            net,
+            "tiny",
+            rows,
+            "fp",
+            output,
+            16,
+            0,
+            0,
+            projector,
+            K and {"dtrak_timesteps": K},
+        )
         assert feats.shape == (N, 16)
         (done,) = set((tmp_path / "features").rglob("done")) - before
         runs[(output, projector, K)] = (json.loads(done.read_text()), feats)
@@ -207,10 +216,10 @@ def test_more_timesteps_than_the_schedule_is_one_sentence():
         "attribute", "model=ddpm", "model.timesteps=5", "attribution.methods=[fused,dtrak]"
     )
     with pytest.raises(InfluenceLabError) as info:
-        from_config(cfg)
+        validate(cfg)
     assert str(info.value) == (
         "attribution.gradient.dtrak_timesteps is 10 but model.timesteps is 5; "
         "D-TRAK's timesteps are the model's, so it must be at most 5."
     )
     # without dtrak the setting is not used, and not checked
-    from_config(_compose("attribute", "model=ddpm", "model.timesteps=5"))
+    validate(_compose("attribute", "model=ddpm", "model.timesteps=5"))

@@ -9,15 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from influence_lab.attribution.per_example import (
-    NormalProjector,
-    SparseProjector,
+from influence_lab.attribution.gradients import (
     n_params,
     per_example_gradients,
     projected_gradients,
     projected_gradients_many,
 )
-from influence_lab.attribution.setup import gradient_scorers
+from influence_lab.attribution.methods import Targets
+from influence_lab.attribution.projectors import NormalProjector, SparseProjector
+from influence_lab.attribution.setup import context_for, prepared
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
 from influence_lab.orchestration.records import GenerateProvenance, load_outputs
@@ -150,19 +150,15 @@ def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     settings = settings_of(cfg)
     bundle = load_data(settings.data)
     generated = GenerateProvenance.read(Path(model_dir))
-    scorers = gradient_scorers(
-        settings,
-        bundle,
-        generated.model_dir,
-        generated.model_signature,
-        ["tracin", "trak", "dtrak"],
-    )
+    context = context_for(settings, bundle, generated.model_dir, generated.model_signature)
+    attributors = prepared(settings, ["tracin", "trak", "dtrak"], context)
     prompts, outputs, _ = load_outputs(Path(model_dir))
     ids = pd.Index(bundle.train["id"])
-    for method, scorer in scorers.items():
+    for method, attributor in attributors.items():
         for t, (prompt, outs) in enumerate(zip(prompts, outputs, strict=True)):
             rows = table[(table.method == method) & (table.target == t)]
-            alone = scorer(prompt, outs)[ids.get_indexer(rows.id)]
+            alone = attributor.scores(Targets([prompt], [outs])).values[0]
+            alone = alone[ids.get_indexer(rows.id)]
             np.testing.assert_allclose(rows.score, alone, rtol=1e-4, err_msg=method)
 
 
@@ -202,8 +198,8 @@ def test_dtrak_needs_a_diffusion_model(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         attribute_stage.run(cfg_factory("attribute", *SMALL, "attribution.methods=[dtrak]"))
     assert (
-        "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae"
-        in capsys.readouterr().err
+        "attribution.methods has dtrak, which needs the model output function 'dtrak', which "
+        "VAE (model=vae) does not declare" in " ".join(capsys.readouterr().err.split())
     )
 
 

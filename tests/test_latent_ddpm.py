@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from influence_lab.attribution.per_example import n_params, per_example_gradients
+from influence_lab.attribution.gradients import n_params, per_example_gradients
 from influence_lab.data import load_data
 from influence_lab.data.fashion import DEFAULT_PATH, FILES
 from influence_lab.errors import InfluenceLabError

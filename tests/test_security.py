@@ -550,7 +550,7 @@ ALLOWED = {
     (
         "models/build.py",
         "importlib.import_module",
-    ): "model_class imports only modules under influence_lab.models and the config's plugins",
+    ): "allowed_class imports only modules under influence_lab.models and the config's plugins",
     (
         "__init__.py",
         "importlib.import_module",

@@ -197,8 +197,8 @@ def test_code_defaults_equal_the_schema_defaults():
         ),
         (
             ["attribution.methods=[dtrak]"],
-            "dtrak is defined for diffusion models (model=ddpm or model=ldm), not model=vae; "
-            "use trak or tracin.",
+            "attribution.methods has dtrak, which needs the model output function 'dtrak', which "
+            "VAE (model=vae) does not declare (it has measured).",
         ),
         (
             ["lds.runs=['model=ddpm']"],
@@ -210,7 +210,7 @@ def test_code_defaults_equal_the_schema_defaults():
 def test_a_bad_value_is_one_sentence(overrides, message):
     stage = "lds" if any(o.startswith("lds.") for o in overrides) else "counterfactual"
     with pytest.raises(InfluenceLabError) as info:
-        from_config(_compose(stage, *overrides))
+        validate(_compose(stage, *overrides))  # the schema's checks and the method registry's
     assert str(info.value) == message
 
 

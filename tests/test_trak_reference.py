@@ -4,6 +4,7 @@ sum over snapshots, on tiny models of each type. How ours maps to traker's: docs
 import copy
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,13 +14,12 @@ from trak.modelout_functions import AbstractModelOutput
 from trak.projectors import AbstractProjector, BasicProjector, NoOpProjector, ProjectionType
 from trak.utils import vectorize
 
-from influence_lab.attribution import gradient_methods, per_example
-from influence_lab.attribution.gradient_methods import GradientSetup, TracIn, Trak
-from influence_lab.attribution.per_example import (
-    IdentityProjector,
-    make_projector,
-    projected_gradients,
-)
+from influence_lab.attribution import feature_store
+from influence_lab.attribution.gradients import projected_gradients
+from influence_lab.attribution.methods import AttributionContext
+from influence_lab.attribution.methods import gradient as gradient_methods
+from influence_lab.attribution.methods.gradient import DTrak, TracIn, Trak
+from influence_lab.attribution.projectors import IdentityProjector, make_projector
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
 from influence_lab.training.batches import batch_of
@@ -61,22 +61,25 @@ def _setup(cfg_factory, tmp_path, model, *overrides, ensemble: int = 1):
     bundle = load_data(cfg.data)
     nets = [build_model(cfg.model, bundle, seed).eval() for seed in range(ensemble)]
     net = nets[0] if ensemble == 1 else nets
-    setup = GradientSetup(
-        cfg=cfg.attribution.gradient,
+    runs = [(tmp_path / f"model{j}", f"tiny{j}") for j in range(ensemble)]
+    setup = AttributionContext(
+        attribution=cfg.attribution,
+        bundle=SimpleNamespace(
+            train=bundle.train.select(range(N_TRAIN)), fingerprint="tiny", full=bundle.full
+        ),
         root=tmp_path / "ours",
         model_dir=tmp_path / "model",
         model_signature="tiny",
-        ensemble=[(tmp_path / f"model{j}", f"tiny{j}") for j in range(ensemble)],
-        train_batch=batch_of(bundle.train.select(range(N_TRAIN))),
-        fingerprint="tiny",
+        ensemble_runs=lambda size: runs,
     )
+    setup.ensemble, setup.train_batch = runs, batch_of(setup.bundle.train)
     targets = batch_of(bundle.train.select(range(N_TRAIN, N_TRAIN + N_TARGET)))
     return cfg, bundle, net, setup, targets
 
 
 def _no_projection(monkeypatch):
     identity = lambda kind, n_params, dim, seed: IdentityProjector()  # noqa: E731
-    monkeypatch.setattr(per_example, "make_projector", identity)
+    monkeypatch.setattr(feature_store, "make_projector", identity)
     monkeypatch.setattr(gradient_methods, "make_projector", identity)
 
 
@@ -142,8 +145,11 @@ def _ours(setup, targets, nets, output, monkeypatch, dampings=None) -> list[np.n
     nets = nets if isinstance(nets, list) else [nets]
     by_path = {str(path): net for (path, _), net in zip(setup.ensemble, nets, strict=True)}
     monkeypatch.setattr(gradient_methods, "load_model", lambda path: by_path[str(path)])
-    trak = Trak(setup, output, ensemble=len(nets))
-    return trak.per_model_scores(targets, noise_seed=TARGET_NOISE, dampings=dampings)
+    setup.ensemble_size = len(nets)
+    trak = DTrak("dtrak") if output == "dtrak" else Trak("trak")
+    trak.noise_seed = TARGET_NOISE
+    trak.prepare(setup)
+    return [each[0] for each in trak.per_model_batches([targets], dampings)]
 
 
 def _full_gradients(net, batch, output, noise_seed) -> np.ndarray:
@@ -232,7 +238,10 @@ def test_tracin_equals_autograd_sum_over_snapshots(cfg_factory, tmp_path, monkey
     (folder / "index.json").write_text(json.dumps(index))
     _no_projection(monkeypatch)
     monkeypatch.setattr(gradient_methods, "load_model", lambda path: copy.deepcopy(net))
-    ours = TracIn(setup).scores(targets, noise_seed=TARGET_NOISE)
+    tracin = TracIn("tracin")
+    tracin.noise_seed = TARGET_NOISE
+    tracin.prepare(setup)
+    ours = tracin.scores_many([targets])[0]
     expected = 0.0
     for snap in index:
         snapshot = copy.deepcopy(net)

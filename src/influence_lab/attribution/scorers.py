@@ -1,7 +1,7 @@
-"""Scorers: from per-space similarities to Data Influence per training item.
-
-For one prompt x with m outputs y, every scorer returns a score per candidate training item i
-(higher = more influential) over its candidate set:
+"""The evidence of the search methods: per-space similarities of one prompt's outputs to the
+training items, their normalised signals, and the original code's nine features. The methods that
+score it are classes in `methods/search.py`; for one prompt x with m outputs y, each returns a
+score per candidate training item i (higher = more influential) over its candidate set:
 
 - `paper`: the original code's fixed weighted sum of nine un-normalised features over the prompt
   filter's pool (top 100 captions), averaged over the outputs. Weights as in the original
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InfluenceLabError
-from ..settings.attribution import BASE_METHODS
 from .raw import IMAGE_DISTANCES
 
 PAPER_WEIGHTS = {
@@ -60,7 +59,7 @@ def normalise(sim: np.ndarray, distance: bool = False) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0)
 
 
-def _signal(
+def signal(
     ev: PromptEvidence, cand: np.ndarray, names: list[str], weights: dict[str, float]
 ) -> np.ndarray:
     total, wsum = 0.0, 0.0
@@ -81,46 +80,6 @@ def _signal(
 
 def signal_names(ev: PromptEvidence) -> list[str]:
     return [f"raw_{k}" for k in ev.raw] + [f"latent_{k}" for k in ev.latent]
-
-
-def score(
-    method: str, ev: PromptEvidence, weights: dict[str, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(candidate indices, influence scores) for one method."""
-    every = np.arange(len(ev.b))
-    if method == "caption_only":
-        return every, ev.b.copy()
-    if method == "fused":
-        alpha = _signal(ev, ev.pool, signal_names(ev), weights)
-        return ev.pool, (alpha * ev.b[ev.pool][None]).sum(0)
-    if method == "raw_only":
-        return every, _signal(ev, every, [f"raw_{k}" for k in ev.raw], {}).sum(0)
-    if method == "latent_only":
-        if not ev.latent:
-            raise InfluenceLabError(
-                "latent_only needs at least one embedder in attribution.embedders."
-            )
-        return every, _signal(ev, every, [f"latent_{k}" for k in ev.latent], {}).sum(0)
-    if method.startswith("latent:"):
-        name = method.split(":", 1)[1]
-        if name not in ev.latent:
-            raise InfluenceLabError(
-                f"method {method} names embedder '{name}', not in attribution.embedders "
-                f"({', '.join(ev.latent)})."
-            )
-        return every, _signal(ev, every, [f"latent_{name}"], {}).sum(0)
-    if method == "paper":
-        if not ev.paper:
-            raise InfluenceLabError(
-                "the paper scorer works on images only; use fused, caption_only, raw_only or "
-                "latent_only for text."
-            )
-        weighted = sum(PAPER_WEIGHTS[k] * ev.paper[k] for k in PAPER_WEIGHTS)  # (m, pool)
-        return ev.pool, -weighted.mean(0)
-    raise InfluenceLabError(
-        f"attribution.methods has '{method}'; allowed values are "
-        f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak."
-    )
 
 
 def paper_features(

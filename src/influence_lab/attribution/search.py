@@ -1,5 +1,7 @@
 """Search for influence: for each prompt, measure every training item against the prompt's m
-outputs (prompt filter, raw space, latent spaces through faiss) and rank them with each scorer."""
+outputs (prompt filter, raw space, latent spaces through faiss) once, and score it with every
+search method of the run; the other attributors (gradient methods, a user's) score every target
+at once through `Attributor.scores`. One loop for every method: `evaluate`."""
 
 from __future__ import annotations
 
@@ -7,15 +9,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InfluenceLabError
-from ..settings import AttributionSettings, section
-from ..settings.attribution import paper_space, resolve_methods
+from ..settings import AttributionSettings
 from ..tracking.console import track
 from .index import similarity_matrix
+from .methods.base import Attributor, Targets
+from .methods.context import AttributionContext
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
-from .scorers import PromptEvidence, paper_features, score
+from .scorers import PromptEvidence
 
-__all__ = ["check_sizes", "resolve_methods", "evaluate", "attribute_prompts", "dense_scores"]
+__all__ = ["check_sizes", "evaluate", "attribute_prompts", "dense_scores"]
 
 
 def check_sizes(cfg: AttributionSettings, n: int) -> None:
@@ -43,9 +46,6 @@ def _latent(cache, queries: np.ndarray, n: int, pool: np.ndarray, search_k) -> n
     return sims
 
 
-EVERY_RAW = ("raw_only",)  # the methods that rank every item by its raw similarities
-
-
 def _raw(outs, content, pool: np.ndarray, every_raw: bool) -> dict[str, np.ndarray]:
     """Raw similarities of every item, or (when no method ranks every item by them) of the
     prompt's pool only, NaN elsewhere: SSIM over thousands of 28x28 items per prompt dominated
@@ -64,22 +64,16 @@ def _raw(outs, content, pool: np.ndarray, every_raw: bool) -> dict[str, np.ndarr
 
 
 def evaluate(
-    train,
-    kind: str,
-    prompts: list[str],
-    outputs: list,
-    embedders: dict,
-    caches: dict,
-    cfg: AttributionSettings,
-    dense: dict | None = None,
+    context: AttributionContext,
+    attributors: dict[str, Attributor],
+    targets: Targets,
     desc: str = "attribute",
 ):
-    """Yield (target, prompt, evidence, {method: (candidate indices, scores)}) per prompt.
-
-    `dense` maps extra method names (the gradient attributors) to a function
-    `(prompt, outputs) -> scores over every training item`. (A raw `attribution` section is
-    validated first.)"""
-    cfg = section(AttributionSettings, cfg, "attribution")
+    """Yield (target, prompt, evidence, {method: (candidate indices, scores)}) per target, for
+    every prepared attributor (in the order given). The search methods' evidence is measured once
+    per target for all of them, in the searched spaces of attribution.embedders and those the
+    methods read; the other attributors score every target at once first."""
+    cfg, train, kind = context.attribution, context.bundle.train, context.bundle.kind
     captions = list(train["caption"])
     content = (
         np.asarray(train.with_format("numpy")["image"], dtype=np.float32)
@@ -88,62 +82,51 @@ def evaluate(
     )
     n = len(captions)
     check_sizes(cfg, n)
-    dense = dense or {}
     prompt_filter = PromptFilter(captions, cfg.filter)
-    methods = resolve_methods(cfg.methods, kind)
+    evidence = {k: a for k, a in attributors.items() if a.shares_evidence}
+    names = list(cfg.embedders)
+    for a in evidence.values():
+        names += [s for s in a.spaces(cfg, context.labelled, a.option) if s not in names]
+    embedders, caches = context.search_spaces(names)
     weights = dict(cfg.fused_weights)
-    search_k = cfg.search_k
-    every = np.arange(n)
-    # scorers that score every prompt at once do so first (gradient attributors: one projection)
-    ready = {
-        name: fn.score_all(prompts, outputs)
-        for name, fn in dense.items()
-        if name in methods and hasattr(fn, "score_all")
-    }
-    for target, (prompt, outs) in enumerate(track(list(zip(prompts, outputs, strict=True)), desc)):
+    every_raw = any(a.raw_everywhere for a in evidence.values())
+    ready = {k: a.scores(targets) for k, a in attributors.items() if k not in evidence}
+    pairs = list(zip(targets.prompts, targets.outputs, strict=True))
+    for target, (prompt, outs) in enumerate(track(pairs, desc)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
-        raw = _raw(outs, content, pool, every_raw=any(m in EVERY_RAW for m in methods))
+        raw = _raw(outs, content, pool, every_raw)
         latent, queries = {}, {}
         for name, embedder in embedders.items():
             queries[name] = embedder.embed(outs, [prompt] * len(outs))
             if name in cfg.embedders:  # a space built only for the paper scorer is not searched
-                latent[name] = _latent(caches[name], queries[name], n, pool, search_k)
+                latent[name] = _latent(caches[name], queries[name], n, pool, cfg.search_k)
         ev = PromptEvidence(b=b, pool=pool, raw=raw, latent=latent)
-        if "paper" in methods and kind == "image":
-            emb_name = paper_space(cfg.paper_embedder, "label" in train.column_names)
-            ev.paper = paper_features(
-                outs, content[pool], queries[emb_name], caches[emb_name].embeddings[pool]
-            )
-        scored = {}
-        for method in methods:
-            scored[method] = (
-                (every, ready[method][target] if method in ready else dense[method](prompt, outs))
-                if method in dense
-                else score(method, ev, weights)
-            )
-        yield target, prompt, ev, scored
+        for a in evidence.values():
+            a.add_evidence(ev, outs, content, queries, caches)
+        yield (
+            target,
+            prompt,
+            ev,
+            {
+                name: evidence[name].from_evidence(ev, weights)
+                if name in evidence
+                else ready[name].ranked(target, n)
+                for name in attributors
+            },
+        )
 
 
 def attribute_prompts(
-    train,
-    kind: str,
-    prompts: list[str],
-    outputs: list,
-    embedders: dict,
-    caches: dict,
-    cfg: AttributionSettings,
-    dense: dict | None = None,
+    context: AttributionContext, attributors: dict[str, Attributor], targets: Targets
 ) -> pd.DataFrame:
     """One row per (target, method, rank): id, caption, score, caption_score and every per-space
     similarity (mean over the prompt's outputs)."""
-    cfg = section(AttributionSettings, cfg, "attribution")
+    cfg, train = context.attribution, context.bundle.train
     captions = list(train["caption"])
     ids = list(train["id"])
     rows = []
-    for target, prompt, ev, scored in evaluate(
-        train, kind, prompts, outputs, embedders, caches, cfg, dense
-    ):
+    for target, prompt, ev, scored in evaluate(context, attributors, targets):
         for method, (cand, scores) in scored.items():
             order = np.argsort(-scores, kind="stable")[: cfg.keep]
             for rank, j in enumerate(order):
@@ -169,23 +152,18 @@ def attribute_prompts(
 
 
 def dense_scores(
-    train,
-    kind: str,
-    prompts: list[str],
-    outputs: list,
-    embedders: dict,
-    caches: dict,
-    cfg: AttributionSettings,
-    dense: dict | None = None,
+    context: AttributionContext, attributors: dict[str, Attributor], targets: Targets
 ) -> dict[str, np.ndarray]:
-    """Every method's score of every training item per prompt: {method: (prompts, N)}. Items outside
-    a method's candidate pool get the pool's lowest score (they rank below every candidate)."""
-    out: dict[str, list] = {}
-    for _, _, _, scored in evaluate(
-        train, kind, prompts, outputs, embedders, caches, cfg, dense, desc="scores"
-    ):
-        for method, (cand, scores) in scored.items():
-            full = np.full(len(train), float(np.min(scores)) if len(scores) else 0.0)
-            full[cand] = scores
-            out.setdefault(method, []).append(full)
-    return {method: np.stack(rows) for method, rows in out.items()}
+    """Every method's score of every training item per target: {method: (targets, N)}. Items
+    outside a method's candidate pool get the pool's lowest score (they rank below every
+    candidate)."""
+    from .methods.base import ScoreTable
+
+    cand: dict[str, list] = {name: [] for name in attributors}
+    values: dict[str, list] = {name: [] for name in attributors}
+    for _, _, _, scored in evaluate(context, attributors, targets, desc="scores"):
+        for method, (c, s) in scored.items():
+            cand[method].append(c)
+            values[method].append(s)
+    n = len(context.bundle.train)
+    return {m: ScoreTable(values[m], cand[m]).dense(n) for m in attributors}

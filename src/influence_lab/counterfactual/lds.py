@@ -96,6 +96,23 @@ RETRAINING = "retraining"  # the table row of another S-seed retraining's agreem
 REFERENCES = (RETRAINING, CEILING)  # the reference rows of an LDS table, not methods
 
 
+def families(table: pd.DataFrame) -> pd.Series:
+    """Each row's method family (search, gradient, or reference for the reference rows): the
+    `family` column an LDS run writes from its attributors' traits. A table written before that
+    column existed is read through the built-ins' traits (a user's method there reads search)."""
+    if "family" in table.columns:
+        return table["family"].fillna("search")
+    from ..attribution.methods.registry import BUILT_INS
+
+    def of(label) -> str:
+        if label in REFERENCES:
+            return "reference"
+        cls = BUILT_INS.get(str(label).split("@")[0])
+        return cls.traits.family if cls is not None else "search"
+
+    return table["method"].map(of)
+
+
 def seed_agreement(outputs: np.ndarray) -> np.ndarray:
     """r per target from outputs (S, seeds, T): the Spearman correlation across subsets of one
     seed's outputs with another's, averaged over every pair of seeds; NaN with one seed."""

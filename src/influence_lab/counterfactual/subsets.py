@@ -10,9 +10,10 @@ import shutil
 import numpy as np
 import torch
 
-from ..attribution.gradient_methods import GRADIENT_METHODS, TRAK_OUTPUTS, TracIn, Trak
+from ..attribution.methods import Targets
+from ..attribution.methods.gradient import query_batches
 from ..attribution.search import dense_scores
-from ..attribution.setup import gradient_setup, search_spaces
+from ..attribution.setup import context_for, prepared
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
 from ..orchestration.records import GenerateProvenance
@@ -20,7 +21,6 @@ from ..settings import StageSettings
 from ..store.files import RunDir, atomic_write
 from ..store.signature import signature
 from ..tracking.console import console, track
-from ..training.batches import outputs_batch
 from ..training.members import train_members
 
 
@@ -72,10 +72,9 @@ def targets_of(prompts, outputs, per_prompt) -> tuple[list[str], list]:
 
 
 def target_batch(t_prompts, t_outputs) -> dict:
-    """Every target (a one-output group) in one batch, captioned by its prompt."""
-    if isinstance(t_outputs[0], list):
-        return outputs_batch([text for group in t_outputs for text in group], t_prompts)
-    return outputs_batch(np.concatenate(t_outputs), t_prompts)
+    """Every target (a one-output group) in one batch, captioned by its prompt: the batch the
+    joint targets' gradients are measured on too."""
+    return query_batches(Targets(t_prompts, t_outputs, joint=True))[0]
 
 
 def batch_digest(batch: dict) -> str:
@@ -154,41 +153,34 @@ def method_scores(
     methods,
     t_prompts,
     t_outputs,
-    batch,
     dampings: list[float] | None = None,
-) -> dict[str, np.ndarray]:
-    """Scores of every training item for every target: {label: (T, N)}; TRAK and D-TRAK once per
-    ensemble size of `lds.trak_ensembles` (labels `trak@e`), at `attribution.gradient.damping`,
-    or (len(dampings), T, N) at each of `dampings`."""
-    out = {}
-    search = [m for m in methods if m not in GRADIENT_METHODS]
-    if search:
-        embedders, caches = search_spaces(settings, bundle, generated, search)
-        attribution = settings.attribution.model_copy(update={"methods": search})
-        out.update(
-            dense_scores(
-                bundle.train, bundle.kind, t_prompts, t_outputs, embedders, caches, attribution
-            )
-        )
-    grads = [m for m in methods if m in GRADIENT_METHODS]
-    if not grads:
-        return out
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Scores of every training item for every target, {label: (T, N)}, and each label's family.
+    A method whose traits tune a damping gives (len(dampings), T, N), one table per damping of
+    `dampings` (else it scores at its own damping); an ensemble method is scored once per size of
+    `lds.trak_ensembles` (labels `<method>@<size>`). The search methods share one pass over the
+    targets; the others score every target as one batch."""
     sizes = sorted(set(settings.lds.trak_ensembles))
-    setup = gradient_setup(
-        settings,
-        bundle,
-        generated.model_dir,
-        generated.model_signature,
-        max(sizes) if any(m != "tracin" for m in grads) else 0,
+    context = context_for(
+        settings, bundle, generated.model_dir, generated.model_signature, ensemble_size=max(sizes)
     )
-    for method in grads:
-        console.print(f"lds: scores of {method}", highlight=False)
-        if method == "tracin":
-            out["tracin"] = TracIn(setup).scores(batch, NOISE_SEED)
+    attributors = prepared(settings, methods, context)
+    targets = Targets(t_prompts, t_outputs, joint=True)
+    n = len(bundle.train)
+    search = {k: a for k, a in attributors.items() if a.shares_evidence}
+    out = dense_scores(context, search, targets) if search else {}
+    families = {label: a.traits.family for label, a in search.items()}
+    for name, attributor in attributors.items():
+        if name in search:
             continue
-        per_model = Trak(setup, TRAK_OUTPUTS[method], max(sizes)).per_model_scores(
-            batch, NOISE_SEED, dampings
-        )
-        for e in sizes:
-            out[f"{method}@{e}"] = np.mean(per_model[:e], axis=0)
-    return out
+        console.print(f"lds: scores of {name}", highlight=False)
+        grid = dampings if attributor.traits.tunes_damping else None
+        if attributor.traits.ensemble:
+            per_model = [t.dense(n) for t in attributor.per_model(targets, grid)]
+            for e in sizes:
+                out[f"{name}@{e}"] = np.mean(per_model[:e], axis=0)
+                families[f"{name}@{e}"] = attributor.traits.family
+        else:
+            out[name] = attributor.scores(targets, grid).dense(n)
+            families[name] = attributor.traits.family
+    return out, families

@@ -1,4 +1,5 @@
-"""What every generative model shares: the protocol of DESIGN.md and the Lightning plumbing.
+"""What every generative model shares: the model protocol (docs/architecture.md) and the
+Lightning plumbing.
 
 - `sample(prompts, seeds)`: one output per (prompt, seed), deterministic given the seed;
 - `example_loss(batch, noise_seed) -> Tensor[B]`: per-example loss with fixed noise
@@ -102,6 +103,19 @@ class GenerativeModel(pl.LightningModule):
 
     def embed(self, batch) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def output_functions(cls) -> list[str]:
+        """The output functions gradient attributors may differentiate: `measured` (the measured
+        loss) and one per `output_<name>` method the class defines (D-TRAK's `dtrak`); an
+        attributor that needs one is offered for every model class that has it."""
+        return ["measured"] + sorted(
+            name[len("output_") :]
+            for name in dir(cls)
+            if name.startswith("output_")
+            and name != "output_functions"
+            and callable(getattr(cls, name))
+        )
 
     def forward(self, batch, noise, output: str = "loss"):
         """What `functional_call` runs: the per-example training loss (packs), the measured loss

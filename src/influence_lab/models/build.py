@@ -71,25 +71,22 @@ def allow_plugins(prefixes: list[str]) -> None:
     _allowed = (MODELS_PACKAGE, *prefixes)
 
 
-def _under(module: str, prefixes) -> bool:
+def under_prefixes(module: str, prefixes) -> bool:
     """A well-formed module path equal to or below one of `prefixes`."""
     return bool(MODULE_PATH.fullmatch(module)) and any(
         module == p or module.startswith(p + ".") for p in prefixes
     )
 
 
-def model_class(target, where: str) -> type[GenerativeModel]:
-    """The class `target` names, if it is a GenerativeModel subclass defined under
-    influence_lab.models or under a module prefix the config's `plugins` allows. Anything else
-    (`os.system`, another package's class) is refused, and outside those modules nothing is even
-    imported: a config or a model.json never makes the tool run code it was not allowed to."""
+def allowed_class(target, where: str, prefixes, base: type, outside: str, what: str) -> type:
+    """The class `target` ("module.Class") names, if its module is under one of `prefixes` and it
+    is a subclass of `base` defined there; refused in one sentence otherwise (`outside`: the
+    sentence's end for a module outside the prefixes; `what`: for a class that is not one). Outside
+    the prefixes nothing is even imported: a config or a stored record never makes the tool run
+    code it was not allowed to."""
     module, _, name = str(target).rpartition(".")
-    if not _under(module, _allowed):
-        allowed = ", ".join(_allowed)
-        raise InfluenceLabError(
-            f"{where} is '{target}', a class outside the allowed modules ({allowed}); "
-            f"to use your own model, add its module to plugins, e.g. plugins=[{module or 'mylab'}]."
-        )
+    if not under_prefixes(module, prefixes):
+        raise InfluenceLabError(f"{where} is '{target}', a class outside {outside}")
     try:
         cls = getattr(importlib.import_module(module), name, None)
     except ImportError as exc:
@@ -101,15 +98,29 @@ def model_class(target, where: str) -> type[GenerativeModel]:
         cls = None
     if not (
         isinstance(cls, type)
-        and issubclass(cls, GenerativeModel)
-        and cls is not GenerativeModel
-        and _under(cls.__module__, _allowed)
+        and issubclass(cls, base)
+        and cls is not base
+        and under_prefixes(cls.__module__, prefixes)
     ):
-        raise InfluenceLabError(
-            f"{where} is '{target}', which is not a GenerativeModel; it must name a subclass of "
-            "influence_lab.models.base.GenerativeModel (e.g. influence_lab.models.vae.VAE)."
-        )
+        raise InfluenceLabError(f"{where} is '{target}', which is not {what}")
     return cls
+
+
+def model_class(target, where: str) -> type[GenerativeModel]:
+    """The class `target` names, if it is a GenerativeModel subclass defined under
+    influence_lab.models or under a module prefix the config's `plugins` allows (`allowed_class`:
+    `os.system`, another package's class are refused before anything is imported)."""
+    module = str(target).rpartition(".")[0]
+    return allowed_class(
+        target,
+        where,
+        _allowed,
+        GenerativeModel,
+        f"the allowed modules ({', '.join(_allowed)}); to use your own model, add its module to "
+        f"plugins, e.g. plugins=[{module or 'mylab'}].",
+        "a GenerativeModel; it must name a subclass of influence_lab.models.base.GenerativeModel "
+        "(e.g. influence_lab.models.vae.VAE).",
+    )
 
 
 def build_model(

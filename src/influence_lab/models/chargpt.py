@@ -18,8 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings.model import CharGPTSettings
 from .base import GenerativeModel
 from .packed import embed_bags, layer_norm, linear
+
+# the constructor's defaults are the schema's (settings/model.py), their one home
+DEFAULTS = CharGPTSettings()
 
 
 class Block(nn.Module):
@@ -65,16 +69,16 @@ class CharGPT(GenerativeModel):
         self,
         alphabet: str,
         vocab: list[str],
-        conditional: bool = True,
-        block_size: int = 24,
-        n_layer: int = 3,
-        n_head: int = 4,
-        n_embd: int = 96,
-        dropout: float = 0.0,
-        temperature: float = 1.0,
-        lr: float = 3e-3,
-        weight_decay: float = 0.01,
-        caption_gain: float = 30.0,
+        conditional: bool = DEFAULTS.conditional,
+        block_size: int = DEFAULTS.block_size,
+        n_layer: int = DEFAULTS.n_layer,
+        n_head: int = DEFAULTS.n_head,
+        n_embd: int = DEFAULTS.n_embd,
+        dropout: float = DEFAULTS.dropout,
+        temperature: float = DEFAULTS.temperature,
+        lr: float = DEFAULTS.lr,
+        weight_decay: float = DEFAULTS.weight_decay,
+        caption_gain: float = DEFAULTS.caption_gain,
     ):
         super().__init__(vocab, conditional, n_embd, lr, weight_decay)
         self.save_hyperparameters()

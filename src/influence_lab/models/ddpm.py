@@ -11,9 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InfluenceLabError
+from ..settings.model import DDPMSettings
 from .base import GenerativeModel, seeded_normal
 
 DTRAK_TIMESTEPS = 10  # D-TRAK's K when none is given (attribution.gradient.dtrak_timesteps)
+
+# the constructor's defaults are the schema's (settings/model.py), their one home
+DEFAULTS = DDPMSettings()
 
 
 def dtrak_seed(seed: int, t: int) -> int:
@@ -253,17 +257,17 @@ class DDPM(Diffusion):
         self,
         data_shape: list[int],
         vocab: list[str],
-        conditional: bool = True,
-        arch: str = "mlp",
-        hidden: int = 256,
-        depth: int = 3,
-        cond_dim: int = 64,
-        timesteps: int = 200,
-        p_uncond: float = 0.1,
-        guidance: float = 2.0,
-        loss_timesteps: int = 10,
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
+        conditional: bool = DEFAULTS.conditional,
+        arch: str = DEFAULTS.arch,
+        hidden: int = DEFAULTS.hidden,
+        depth: int = DEFAULTS.depth,
+        cond_dim: int = DEFAULTS.cond_dim,
+        timesteps: int = DEFAULTS.timesteps,
+        p_uncond: float = DEFAULTS.p_uncond,
+        guidance: float = DEFAULTS.guidance,
+        loss_timesteps: int = DEFAULTS.loss_timesteps,
+        lr: float = DEFAULTS.lr,
+        weight_decay: float = DEFAULTS.weight_decay,
     ):
         super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
         self.save_hyperparameters()

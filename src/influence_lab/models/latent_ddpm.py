@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InfluenceLabError
+from ..settings.model import LDMSettings
 from ..store.files import RunDir, atomic_write, write_json
 from ..store.signature import signature
 from .ddpm import Diffusion, MLPDenoiser
@@ -32,6 +33,9 @@ from .ddpm import Diffusion, MLPDenoiser
 # every pack member built in one process share one fit instead of repeating it
 _TRAINED: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 _KEEP = 4
+
+# the constructor's defaults are the schema's (settings/model.py), their one home
+DEFAULTS = LDMSettings()
 
 
 class Autoencoder(nn.Module):
@@ -94,21 +98,21 @@ class LatentDDPM(Diffusion):
         self,
         data_shape: list[int],
         vocab: list[str],
-        conditional: bool = True,
-        latent_dim: int = 16,
-        ae_hidden: int = 512,
-        ae_epochs: int = 30,
-        ae_lr: float = 2e-3,
-        ae_seed: int = 0,
-        hidden: int = 512,
-        depth: int = 4,
-        cond_dim: int = 64,
-        timesteps: int = 200,
-        p_uncond: float = 0.1,
-        guidance: float = 2.0,
-        loss_timesteps: int = 10,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        conditional: bool = DEFAULTS.conditional,
+        latent_dim: int = DEFAULTS.latent_dim,
+        ae_hidden: int = DEFAULTS.ae_hidden,
+        ae_epochs: int = DEFAULTS.ae_epochs,
+        ae_lr: float = DEFAULTS.ae_lr,
+        ae_seed: int = DEFAULTS.ae_seed,
+        hidden: int = DEFAULTS.hidden,
+        depth: int = DEFAULTS.depth,
+        cond_dim: int = DEFAULTS.cond_dim,
+        timesteps: int = DEFAULTS.timesteps,
+        p_uncond: float = DEFAULTS.p_uncond,
+        guidance: float = DEFAULTS.guidance,
+        loss_timesteps: int = DEFAULTS.loss_timesteps,
+        lr: float = DEFAULTS.lr,
+        weight_decay: float = DEFAULTS.weight_decay,
     ):
         super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
         self.save_hyperparameters()

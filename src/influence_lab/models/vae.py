@@ -9,8 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InfluenceLabError
+from ..settings.model import VAESettings
 from .base import GenerativeModel, seeded_normal
 from .packed import embed_bags, silu_mlp
+
+# the constructor's defaults are the schema's (settings/model.py), their one home
+DEFAULTS = VAESettings()
 
 
 class MLPCoder(nn.Module):
@@ -70,14 +74,14 @@ class VAE(GenerativeModel):
         self,
         data_shape: list[int],
         vocab: list[str],
-        conditional: bool = True,
-        arch: str = "mlp",
-        hidden: int = 256,
-        latent_dim: int = 16,
-        cond_dim: int = 32,
-        beta: float = 1.0,
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
+        conditional: bool = DEFAULTS.conditional,
+        arch: str = DEFAULTS.arch,
+        hidden: int = DEFAULTS.hidden,
+        latent_dim: int = DEFAULTS.latent_dim,
+        cond_dim: int = DEFAULTS.cond_dim,
+        beta: float = DEFAULTS.beta,
+        lr: float = DEFAULTS.lr,
+        weight_decay: float = DEFAULTS.weight_decay,
     ):
         super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
         self.save_hyperparameters()

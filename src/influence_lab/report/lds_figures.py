@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING  # noqa: E402
+from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING, families  # noqa: E402
 from ..store.files import atomic_write  # noqa: E402
 from .figures import plain, show_image  # noqa: E402
 
@@ -36,10 +36,7 @@ def lds_bars(table: pd.DataFrame, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
     y = np.arange(len(table))
     err = np.vstack([table["lds"] - table["ci_low"], table["ci_high"] - table["lds"]])
-    colors = [
-        "tab:orange" if str(m).split("@")[0] in ("tracin", "trak", "dtrak") else "tab:blue"
-        for m in table["method"]
-    ]
+    colors = ["tab:orange" if f == "gradient" else "tab:blue" for f in families(table)]
     ax.barh(y, table["lds"], xerr=np.nan_to_num(err), color=colors, capsize=3)
     ax.set_yticks(y, table["method"], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING
+from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING, families
 from .counterfactual import forest_plot, headline, replicate_count, stable_mask
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
@@ -98,7 +98,7 @@ def lds_finding(table: pd.DataFrame) -> str:
     if len(retraining):
         r = retraining.iloc[0]
         text += f" Another retraining with as many seeds agrees to {r['lds']:.3f}."
-    gradient = ranked[ranked["method"].str.split("@").str[0].isin(["tracin", "trak", "dtrak"])]
+    gradient = ranked[families(ranked) == "gradient"]
     search = ranked[~ranked.index.isin(gradient.index)]
     if len(gradient) and len(search):
         g, s = gradient.iloc[0], search.iloc[0]

@@ -1,14 +1,16 @@
 """`attribution` (with its `index` and `gradient` parts) and `embedders` (the latent spaces, one of
 three kinds). The method names, index types and metrics, prompt filters and embedder kinds are
-declared here and imported by the code that implements them. Checks across sections (a method's
-embedder is listed, dtrak only for ddpm) are in `stage.StageSettings`; a pretrained embedder's
+declared here and imported by the code that implements them; the attribution methods are not: they
+live in the attribution registry, which checks them at a stage's entry. Checks across sections (an
+embedder named is set) are in `stage.StageSettings`; a pretrained embedder's
 weights file is checked at a stage's entry by `attribution.embedders.check_weights`."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag
 
 from .base import (
     RULE,
@@ -21,36 +23,35 @@ from .base import (
     Settings,
     a_list,
     auto_or,
-    fail,
     not_empty,
     one_of,
     rule,
-    show,
 )
 
-BASE_METHODS = ("paper", "fused", "caption_only", "raw_only", "latent_only")
-GRADIENT_METHODS = ("tracin", "trak", "dtrak")
-DIFFUSION_MODELS = ("ddpm", "ldm")
-DIFFUSION_ONLY = {"dtrak": DIFFUSION_MODELS}  # gradient methods defined for diffusion models only
 PROJECTORS = ("sparse", "normal")
 PROJECTOR_SETTINGS = ("auto", *PROJECTORS)
-AUTO_METHODS = ("fused", "caption_only", "raw_only", "latent_only")  # `auto` (+ paper for images)
-LATENT_PREFIX = "latent:"
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 INDEX_METRICS = ("ip", "l2")
 FILTERS = ("tfidf", "bm25")
 EMBEDDER_KINDS = ("model", "autoencoder", "classifier", "pretrained")
-METHODS_SHOWN = f"{', '.join(BASE_METHODS)}, latent:<embedder>, tracin, trak and dtrak"
+METHOD_NAME = re.compile(r"[A-Za-z_]\w*(:[\w.-]+)?")  # a label, or `<name>:<option>`
+CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")  # module.Class
 
-
-def _known_method(value) -> bool:
-    return isinstance(value, str) and (
-        value in BASE_METHODS or value in GRADIENT_METHODS or value.startswith(LATENT_PREFIX)
-    )
-
-
+# A method is a name of the attribution registry (attribution/methods/registry.py) or a label of
+# `custom_methods`; which names exist and what each needs is checked there, at a stage's entry.
 Method = Annotated[
-    str, rule(_known_method, "{key} {is} {value}; allowed values are " + METHODS_SHOWN + ".")
+    str,
+    rule(
+        lambda v: isinstance(v, str) and METHOD_NAME.fullmatch(v),
+        "{key} {is} {value}; give a method name, e.g. fused or latent:model.",
+    ),
+]
+ClassPath = Annotated[
+    str,
+    rule(
+        lambda v: isinstance(v, str) and CLASS_PATH.fullmatch(v),
+        "{key} {is} {value}; give a class path, e.g. mylab.attributors.PixelNeighbours.",
+    ),
 ]
 Methods = auto_or(
     Annotated[
@@ -61,14 +62,6 @@ Methods = auto_or(
     ]
 )
 EmbedderNames = Annotated[list[str], a_list("[model,autoencoder]"), OnceEach]
-
-
-def projector_kind(setting: str, method: str) -> str:
-    """The projection a gradient method uses: attribution.gradient.projector, where `auto` is
-    D-TRAK's own (normal) for dtrak and the sparse sketch for tracin and trak."""
-    if setting != "auto":
-        return setting
-    return "normal" if method == "dtrak" else "sparse"
 
 
 def method_list(methods) -> list[str] | None:
@@ -95,13 +88,16 @@ class GradientSettings(Settings):
     )
     damping: PositiveNumber = 1.0  # TRAK: lambda, relative to the mean diagonal of Phi^T Phi
     # the random projection: sparse (JL sketch, 4 nonzeros per parameter) | normal (dense
-    # Gaussian, D-TRAK's) | auto (normal for dtrak, sparse for tracin and trak)
+    # Gaussian, D-TRAK's) | auto (each method's own: its class's `projector`)
     projector: Annotated[str, one_of(PROJECTOR_SETTINGS)] = "auto"
     dtrak_timesteps: PositiveInt = 10  # D-TRAK: K timesteps evenly spaced over the schedule
 
 
 class AttributionSettings(Settings):
     methods: Methods = "auto"
+    # a user's attributors: {label: "module.Class"}, the module under a prefix of `plugins`; the
+    # label is then a method like a built-in (attribution.methods, counterfactual.methods, lds)
+    custom_methods: dict[str, ClassPath] = {}
     filter: Annotated[str, one_of(FILTERS)] = "tfidf"  # prompt filter over captions
     pool_size: PositiveIntOrNull = (
         100  # candidate pool of the prompt filter; None = every item, graded B
@@ -126,23 +122,6 @@ class AttributionSettings(Settings):
     keep: PositiveInt = 100  # ranked rows kept per target and method
     grid_top: PositiveInt = 10  # training items shown in each neighbour grid
     gradient: GradientSettings = Field(default_factory=GradientSettings)
-
-    @model_validator(mode="after")
-    def _embedders_for_methods(self):
-        methods = method_list(self.methods)
-        if (
-            methods
-            and "paper" in methods
-            and self.paper_embedder != "auto"
-            and self.paper_embedder not in self.embedders
-        ):
-            fail(
-                "{key}.paper_embedder {chosen} is not in {key}.embedders.",
-                chosen=show(self.paper_embedder),
-            )
-        if (methods is None or "latent_only" in methods) and not self.embedders:
-            fail("latent_only needs at least one embedder in {key}.embedders.")
-        return self
 
 
 class ModelEmbedder(Settings):
@@ -207,20 +186,3 @@ def paper_space(paper_embedder: str, labelled: bool) -> str:
     if paper_embedder != "auto":
         return paper_embedder
     return "classifier" if labelled else "autoencoder"
-
-
-def search_space_names(att: AttributionSettings, methods: list[str], labelled: bool) -> list[str]:
-    """The embedders an attribution builds: `attribution.embedders` (searched, and signals of the
-    fused scorer) and the paper scorer's space (only its features)."""
-    names = list(att.embedders)
-    if "paper" in methods:
-        space = paper_space(att.paper_embedder, labelled)
-        names += [] if space in names else [space]
-    return names
-
-
-def resolve_methods(methods, kind: str) -> list[str]:
-    """The methods `auto` stands for on data of `kind` ("image" or "text"), or the methods named."""
-    if methods is None or methods == "auto":
-        return (["paper"] if kind == "image" else []) + list(AUTO_METHODS)
-    return [str(methods)] if isinstance(methods, str) else [str(m) for m in methods]

@@ -1,6 +1,6 @@
-"""`lds`: the linear datamodeling score of every attribution method, and memorization. Checks
-across sections (a method's embedder is listed, dtrak only for ddpm) are in
-`stage.StageSettings`."""
+"""`lds`: the linear datamodeling score of every attribution method, and memorization. Which
+methods exist and what each needs of the model is the attribution registry's to check, at a
+stage's entry (`stages/validation.check_methods`)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ Dampings = Annotated[
 
 
 class LDSSettings(Settings):
-    # auto = the search methods of attribution.methods + tracin, trak (+ dtrak for ddpm, ldm)
+    # auto = the search methods of attribution.methods + the gradient methods the model allows
     methods: Methods = "auto"
     subsets: Subsets = 64  # M random subsets of the training set
     alpha: Alpha = 0.5  # fraction of the training set in each subset

@@ -2,8 +2,12 @@
 model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`, or a user's own class
 (`custom`: a `_target_` outside influence_lab). `_target_` itself is checked where the class is
 imported (`models.build.model_class`: influence_lab models, and classes under the module prefixes
-the config's `plugins` allows). The
-model classes' constructor defaults equal these (tests/test_settings.py)."""
+the config's `plugins` allows).
+
+These schemas are the one home of every model default: the model classes' constructors read
+theirs from them (`DEFAULTS = VAESettings()` in models/vae.py, ...), and conf/model/*.yaml repeats
+them only because signatures hash the config as given (tests/test_settings.py fails when a YAML
+differs from its schema)."""
 
 from __future__ import annotations
 
@@ -72,32 +76,37 @@ class VAESettings(ModelBase):
     fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=60))
 
 
-class DDPMSettings(ModelBase):
-    """Small caption-conditioned DDPM with classifier-free guidance."""
+class DiffusionSettings(ModelBase):
+    """What the pixel-space DDPM and the latent DDPM share: the caption conditioning, the noise
+    schedule, classifier-free guidance and the fixed timesteps of the measured loss."""
 
-    target: str = Field("influence_lab.models.DDPM", alias="_target_")
-    name: str = "ddpm"
     conditional: Bool = True
-    arch: Annotated[str, one_of(DDPM_ARCHS, "'mlp' and 'unet'")] = "mlp"
-    hidden: PositiveInt = 256
-    depth: PositiveInt = 3
     cond_dim: PositiveInt = 64
     timesteps: PositiveInt = 200
     p_uncond: BelowOne = 0.1  # caption dropout during training (for guidance)
     guidance: Number = 2.0  # classifier-free guidance scale at sampling time
     loss_timesteps: PositiveInt = 10  # fixed timesteps of example_loss
-    lr: PositiveNumber = 0.002
     weight_decay: NonNegativeNumber = 0.0
+
+
+class DDPMSettings(DiffusionSettings):
+    """Small caption-conditioned DDPM with classifier-free guidance."""
+
+    target: str = Field("influence_lab.models.DDPM", alias="_target_")
+    name: str = "ddpm"
+    arch: Annotated[str, one_of(DDPM_ARCHS, "'mlp' and 'unet'")] = "mlp"
+    hidden: PositiveInt = 256
+    depth: PositiveInt = 3
+    lr: PositiveNumber = 0.002
     fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=150))
 
 
-class LDMSettings(ModelBase):
+class LDMSettings(DiffusionSettings):
     """Latent DDPM: the DDPM's diffusion over the latents of a VAE trained once on the pool and
     then frozen (models.latent_ddpm); defaults tuned on Fashion-MNIST for a CPU."""
 
     target: str = Field("influence_lab.models.LatentDDPM", alias="_target_")
     name: str = "ldm"
-    conditional: Bool = True
     latent_dim: PositiveInt = 16  # size of the autoencoder's latent the denoiser diffuses
     ae_hidden: PositiveInt = 512  # autoencoder width (layers ae_hidden and ae_hidden / 2)
     ae_epochs: PositiveInt = 30  # autoencoder epochs over the whole pool (trained once)
@@ -105,13 +114,7 @@ class LDMSettings(ModelBase):
     ae_seed: NonNegativeInt = 0  # the autoencoder's seed: the same for every model of a dataset
     hidden: PositiveInt = 512
     depth: PositiveInt = 4
-    cond_dim: PositiveInt = 64
-    timesteps: PositiveInt = 200
-    p_uncond: BelowOne = 0.1  # caption dropout during training (for guidance)
-    guidance: Number = 2.0  # classifier-free guidance scale at sampling time
-    loss_timesteps: PositiveInt = 10  # fixed timesteps of example_loss
     lr: PositiveNumber = 0.001
-    weight_decay: NonNegativeNumber = 0.0
     fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=100))
 
 

@@ -19,15 +19,8 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import InfluenceLabError
-from .attribution import (
-    DIFFUSION_ONLY,
-    GRADIENT_METHODS,
-    LATENT_PREFIX,
-    AttributionSettings,
-    EmbedderSettings,
-    method_list,
-)
-from .base import Bool, PositiveInt, Seed, Settings, a_list, fail, rule, show, validated
+from .attribution import AttributionSettings, EmbedderSettings, method_list
+from .base import Bool, PositiveInt, Seed, Settings, a_list, fail, rule, validated
 from .counterfactual import CounterfactualSettings
 from .data import DataSettings
 from .generate import GenerateSettings
@@ -155,8 +148,6 @@ class StageSettings(Settings):
             self._check_attribution()
         if self.counterfactual is not None:
             self._check_counterfactual()
-        if self.lds is not None:
-            self.check_methods(self.lds.methods, "lds.methods")
         return self
 
     def known_embedders(self, names: list[str], key: str) -> None:
@@ -168,37 +159,10 @@ class StageSettings(Settings):
                 f"(known: {', '.join(known)})."
             )
 
-    def check_methods(self, methods, key: str) -> None:
-        """Each method fits the embedders (`latent:<name>`) and the model (dtrak: diffusion)."""
-        embedders = self.attribution.embedders if self.attribution else []
-        for method in method_list(methods) or []:
-            if method.startswith(LATENT_PREFIX):
-                name = method.split(":", 1)[1]
-                if name not in embedders:
-                    fail(
-                        f"method {method} names embedder {show(name)}, "
-                        "not in attribution.embedders "
-                        f"({', '.join(embedders)})."
-                    )
-            elif method in GRADIENT_METHODS:
-                check_gradient_method(method, self.model.name)
-
     def _check_attribution(self) -> None:
+        """The embedders named exist; each method's needs (model output functions, data kind,
+        embedders) are the attribution registry's to check, at the stage's entry."""
         self.known_embedders(self.attribution.embedders, "attribution.embedders")
-        self.check_methods(self.attribution.methods, "attribution.methods")
-        k, T = self.attribution.gradient.dtrak_timesteps, getattr(self.model, "timesteps", None)
-        if T is not None and k > T and self._uses_dtrak():
-            fail(
-                f"attribution.gradient.dtrak_timesteps is {k} but model.timesteps is {T}; "
-                f"D-TRAK's timesteps are the model's, so it must be at most {T}."
-            )
-
-    def _uses_dtrak(self) -> bool:
-        """dtrak is among attribution.methods or lds.methods (auto: for a diffusion model)."""
-        named = [method_list(self.attribution.methods) or []]
-        if self.lds is not None:
-            named.append(method_list(self.lds.methods) or ["dtrak"])
-        return any("dtrak" in methods for methods in named)
 
     def _check_counterfactual(self) -> None:
         cf, attribution = self.counterfactual, self.attribution
@@ -247,16 +211,6 @@ def _replace(settings: Settings, path: list[str], value: Any) -> Settings:
     if isinstance(settings, dict):  # a section of named settings (`embedders`)
         return {**settings, name: value}
     return settings.model_copy(update={name: value})
-
-
-def check_gradient_method(method: str, model_name: str) -> None:
-    wanted = DIFFUSION_ONLY.get(method)
-    if wanted is not None and model_name not in wanted:
-        models = " or ".join(f"model={m}" for m in wanted)
-        raise InfluenceLabError(
-            f"{method} is defined for diffusion models ({models}), not model={model_name}; "
-            f"use trak or tracin."
-        )
 
 
 class Named(Settings):

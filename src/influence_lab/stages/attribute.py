@@ -4,11 +4,10 @@ names) under `neighbours/`, and a W&B table with the images."""
 
 from __future__ import annotations
 
-from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
-from ..attribution.search import attribute_prompts, resolve_methods
-from ..attribution.setup import gradient_scorers, lds_dampings, search_spaces, space_names
+from ..attribution.methods import Targets, registry
+from ..attribution.search import attribute_prompts
+from ..attribution.setup import context_for, lds_dampings, prepared
 from ..data import DataBundle, load_data
-from ..errors import InfluenceLabError
 from ..orchestration.cached import cached
 from ..orchestration.records import AttributeProvenance, GenerateProvenance, load_outputs
 from ..report.neighbours import attribution_summary, draw_neighbours, wandb_table
@@ -23,27 +22,15 @@ def attribute(settings: StageSettings) -> RunDir:
     settings = settings_of(settings)
     bundle = load_data(settings.data)
     gen_run = generate(upstream(settings))
-    att = settings.attribution
-    methods = resolve_methods(att.methods, bundle.kind)
-    spaces = space_names(settings, bundle, methods)
-    if "paper" in methods and bundle.kind != "image":
-        raise InfluenceLabError(
-            "the paper scorer works on images only; drop 'paper' from attribution.methods."
-        )
-    if "paper" in methods and att.paper_embedder not in ("auto", *att.embedders):
-        raise InfluenceLabError(
-            f"attribution.paper_embedder '{att.paper_embedder}' is not in attribution.embedders."
-        )
-    for method in methods:
-        if method in GRADIENT_METHODS:
-            check_gradient_method(method, settings.model.name)
+    methods = registry.resolve(settings, "attribute")
+    spaces = registry.spaces(settings, methods, "label" in bundle.full.column_names)
     spec = {  # attribution and embedders hashed as given (see StageSettings._given)
         "generate_signature": gen_run.signature,
         "methods": methods,
         "attribution": settings.given("attribution"),
         "embedders": {k: settings.given("embedders", k) for k in spaces},
     }
-    if any(m in ("trak", "dtrak") for m in methods):
+    if registry.any_tunes_damping(settings, methods):
         spec["dampings"] = chosen_dampings(settings, gen_run)
     name = f"{settings.model.name}-{settings.data.name}"
     run = RunDir(output_dir(settings), "attribute", name, signature(spec))
@@ -65,19 +52,13 @@ def _attribute(
 ) -> dict:
     att = settings.attribution
     generated = GenerateProvenance.read(gen_run.path)
-    embedders, caches = search_spaces(settings, bundle, generated, spec["methods"])
     prompts, outputs, _ = load_outputs(gen_run.path)
-    dense = gradient_scorers(
-        settings,
-        bundle,
-        generated.model_dir,
-        generated.model_signature,
-        spec["methods"],
-        dampings=spec.get("dampings"),
+    context = context_for(
+        settings, bundle, generated.model_dir, generated.model_signature, spec.get("dampings")
     )
-    table = attribute_prompts(
-        bundle.train, bundle.kind, prompts, outputs, embedders, caches, att, dense
-    )
+    attributors = prepared(settings, spec["methods"], context)
+    table = attribute_prompts(context, attributors, Targets(prompts, outputs))
+    _, caches = context.search_spaces(list(context.spaces))
     atomic_write(run / "attribution.parquet", lambda p: table.to_parquet(p, index=False))
     pictures = draw_neighbours(run.path, bundle, table, prompts, outputs, att.grid_top)
     AttributeProvenance(

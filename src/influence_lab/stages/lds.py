@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..attribution.gradient_methods import GRADIENT_METHODS, check_gradient_method
-from ..attribution.search import resolve_methods
+from ..attribution.methods import registry
 from ..counterfactual.lds import (
     choose_dampings,
     draw_subsets,
@@ -50,7 +49,6 @@ from ..report.exports import export_lds
 from ..report.lds_figures import damping_lines, lds_bars
 from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..settings import StageSettings
-from ..settings.attribution import DIFFUSION_MODELS
 from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
 from ..store.signature import signature
 from ..training.batches import batch_of
@@ -58,19 +56,10 @@ from .common import console, output_dir, settings_of, stage_entry, stage_trackin
 from .generate import generate
 
 
-def lds_methods(settings: StageSettings, kind: str) -> list[str]:
-    """The methods of `lds.methods` (checked against the model and embedders at the stage's
-    entry)."""
-    methods, model_name = settings.lds.methods, settings.model.name
-    if methods in (None, "auto"):
-        search = resolve_methods(settings.attribution.methods, kind)
-        grads = ["tracin", "trak"] + (["dtrak"] if model_name in DIFFUSION_MODELS else [])
-        return [m for m in search if m not in GRADIENT_METHODS] + grads
-    methods = [str(m) for m in ([methods] if isinstance(methods, str) else methods)]
-    for method in methods:
-        if method in GRADIENT_METHODS:
-            check_gradient_method(method, model_name)
-    return methods
+def lds_methods(settings: StageSettings) -> list[str]:
+    """The methods of `lds.methods` (auto: the search methods of attribution.methods and the
+    gradient methods the model class allows), checked by the attribution registry."""
+    return registry.resolve(settings, "lds")
 
 
 def lds_stage(settings: StageSettings):
@@ -90,7 +79,7 @@ def lds_stage(settings: StageSettings):
 def lds(settings: StageSettings) -> RunDir:
     settings = settings_of(settings)
     bundle = load_data(settings.data)
-    methods = lds_methods(settings, bundle.kind)
+    methods = lds_methods(settings)
     gen_run = generate(upstream(settings))
     spec = {  # lds, attribution and embedders hashed as given (see StageSettings._given)
         "generate_signature": gen_run.signature,
@@ -136,15 +125,8 @@ def _score(
 
     split = split_subsets(len(masks), lset.selection)
     generated = GenerateProvenance.read(gen_run.path)
-    scores = method_scores(
-        settings,
-        bundle,
-        generated,
-        methods,
-        t_prompts,
-        t_outputs,
-        batch,
-        lset.dampings if split else None,
+    scores, families = method_scores(
+        settings, bundle, generated, methods, t_prompts, t_outputs, lset.dampings if split else None
     )
     by_seed = -truth.reshape(len(masks), len(lset.seeds), -1)  # (subsets, seeds, targets) outputs
     subset_outputs = by_seed.mean(1)  # minus the loss averaged over seeds
@@ -156,6 +138,7 @@ def _score(
     }
     table = lds_table(per_target, lset.bootstrap, reference_rows(by_seed[evaluate]))
     table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]
+    table["family"] = [families.get(label, "reference") for label in table["method"]]
     table["subsets"] = len(evaluate)
     write_dampings(run, generated.model_signature, chosen, curves, split)
     rows = [

@@ -39,7 +39,8 @@ def validate(
             check_weights(name, settings.embedders[name])
         settings._overrides = list(overrides or [])
         allow_plugins(settings.plugins)
-        model_class(settings.model.target, "model._target_")  # refused here, before any work
+        cls = model_class(settings.model.target, "model._target_")  # refused before any work
+        check_methods(settings, cls)
     return settings
 
 
@@ -80,3 +81,16 @@ def check_resolvers(cfg: DictConfig) -> None:
                 )
 
     walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def check_methods(settings: StageSettings, model_cls) -> None:
+    """The attribution methods a stage runs (attribution.methods, lds.methods, and
+    counterfactual.methods among them), known and their needs met by the model class and the
+    settings (the attribution registry's refusal, one sentence)."""
+    if settings.attribution is None:
+        return
+    from ..attribution.methods import registry
+
+    registry.resolve(settings, "attribute", model_cls)
+    if settings.lds is not None:
+        registry.resolve(settings, "lds", model_cls)

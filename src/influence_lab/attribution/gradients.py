@@ -1,0 +1,105 @@
+"""Per-example gradients of a model's output function, written with `torch.func`
+(`vmap(grad(functional_call(...)))`, dattri's construction too), and their random projection.
+
+An output function is one the model declares (`GenerativeModel.output_functions`): `measured`
+(its `example_loss`) and every `output_<name>` method (the diffusion models' `dtrak`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from ..errors import InfluenceLabError
+from ..models.base import GenerativeModel
+from ..tracking.console import track
+
+
+def n_params(model: GenerativeModel) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def per_example_gradients(
+    model: GenerativeModel,
+    batch: dict,
+    output: str = "measured",
+    noise_seed: int = 0,
+    chunk: int = 64,
+    desc: str | None = None,
+    options: dict | None = None,
+):
+    """Yield (B, P) flattened gradients of `output` for each example of `batch`, in chunks.
+    `options`: the output function's keyword options to the model's `measure_noise` (D-TRAK's
+    `dtrak_timesteps`); none: the model's defaults."""
+    if output not in model.output_functions():
+        raise InfluenceLabError(
+            f"{type(model).__name__} has no output function '{output}' "
+            f"(it has {', '.join(model.output_functions())})."
+        )
+    model = model.eval()
+    prepared = model.prepare(batch)
+    tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
+    n = len(batch["caption"])
+    noise = model.measure_noise(n, noise_seed, **(options or {}))
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def f(p, example, nz):
+        one = {k: v.unsqueeze(0) for k, v in example.items()}
+        one_noise = {k: v.unsqueeze(0) for k, v in nz.items()}
+        return functional_call(model, (p, buffers), (one, one_noise), {"output": output}).sum()
+
+    per_example = vmap(grad(f), in_dims=(None, 0, 0))
+    starts = range(0, n, chunk)
+    for start in starts if desc is None else track(starts, desc):
+        sl = slice(start, start + chunk)
+        grads = per_example(
+            params, {k: v[sl] for k, v in tensors.items()}, {k: v[sl] for k, v in noise.items()}
+        )
+        yield torch.cat([grads[k].reshape(grads[k].shape[0], -1) for k in params], 1)
+
+
+def projected_gradients(
+    model: GenerativeModel,
+    batch: dict,
+    projector,
+    output: str = "measured",
+    noise_seed: int = 0,
+    desc: str | None = None,
+    options: dict | None = None,
+) -> np.ndarray:
+    """The projected gradients (examples, dim); the gradients reach the projector in groups of
+    its `batch_rows` (a dense projection is drawn once per call)."""
+    return projected_gradients_many(model, [batch], projector, output, noise_seed, desc, options)[0]
+
+
+def projected_gradients_many(
+    model: GenerativeModel,
+    batches: list[dict],
+    projector,
+    output: str = "measured",
+    noise_seed: int = 0,
+    desc: str | None = None,
+    options: dict | None = None,
+) -> list[np.ndarray]:
+    """`projected_gradients` of several batches, each with its own fixed noise (as if projected
+    alone), whose gradients share the projector's calls: a dense projection is regenerated once
+    per `batch_rows` gradients rather than once per batch (per prompt, in `attribute`)."""
+
+    def every_batch():
+        for batch in batches:
+            yield from per_example_gradients(
+                model, batch, output, noise_seed, desc=desc, options=options
+            )
+
+    rows, pending = [], []
+    for g in every_batch():
+        pending.append(g.detach())
+        if sum(len(p) for p in pending) >= getattr(projector, "batch_rows", 0):
+            rows.append(projector(torch.cat(pending)))
+            pending = []
+    if pending:
+        rows.append(projector(torch.cat(pending)))
+    out = torch.cat(rows).numpy().astype(np.float32)
+    sizes = [len(b["caption"]) for b in batches]
+    return np.split(out, np.cumsum(sizes)[:-1])

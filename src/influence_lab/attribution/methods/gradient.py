@@ -1,0 +1,246 @@
+"""The gradient methods: TracIn, TRAK and D-TRAK, on the projected per-example gradients of a
+model output function (`gradients.py`, projected by `projectors.py`, cached by `feature_store.py`).
+Every score is "higher = the item did more to make the model produce the target" (it lowers the
+target's loss), the convention of the search methods.
+
+- TracIn (Pruthi et al. 2020): sum over the training snapshots c of lr_c * <g_c(target), g_c(item)>.
+- TRAK (Park et al. 2023): per ensemble model k, phi_k(target) (Phi_k^T Phi_k + lambda I)^-1 Phi_k^T
+  with Phi_k the training items' projected gradients of the example loss; averaged over the
+  ensemble (models trained on the full set with seeds seed, seed+1, ...). For these outputs
+  (losses, not classification margins) the TRAK Q weighting is the identity.
+- D-TRAK (Zheng et al. 2024): TRAK with the model's `dtrak` output function (the mean squared
+  predicted noise) on both sides, over K = `dtrak_timesteps` evenly spaced timesteps with one
+  noise draw per timestep shared by every example, projected by a dense Gaussian (`projector:
+  auto`), as its authors run it (docs/gradients.md). Offered for every model class that declares
+  the `dtrak` output (`GenerativeModel.output_functions`), whatever it is called.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...errors import InfluenceLabError
+from ...models.base import NOISE_SEED
+from ...models.build import load_model
+from ...store.files import read_json
+from ...training.batches import batch_of, outputs_batch
+from ..feature_store import train_features
+from ..gradients import n_params, projected_gradients_many
+from ..projectors import make_projector
+from .base import Attributor, ScoreTable, Targets, Traits
+
+
+class GradientAttributor(Attributor):
+    """A method on the projected gradients of one model output function (`output`)."""
+
+    output = "measured"  # the model output function differentiated (GenerativeModel.forward)
+    noise_seed = NOISE_SEED  # the fixed noise of the query gradients
+    projector = "sparse"  # the projection `attribution.gradient.projector: auto` stands for
+
+    def output_options(self) -> dict:
+        """The output function's options to the model's `measure_noise` (and the feature key)."""
+        return {}
+
+    def projection(self) -> dict:
+        cfg = self.context.attribution.gradient
+        kind = self.projector if cfg.projector == "auto" else cfg.projector
+        return {"projector": kind, "options": self.output_options()}
+
+    def features(self, model, model_key: str, proj_seed: int) -> np.ndarray:
+        """The projected gradients of every training item under `model` (cached)."""
+        ctx, cfg = self.context, self.context.attribution.gradient
+        return train_features(
+            ctx.root,
+            model,
+            model_key,
+            self.train_batch,
+            ctx.bundle.fingerprint,
+            self.output,
+            cfg.proj_dim,
+            proj_seed,
+            **self.projection(),
+        )
+
+    def queries(self, model, batches: list[dict], proj_seed: int) -> list[np.ndarray]:
+        """The projected query gradients of each batch (one projector for all of them)."""
+        cfg, options = self.context.attribution.gradient, self.projection()
+        projector = make_projector(options["projector"], n_params(model), cfg.proj_dim, proj_seed)
+        return projected_gradients_many(
+            model, batches, projector, self.output, self.noise_seed, options=options["options"]
+        )
+
+    def prepare(self, context) -> None:
+        super().prepare(context)
+        self.train_batch = batch_of(context.bundle.train)
+
+    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+        batches = query_batches(targets)
+        per_batch = self.scores_many(batches, dampings)
+        if targets.joint:
+            return ScoreTable(per_batch[0])
+        return ScoreTable([s.sum(-2) for s in per_batch])
+
+    def scores_many(self, batches: list[dict], dampings: list[float] | None) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+def query_batches(targets: Targets) -> list[dict]:
+    """The query batches of `targets`: one of every target (joint), or one per target's group
+    (each scored with its own fixed noise and summed over its outputs)."""
+    if targets.joint:
+        outs = targets.outputs
+        if isinstance(outs[0], list):
+            return [outputs_batch([text for group in outs for text in group], targets.prompts)]
+        return [outputs_batch(np.concatenate(outs), targets.prompts)]
+    return [
+        outputs_batch(outs, [p] * len(outs))
+        for p, outs in zip(targets.prompts, targets.outputs, strict=True)
+    ]
+
+
+class TracIn(GradientAttributor):
+    traits = Traits(family="gradient", needs=("snapshots",), auto=("lds",))
+
+    def prepare(self, context) -> None:
+        super().prepare(context)
+        folder = context.model_dir / "snapshots"
+        if not (folder / "index.json").exists():
+            raise InfluenceLabError(
+                f"{self.name} needs the training snapshots of {context.model_dir}, which has none "
+                f"(model.fit.snapshots was 0, or the model was trained in a pack); "
+                f"retrain it with model.fit.snapshots=4 force=true."
+            )
+        self.snapshots = read_json(folder / "index.json")
+        self.models, self.phis = [], []
+        cfg = context.attribution.gradient
+        for snap in self.snapshots:
+            model = load_model(context.model_dir)
+            model.load_state_dict(
+                torch.load(folder / snap["file"], map_location="cpu", weights_only=True)
+            )
+            self.models.append(model.eval())
+            self.phis.append(
+                self.features(model, f"{context.model_signature}/{snap['file']}", cfg.proj_seed)
+            )
+
+    def scores_many(self, batches, dampings=None):
+        """Per batch: (examples, items) scores, the query gradients of all batches projected
+        together."""
+        totals = [0.0] * len(batches)
+        seed = self.context.attribution.gradient.proj_seed
+        for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True):
+            phi_t = phi.T.astype(np.float64)
+            for i, q in enumerate(self.queries(model, batches, seed)):
+                totals[i] = totals[i] + float(snap["lr"]) * (q.astype(np.float64) @ phi_t)
+        return [np.asarray(total) for total in totals]
+
+
+class Trak(GradientAttributor):
+    """TRAK over the first `ensemble` models (attribution.gradient.ensemble, or the context's).
+
+    Each model's kernel is diagonalised once, so that scores for any damping (a grid of them, when
+    the LDS stage chooses one) cost a matrix product each instead of a new solve. In the dual form
+    when the projection is wider than the training set: (Phi^T Phi + l I)^-1 Phi^T =
+    Phi^T (Phi Phi^T + l I)^-1, both sides with the same nonzero eigenvalues."""
+
+    traits = Traits(
+        family="gradient", needs=("ensemble",), tunes_damping=True, ensemble=True, auto=("lds",)
+    )
+
+    def prepare(self, context) -> None:
+        super().prepare(context)
+        cfg = context.attribution.gradient
+        size = context.ensemble_size or cfg.ensemble
+        runs = context.ensemble_runs(size)
+        if size > len(runs):
+            raise InfluenceLabError(
+                f"{self.name} asks for {size} ensemble models but {len(runs)} were trained."
+            )
+        self.damping = context.dampings.get(self.name, cfg.damping)
+        self.models, self.spectra = [], []
+        for k, (path, sig) in enumerate(runs[:size]):
+            model = load_model(path)
+            phi = self.features(model, sig, cfg.proj_seed + k).astype(np.float64)
+            self.spectra.append(Spectrum(phi))
+            self.models.append(model)
+
+    def per_model_batches(self, batches, dampings):
+        """Per ensemble model, per batch: scores (examples, items), or (dampings, examples,
+        items) when `dampings` (relative to each kernel's mean diagonal) are given; the query
+        gradients of all batches projected together (a dense projection is drawn once per model,
+        not once per batch)."""
+        seed = self.context.attribution.gradient.proj_seed
+        grid = [self.damping] if dampings is None else list(dampings)
+        out = []
+        for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
+            per_batch = []
+            for query in self.queries(model, batches, seed + k):
+                q = query.astype(np.float64)  # once, for every damping of the grid
+                scores = np.stack([spectrum.scores(q, d) for d in grid])
+                per_batch.append(scores[0] if dampings is None else scores)
+            out.append(per_batch)
+        return out
+
+    def scores_many(self, batches, dampings=None):
+        """Per batch: the ensemble's mean scores."""
+        per_model = self.per_model_batches(batches, dampings)
+        return [np.mean([each[i] for each in per_model], axis=0) for i in range(len(batches))]
+
+    def per_model(self, targets: Targets, dampings: list[float] | None = None) -> list[ScoreTable]:
+        """Per ensemble model: its scores alone (joint targets: (targets, items), or (dampings,
+        targets, items))."""
+        batches = query_batches(targets)
+        tables = []
+        for per_batch in self.per_model_batches(batches, dampings):
+            if targets.joint:
+                tables.append(ScoreTable(per_batch[0]))
+            else:
+                tables.append(ScoreTable([s.sum(-2) for s in per_batch]))
+        return tables
+
+
+class DTrak(Trak):
+    output = "dtrak"
+    projector = "normal"
+    traits = Traits(
+        family="gradient",
+        needs=("ensemble", "output:dtrak"),
+        tunes_damping=True,
+        ensemble=True,
+        auto=("lds",),
+    )
+
+    @classmethod
+    def check(cls, settings, model_cls, option):
+        k = settings.attribution.gradient.dtrak_timesteps
+        steps = getattr(settings.model, "timesteps", None)
+        if steps is not None and k > steps:
+            return (
+                f"attribution.gradient.dtrak_timesteps is {k} but model.timesteps is {steps}; "
+                f"D-TRAK's timesteps are the model's, so it must be at most {steps}."
+            )
+        return None
+
+    def output_options(self) -> dict:
+        return {"dtrak_timesteps": self.context.attribution.gradient.dtrak_timesteps}
+
+
+class Spectrum:
+    """One model's kernel Phi^T Phi diagonalised (or its dual Phi Phi^T, whichever is smaller)."""
+
+    def __init__(self, phi: np.ndarray):
+        n, d = phi.shape
+        self.dual = d > n
+        gram = phi @ phi.T if self.dual else phi.T @ phi
+        self.scale = float(np.trace(gram)) / d  # the mean diagonal of Phi^T Phi, either way
+        self.eigenvalues, vectors = np.linalg.eigh(gram)
+        self.vectors = vectors
+        # dual: scores = (q Phi^T V) diag(1/(s+l)) V^T ; primal: (q U) diag(1/(s+l)) U^T Phi^T
+        self.right = vectors.T if self.dual else vectors.T @ phi.T  # (r, n)
+        self.left = phi.T @ vectors if self.dual else vectors  # (d, r)
+
+    def scores(self, q: np.ndarray, damping: float) -> np.ndarray:
+        """q (targets, d) -> scores (targets, items) at lambda = damping x the mean diagonal."""
+        weights = 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
+        return ((q @ self.left) * weights) @ self.right
