@@ -16,6 +16,8 @@ SMALL = [  # shrinks every stage alike (the train signature is shared)
     "model.loss_timesteps=2",
     "generate.m=1",
     "generate.prompt_count=2",
+]
+AFTER_TRAIN = [
     "attribution.gradient.proj_dim=128",
     "attribution.gradient.dtrak_timesteps=2",
     "embedders.autoencoder.epochs=2",
@@ -30,7 +32,8 @@ def test_the_diffusers_model_runs_from_its_readme(tmp_path):
     assert [c[0] for c in commands] == ["train", "attribute", "counterfactual"]
     out = [f"paths.output_dir={tmp_path}", "logger=none", *SMALL]
     for args in commands:
-        done = run_example("diffusers_model", [*args, *out])
+        extra = [] if args[0] == "train" else AFTER_TRAIN
+        done = run_example("diffusers_model", [*args, *out, *extra])
         assert done.returncode == 0, f"{args[0]}:\n{done.stderr[-3000:]}"
     train = next(tmp_path.glob("train/unet_ddpm-fashion2-*"))
     assert '"difflab.unet.DiffusersDDPM"' in (train / "model.json").read_text()
