@@ -9,13 +9,39 @@ SSIM is written here with torch because scikit-image scores one pair per call an
 scores every output against every candidate (thousands of pairs per prompt); it follows
 scikit-image's default (7x7 uniform window, sample covariance, K1 = 0.01, K2 = 0.03) and is
 tested against `skimage.metrics.structural_similarity`.
+
+The metrics that compare every pixel of every (output, candidate) pair (MAE, SSIM, the paper's
+SSIM-of-difference) run over blocks of candidates holding at most `PAIR_BLOCK` values each, so
+their memory does not grow with the number of candidates (SSIM of 8 outputs against 54,000
+Fashion-MNIST items at once asked for 82 GB); each pair is computed as before, so the blocked
+result equals the one-block result.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+PAIR_BLOCK = 1 << 21  # output x candidate x pixel values per block (16 MB per float64 temporary)
+
+
+def blocked(fn):
+    """`fn(a, b) -> (m, n)`, computed over blocks of the candidates b so that a block holds at
+    most PAIR_BLOCK values of output x candidate x pixel."""
+
+    def over_blocks(a, b, *args, **kwargs):
+        per_candidate = len(a) * max(1, int(np.prod(np.shape(b)[1:])))
+        step = max(1, PAIR_BLOCK // per_candidate)
+        if len(b) <= step:
+            return fn(a, b, *args, **kwargs)
+        return np.concatenate(
+            [fn(a, b[i : i + step], *args, **kwargs) for i in range(0, len(b), step)], axis=1
+        )
+
+    return functools.wraps(fn)(over_blocks)
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -39,6 +65,7 @@ def mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return l2(a, b) ** 2 / _flat(a).shape[1]
 
 
+@blocked
 def mae(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = _flat(a), _flat(b)
     return np.abs(a[:, None, :] - b[None, :, :]).mean(2)
@@ -66,6 +93,7 @@ def ssim_pairs(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> tor
     return s.mean(dim=(1, 2, 3)).reshape(p, c).mean(1)
 
 
+@blocked
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ta, tb = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
     m, n = len(ta), len(tb)
@@ -91,6 +119,7 @@ def hist_corr(a: np.ndarray, b: np.ndarray, bins: int = 16) -> np.ndarray:
     return (ha @ hb.T) / denom
 
 
+@blocked
 def ssim_of_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The original paper's 'SSIM' feature: SSIM between the saturated difference max(A - B, 0)
     (grey) and a black image, on the 0-255 scale. Kept only for the `paper` scorer."""
