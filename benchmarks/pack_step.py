@@ -226,7 +226,7 @@ def main():
         base = {r[1]: r[3] for r in rows if r[0] == model}
         cells = " | ".join(f"{ms[p]:.1f}" for p in PARTS)
         print(
-            f"| {model} | {v} | {cells} | {total:.1f} | {gflops:.0f} | {100 * gflops / peak:.0f}% "
+            f"| {model} | {v} | {cells} | {total:.1f} | {gflops:.2f} | {100 * gflops / peak:.0f}% "
             f"| {base['before'] / total:.2f}x | {base['vmapped'] / total:.2f}x | {loss:.4g} |"
         )
 
