@@ -12,7 +12,7 @@ from ..errors import InfluenceLabError
 from ..settings import AttributionSettings
 from ..tracking.console import track
 from .index import similarity_matrix
-from .methods.base import Attributor, Targets
+from .methods.base import Attributor, Targets, spaces_read
 from .methods.context import AttributionContext
 from .prompt_filter import PromptFilter
 from .raw import raw_similarities
@@ -84,10 +84,8 @@ def evaluate(
     check_sizes(cfg, n)
     prompt_filter = PromptFilter(captions, cfg.filter)
     evidence = {k: a for k, a in attributors.items() if a.shares_evidence}
-    names = list(cfg.embedders)
-    for a in evidence.values():
-        names += [s for s in a.spaces(cfg, context.labelled, a.option) if s not in names]
-    embedders, caches = context.search_spaces(names)
+    read = ((type(a), a.option) for a in evidence.values())
+    embedders, caches = context.search_spaces(spaces_read(cfg, context.labelled, read))
     weights = dict(cfg.fused_weights)
     every_raw = any(a.raw_everywhere for a in evidence.values())
     ready = {k: a.scores(targets) for k, a in attributors.items() if k not in evidence}

@@ -89,6 +89,15 @@ class ScoreTable:
         return np.stack(rows) if rows else np.zeros((0, n))
 
 
+def spaces_read(att, labelled: bool, methods) -> list[str]:
+    """The embedders an attribution builds: attribution.embedders (searched) and those the
+    methods, (class, option) pairs, read besides (the paper scorer's feature space)."""
+    names = list(att.embedders)
+    for cls, option in methods:
+        names += [s for s in cls.spaces(att, labelled, option) if s not in names]
+    return names
+
+
 class Attributor:
     """Subclass this, set `traits`, implement `prepare` and `scores`. `name` is set by the registry
     to the method's label in tables (attribution.methods, or attribution.custom_methods' key)."""

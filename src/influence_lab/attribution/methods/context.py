@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import InfluenceLabError
 from ...settings import AttributionSettings, section
 
 
@@ -47,8 +48,6 @@ class AttributionContext:
             model = load_model(self.model_dir) if self.model_dir is not None else None
             for name in missing:
                 if name not in self.embedder_settings:
-                    from ...errors import InfluenceLabError
-
                     raise InfluenceLabError(
                         f"attribution.embedders names ['{name}'], which have no settings under "
                         f"embedders (known: {', '.join(self.embedder_settings)})."

@@ -75,14 +75,18 @@ class GradientAttributor(Attributor):
         self.train_batch = batch_of(context.bundle.train)
 
     def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
-        batches = query_batches(targets)
-        per_batch = self.scores_many(batches, dampings)
-        if targets.joint:
-            return ScoreTable(per_batch[0])
-        return ScoreTable([s.sum(-2) for s in per_batch])
+        return as_table(self.scores_many(query_batches(targets), dampings), targets)
 
     def scores_many(self, batches: list[dict], dampings: list[float] | None) -> list[np.ndarray]:
         raise NotImplementedError
+
+
+def as_table(per_batch: list[np.ndarray], targets: Targets) -> ScoreTable:
+    """The scores of `query_batches(targets)` as a table: the one joint batch's rows, or each
+    target's group summed over its outputs."""
+    if targets.joint:
+        return ScoreTable(per_batch[0])
+    return ScoreTable([s.sum(-2) for s in per_batch])
 
 
 def query_batches(targets: Targets) -> list[dict]:
@@ -190,14 +194,8 @@ class Trak(GradientAttributor):
     def per_model(self, targets: Targets, dampings: list[float] | None = None) -> list[ScoreTable]:
         """Per ensemble model: its scores alone (joint targets: (targets, items), or (dampings,
         targets, items))."""
-        batches = query_batches(targets)
-        tables = []
-        for per_batch in self.per_model_batches(batches, dampings):
-            if targets.joint:
-                tables.append(ScoreTable(per_batch[0]))
-            else:
-                tables.append(ScoreTable([s.sum(-2) for s in per_batch]))
-        return tables
+        per_model = self.per_model_batches(query_batches(targets), dampings)
+        return [as_table(per_batch, targets) for per_batch in per_model]
 
 
 class DTrak(Trak):

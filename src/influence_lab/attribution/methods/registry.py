@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...errors import InfluenceLabError
 from ...models.build import allowed_class
-from .base import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits
+from .base import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
 from .gradient import DTrak, TracIn, Trak
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
 
@@ -143,11 +143,8 @@ def resolve(settings, which: str, model_cls=None) -> list[str]:
 def spaces(settings, methods: list[str], labelled: bool) -> list[str]:
     """The embedders an attribution with `methods` builds: attribution.embedders (searched) and
     those the methods read besides (the paper scorer's feature space)."""
-    att, names = settings.attribution, list(settings.attribution.embedders)
-    for name in methods:
-        cls, option = method_class(name, att, list(settings.plugins))
-        names += [s for s in cls.spaces(att, labelled, option) if s not in names]
-    return names
+    att, plugins = settings.attribution, list(settings.plugins)
+    return spaces_read(att, labelled, (method_class(m, att, plugins) for m in methods))
 
 
 def any_tunes_damping(settings, methods: list[str]) -> bool:
