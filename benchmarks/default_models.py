@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_module
 from influence_lab.report.figures import draw
 from influence_lab.stages.generate import generate
 
-DEFAULT_RUNS = "vae:digits,ddpm:digits,chargpt:names,vae:fashion,ldm:fashion"
+DEFAULT_RUNS = "vae:digits,ddpm:digits,chargpt:names,vae:fashion,ldm:fashion,dalle:fashion"
 ORDER = DEFAULT_RUNS.split(",")
 TEXT_KEYS = ("novel", "in_prompt_list", "mean_length")
 

@@ -31,6 +31,15 @@ SHRINK = {
         "data=names",
         "data.source.max_per_list=150",
     ],
+    "dalle": [
+        "model.fit.max_epochs=2",
+        "model.depth=1",
+        "model.dim=32",
+        "model.heads=2",
+        "model.codebook_size=32",
+        "model.tok_hidden=16",
+        "model.tok_epochs=5",
+    ],
 }
 
 

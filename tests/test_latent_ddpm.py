@@ -17,7 +17,7 @@ from influence_lab.data import load_data
 from influence_lab.data.fashion import DEFAULT_PATH, FILES
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models import LatentDDPM
-from influence_lab.models import latent_ddpm as ldm_module
+from influence_lab.models import frozen as frozen_module
 from influence_lab.models.build import build_model, load_model, save_model
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit, fit_pack
@@ -80,7 +80,7 @@ def test_autoencoder_is_shared_frozen_and_outside_the_gradients(digits, tmp_path
     assert all(torch.equal(before[k], after[k]) for k in before)
     # every model of the dataset (another seed, a retrain without some items, a fresh process's
     # fit of the same autoencoder) gets the same autoencoder; the denoisers differ
-    ldm_module._TRAINED.clear()
+    frozen_module.TRAINED.clear()
     removed = OmegaConf.merge(cfg.data, {"exclude_ids": list(bundle.train["id"][:40])})
     other = build_model(cfg.model, load_data(removed), seed=2)
     assert all(torch.equal(before[k], v) for k, v in _ae_state(other).items())
@@ -94,11 +94,11 @@ def test_autoencoder_is_fitted_once_per_pool_across_processes(digits, tmp_path, 
     """With an output root, the autoencoder is written under embedders/ and a fresh process (an
     empty in-memory cache) reads it instead of fitting it again."""
     cfg, bundle = digits
-    ldm_module._TRAINED.clear()
+    frozen_module.TRAINED.clear()
     first = build_model(cfg.model, bundle, seed=1, cache_root=tmp_path)
     (folder,) = (tmp_path / "embedders").glob("ldm-autoencoder-*")
     assert (folder / "state.pt").stat().st_size > 10_000 and (folder / "done").exists()
-    ldm_module._TRAINED.clear()
+    frozen_module.TRAINED.clear()
 
     def refit(self, x):
         raise AssertionError("the cached autoencoder was fitted again")
@@ -106,7 +106,7 @@ def test_autoencoder_is_fitted_once_per_pool_across_processes(digits, tmp_path, 
     monkeypatch.setattr(LatentDDPM, "_train_autoencoder", refit)
     second = build_model(cfg.model, bundle, seed=2, cache_root=tmp_path)
     assert all(torch.equal(v, _ae_state(second)[k]) for k, v in _ae_state(first).items())
-    ldm_module._TRAINED.clear()
+    frozen_module.TRAINED.clear()
     with pytest.raises(AssertionError, match="fitted again"):  # no root: fitted in the process
         build_model(cfg.model, bundle, seed=2)
 
@@ -116,7 +116,7 @@ def test_save_and_load_round_trip_needs_no_data(digits, tmp_path):
     model = build_model(cfg.model, bundle, seed=4)
     fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=4)
     save_model(model.eval(), tmp_path / "saved")
-    ldm_module._TRAINED.clear()
+    frozen_module.TRAINED.clear()
     loaded = load_model(tmp_path / "saved")
     batch = batch_of(bundle.val.select(range(5)))
     assert torch.equal(model.example_loss(batch, 2), loaded.example_loss(batch, 2))

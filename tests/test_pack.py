@@ -27,7 +27,7 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(a).max())
 
 
-@pytest.mark.parametrize("model", ["vae", "ddpm", "ldm", "chargpt"])
+@pytest.mark.parametrize("model", ["vae", "ddpm", "ldm", "chargpt", "dalle"])
 def test_pack_of_one_reproduces_the_solo_fit(cfg_factory, tmp_path, model):
     cfg = cfg_factory("train", model=model)
     solo, bundle = _solo(cfg, None, 3, tmp_path / "solo")
@@ -117,23 +117,25 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     assert gap[canary] > 3 * np.median(np.abs(np.delete(gap, canary))), gap
 
 
+@pytest.mark.parametrize("model", ["chargpt", "dalle"])
 def test_unpackable_models_train_their_members_one_by_one(
-    cfg_factory, tmp_path, capsys, monkeypatch
+    cfg_factory, tmp_path, capsys, monkeypatch, model
 ):
-    """CharGPT packs only on an accelerator (on a CPU its pack is no faster than solo fits): on the
-    CPU its members are fitted one by one, each exactly the model `influence-lab train` makes for
-    its removal and seed."""
-    from influence_lab.models.chargpt import CharGPT
+    """CharGPT and DALL-E pack only on an accelerator (on a CPU their packs are no faster than solo
+    fits): on the CPU their members are fitted one by one, each exactly the model
+    `influence-lab train` makes for its removal and seed."""
+    from influence_lab.models.build import model_class
     from influence_lab.settings import from_config
     from influence_lab.training.members import packs
 
-    assert not packs(CharGPT, from_config(cfg_factory("train", model="chargpt")).trainer)
-    gpu = from_config(cfg_factory("train", "trainer=gpu", model="chargpt")).trainer
-    assert packs(CharGPT, gpu)
+    cls = model_class(cfg_factory("train", model=model).model._target_, "model._target_")
+    assert not packs(cls, from_config(cfg_factory("train", model=model)).trainer)
+    gpu = from_config(cfg_factory("train", "trainer=gpu", model=model)).trainer
+    assert packs(cls, gpu)
     from influence_lab.stages.train import train
     from influence_lab.training.members import train_members
 
-    cfg = from_config(cfg_factory("train", model="chargpt"))
+    cfg = from_config(cfg_factory("train", model=model))
     bundle = load_data(cfg.data)
     ids = list(bundle.train["id"])
     members = [
@@ -148,7 +150,7 @@ def test_unpackable_models_train_their_members_one_by_one(
         f"paths.output_dir={tmp_path}/solo",
         f"data.exclude_ids=[{','.join(ids[:5])}]",
         "seed=1",
-        model="chargpt",
+        model=model,
     )
     solo = train(solo_cfg)
     assert solo.path.name == runs["a"].path.name  # the same signature: any stage reuses it

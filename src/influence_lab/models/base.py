@@ -167,3 +167,9 @@ def seeded_normal(seed: int, shape, device=None) -> torch.Tensor:
     """Standard normal noise that depends only on `seed` (not on the global RNG)."""
     gen = torch.Generator().manual_seed(int(seed))
     return torch.randn(*shape, generator=gen).to(device)
+
+
+def seeded_uniform(seed: int, shape, device=None) -> torch.Tensor:
+    """Uniform noise in [0, 1) that depends only on `seed` (not on the global RNG)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.rand(*shape, generator=gen).to(device)

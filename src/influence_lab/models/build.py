@@ -16,7 +16,7 @@ from ..settings import ModelSettings, section
 from ..settings.stage import MODULE_PATH
 from ..store.files import atomic_write, verify_result, write_json
 from .base import GenerativeModel
-from .text_encoder import build_vocab
+from .text_encoder import build_vocab, caption_tokens
 
 
 def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
@@ -30,9 +30,11 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
         wanted = "image" if cls.kind == "image" else "text"
         raise InfluenceLabError(
             f"model={model.name} needs {wanted} data but data={bundle.name} holds {bundle.kind}; "
-            f"use model=vae, model=ddpm or model=ldm for images and model=chargpt for text."
+            "use model=vae, model=ddpm, model=ldm or model=dalle for images and model=chargpt "
+            "for text."
         )
     params["vocab"] = build_vocab(bundle.captions)
+    _check_caption_length(cls, params, bundle)
     if bundle.kind == "image":
         params["data_shape"] = list(_image_shape(bundle))
     else:
@@ -52,6 +54,22 @@ def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
             f"model.block_size is {block} but the longest text in data={bundle.name} "
             f"has {longest} characters; "
             f"set model.block_size={longest + 1} or more (the text plus an end token)."
+        )
+
+
+def _check_caption_length(cls: type, params: dict, bundle: DataBundle) -> None:
+    """A model that reads a caption's words as a sequence (DALL-E's `text_len`) refuses a dataset
+    whose longest caption has more words, at build time, not at the first long prompt."""
+    default = inspect.signature(cls).parameters.get("text_len")
+    length = params.get("text_len", default.default if default is not None else None)
+    if not isinstance(length, int):
+        return
+    longest = max(bundle.captions, key=lambda c: len(caption_tokens(c)), default="")
+    if len(caption_tokens(longest)) > length:
+        raise InfluenceLabError(
+            f"model.text_len is {length} but the caption '{longest}' in data={bundle.name} has "
+            f"{len(caption_tokens(longest))} words; set model.text_len="
+            f"{len(caption_tokens(longest))} or more."
         )
 
 

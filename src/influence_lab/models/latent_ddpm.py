@@ -15,24 +15,15 @@ retrains would keep its pretrained VAE): the autoencoder has seen the removed it
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InfluenceLabError
 from ..settings.model import LDMSettings
-from ..store.files import RunDir, atomic_write, write_json
-from ..store.signature import signature
 from .ddpm import Diffusion, MLPDenoiser
-
-# trained autoencoders of this process by signature (spec + pool fingerprint): the full model and
-# every pack member built in one process share one fit instead of repeating it
-_TRAINED: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-_KEEP = 4
+from .frozen import fit_once, frozen, pool_images, require_fitted
 
 # the constructor's defaults are the schema's (settings/model.py), their one home
 DEFAULTS = LDMSettings()
@@ -71,19 +62,6 @@ class Autoencoder(nn.Module):
         rec = F.binary_cross_entropy_with_logits(self.dec(z), x.flatten(1), reduction="sum")
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()
         return (rec + kl) / len(x)
-
-
-def frozen(module: nn.Module) -> nn.Module:
-    """`module` with every parameter turned into a persistent buffer of the same name: it still
-    computes and is saved in the state dict, but nothing that trains or differentiates
-    parameters (optimisers, packs, per-example gradients) touches it."""
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is None:
-                continue
-            del sub._parameters[name]
-            sub.register_buffer(name, param.detach().clone())
-    return module
 
 
 class LatentDDPM(Diffusion):
@@ -135,50 +113,20 @@ class LatentDDPM(Diffusion):
         """Train the autoencoder on every item of `bundle.full` (once per pool: the full model and
         its retrains share it, within a process and, through `cache_root`, across processes) and
         load it with its latent statistics."""
-        key = signature("ldm-autoencoder", self.ae_spec(), bundle.full_fingerprint)
-        if key not in _TRAINED:
-            _TRAINED[key] = self._cached_autoencoder(bundle, key, cache_root)
-            while len(_TRAINED) > _KEEP:
-                _TRAINED.popitem(last=False)
-        state = {k: v.clone() for k, v in _TRAINED[key].items()}
-        self.load_state_dict({**self.state_dict(), **state})
-
-    def _cached_autoencoder(
-        self, bundle, key: str, cache_root: Path | None
-    ) -> dict[str, torch.Tensor]:
-        """The trained autoencoder's state: read from `<cache_root>/embedders/ldm-autoencoder-<key>`
-        when another process wrote it (a process fitting it holds the run's claim; the others
-        wait, then read), else trained here (and written there when `cache_root` is given)."""
 
         def train() -> dict[str, torch.Tensor]:
-            images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
-            return self._train_autoencoder(torch.as_tensor(images))
+            return self._train_autoencoder(pool_images(bundle.full, self.shape))
 
-        if cache_root is None:
-            return train()
-        run = RunDir(cache_root, "embedders", "ldm-autoencoder", key)
-
-        def train_and_write() -> dict[str, torch.Tensor]:
-            state = train()
-            atomic_write(run / "state.pt", lambda p: torch.save(state, p))
-            write_json(run / "spec.json", {**self.ae_spec(), "pool": bundle.full_fingerprint})
-            return state
-
-        return run.compute_once(
-            lambda: torch.load(run / "state.pt", map_location="cpu", weights_only=True),
-            train_and_write,
+        state = fit_once(
+            "ldm-autoencoder", self.ae_spec(), bundle.full_fingerprint, cache_root, train
         )
+        self.load_state_dict({**self.state_dict(), **state})
 
     def _train_autoencoder(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Adam on the negative ELBO, seeded by `ae_seed` alone (not the model's seed), so every
         model of one dataset gets the same autoencoder; then the per-dimension mean and spread of
         the pool's latent means, which scale the diffused latents to unit variance."""
         hp = self.hparams
-        if x.shape[1:] != self.shape:
-            raise InfluenceLabError(
-                f"data images have shape {list(x.shape[1:])} but model.data_shape is "
-                f"{list(self.shape)}; build the model with build_model for this data."
-            )
         gen = torch.Generator().manual_seed(int(hp.ae_seed))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(hp.ae_seed))
@@ -199,11 +147,7 @@ class LatentDDPM(Diffusion):
         return state
 
     def _check_fitted(self) -> None:
-        if not bool(self.ae_fitted):
-            raise InfluenceLabError(
-                "model.ae_fitted is False: this LatentDDPM's autoencoder was never trained; "
-                "make the model with models.build.build_model (or load_model) so it is fitted."
-            )
+        require_fitted(self.ae_fitted, "ae_fitted", "LatentDDPM's autoencoder")
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

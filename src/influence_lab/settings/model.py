@@ -1,8 +1,8 @@
-"""`model`: the generative model, one of four variants picked by `model.name` (or, for a renamed
-model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`, or a user's own class
-(`custom`: a `_target_` outside influence_lab). `_target_` itself is checked where the class is
-imported (`models.build.model_class`: influence_lab models, and classes under the module prefixes
-the config's `plugins` allows).
+"""`model`: the generative model, one of five variants picked by `model.name` (or, for a renamed
+model, by the class `_target_` names): `vae`, `ddpm`, `ldm`, `chargpt`, `dalle`, or a user's own
+class (`custom`: a `_target_` outside influence_lab). `_target_` itself is checked where the class
+is imported (`models.build.model_class`: influence_lab models, and classes under the module
+prefixes the config's `plugins` allows).
 
 These schemas are the one home of every model default: the model classes' constructors read
 theirs from them (`DEFAULTS = VAESettings()` in models/vae.py, ...), and conf/model/*.yaml repeats
@@ -30,13 +30,14 @@ from .base import (
     one_of,
 )
 
-MODEL_NAMES = ("vae", "ddpm", "ldm", "chargpt")
+MODEL_NAMES = ("vae", "ddpm", "ldm", "chargpt", "dalle")
 VAE_ARCHS = ("mlp", "conv")
 DDPM_ARCHS = ("mlp", "unet")
 NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model class's arguments
-# constructor arguments that act only when sampling (DDPM/LDM guidance, CharGPT temperature): they
+# constructor arguments that act only when sampling (DDPM/LDM guidance, CharGPT and DALL-E
+# temperature, DALL-E's top-k filter): they
 # are no part of a train signature, and a trained model samples with the current config's values
-SAMPLING_ARGS = ("guidance", "temperature")
+SAMPLING_ARGS = ("guidance", "temperature", "filter_thres")
 
 
 class FitSettings(Settings):
@@ -147,6 +148,47 @@ class CharGPTSettings(ModelBase):
         return self
 
 
+class DalleSettings(ModelBase):
+    """A small DALL-E (models.dalle): a VQ image tokenizer fitted once on the pool and frozen,
+    and a causal transformer over [caption word tokens ; image tokens]."""
+
+    target: str = Field("influence_lab.models.DALLE", alias="_target_")
+    name: str = "dalle"
+    conditional: Bool = True
+    # the tokenizer: images -> a grid of codebook entries (a 28x28 image -> 7x7 tokens, an 8x8
+    # digit -> 4x4; `downsample` null picks the smallest power of two that gives at most 8 a side)
+    codebook_size: PositiveInt = 256
+    code_dim: PositiveInt = 32
+    downsample: NonNegativeIntOrNull = None
+    tok_hidden: PositiveInt = 64
+    tok_epochs: PositiveInt = 20
+    tok_lr: PositiveNumber = 0.002
+    tok_seed: NonNegativeInt = 0  # the tokenizer's seed: the same for every model of a dataset
+    tok_refit: Bool = False  # fit the tokenizer on each retrain's own training set
+    # the transformer
+    text_len: PositiveInt = 12  # caption words read (a longer caption is refused)
+    dim: PositiveInt = 128
+    depth: PositiveInt = 4
+    heads: PositiveInt = 4
+    dropout: BelowOne = 0.0
+    loss_img_weight: NonNegativeNumber = 7.0  # DALL-E's weight of the image tokens' loss
+    temperature: PositiveNumber = 1.0
+    filter_thres: BelowOne = 0.5  # sampling keeps the top (1 - filter_thres) of the logits
+    lr: PositiveNumber = 0.001
+    weight_decay: NonNegativeNumber = 0.01
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=30, batch_size=64))
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.dim % self.heads:
+            fail(
+                "{key}.dim is {dim} but {key}.heads is {heads}; dim must be a multiple of heads.",
+                dim=self.dim,
+                heads=self.heads,
+            )
+        return self
+
+
 class CustomModelSettings(ModelBase):
     """A user's own model (`GenerativeModel` subclass in a module `plugins` allows): `_target_`
     names the class, `name` labels its results, `fit` is read as for every model, and every other
@@ -179,6 +221,7 @@ ModelSettings = Annotated[
     | Annotated[DDPMSettings, Tag("<model:ddpm>")]
     | Annotated[LDMSettings, Tag("<model:ldm>")]
     | Annotated[CharGPTSettings, Tag("<model:chargpt>")]
+    | Annotated[DalleSettings, Tag("<model:dalle>")]
     | Annotated[CustomModelSettings, Tag("<model:custom>")],
     Discriminator(
         _model_kind,

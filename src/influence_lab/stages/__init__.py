@@ -3,7 +3,7 @@ that `influence-lab --help` answers without importing torch."""
 
 STAGES = {
     "train": (
-        "fit a generative model (model=vae|ddpm|ldm|chargpt, or your own) on a dataset "
+        "fit a generative model (model=vae|ddpm|ldm|chargpt|dalle, or your own) on a dataset "
         "(data=digits|names|fashion|fashion2|imagefolder|hub)"
     ),
     "generate": (
