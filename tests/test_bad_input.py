@@ -371,7 +371,7 @@ ROWS = [
     Row(
         "image model on text data",
         "model=vae needs image data but data=names holds text; use model=vae, "
-        "model=ddpm or model=ldm for images and model=chargpt for text.",
+        "model=ddpm, model=ldm or model=dalle for images and model=chargpt for text.",
         ["data=names"],
         TRAIN_GENERATE,
     ),
@@ -421,6 +421,20 @@ ROWS = [
         "model.block_size=... or more (the text plus an end token).",
         ["model.block_size=8"],
         model="chargpt",
+    ),
+    Row(
+        "`model=dalle model.text_len=2` (captions of more words)",
+        "model.text_len is 2 but the caption '...' in data=digits has ... words; set "
+        "model.text_len=... or more.",
+        ["model.text_len=2"],
+        model="dalle",
+    ),
+    Row(
+        "`model=dalle model.downsample=3`",
+        "model.downsample is 3 but the images are 8x8; it must be a power of two (2 or more) "
+        "that divides both sides, or null to pick one.",
+        ["model.downsample=3"],
+        model="dalle",
     ),
     Row("`model.lr=0`", "model.lr is 0; it must be a positive number.", ["model.lr=0"]),
     Row(

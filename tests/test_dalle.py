@@ -124,8 +124,8 @@ def test_sampling_is_fixed_by_the_seeds(digits, tmp_path):
     save_model(model, tmp_path / "saved")
     frozen_module.TRAINED.clear()
     assert torch.equal(load_model(tmp_path / "saved").sample(prompts, [5, 6, 7]), a)
-    with pytest.raises(InfluenceLabError, match="model.text_len is 12"):
-        model.sample([" ".join(["digit"] * 13)], [0])
+    with pytest.raises(InfluenceLabError, match="model.text_len is 8"):
+        model.sample([" ".join(["digit"] * 9)], [0])
 
 
 def test_top_k_filter_and_temperature_follow_dalle(digits):

@@ -166,7 +166,7 @@ class DalleSettings(ModelBase):
     tok_seed: NonNegativeInt = 0  # the tokenizer's seed: the same for every model of a dataset
     tok_refit: Bool = False  # fit the tokenizer on each retrain's own training set
     # the transformer
-    text_len: PositiveInt = 12  # caption words read (a longer caption is refused)
+    text_len: PositiveInt = 8  # caption words read (a longer caption is refused)
     dim: PositiveInt = 128
     depth: PositiveInt = 4
     heads: PositiveInt = 4
@@ -174,9 +174,9 @@ class DalleSettings(ModelBase):
     loss_img_weight: NonNegativeNumber = 7.0  # DALL-E's weight of the image tokens' loss
     temperature: PositiveNumber = 1.0
     filter_thres: BelowOne = 0.5  # sampling keeps the top (1 - filter_thres) of the logits
-    lr: PositiveNumber = 0.001
+    lr: PositiveNumber = 0.002
     weight_decay: NonNegativeNumber = 0.01
-    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=30, batch_size=64))
+    fit: FitSettings = Field(default_factory=lambda: FitSettings(max_epochs=12, batch_size=128))
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
