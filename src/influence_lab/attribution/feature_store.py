@@ -1,8 +1,20 @@
 """The feature store: projected gradients of every training item, one cached result per (model,
-data, output function, projection, noise), under `<root>/features/<output>-<signature>/`."""
+data, output function, projection, noise), under `<root>/features/<output>-<signature>/`.
+
+With `attribution.gradient.shard_size` the items are featurised in shards of that many, each
+shard its own claimed result under `<root>/features/<output>-shard-<signature>/` (the signature
+holds the shard's index and size): processes that share the output root -- a Hydra multirun, a
+SLURM array, a second terminal -- split the shards between them (a process finding a shard claimed
+waits for it and reads it), a killed run recomputes only its unfinished shards, and each shard is
+read back as a memory-mapped array, so the whole set's features never need to fit in memory at
+once. `attribution.gradient.feature_dtype: float16` halves what is written (scores are still
+computed in float64; docs/scale.md has its effect on them)."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +22,69 @@ import numpy as np
 from ..models.base import GenerativeModel
 from ..store.files import RunDir, write_npy
 from ..store.signature import signature
+from ..tracking.console import console
 from .gradients import n_params, projected_gradients
 from .projectors import make_projector
+
+BLOCK_ROWS = 8192  # rows of features read at once when streaming over them
+
+
+class Features:
+    """A training set's projected gradients as a list of row blocks (memory-mapped shards, or one
+    array): what the gradient methods read, block by block, in float64."""
+
+    def __init__(self, shards: list[np.ndarray]):
+        self.shards = shards
+        self.shape = (sum(len(s) for s in shards), shards[0].shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def blocks(self, rows: int = BLOCK_ROWS, dtype=np.float64) -> Iterator[np.ndarray]:
+        """Consecutive row blocks, in order, as `dtype` (at most `rows` rows each). A shard on
+        disk is read block by block with plain reads, not through its memory map: mapped pages
+        would stay in the process's resident set after use, and a pass over a set larger than
+        the machine's memory would look like (and compete as) a process that holds all of it."""
+        for shard in self.shards:
+            if isinstance(shard, np.memmap) and shard.filename:
+                yield from _read_blocks(shard, rows, dtype)
+                continue
+            for start in range(0, len(shard), rows):
+                yield np.asarray(shard[start : start + rows], dtype=dtype)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.dense() if dtype is None else self.dense().astype(dtype)
+
+    def dense(self) -> np.ndarray:
+        """Every row in one float64 array (a training set that fits in memory)."""
+        if len(self.shards) == 1:
+            return np.asarray(self.shards[0]).astype(np.float64)
+        return np.concatenate(list(self.blocks()))
+
+    def gram(self) -> np.ndarray:
+        """Phi^T Phi (dim x dim), accumulated over row blocks: memory dim^2, whatever the rows."""
+        d = self.shape[1]
+        out = np.zeros((d, d))
+        for block in self.blocks():
+            out += block.T @ block
+        return out
+
+    def times(self, left: np.ndarray) -> np.ndarray:
+        """left (targets, dim) @ Phi^T -> (targets, items): one product for one array (as the
+        scores were always computed), block by block for shards."""
+        if len(self.shards) == 1:
+            return left @ np.asarray(self.shards[0]).T.astype(np.float64)
+        return np.concatenate([left @ block.T for block in self.blocks()], axis=1)
+
+
+def _read_blocks(shard: np.memmap, rows: int, dtype) -> Iterator[np.ndarray]:
+    width = shard.shape[1]
+    with open(shard.filename, "rb") as fh:
+        for start in range(0, len(shard), rows):
+            n = min(rows, len(shard) - start)
+            fh.seek(shard.offset + start * width * shard.dtype.itemsize)
+            block = np.fromfile(fh, dtype=shard.dtype, count=n * width).reshape(n, width)
+            yield block.astype(dtype, copy=False)
 
 
 def train_features(
@@ -26,12 +99,15 @@ def train_features(
     noise_seed: int = 0,
     projector: str = "sparse",
     options: dict | None = None,
-) -> np.ndarray:
+    shard_size: int | None = None,
+    dtype: str = "float32",
+) -> Features:
     """Projected gradients of every training item, cached under `<root>/features/` by the signature
     of (model weights key, data fingerprint, output function, projection, noise). The projector
     kind enters the key when it is not `sparse`, and the output function's `options` (D-TRAK's
     K) when given, so the features cached before either existed (sparse; the measured loss)
-    keep their keys."""
+    keep their keys. With `shard_size` (or float16 storage) the items are featurised in shards,
+    each its own cached result (`_shard`)."""
     spec = {
         "model": model_key,
         "data": fingerprint,
@@ -43,15 +119,26 @@ def train_features(
     if projector != "sparse":
         spec["projector"] = projector
     spec.update({k: int(v) for k, v in (options or {}).items()})
+    project = make_projector(projector, n_params(model), proj_dim, proj_seed)
+    if shard_size is not None or dtype != "float32":
+        n = len(train_batch["caption"])
+        size = shard_size or n
+        count = math.ceil(n / size)
+        progress = ShardProgress(output, count, n, size)
+        shards = [
+            _shard(root, spec, i, size, dtype, model, train_batch, project, progress, options)
+            for i in range(count)
+        ]
+        return Features(shards)
     run = RunDir(root, "features", output, signature(spec))
     path = run / "features.npy"
     if run.done and path.exists():
-        return np.load(path)
+        return Features([np.load(path)])
     run.prepare()
     feats = projected_gradients(
         model,
         train_batch,
-        make_projector(projector, n_params(model), proj_dim, proj_seed),
+        project,
         output,
         noise_seed,
         desc=f"gradients ({output})",
@@ -59,4 +146,53 @@ def train_features(
     )
     write_npy(path, feats)
     run.mark_done(spec)
-    return feats
+    return Features([feats])
+
+
+def _shard(root, spec, index, size, dtype, model, train_batch, project, progress, options):
+    """Shard `index` (items index*size .. (index+1)*size - 1): read when done, else computed under
+    its claim (another process computing it: wait, then read), memory-mapped either way."""
+    shard_spec = {**spec, "shard": index, "shard_size": size, "dtype": dtype}
+    run = RunDir(root, "features", f"{spec['output']}-shard", signature(shard_spec))
+    path = run / "features.npy"
+
+    def compute() -> None:
+        rows = slice(index * size, (index + 1) * size)
+        batch = {k: v[rows] for k, v in train_batch.items()}
+        n = len(train_batch["caption"])
+        feats = projected_gradients(
+            model,
+            batch,
+            project,
+            spec["output"],
+            spec["noise_seed"],
+            options=options,
+            part_of=(rows.start, n),
+        )
+        write_npy(path, feats.astype(dtype))
+        run.mark_done(shard_spec)  # before the claim is released, with the shard's spec
+
+    started = time.time()
+    run.compute_once(lambda: None, compute)
+    progress.done(index, time.time() - started)
+    return np.load(path, mmap_mode="r")
+
+
+class ShardProgress:
+    """'features (measured): shard 3/10, 3,000/10,000 items, 120 items/s' on the console after
+    each shard: on a terminal and in logs alike (SLURM output, a pipeline's log)."""
+
+    def __init__(self, output: str, count: int, items: int, size: int):
+        self.output, self.count, self.items, self.size = output, count, items, size
+        self.seconds = 0.0
+
+    def done(self, index: int, seconds: float) -> None:
+        self.seconds += seconds
+        items = min((index + 1) * self.size, self.items)
+        rate = items / self.seconds if self.seconds > 0.5 else float("inf")
+        if self.count > 1 and (index + 1 == self.count or index % max(1, self.count // 10) == 0):
+            console.print(
+                f"features ({self.output}): shard {index + 1}/{self.count}, "
+                f"{items:,}/{self.items:,} items, {rate:,.0f} items/s",
+                highlight=False,
+            )

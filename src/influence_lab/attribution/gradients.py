@@ -27,10 +27,13 @@ def per_example_gradients(
     chunk: int = 64,
     desc: str | None = None,
     options: dict | None = None,
+    part_of: tuple[int, int] | None = None,
 ):
     """Yield (B, P) flattened gradients of `output` for each example of `batch`, in chunks.
     `options`: the output function's keyword options to the model's `measure_noise` (D-TRAK's
-    `dtrak_timesteps`); none: the model's defaults."""
+    `dtrak_timesteps`); none: the model's defaults. `part_of` (start, total): `batch` is rows
+    start.. of a batch of `total` examples, and gets those rows of that batch's fixed noise (a
+    shard's features are then the whole batch's)."""
     if output not in model.output_functions():
         raise InfluenceLabError(
             f"{type(model).__name__} has no output function '{output}' "
@@ -40,7 +43,9 @@ def per_example_gradients(
     prepared = model.prepare(batch)
     tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
     n = len(batch["caption"])
-    noise = model.measure_noise(n, noise_seed, **(options or {}))
+    start, total = part_of or (0, n)
+    noise = model.measure_noise(total, noise_seed, **(options or {}))
+    noise = {k: v[start : start + n] for k, v in noise.items()}
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     buffers = dict(model.named_buffers())
 
@@ -67,10 +72,14 @@ def projected_gradients(
     noise_seed: int = 0,
     desc: str | None = None,
     options: dict | None = None,
+    part_of: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """The projected gradients (examples, dim); the gradients reach the projector in groups of
-    its `batch_rows` (a dense projection is drawn once per call)."""
-    return projected_gradients_many(model, [batch], projector, output, noise_seed, desc, options)[0]
+    its `batch_rows` (a dense projection is drawn once per call). `part_of`: as for
+    `per_example_gradients`."""
+    return projected_gradients_many(
+        model, [batch], projector, output, noise_seed, desc, options, part_of
+    )[0]
 
 
 def projected_gradients_many(
@@ -81,6 +90,7 @@ def projected_gradients_many(
     noise_seed: int = 0,
     desc: str | None = None,
     options: dict | None = None,
+    part_of: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
     """`projected_gradients` of several batches, each with its own fixed noise (as if projected
     alone), whose gradients share the projector's calls: a dense projection is regenerated once
@@ -89,7 +99,7 @@ def projected_gradients_many(
     def every_batch():
         for batch in batches:
             yield from per_example_gradients(
-                model, batch, output, noise_seed, desc=desc, options=options
+                model, batch, output, noise_seed, desc=desc, options=options, part_of=part_of
             )
 
     rows, pending = [], []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from .base import (
     RULE,
@@ -23,6 +23,7 @@ from .base import (
     Settings,
     a_list,
     auto_or,
+    fail,
     not_empty,
     one_of,
     rule,
@@ -33,6 +34,7 @@ PROJECTOR_SETTINGS = ("auto", *PROJECTORS)
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 INDEX_METRICS = ("ip", "l2")
 FILTERS = ("tfidf", "bm25")
+FEATURE_DTYPES = ("float32", "float16")
 EMBEDDER_KINDS = ("model", "autoencoder", "classifier", "pretrained")
 METHOD_NAME = re.compile(r"[A-Za-z_]\w*(:[\w.-]+)?")  # a label, or `<name>:<option>`
 CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")  # module.Class
@@ -91,6 +93,22 @@ class GradientSettings(Settings):
     # Gaussian, D-TRAK's) | auto (each method's own: its class's `projector`)
     projector: Annotated[str, one_of(PROJECTOR_SETTINGS)] = "auto"
     dtrak_timesteps: PositiveInt = 10  # D-TRAK: K timesteps evenly spaced over the schedule
+    # featurise the training set in shards of this many items (a multiple of 64), each its own
+    # claimed result, read back memory-mapped (docs/scale.md); null: one array. Not in
+    # conf/attribute.yaml (the attribute signatures hash the config as given): set with `+`
+    shard_size: PositiveIntOrNull = None
+    feature_dtype: Annotated[str, one_of(FEATURE_DTYPES)] = "float32"  # features on disk
+
+    @model_validator(mode="after")
+    def _shards_of_whole_chunks(self):
+        if self.shard_size is not None and self.shard_size % 64:
+            fail(
+                "{key}.shard_size is {size}; it must be a multiple of 64 (the gradient chunks), "
+                "e.g. {suggestion}.",
+                size=self.shard_size,
+                suggestion=max(64, self.shard_size // 64 * 64),
+            )
+        return self
 
 
 class AttributionSettings(Settings):

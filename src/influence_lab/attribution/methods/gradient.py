@@ -25,7 +25,7 @@ from ...models.base import NOISE_SEED
 from ...models.build import load_model
 from ...store.files import read_json
 from ...training.batches import batch_of, outputs_batch
-from ..feature_store import train_features
+from ..feature_store import Features, train_features
 from ..gradients import n_params, projected_gradients_many
 from ..projectors import make_projector
 from .base import Attributor, ScoreTable, Targets, Traits
@@ -60,6 +60,8 @@ class GradientAttributor(Attributor):
             cfg.proj_dim,
             proj_seed,
             **self.projection(),
+            shard_size=cfg.shard_size,
+            dtype=cfg.feature_dtype,
         )
 
     def queries(self, model, batches: list[dict], proj_seed: int) -> list[np.ndarray]:
@@ -134,9 +136,8 @@ class TracIn(GradientAttributor):
         totals = [0.0] * len(batches)
         seed = self.context.attribution.gradient.proj_seed
         for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True):
-            phi_t = phi.T.astype(np.float64)
             for i, q in enumerate(self.queries(model, batches, seed)):
-                totals[i] = totals[i] + float(snap["lr"]) * (q.astype(np.float64) @ phi_t)
+                totals[i] = totals[i] + float(snap["lr"]) * phi.times(q.astype(np.float64))
         return [np.asarray(total) for total in totals]
 
 
@@ -165,8 +166,7 @@ class Trak(GradientAttributor):
         self.models, self.spectra = [], []
         for k, (path, sig) in enumerate(runs[:size]):
             model = load_model(path)
-            phi = self.features(model, sig, cfg.proj_seed + k).astype(np.float64)
-            self.spectra.append(Spectrum(phi))
+            self.spectra.append(Spectrum(self.features(model, sig, cfg.proj_seed + k)))
             self.models.append(model)
 
     def per_model_batches(self, batches, dampings):
@@ -225,20 +225,35 @@ class DTrak(Trak):
 
 
 class Spectrum:
-    """One model's kernel Phi^T Phi diagonalised (or its dual Phi Phi^T, whichever is smaller)."""
+    """One model's kernel Phi^T Phi diagonalised (or its dual Phi Phi^T, whichever is smaller).
 
-    def __init__(self, phi: np.ndarray):
+    Features in one array: both sides precomputed. Sharded features (a training set that need not
+    fit in memory): the kernel is accumulated shard by shard (memory dim^2) and the scores are
+    streamed over the shards, ((q U) diag(1/(s+l)) U^T) Phi^T, the same product in another order
+    (equal to 1e-12 relative; tests/test_sharded_features.py)."""
+
+    def __init__(self, phi: Features | np.ndarray):
+        phi = phi if isinstance(phi, Features) else Features([phi])
         n, d = phi.shape
         self.dual = d > n
-        gram = phi @ phi.T if self.dual else phi.T @ phi
+        self.streamed = not self.dual and len(phi.shards) > 1
+        self.phi = phi
+        dense = None if self.streamed else phi.dense()
+        if self.streamed:
+            gram = phi.gram()
+        else:
+            gram = dense @ dense.T if self.dual else dense.T @ dense
         self.scale = float(np.trace(gram)) / d  # the mean diagonal of Phi^T Phi, either way
         self.eigenvalues, vectors = np.linalg.eigh(gram)
         self.vectors = vectors
         # dual: scores = (q Phi^T V) diag(1/(s+l)) V^T ; primal: (q U) diag(1/(s+l)) U^T Phi^T
-        self.right = vectors.T if self.dual else vectors.T @ phi.T  # (r, n)
-        self.left = phi.T @ vectors if self.dual else vectors  # (d, r)
+        if not self.streamed:
+            self.right = vectors.T if self.dual else vectors.T @ dense.T  # (r, n)
+        self.left = dense.T @ vectors if self.dual else vectors  # (d, r)
 
     def scores(self, q: np.ndarray, damping: float) -> np.ndarray:
         """q (targets, d) -> scores (targets, items) at lambda = damping x the mean diagonal."""
         weights = 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
+        if self.streamed:
+            return self.phi.times(((q @ self.left) * weights) @ self.vectors.T)
         return ((q @ self.left) * weights) @ self.right

@@ -1,0 +1,128 @@
+"""Sharded features (attribution.gradient.shard_size): each shard its own claimed result, equal
+bit for bit to the features computed in one piece; a featurisation killed midway recomputes only
+its missing shards and ends equal to an uninterrupted run; TRAK's kernel and scores streamed over
+the shards equal the in-memory ones; float16 storage moves the scores by a stated amount."""
+
+import numpy as np
+import pytest
+
+from influence_lab.attribution import feature_store
+from influence_lab.attribution.feature_store import Features, train_features
+from influence_lab.attribution.methods.gradient import Spectrum
+from influence_lab.data import load_data
+from influence_lab.errors import InfluenceLabError
+from influence_lab.models.build import build_model
+from influence_lab.settings.attribution import GradientSettings
+from influence_lab.training.batches import batch_of
+
+
+@pytest.fixture
+def digits(cfg_factory):
+    cfg = cfg_factory("train", "data.source.max_items=300")
+    bundle = load_data(cfg.data)
+    model = build_model(cfg.model, bundle, seed=0).eval()
+    return model, batch_of(bundle.train), bundle.fingerprint
+
+
+def _features(root, model, rows, fp, **kw):
+    return train_features(root, model, "m", rows, fp, "measured", 128, 0, **kw)
+
+
+def test_shards_equal_the_whole_bitwise(digits, tmp_path, capsys):
+    model, rows, fp = digits
+    whole = _features(tmp_path / "a", model, rows, fp)
+    sharded = _features(tmp_path / "b", model, rows, fp, shard_size=64)
+    n = len(rows["caption"])
+    assert len(sharded.shards) == -(-n // 64) and sharded.shape == whole.shape == (n, 128)
+    assert all(isinstance(s, np.memmap) for s in sharded.shards)  # read back memory-mapped
+    assert np.array_equal(np.asarray(sharded), np.asarray(whole))
+    assert len(list((tmp_path / "b" / "features").glob("measured-shard-*/done"))) == len(
+        sharded.shards
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"shard {len(sharded.shards)}/{len(sharded.shards)}, {n:,}/{n:,} items" in err
+
+
+def test_a_killed_featurisation_resumes_its_missing_shards(digits, tmp_path, monkeypatch):
+    model, rows, fp = digits
+    calls = []
+    real = feature_store.projected_gradients
+
+    def dies_on_the_third_shard(*args, **kwargs):
+        calls.append(len(args[1]["caption"]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed while featurising shard 3
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(feature_store, "projected_gradients", dies_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        _features(tmp_path, model, rows, fp, shard_size=64)
+    done = list((tmp_path / "features").glob("measured-shard-*/done"))
+    assert len(done) == 2
+    calls.clear()
+    monkeypatch.setattr(feature_store, "projected_gradients", real)
+    counted = []
+    monkeypatch.setattr(
+        feature_store,
+        "projected_gradients",
+        lambda *a, **k: counted.append(1) or real(*a, **k),
+    )
+    resumed = _features(tmp_path, model, rows, fp, shard_size=64)
+    assert len(counted) == len(resumed.shards) - 2  # only the unfinished shards
+    uninterrupted = _features(tmp_path / "u", model, rows, fp, shard_size=64)
+    assert np.array_equal(np.asarray(resumed), np.asarray(uninterrupted))
+
+
+def test_streamed_kernel_and_scores_equal_the_in_memory_ones():
+    rng = np.random.default_rng(0)
+    phi = rng.normal(size=(1000, 40)).astype(np.float32)
+    q = rng.normal(size=(7, 40))
+    dense = Spectrum(phi)
+    streamed = Spectrum(Features([phi[:300], phi[300:640], phi[640:]]))
+    assert streamed.streamed and not dense.streamed
+    for damping in (1e-3, 1.0):
+        a, b = dense.scores(q, damping), streamed.scores(q, damping)
+        assert np.abs(a - b).max() <= 1e-10 * np.abs(a).max()
+    # by hand: (Phi^T Phi + l I)^-1 Phi^T, l relative to the mean diagonal
+    p64 = phi.astype(np.float64)
+    gram = p64.T @ p64
+    lam = 1.0 * np.trace(gram) / 40
+    by_hand = q @ np.linalg.solve(gram + lam * np.eye(40), p64.T)
+    np.testing.assert_allclose(streamed.scores(q, 1.0), by_hand, rtol=1e-8, atol=1e-10)
+
+
+def test_float16_storage_moves_scores_little(digits, tmp_path):
+    model, rows, fp = digits
+    f32 = _features(tmp_path, model, rows, fp, shard_size=128)
+    f16 = _features(tmp_path, model, rows, fp, shard_size=128, dtype="float16")
+    assert f16.shards[0].dtype == np.float16
+    q = np.asarray(f32)[:10]
+    a, b = Spectrum(f32).scores(q, 1.0), Spectrum(f16).scores(q, 1.0)
+    rel = np.abs(a - b).max() / np.abs(a).max()
+    assert 0 < rel < 1e-2, rel
+    top_a, top_b = np.argsort(-a, 1)[:, :10], np.argsort(-b, 1)[:, :10]
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(top_a, top_b, strict=True)])
+    assert overlap >= 0.9, overlap
+
+
+def test_shard_size_is_a_multiple_of_the_gradient_chunk():
+    with pytest.raises(Exception, match="shard_size is 100; it must be a multiple of 64"):
+        GradientSettings(shard_size=100)
+    assert GradientSettings(shard_size=128).shard_size == 128
+    assert InfluenceLabError  # the stage reports the same sentence (tests/test_bad_input.py)
+
+
+def test_top_scores_stream_equals_the_full_matrix():
+    from influence_lab.attribution.topk import top_scores
+
+    rng = np.random.default_rng(1)
+    phi = rng.normal(size=(20_000, 16)).astype(np.float32)
+    left = rng.normal(size=(300, 16))
+    feats = Features([phi[:5000], phi[5000:12_345], phi[12_345:]])
+    top = top_scores(left, feats, k=25, dtype=np.float64, target_block=128)
+    full = left @ phi.astype(np.float64).T
+    expect = np.argsort(-full, axis=1, kind="stable")[:, :25]
+    assert np.array_equal(top.indices, expect)
+    np.testing.assert_allclose(top.values, np.take_along_axis(full, expect, 1), rtol=1e-12)
+    np.testing.assert_allclose(top.sums, full.sum(1), rtol=1e-9)
+    assert top_scores(left[:2], Features([phi[:7]]), k=25).indices.shape == (2, 7)
