@@ -126,3 +126,50 @@ def test_top_scores_stream_equals_the_full_matrix():
     np.testing.assert_allclose(top.values, np.take_along_axis(full, expect, 1), rtol=1e-12)
     np.testing.assert_allclose(top.sums, full.sum(1), rtol=1e-9)
     assert top_scores(left[:2], Features([phi[:7]]), k=25).indices.shape == (2, 7)
+
+
+def test_a_shard_another_process_computes_is_left_to_it(digits, tmp_path, monkeypatch):
+    """Concurrent runs of one command split the shards: a shard whose claim another process
+    holds is skipped, the others computed, and it is read (or computed, if that process died)
+    at the end. Here a thread holds shard 1's lock until the run has done every other shard."""
+    import threading
+
+    from filelock import FileLock
+
+    model, rows, fp = digits
+    order = []
+    real = feature_store.projected_gradients
+
+    def recording(model_, batch, *args, part_of=None, **kwargs):
+        if part_of is not None:
+            order.append(part_of[0] // 64)
+        return real(model_, batch, *args, part_of=part_of, **kwargs)
+
+    monkeypatch.setattr(feature_store, "projected_gradients", recording)
+    spec = {"model": "m", "data": fp, "output": "measured", "proj_dim": 128, "proj_seed": 0,
+            "noise_seed": 0}  # fmt: skip
+    lock = FileLock(str(feature_store._shard_run(tmp_path, spec, 1, 64, "float32").lock_path()))
+    held, release = threading.Event(), threading.Event()
+
+    def other_process():
+        with lock:
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    held.wait(10)
+    threading.Thread(target=lambda: (_wait_for(lambda: len(order) == 4), release.set())).start()
+    feats = _features(tmp_path, model, rows, fp, shard_size=64)
+    thread.join()
+    assert order == [0, 2, 3, 4, 1]  # shard 1 last: it "died" holding nothing done
+    whole = _features(tmp_path / "w", model, rows, fp)
+    assert np.array_equal(np.asarray(feats), np.asarray(whole))
+
+
+def _wait_for(condition, timeout=120.0):
+    import time
+
+    end = time.time() + timeout
+    while not condition() and time.time() < end:
+        time.sleep(0.05)

@@ -125,11 +125,16 @@ def train_features(
         size = shard_size or n
         count = math.ceil(n / size)
         progress = ShardProgress(output, count, n, size)
-        shards = [
-            _shard(root, spec, i, size, dtype, model, train_batch, project, progress, options)
-            for i in range(count)
+        job = (model, train_batch, project, options)
+        runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
+        # first every shard no other process is computing, then wait for the others' (a shard
+        # whose process died is computed here): concurrent runs of one command split the shards
+        busy = [
+            i for i, run in enumerate(runs) if not _shard(run, i, size, job, progress, wait=False)
         ]
-        return Features(shards)
+        for i in busy:
+            _shard(runs[i], i, size, job, progress, wait=True)
+        return Features([np.load(run / "features.npy", mmap_mode="r") for run in runs])
     run = RunDir(root, "features", output, signature(spec))
     path = run / "features.npy"
     if run.done and path.exists():
@@ -149,12 +154,19 @@ def train_features(
     return Features([feats])
 
 
-def _shard(root, spec, index, size, dtype, model, train_batch, project, progress, options):
-    """Shard `index` (items index*size .. (index+1)*size - 1): read when done, else computed under
-    its claim (another process computing it: wait, then read), memory-mapped either way."""
+def _shard_run(root, spec: dict, index: int, size: int, dtype: str) -> RunDir:
     shard_spec = {**spec, "shard": index, "shard_size": size, "dtype": dtype}
     run = RunDir(root, "features", f"{spec['output']}-shard", signature(shard_spec))
-    path = run / "features.npy"
+    run.spec = shard_spec
+    return run
+
+
+def _shard(run: RunDir, index: int, size: int, job, progress, wait: bool) -> bool:
+    """Shard `index` (items index*size .. (index+1)*size - 1) computed unless done: now if no
+    other process holds its claim, else (`wait`) after that process finishes or dies. True when
+    it is done."""
+    model, train_batch, project, options = job
+    spec = run.spec
 
     def compute() -> None:
         rows = slice(index * size, (index + 1) * size)
@@ -169,13 +181,15 @@ def _shard(root, spec, index, size, dtype, model, train_batch, project, progress
             options=options,
             part_of=(rows.start, n),
         )
-        write_npy(path, feats.astype(dtype))
-        run.mark_done(shard_spec)  # before the claim is released, with the shard's spec
+        write_npy(run / "features.npy", feats.astype(spec["dtype"]))
 
     started = time.time()
-    run.compute_once(lambda: None, compute)
+    if wait:
+        run.compute_once(lambda: None, compute)
+    elif not run.compute_if_free(compute):
+        return False
     progress.done(index, time.time() - started)
-    return np.load(path, mmap_mode="r")
+    return True
 
 
 class ShardProgress:

@@ -191,6 +191,25 @@ def claim(lock_path: Path, what: str = "") -> Iterator[None]:
         lock.release()
 
 
+@contextmanager
+def try_claim(lock_path: Path) -> Iterator[bool]:
+    """The lock of `claim` if it is free now (True), else nothing (False); never waits."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 class RunDir:
     """One stage result: `<root>/<stage>/<name>-<signature>/` with a `done` marker."""
 
@@ -213,7 +232,7 @@ class RunDir:
     def claim(self) -> Iterator[None]:
         """Exclusive right to compute this result (see `claim`). The lock lives under
         `<root>/.locks/`, so `prepare(force=True)` can clear the folder while holding it."""
-        with claim(self.root / ".locks" / self.stage / f"{self.path.name}.lock", str(self.path)):
+        with claim(self.lock_path(), str(self.path)):
             yield
 
     def prepare(self, force: bool = False) -> None:
@@ -229,6 +248,23 @@ class RunDir:
             ) from exc
         # a previous, unfinished attempt must not count as complete
         (self.path / DONE).unlink(missing_ok=True)
+
+    def lock_path(self) -> Path:
+        return self.root / ".locks" / self.stage / f"{self.path.name}.lock"
+
+    def compute_if_free(self, compute: Callable[[], Any]) -> bool:
+        """Compute this result now unless it is done or another process holds its claim; True
+        when it is done afterwards (the caller comes back later for one that was busy)."""
+        if self.done:
+            return True
+        with try_claim(self.lock_path()) as mine:
+            if not mine:
+                return False
+            if not self.done:
+                self.prepare()
+                compute()
+                self.mark_done()
+        return True
 
     def compute_once(self, load: Callable[[], T], compute: Callable[[], T]) -> T:
         """This result, computed once across processes: under the run's claim, `load()` when it is
