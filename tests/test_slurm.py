@@ -124,3 +124,80 @@ def test_a_preempted_slurm_job_finishes_on_requeue_with_identical_results(cfg_fa
     b = _sorted(pd.read_parquet(sweep / "results.parquet"))
     assert not b.duplicated(["member_id", "target", "metric"]).any()
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=FLOAT32_RTOL, atol=1e-9)
+
+
+FEATURISE = """
+import json, os, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from influence_lab.attribution import feature_store
+from influence_lab.data import load_data
+from influence_lab.models.build import build_model
+from influence_lab.training.batches import batch_of
+from tests.conftest import make_cfg
+
+root = Path(sys.argv[1])
+cfg = make_cfg("train", root, "data.source.max_items=300")
+bundle = load_data(cfg.data)
+model = build_model(cfg.model, bundle, seed=0).eval()
+computed, real = [], feature_store.projected_gradients
+def recording(*args, part_of=None, **kwargs):
+    computed.append(part_of[0] // 64)
+    return real(*args, part_of=part_of, **kwargs)
+feature_store.projected_gradients = recording
+feature_store.train_features(root, model, "m", batch_of(bundle.train), bundle.fingerprint,
+                             "measured", 128, 0, shard_size=64)
+task = os.environ.get("SLURM_ARRAY_TASK_ID", "local")
+(root / f"computed-{task}.json").write_text(json.dumps(computed))
+"""
+
+
+@pytest.mark.slurm
+def test_featurisation_as_a_slurm_array_splits_the_shards(tmp_path):
+    """Two array tasks run the same featurisation on one output root: every shard is computed
+    exactly once, by one task or the other, and the features equal one process's bitwise (at one
+    thread, as the tasks run)."""
+    if not cluster_up():
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers")
+        pytest.skip("no SLURM cluster (make slurm-up)")
+    import json
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    script = tmp_path / "featurise.py"
+    script.write_text(FEATURISE)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [
+            "sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", f"--chdir={root}",
+            f"--output={tmp_path}/task-%a.out",
+            f"--wrap=PYTHONPATH={root} {sys.executable} {script} {tmp_path}/slurm",
+        ],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    logs = "".join(p.read_text() for p in tmp_path.glob("task-*.out"))
+    assert done.returncode == 0, done.stderr + logs
+    computed = [json.loads((tmp_path / "slurm" / f"computed-{t}.json").read_text()) for t in "01"]
+    assert sorted(computed[0] + computed[1]) == [0, 1, 2, 3, 4], computed  # each shard once
+    local = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "local")],
+        capture_output=True, text=True, timeout=900, cwd=root, env={**os.environ,
+        "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+
+    def features(folder):
+        shards = sorted(
+            (folder / "features").glob("measured-shard-*/done"),
+            key=lambda d: json.loads(d.read_text())["signature"],
+        )
+        return {json.loads(d.read_text())["signature"]: np.load(d.parent / "features.npy")
+                for d in shards}  # fmt: skip
+
+    a, b = features(tmp_path / "slurm"), features(tmp_path / "local")
+    assert a.keys() == b.keys() and len(a) == 5
+    assert all(np.array_equal(a[k], b[k]) for k in a)
