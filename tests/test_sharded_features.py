@@ -173,3 +173,22 @@ def _wait_for(condition, timeout=120.0):
     end = time.time() + timeout
     while not condition() and time.time() < end:
         time.sleep(0.05)
+
+
+def test_features_that_cannot_fit_are_refused_before_any_gradient(cfg_factory, capsys, monkeypatch):
+    from influence_lab.stages import attribute as attribute_stage
+    from tests.conftest import stage_error
+
+    monkeypatch.setattr(feature_store, "available_bytes", lambda: 10_000_000)  # 10 MB free
+    with pytest.raises(InfluenceLabError, match="shard_size=8192"):
+        feature_store.check_fits("trak", 60_000, 4096, 4, None)
+    feature_store.check_fits("trak", 60_000, 4096, 4, 8192)  # sharded: read from disk
+    monkeypatch.setattr(
+        feature_store,
+        "projected_gradients",
+        lambda *a, **k: pytest.fail("a gradient was computed before the refusal"),
+    )
+    cfg = cfg_factory("attribute", "attribution.methods=[tracin]", "generate.m=2")
+    err = stage_error(attribute_stage, cfg, capsys)
+    assert "tracin would hold about" in err and "GB are available" in err
+    assert "+attribution.gradient.shard_size=8192" in err

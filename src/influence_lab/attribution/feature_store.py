@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InfluenceLabError
 from ..models.base import GenerativeModel
 from ..store.files import RunDir, write_npy
 from ..store.signature import signature
@@ -75,6 +76,31 @@ class Features:
         if len(self.shards) == 1:
             return left @ np.asarray(self.shards[0]).T.astype(np.float64)
         return np.concatenate([left @ block.T for block in self.blocks()], axis=1)
+
+
+def available_bytes() -> int | None:
+    """The memory the kernel could give this process now (Linux's MemAvailable); None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(method: str, items: int, dim: int, models: int, shard_size: int | None) -> None:
+    """Refuse, before any gradient is computed, features in one piece that cannot fit: `models`
+    x (the features and the kernel's right factor, items x dim float64 each)."""
+    need = 2 * 8 * items * dim * models
+    free = available_bytes()
+    if shard_size is None and free is not None and need > 0.8 * free:
+        raise InfluenceLabError(
+            f"{method} would hold about {need / 1e9:.1f} GB of gradient features in memory "
+            f"({items:,} items x {dim} dimensions x {models} model(s)) but {free / 1e9:.1f} GB "
+            "are available; featurise in shards read from disk: "
+            "+attribution.gradient.shard_size=8192 (docs/scale.md)."
+        )
 
 
 def _read_blocks(shard: np.memmap, rows: int, dtype) -> Iterator[np.ndarray]:

@@ -25,7 +25,7 @@ from ...models.base import NOISE_SEED
 from ...models.build import load_model
 from ...store.files import read_json
 from ...training.batches import batch_of, outputs_batch
-from ..feature_store import Features, train_features
+from ..feature_store import Features, check_fits, train_features
 from ..gradients import n_params, projected_gradients_many
 from ..projectors import make_projector
 from .base import Attributor, ScoreTable, Targets, Traits
@@ -75,6 +75,14 @@ class GradientAttributor(Attributor):
     def prepare(self, context) -> None:
         super().prepare(context)
         self.train_batch = batch_of(context.bundle.train)
+        cfg = context.attribution.gradient
+        check_fits(
+            self.name, len(context.bundle.train), cfg.proj_dim, self.models_held(), cfg.shard_size
+        )
+
+    def models_held(self) -> int:
+        """How many models' features this method holds at once."""
+        return 1
 
     def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
         return as_table(self.scores_many(query_batches(targets), dampings), targets)
@@ -108,8 +116,11 @@ def query_batches(targets: Targets) -> list[dict]:
 class TracIn(GradientAttributor):
     traits = Traits(family="gradient", needs=("snapshots",), auto=("lds",))
 
+    def models_held(self) -> int:
+        return len(read_json(self.context.model_dir / "snapshots" / "index.json"))
+
     def prepare(self, context) -> None:
-        super().prepare(context)
+        self.context = context
         folder = context.model_dir / "snapshots"
         if not (folder / "index.json").exists():
             raise InfluenceLabError(
@@ -117,6 +128,7 @@ class TracIn(GradientAttributor):
                 f"(model.fit.snapshots was 0, or the model was trained in a pack); "
                 f"retrain it with model.fit.snapshots=4 force=true."
             )
+        super().prepare(context)
         self.snapshots = read_json(folder / "index.json")
         self.models, self.phis = [], []
         cfg = context.attribution.gradient
@@ -152,6 +164,9 @@ class Trak(GradientAttributor):
     traits = Traits(
         family="gradient", needs=("ensemble",), tunes_damping=True, ensemble=True, auto=("lds",)
     )
+
+    def models_held(self) -> int:
+        return self.context.ensemble_size or self.context.attribution.gradient.ensemble
 
     def prepare(self, context) -> None:
         super().prepare(context)
