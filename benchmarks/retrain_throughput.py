@@ -32,7 +32,7 @@ from influence_lab.models.build import build_model
 from influence_lab.training.batches import loader
 from influence_lab.training.fit import fit, fit_pack
 
-DATA = {"vae": "digits", "ddpm": "digits", "chargpt": "names"}
+DATA = {"vae": "digits", "ddpm": "digits", "chargpt": "names", "dalle": "digits"}
 # the speed issue's targets, printed against each model's measured ratios: packed/sequential (c/b),
 # packed/process (c/a), share of the matmul peak
 TARGETS = {
@@ -40,7 +40,7 @@ TARGETS = {
     "ddpm": {"c/b": 9.0, "c/a": 25.0, "peak": 0.60},
     "chargpt": {"c/b": 3.0},
 }
-EPOCH_SCALE = {"vae": 1.0, "ddpm": 0.2, "chargpt": 0.1}
+EPOCH_SCALE = {"vae": 1.0, "ddpm": 0.2, "chargpt": 0.1, "dalle": 0.25}
 
 
 def config(model: str, scale: float, out: str, trainer: str = "cpu", extra=()):

@@ -1,7 +1,7 @@
 """The small DALL-E (model=dalle): a tokenizer fitted once per pool and frozen, the measured loss
 (the image tokens' negative log-likelihood under the caption) against an autoregressive hand
-computation, sampling fixed by the seeds, gradients of the transformer alone, and a member trained
-by the retrain machinery equal to `influence-lab train`'s model."""
+computation, sampling fixed by the seeds and gradients of the transformer alone (its packs:
+tests/test_pack.py)."""
 
 import numpy as np
 import pytest
