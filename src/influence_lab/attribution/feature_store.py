@@ -3,10 +3,10 @@ data, output function, projection, noise), under `<root>/features/<output>-<sign
 
 With `attribution.gradient.shard_size` the items are featurised in shards of that many, each
 shard its own claimed result under `<root>/features/<output>-shard-<signature>/` (the signature
-holds the shard's index and size): processes that share the output root -- a Hydra multirun, a
-SLURM array, a second terminal -- split the shards between them (a process finding a shard claimed
-waits for it and reads it), a killed run recomputes only its unfinished shards, and each shard is
-read back as a memory-mapped array, so the whole set's features never need to fit in memory at
+holds the shard's index and size): processes that share the output root -- a SLURM array of one
+command, a second terminal -- split the shards between them (a process skips a shard another one
+holds and reads it at the end), a killed run recomputes only its unfinished shards, and each shard
+is read back as a memory-mapped array, so the whole set's features never need to fit in memory at
 once. `attribution.gradient.feature_dtype: float16` halves what is written (scores are still
 computed in float64; docs/scale.md has its effect on them)."""
 
@@ -71,11 +71,21 @@ class Features:
         return out
 
     def times(self, left: np.ndarray) -> np.ndarray:
-        """left (targets, dim) @ Phi^T -> (targets, items): one product for one array (as the
-        scores were always computed), block by block for shards."""
+        """left (targets, dim) @ Phi^T -> (targets, items)."""
+        return self.times_many([left])[0]
+
+    def times_many(self, lefts: list[np.ndarray]) -> list[np.ndarray]:
+        """`times` of each of `lefts`, converting (one array) or reading (shards) the features
+        once for all of them: one product each for one array (as the scores were always
+        computed), block by block for shards."""
         if len(self.shards) == 1:
-            return left @ np.asarray(self.shards[0]).T.astype(np.float64)
-        return np.concatenate([left @ block.T for block in self.blocks()], axis=1)
+            phi_t = np.asarray(self.shards[0]).T.astype(np.float64)
+            return [left @ phi_t for left in lefts]
+        parts = [[] for _ in lefts]
+        for block in self.blocks():
+            for part, left in zip(parts, lefts, strict=True):
+                part.append(left @ block.T)
+        return [np.concatenate(part, axis=1) for part in parts]
 
 
 def available_bytes() -> int | None:
@@ -147,20 +157,8 @@ def train_features(
     spec.update({k: int(v) for k, v in (options or {}).items()})
     project = make_projector(projector, n_params(model), proj_dim, proj_seed)
     if shard_size is not None or dtype != "float32":
-        n = len(train_batch["caption"])
-        size = shard_size or n
-        count = math.ceil(n / size)
-        progress = ShardProgress(output, count, n, size)
-        job = (model, train_batch, project, options)
-        runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
-        # first every shard no other process is computing, then wait for the others' (a shard
-        # whose process died is computed here): concurrent runs of one command split the shards
-        busy = [
-            i for i, run in enumerate(runs) if not _shard(run, i, size, job, progress, wait=False)
-        ]
-        for i in busy:
-            _shard(runs[i], i, size, job, progress, wait=True)
-        return Features([np.load(run / "features.npy", mmap_mode="r") for run in runs])
+        size = shard_size or len(train_batch["caption"])
+        return _sharded(root, spec, size, dtype, model, train_batch, project, options)
     run = RunDir(root, "features", output, signature(spec))
     path = run / "features.npy"
     if run.done and path.exists():
@@ -182,40 +180,43 @@ def train_features(
 
 def _shard_run(root, spec: dict, index: int, size: int, dtype: str) -> RunDir:
     shard_spec = {**spec, "shard": index, "shard_size": size, "dtype": dtype}
-    run = RunDir(root, "features", f"{spec['output']}-shard", signature(shard_spec))
-    run.spec = shard_spec
-    return run
+    return RunDir(root, "features", f"{spec['output']}-shard", signature(shard_spec))
 
 
-def _shard(run: RunDir, index: int, size: int, job, progress, wait: bool) -> bool:
-    """Shard `index` (items index*size .. (index+1)*size - 1) computed unless done: now if no
-    other process holds its claim, else (`wait`) after that process finishes or dies. True when
-    it is done."""
-    model, train_batch, project, options = job
-    spec = run.spec
+def _sharded(root, spec, size, dtype, model, train_batch, project, options) -> Features:
+    """The features in shards of `size` items, each a claimed result: first every shard no other
+    process is computing, then the others' (waiting for them, or computing one whose process
+    died), so that concurrent runs of one command split the shards."""
+    n = len(train_batch["caption"])
+    count = math.ceil(n / size)
+    runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
+    progress = ShardProgress(spec["output"], count, n, size)
 
-    def compute() -> None:
+    def compute(index: int) -> None:
         rows = slice(index * size, (index + 1) * size)
-        batch = {k: v[rows] for k, v in train_batch.items()}
-        n = len(train_batch["caption"])
         feats = projected_gradients(
             model,
-            batch,
+            {k: v[rows] for k, v in train_batch.items()},
             project,
             spec["output"],
             spec["noise_seed"],
             options=options,
             part_of=(rows.start, n),
         )
-        write_npy(run / "features.npy", feats.astype(spec["dtype"]))
+        write_npy(runs[index] / "features.npy", feats.astype(dtype))
 
-    started = time.time()
-    if wait:
-        run.compute_once(lambda: None, compute)
-    elif not run.compute_if_free(compute):
-        return False
-    progress.done(index, time.time() - started)
-    return True
+    def finish(index: int, wait: bool) -> bool:
+        started = time.time()
+        if wait:
+            runs[index].compute_once(lambda: None, lambda: compute(index))
+        elif not runs[index].compute_if_free(lambda: compute(index)):
+            return False
+        progress.done(index, time.time() - started)
+        return True
+
+    for index in [i for i in range(count) if not finish(i, wait=False)]:
+        finish(index, wait=True)
+    return Features([np.load(run / "features.npy", mmap_mode="r") for run in runs])
 
 
 class ShardProgress:

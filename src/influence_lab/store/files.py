@@ -167,9 +167,10 @@ def marker_intact(marker: Path, folder: Path) -> bool:
 
 
 @contextmanager
-def claim(lock_path: Path, what: str = "") -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (blocking). flock locks die with their
-    process, so a killed job never leaves a stale claim."""
+def claim(lock_path: Path, what: str = "", wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on `lock_path`. flock locks die with their process, so a
+    killed job never leaves a stale claim. Held by another process: wait for it (saying so), or
+    with `wait=False` hold nothing and yield False at once."""
     from filelock import FileLock, Timeout
 
     lock_path = Path(lock_path)
@@ -178,6 +179,9 @@ def claim(lock_path: Path, what: str = "") -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        if not wait:
+            yield False
+            return
         from rich.console import Console
 
         Console(stderr=True).print(
@@ -185,25 +189,6 @@ def claim(lock_path: Path, what: str = "") -> Iterator[None]:
             highlight=False,
         )
         lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def try_claim(lock_path: Path) -> Iterator[bool]:
-    """The lock of `claim` if it is free now (True), else nothing (False); never waits."""
-    from filelock import FileLock, Timeout
-
-    lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        yield False
-        return
     try:
         yield True
     finally:
@@ -229,11 +214,11 @@ class RunDir:
         return marker_intact(self.path / DONE, self.path)
 
     @contextmanager
-    def claim(self) -> Iterator[None]:
+    def claim(self, wait: bool = True) -> Iterator[bool]:
         """Exclusive right to compute this result (see `claim`). The lock lives under
         `<root>/.locks/`, so `prepare(force=True)` can clear the folder while holding it."""
-        with claim(self.lock_path(), str(self.path)):
-            yield
+        with claim(self.lock_path(), str(self.path), wait) as mine:
+            yield mine
 
     def prepare(self, force: bool = False) -> None:
         """Make the directory; with `force`, clear a previous result first."""
@@ -253,29 +238,28 @@ class RunDir:
         return self.root / ".locks" / self.stage / f"{self.path.name}.lock"
 
     def compute_if_free(self, compute: Callable[[], Any]) -> bool:
-        """Compute this result now unless it is done or another process holds its claim; True
-        when it is done afterwards (the caller comes back later for one that was busy)."""
+        """`compute_once`, unless another process holds the claim: then nothing, at once. True
+        when the result is done afterwards (the caller comes back later for one that was busy)."""
         if self.done:
             return True
-        with try_claim(self.lock_path()) as mine:
-            if not mine:
-                return False
-            if not self.done:
-                self.prepare()
-                compute()
-                self.mark_done()
-        return True
+        with self.claim(wait=False) as mine:
+            if mine:
+                self._compute_claimed(lambda: None, compute)
+        return mine
 
     def compute_once(self, load: Callable[[], T], compute: Callable[[], T]) -> T:
         """This result, computed once across processes: under the run's claim, `load()` when it is
         done, else `compute()` (which writes the result's files) into a prepared folder, then
         marked done. A process that finds another computing it waits, then loads."""
         with self.claim():
-            if self.done:
-                return load()
-            self.prepare()
-            value = compute()
-            self.mark_done()
+            return self._compute_claimed(load, compute)
+
+    def _compute_claimed(self, load: Callable[[], T], compute: Callable[[], T]) -> T:
+        if self.done:
+            return load()
+        self.prepare()
+        value = compute()
+        self.mark_done()
         return value
 
     def mark_done(self, info: dict[str, Any] | None = None) -> None:

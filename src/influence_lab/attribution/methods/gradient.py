@@ -120,7 +120,6 @@ class TracIn(GradientAttributor):
         return len(read_json(self.context.model_dir / "snapshots" / "index.json"))
 
     def prepare(self, context) -> None:
-        self.context = context
         folder = context.model_dir / "snapshots"
         if not (folder / "index.json").exists():
             raise InfluenceLabError(
@@ -148,8 +147,9 @@ class TracIn(GradientAttributor):
         totals = [0.0] * len(batches)
         seed = self.context.attribution.gradient.proj_seed
         for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True):
-            for i, q in enumerate(self.queries(model, batches, seed)):
-                totals[i] = totals[i] + float(snap["lr"]) * phi.times(q.astype(np.float64))
+            queries = [q.astype(np.float64) for q in self.queries(model, batches, seed)]
+            for i, scores in enumerate(phi.times_many(queries)):
+                totals[i] = totals[i] + float(snap["lr"]) * scores
         return [np.asarray(total) for total in totals]
 
 
@@ -252,11 +252,10 @@ class Spectrum:
         n, d = phi.shape
         self.dual = d > n
         self.streamed = not self.dual and len(phi.shards) > 1
-        self.phi = phi
-        dense = None if self.streamed else phi.dense()
-        if self.streamed:
-            gram = phi.gram()
+        if self.streamed:  # the shards are read again at each scoring, never held
+            self.phi, gram = phi, phi.gram()
         else:
+            dense = phi.dense()
             gram = dense @ dense.T if self.dual else dense.T @ dense
         self.scale = float(np.trace(gram)) / d  # the mean diagonal of Phi^T Phi, either way
         self.eigenvalues, vectors = np.linalg.eigh(gram)
