@@ -46,8 +46,7 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
 def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
     """A text model sees at most block_size - 1 characters and an end token: a longer text would be
     cut off silently, and the model would learn a shorter text than the data holds."""
-    default = inspect.signature(cls).parameters.get("block_size")
-    block = params.get("block_size", default.default if default is not None else None)
+    block = _init_value(cls, params, "block_size")
     longest = max((len(text) for text in bundle.full["text"]), default=0)
     if isinstance(block, int) and longest + 1 > block:
         raise InfluenceLabError(
@@ -60,17 +59,23 @@ def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:
 def _check_caption_length(cls: type, params: dict, bundle: DataBundle) -> None:
     """A model that reads a caption's words as a sequence (DALL-E's `text_len`) refuses a dataset
     whose longest caption has more words, at build time, not at the first long prompt."""
-    default = inspect.signature(cls).parameters.get("text_len")
-    length = params.get("text_len", default.default if default is not None else None)
+    length = _init_value(cls, params, "text_len")
     if not isinstance(length, int):
         return
     longest = max(bundle.captions, key=lambda c: len(caption_tokens(c)), default="")
-    if len(caption_tokens(longest)) > length:
+    words = len(caption_tokens(longest))
+    if words > length:
         raise InfluenceLabError(
             f"model.text_len is {length} but the caption '{longest}' in data={bundle.name} has "
-            f"{len(caption_tokens(longest))} words; set model.text_len="
-            f"{len(caption_tokens(longest))} or more."
+            f"{words} words; set model.text_len={words} or more."
         )
+
+
+def _init_value(cls: type, params: dict, name: str):
+    """The constructor argument `name` the model gets: from the settings, else the class's default
+    (None when the class has no such argument)."""
+    default = inspect.signature(cls).parameters.get(name)
+    return params.get(name, default.default if default is not None else None)
 
 
 def _image_shape(bundle: DataBundle) -> tuple[int, ...]:
