@@ -155,3 +155,15 @@ def run_example(example: str, args: list[str], timeout: int = 1800) -> subproces
     )
     done.stderr = " ".join(done.stderr.split())
     return done
+
+
+def shard_features(root: Path) -> dict:
+    """{shard signature: features} of every finished feature shard under an output root."""
+    import json
+
+    import numpy as np
+
+    return {
+        json.loads(done.read_text())["signature"]: np.load(done.parent / "features.npy")
+        for done in Path(root, "features").glob("*-shard-*/done")
+    }

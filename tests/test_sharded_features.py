@@ -192,3 +192,44 @@ def test_features_that_cannot_fit_are_refused_before_any_gradient(cfg_factory, c
     err = stage_error(attribute_stage, cfg, capsys)
     assert "tracin would hold about" in err and "GB are available" in err
     assert "+attribution.gradient.shard_size=8192" in err
+
+
+def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory, monkeypatch):
+    """TRAK over sharded features hands the attribute stage each target's top `keep` items
+    (streamed, attribution/topk.py) instead of every item's score: the same items, in the same
+    order, with the same scores as the in-memory table's top rows (both ensemble models)."""
+    from influence_lab.attribution.methods import Targets, registry
+    from influence_lab.attribution.setup import context_for, prepared
+    from influence_lab.stages.train import train
+
+    def ranked(*overrides):
+        cfg = cfg_factory(
+            "attribute", "data.source.max_items=300", "attribution.gradient.proj_dim=64",
+            "attribution.gradient.ensemble=2", "attribution.keep=15", *overrides,
+        )  # fmt: skip
+        from influence_lab.settings import from_config
+
+        settings = from_config(cfg)
+        bundle = load_data(settings.data)
+        run = train(settings, bundle)
+        context = context_for(settings, bundle, str(run.path), run.signature)
+        trak = prepared(settings, ["trak"], context)["trak"]
+        rng = np.random.default_rng(0)
+        images = rng.random((6, 1, 8, 8)).astype(np.float32)
+        grouped = Targets(["digit zero", "digit one"], [images[:3], images[3:]])
+        joint = Targets(["digit zero"] * 6, [images[i : i + 1] for i in range(6)], joint=True)
+        return trak, trak.scores(grouped), trak.scores(joint)
+
+    dense, *dense_tables = ranked()
+    streamed, *streamed_tables = ranked("+attribution.gradient.shard_size=64")
+    assert all(s.streamed for s in streamed.spectra) and not any(s.streamed for s in dense.spectra)
+    for full, top in zip(dense_tables, streamed_tables, strict=True):
+        assert full.candidates is None and top.candidates is not None
+        n = 270
+        for t in range(len(top.values)):
+            items, scores = full.ranked(t, n)
+            order = np.argsort(-scores, kind="stable")[:15]
+            cand, values = top.ranked(t, n)
+            assert len(cand) == 15
+            assert np.array_equal(cand, items[order])
+            np.testing.assert_allclose(values, scores[order], rtol=1e-9)

@@ -201,3 +201,33 @@ def test_featurisation_as_a_slurm_array_splits_the_shards(tmp_path):
     a, b = features(tmp_path / "slurm"), features(tmp_path / "local")
     assert a.keys() == b.keys() and len(a) == 5
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slurm
+def test_featurise_multirun_on_submitit_slurm_equals_one_process(tmp_path):
+    """`influence-lab featurise -m 'shard=range(0,5)' hydra/launcher=submitit_slurm`: one SLURM
+    array task per shard; the features equal one process's bit for bit (both at one thread)."""
+    if not cluster_up():
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail("REQUIRE_SLURM=1 but no SLURM cluster answers")
+        pytest.skip("no SLURM cluster (make slurm-up)")
+    import numpy as np
+
+    from tests.conftest import shard_features
+    from tests.test_featurise import _featurise
+
+    log = _featurise(
+        tmp_path / "slurm", "-m", "shard=range(0,5)", "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=20",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.array_parallelism=2",
+    )  # fmt: skip
+    assert "Submitit 'slurm' sweep output dir" in log
+    task_logs = " ".join(
+        " ".join(p.read_text().split()) for p in (tmp_path / "slurm").rglob("*_log.err")
+    )
+    for shard in range(5):
+        assert f"featurise trak: shard {shard} of 5 (270 items), 2 model(s)" in task_logs
+    _featurise(tmp_path / "one")
+    a, b = shard_features(tmp_path / "slurm"), shard_features(tmp_path / "one")
+    assert a.keys() == b.keys() and len(a) == 10
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -137,13 +137,15 @@ def train_features(
     options: dict | None = None,
     shard_size: int | None = None,
     dtype: str = "float32",
+    only: int | None = None,
 ) -> Features:
     """Projected gradients of every training item, cached under `<root>/features/` by the signature
     of (model weights key, data fingerprint, output function, projection, noise). The projector
     kind enters the key when it is not `sparse`, and the output function's `options` (D-TRAK's
     K) when given, so the features cached before either existed (sparse; the measured loss)
     keep their keys. With `shard_size` (or float16 storage) the items are featurised in shards,
-    each its own cached result (`_shard`)."""
+    each its own cached result (`_sharded`); `only`: that one shard (a job of `influence-lab
+    featurise -m shard=...`), and its features alone are returned."""
     spec = {
         "model": model_key,
         "data": fingerprint,
@@ -158,7 +160,7 @@ def train_features(
     project = make_projector(projector, n_params(model), proj_dim, proj_seed)
     if shard_size is not None or dtype != "float32":
         size = shard_size or len(train_batch["caption"])
-        return _sharded(root, spec, size, dtype, model, train_batch, project, options)
+        return _sharded(root, spec, size, dtype, model, train_batch, project, options, only)
     run = RunDir(root, "features", output, signature(spec))
     path = run / "features.npy"
     if run.done and path.exists():
@@ -183,12 +185,13 @@ def _shard_run(root, spec: dict, index: int, size: int, dtype: str) -> RunDir:
     return RunDir(root, "features", f"{spec['output']}-shard", signature(shard_spec))
 
 
-def _sharded(root, spec, size, dtype, model, train_batch, project, options) -> Features:
+def _sharded(root, spec, size, dtype, model, train_batch, project, options, only) -> Features:
     """The features in shards of `size` items, each a claimed result: first every shard no other
     process is computing, then the others' (waiting for them, or computing one whose process
-    died), so that concurrent runs of one command split the shards."""
+    died), so that concurrent runs of one command split the shards. `only`: that shard alone."""
     n = len(train_batch["caption"])
     count = math.ceil(n / size)
+    check_shard(only, n, size)
     runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
     progress = ShardProgress(spec["output"], count, n, size)
 
@@ -211,12 +214,32 @@ def _sharded(root, spec, size, dtype, model, train_batch, project, options) -> F
             runs[index].compute_once(lambda: None, lambda: compute(index))
         elif not runs[index].compute_if_free(lambda: compute(index)):
             return False
-        progress.done(index, time.time() - started)
+        if only is None:  # a job of one shard: its stage says what it did
+            progress.done(index, time.time() - started)
         return True
 
-    for index in [i for i in range(count) if not finish(i, wait=False)]:
-        finish(index, wait=True)
+    if only is not None:
+        finish(only, wait=True)
+        runs = [runs[only]]
+    else:
+        for index in [i for i in range(count) if not finish(i, wait=False)]:
+            finish(index, wait=True)
     return Features([np.load(run / "features.npy", mmap_mode="r") for run in runs])
+
+
+def shard_count(items: int, shard_size: int | None) -> int:
+    """How many shards `items` make in shards of `shard_size` (one without shards)."""
+    return 1 if shard_size is None else math.ceil(items / shard_size)
+
+
+def check_shard(shard: int | None, items: int, shard_size: int | None) -> None:
+    """Refuse a shard index that `items` in shards of `shard_size` do not have."""
+    count = shard_count(items, shard_size)
+    if shard is not None and not 0 <= shard < count:
+        raise InfluenceLabError(
+            f"shard is {shard}; {items:,} items in shards of {shard_size or items:,} make "
+            f"shards 0..{count - 1}."
+        )
 
 
 class ShardProgress:

@@ -30,25 +30,36 @@ def top_scores(
     """The top-k of scores = left @ Phi^T per row of `left` (targets, dim), in `dtype` (float32:
     twice float64's speed; rankings in float32 differ from float64 only at near-ties), streamed
     over `phi`'s row blocks."""
-    targets = len(left)
-    k = min(k, len(phi))
-    left = np.asarray(left, dtype=dtype)
+    return top_scores_of([(left, phi)], k, dtype, target_block)
+
+
+def top_scores_of(
+    terms: list[tuple[np.ndarray, Features]],
+    k: int,
+    dtype=np.float32,
+    target_block: int = TARGET_BLOCK,
+) -> TopScores:
+    """`top_scores` of a sum of products, scores = sum_j left_j @ Phi_j^T (an ensemble's models,
+    each with its own features of the same items), the row blocks of every Phi_j read in step."""
+    targets, items = len(terms[0][0]), len(terms[0][1])
+    k = min(k, items)
+    lefts = [np.asarray(left, dtype=dtype) for left, _ in terms]
     best_v = np.full((targets, k), -np.inf, dtype=dtype)
     best_i = np.zeros((targets, k), dtype=np.int64)
     sums = np.zeros(targets)
     offset = 0
-    for block in phi.blocks(dtype=dtype):
-        ids = np.arange(offset, offset + len(block))
+    for blocks in zip(*(phi.blocks(dtype=dtype) for _, phi in terms), strict=True):
+        ids = np.arange(offset, offset + len(blocks[0]))
         for t0 in range(0, targets, target_block):
             rows = slice(t0, t0 + target_block)
-            s = left[rows] @ block.T
+            s = sum(left[rows] @ block.T for left, block in zip(lefts, blocks, strict=True))
             sums[rows] += s.sum(1, dtype=np.float64)
             cand_v = np.concatenate([best_v[rows], s], 1)
             cand_i = np.concatenate([best_i[rows], np.broadcast_to(ids, s.shape)], 1)
             part = np.argpartition(-cand_v, k - 1, axis=1)[:, :k]
             best_v[rows] = np.take_along_axis(cand_v, part, 1)
             best_i[rows] = np.take_along_axis(cand_i, part, 1)
-        offset += len(block)
+        offset += len(blocks[0])
     order = np.argsort(-best_v, axis=1, kind="stable")
     return TopScores(
         np.take_along_axis(best_i, order, 1), np.take_along_axis(best_v, order, 1), sums

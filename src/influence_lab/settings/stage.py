@@ -20,7 +20,17 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import InfluenceLabError
 from .attribution import AttributionSettings, EmbedderSettings, method_list
-from .base import Bool, PositiveInt, Seed, Settings, a_list, fail, rule, validated
+from .base import (
+    Bool,
+    NonNegativeIntOrNull,
+    PositiveInt,
+    Seed,
+    Settings,
+    a_list,
+    fail,
+    rule,
+    validated,
+)
 from .counterfactual import CounterfactualSettings
 from .data import DataSettings
 from .generate import GenerateSettings
@@ -38,6 +48,7 @@ STAGES = (
     "attribute",
     "counterfactual",
     "retrain",
+    "featurise",
     "lds",
     "report",
     "pipeline",
@@ -96,6 +107,8 @@ class StageSettings(Settings):
         None  # retrain: the counterfactual run directory holding plan.json and config.yaml
     )
     job: int | None = None  # retrain: which job of plan.json to run
+    # featurise: which shard of attribution.gradient.shard_size items (None: every shard)
+    shard: NonNegativeIntOrNull = None
 
     # The resolved config these settings were validated from, as plain values (set by from_config).
     # Signatures hash sections of it (a train result's data and model) and config.yaml records it,

@@ -21,6 +21,10 @@ STAGES = {
         "train and measure the members of one job of a counterfactual sweep "
         "(launched by counterfactual)"
     ),
+    "featurise": (
+        "the gradient methods' training-set features, ahead of attribute and lds; one shard "
+        "per job with -m 'shard=range(0,N)' (joblib, SLURM)"
+    ),
     "lds": (
         "score every attribution method by the linear datamodeling score on subset-trained models; "
         "memorization"

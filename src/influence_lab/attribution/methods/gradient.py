@@ -28,6 +28,7 @@ from ...training.batches import batch_of, outputs_batch
 from ..feature_store import Features, check_fits, train_features
 from ..gradients import n_params, projected_gradients_many
 from ..projectors import make_projector
+from ..topk import top_scores_of
 from .base import Attributor, ScoreTable, Targets, Traits
 
 
@@ -47,8 +48,9 @@ class GradientAttributor(Attributor):
         kind = self.projector if cfg.projector == "auto" else cfg.projector
         return {"projector": kind, "options": self.output_options()}
 
-    def features(self, model, model_key: str, proj_seed: int) -> np.ndarray:
-        """The projected gradients of every training item under `model` (cached)."""
+    def features(self, model, model_key: str, proj_seed: int, only: int | None = None) -> Features:
+        """The projected gradients of every training item under `model` (cached); `only`: of
+        that shard alone."""
         ctx, cfg = self.context, self.context.attribution.gradient
         return train_features(
             ctx.root,
@@ -62,6 +64,7 @@ class GradientAttributor(Attributor):
             **self.projection(),
             shard_size=cfg.shard_size,
             dtype=cfg.feature_dtype,
+            only=only,
         )
 
     def queries(self, model, batches: list[dict], proj_seed: int) -> list[np.ndarray]:
@@ -72,17 +75,40 @@ class GradientAttributor(Attributor):
             model, batches, projector, self.output, self.noise_seed, options=options["options"]
         )
 
-    def prepare(self, context) -> None:
+    def bind(self, context) -> None:
+        """What featurising and scoring share: the context, the training batch and the models
+        whose features the method reads (`self.sources`: (model, weights key, projection
+        seed) each), no features yet."""
         super().prepare(context)
         self.train_batch = batch_of(context.bundle.train)
-        cfg = context.attribution.gradient
-        check_fits(
+        self.sources = self.feature_models()
+        self.models = [model for model, _, _ in self.sources]
+
+    def prepare(self, context) -> None:
+        self.context, cfg = context, context.attribution.gradient
+        check_fits(  # before any model is trained or gradient computed
             self.name, len(context.bundle.train), cfg.proj_dim, self.models_held(), cfg.shard_size
         )
+        self.bind(context)
+        self.build([self.features(*source) for source in self.sources])
+
+    def featurise(self, context, shard: int | None) -> list[Features]:
+        """The features of every model the method reads (`shard`: of that shard alone), computed
+        and cached, for scoring later: a job of `influence-lab featurise`."""
+        self.bind(context)
+        return [self.features(*source, only=shard) for source in self.sources]
 
     def models_held(self) -> int:
         """How many models' features this method holds at once."""
         return 1
+
+    def feature_models(self) -> list[tuple]:
+        """(model, weights key, projection seed) of each model whose features the method reads."""
+        raise NotImplementedError
+
+    def build(self, features: list[Features]) -> None:
+        """What scoring needs from the features of `self.sources`, in order."""
+        raise NotImplementedError
 
     def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
         return as_table(self.scores_many(query_batches(targets), dampings), targets)
@@ -117,9 +143,11 @@ class TracIn(GradientAttributor):
     traits = Traits(family="gradient", needs=("snapshots",), auto=("lds",))
 
     def models_held(self) -> int:
-        return len(read_json(self.context.model_dir / "snapshots" / "index.json"))
+        index = self.context.model_dir / "snapshots" / "index.json"
+        return len(read_json(index)) if index.exists() else 1  # none: refused by feature_models
 
-    def prepare(self, context) -> None:
+    def feature_models(self) -> list[tuple]:
+        context = self.context
         folder = context.model_dir / "snapshots"
         if not (folder / "index.json").exists():
             raise InfluenceLabError(
@@ -127,19 +155,19 @@ class TracIn(GradientAttributor):
                 f"(model.fit.snapshots was 0, or the model was trained in a pack); "
                 f"retrain it with model.fit.snapshots=4 force=true."
             )
-        super().prepare(context)
         self.snapshots = read_json(folder / "index.json")
-        self.models, self.phis = [], []
-        cfg = context.attribution.gradient
+        out = []
         for snap in self.snapshots:
             model = load_model(context.model_dir)
             model.load_state_dict(
                 torch.load(folder / snap["file"], map_location="cpu", weights_only=True)
             )
-            self.models.append(model.eval())
-            self.phis.append(
-                self.features(model, f"{context.model_signature}/{snap['file']}", cfg.proj_seed)
-            )
+            key = f"{context.model_signature}/{snap['file']}"
+            out.append((model.eval(), key, context.attribution.gradient.proj_seed))
+        return out
+
+    def build(self, features: list[Features]) -> None:
+        self.phis = features
 
     def scores_many(self, batches, dampings=None):
         """Per batch: (examples, items) scores, the query gradients of all batches projected
@@ -168,21 +196,22 @@ class Trak(GradientAttributor):
     def models_held(self) -> int:
         return self.context.ensemble_size or self.context.attribution.gradient.ensemble
 
-    def prepare(self, context) -> None:
-        super().prepare(context)
-        cfg = context.attribution.gradient
+    def feature_models(self) -> list[tuple]:
+        context, cfg = self.context, self.context.attribution.gradient
         size = context.ensemble_size or cfg.ensemble
         runs = context.ensemble_runs(size)
         if size > len(runs):
             raise InfluenceLabError(
                 f"{self.name} asks for {size} ensemble models but {len(runs)} were trained."
             )
-        self.damping = context.dampings.get(self.name, cfg.damping)
-        self.models, self.spectra = [], []
-        for k, (path, sig) in enumerate(runs[:size]):
-            model = load_model(path)
-            self.spectra.append(Spectrum(self.features(model, sig, cfg.proj_seed + k)))
-            self.models.append(model)
+        return [
+            (load_model(path), sig, cfg.proj_seed + k) for k, (path, sig) in enumerate(runs[:size])
+        ]
+
+    def build(self, features: list[Features]) -> None:
+        cfg = self.context.attribution.gradient
+        self.damping = self.context.dampings.get(self.name, cfg.damping)
+        self.spectra = [Spectrum(phi) for phi in features]
 
     def per_model_batches(self, batches, dampings):
         """Per ensemble model, per batch: scores (examples, items), or (dampings, examples,
@@ -200,6 +229,23 @@ class Trak(GradientAttributor):
                 per_batch.append(scores[0] if dampings is None else scores)
             out.append(per_batch)
         return out
+
+    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+        """Features in one piece: every item's score. Sharded features: each target's top
+        `attribution.keep` items only, the ensemble's scores summed block by block over the
+        shards (attribution/topk.py), so the targets x items table is never held; the rows the
+        attribute stage keeps are the same (tests/test_sharded_features.py)."""
+        if dampings is not None or not all(s.streamed for s in self.spectra):
+            return super().scores(targets, dampings)
+        seed, size = self.context.attribution.gradient.proj_seed, len(self.models)
+        terms = []
+        for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
+            queries = self.queries(model, query_batches(targets), seed + k)
+            lefts = [spectrum.left_of(q.astype(np.float64), self.damping) / size for q in queries]
+            rows = lefts[0] if targets.joint else np.stack([left.sum(0) for left in lefts])
+            terms.append((rows, spectrum.phi))
+        top = top_scores_of(terms, self.context.attribution.keep, dtype=np.float64)
+        return ScoreTable(list(top.values), list(top.indices))
 
     def scores_many(self, batches, dampings=None):
         """Per batch: the ensemble's mean scores."""
@@ -267,7 +313,13 @@ class Spectrum:
 
     def scores(self, q: np.ndarray, damping: float) -> np.ndarray:
         """q (targets, d) -> scores (targets, items) at lambda = damping x the mean diagonal."""
-        weights = 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
         if self.streamed:
-            return self.phi.times(((q @ self.left) * weights) @ self.vectors.T)
-        return ((q @ self.left) * weights) @ self.right
+            return self.phi.times(self.left_of(q, damping))
+        return ((q @ self.left) * self.weights(damping)) @ self.right
+
+    def weights(self, damping: float) -> np.ndarray:
+        return 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
+
+    def left_of(self, q: np.ndarray, damping: float) -> np.ndarray:
+        """Streamed: the rows (targets, d) whose product with Phi^T is the scores."""
+        return ((q @ self.left) * self.weights(damping)) @ self.vectors.T
