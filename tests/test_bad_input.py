@@ -149,7 +149,7 @@ ROWS = [
     Row(
         "`influence-lab trian`",
         "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, "
-        "lds, report, pipeline.",
+        "featurise, lds, report, pipeline.",
         cli=("trian",),
     ),
     # --- where results go ---
@@ -597,6 +597,26 @@ ROWS = [
         "model.fit.snapshots=4 force=true.",
         tested_in="tests/test_gradients.py",
         evidence="tracin needs the training snapshots of",
+    ),
+    Row(
+        "`influence-lab featurise shard=1` without `shard_size`",
+        "shard is 1 but attribution.gradient.shard_size is not set; give the shard size too, "
+        "e.g. +attribution.gradient.shard_size=8192.",
+        tested_in="tests/test_featurise.py",
+        evidence="attribution.gradient.shard_size is not set",
+    ),
+    Row(
+        "`influence-lab featurise shard=5` (270 items in shards of 64)",
+        "shard is 5; 270 items in shards of 64 make shards 0..4.",
+        tested_in="tests/test_featurise.py",
+        evidence="make shards 0..4",
+    ),
+    Row(
+        "`influence-lab featurise 'attribution.methods=[fused]'`",
+        "attribution.methods names no gradient method, so there is nothing to featurise; "
+        "name one, e.g. 'attribution.methods=[trak]'.",
+        tested_in="tests/test_featurise.py",
+        evidence="names no gradient method",
     ),
     Row(
         "`paper` on text data",
@@ -1228,7 +1248,7 @@ def test_unknown_source_model_and_stage_from_therun_cli(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: unknown stage 'trian'; stages are train, generate, attribute, counterfactual, "
-        "retrain, lds, report, pipeline."
+        "retrain, featurise, lds, report, pipeline."
     )
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0 and "train " in out.stdout and "generate " in out.stdout

@@ -59,6 +59,10 @@ def test_a_joblib_multirun_of_shards_equals_one_process(tmp_path, monkeypatch):
         raise AssertionError("attribute recomputed a training-set feature shard")
 
     monkeypatch.setattr(feature_store, "projected_gradients", no_gradients)
+    import influence_lab as il
+
+    root = f"paths.output_dir={tmp_path / 'multirun'}"
+    assert il.featurise(*SMALL, root) == {"trak": 2 * 270}  # found, not recomputed
     cfg = make_cfg("attribute", tmp_path / "multirun", *SMALL, "generate.m=2", shrink=False)
     table = pd.read_parquet(attribute(cfg) / "attribution.parquet")
     assert set(table["method"]) == {"trak"} and table["score"].notna().all()

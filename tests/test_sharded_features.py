@@ -198,7 +198,7 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
     """TRAK over sharded features hands the attribute stage each target's top `keep` items
     (streamed, attribution/topk.py) instead of every item's score: the same items, in the same
     order, with the same scores as the in-memory table's top rows (both ensemble models)."""
-    from influence_lab.attribution.methods import Targets, registry
+    from influence_lab.attribution.methods import Targets
     from influence_lab.attribution.setup import context_for, prepared
     from influence_lab.stages.train import train
 

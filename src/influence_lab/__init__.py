@@ -1,8 +1,8 @@
 """influence-lab: which training examples made a generative model produce a given output, and
 does removing them change it. `import influence_lab as il` gives the stages as functions
-(`il.train`, `il.generate`, `il.attribute`, `il.counterfactual`, `il.lds`, `il.report`,
-`il.pipeline`; see `influence_lab.api`), imported on first use so that the CLI starts without
-them."""
+(`il.train`, `il.generate`, `il.attribute`, `il.featurise`, `il.counterfactual`, `il.lds`,
+`il.report`, `il.pipeline`; see `influence_lab.api`), imported on first use so that the CLI
+starts without them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import importlib
 import sys
 import types
 
-API = ("train", "generate", "attribute", "counterfactual", "lds", "report", "pipeline")
+API = (
+    "train",
+    "generate",
+    "attribute",
+    "featurise",
+    "counterfactual",
+    "lds",
+    "report",
+    "pipeline",
+)
 __all__ = [*API, "InfluenceLabError"]
 
 

@@ -225,6 +225,14 @@ def attribute(*args, **kwargs) -> AttributeResult:
     return AttributeResult("attribute", _run("attribute", stage, args, kwargs).path)
 
 
+def featurise(*args, **kwargs) -> dict[str, int]:
+    """`influence-lab featurise`: the gradient methods' training-set features, cached for
+    `attribute` and `lds` (`shard=i`: that shard alone); {method: feature rows written or found}."""
+    from .stages.featurise import featurise as stage
+
+    return _run("featurise", stage, args, kwargs)
+
+
 def counterfactual(*args, **kwargs) -> CounterfactualResult:
     """`influence-lab counterfactual`: retrain without each method's top-k and the controls."""
     from .stages.counterfactual import counterfactual as stage
