@@ -49,7 +49,9 @@ def test_a_joblib_multirun_of_shards_equals_one_process(tmp_path, monkeypatch):
         assert f"featurise trak: shard {shard} of 5 (270 items), 2 model(s)" in " ".join(
             log.split()
         )
-    _featurise(tmp_path / "one")
+    hint = " ".join(_featurise(tmp_path / "one").split())  # one process: the multirun it could be
+    assert "featurise -m " in hint and "attribution.methods=[trak]" in hint
+    assert "'shard=range(0,5)' hydra/launcher=joblib" in hint
     a, b = shard_features(tmp_path / "multirun"), shard_features(tmp_path / "one")
     assert a.keys() == b.keys() and len(a) == 10  # 5 shards x 2 models
     assert sum(len(v) for v in a.values()) == 2 * 270

@@ -37,6 +37,15 @@ def test_the_gpu_check_runs_on_the_cpu():
         assert line and float(line.group(1)) == float(row.group(5)), out[-3000:]
         assert (float(line.group(1)) >= 9) == (line.group(2) is None)
     assert re.search(r"gpu-check: DDPM fit took \d+ s wall", out)
+    # TRAK's sharded features of the fashion (or digits) VAE, then its scores
+    rows = re.search(
+        r"featurise trak: every shard of (\d+) \((\d+) items\), 1 model\(s\), (\d+) feature rows",
+        out,
+    )
+    assert rows and int(rows.group(1)) > 1 and rows.group(2) == rows.group(3), out[-3000:]
+    assert re.search(
+        r"gpu-check: attribute \(kernel, query gradients, streamed top-k\) took \d+ s", out
+    )
     assert done.stdout.rstrip().endswith("gpu-check: done")
 
 

@@ -253,10 +253,11 @@ class ShardProgress:
     def done(self, index: int, seconds: float) -> None:
         self.seconds += seconds
         items = min((index + 1) * self.size, self.items)
-        rate = items / self.seconds if self.seconds > 0.5 else float("inf")
+        # no rate when the shards took no time (found done by another process or run)
+        rate = f", {items / self.seconds:,.0f} items/s" if self.seconds > 0.5 else ""
         if self.count > 1 and (index + 1 == self.count or index % max(1, self.count // 10) == 0):
             console.print(
                 f"features ({self.output}): shard {index + 1}/{self.count}, "
-                f"{items:,}/{self.items:,} items, {rate:,.0f} items/s",
+                f"{items:,}/{self.items:,} items{rate}",
                 highlight=False,
             )

@@ -41,6 +41,7 @@ def per_example_gradients(
         )
     model = model.eval()
     prepared = model.prepare(batch)
+    device = next(model.parameters()).device  # a chunk's examples and noise go where the model is
     tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
     n = len(batch["caption"])
     start, total = part_of or (0, n)
@@ -59,7 +60,9 @@ def per_example_gradients(
     for start in starts if desc is None else track(starts, desc):
         sl = slice(start, start + chunk)
         grads = per_example(
-            params, {k: v[sl] for k, v in tensors.items()}, {k: v[sl] for k, v in noise.items()}
+            params,
+            {k: v[sl].to(device) for k, v in tensors.items()},
+            {k: v[sl].to(device) for k, v in noise.items()},
         )
         yield torch.cat([grads[k].reshape(grads[k].shape[0], -1) for k in params], 1)
 
@@ -110,6 +113,6 @@ def projected_gradients_many(
             pending = []
     if pending:
         rows.append(projector(torch.cat(pending)))
-    out = torch.cat(rows).numpy().astype(np.float32)
+    out = torch.cat(rows).cpu().numpy().astype(np.float32)
     sizes = [len(b["caption"]) for b in batches]
     return np.split(out, np.cumsum(sizes)[:-1])

@@ -30,6 +30,8 @@ class SparseProjector:
         ) / math.sqrt(nnz)
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:  # (B, P) -> (B, dim)
+        if self.rows.device != g.device:  # gradients on a GPU: the sketch moves there once
+            self.rows, self.signs = self.rows.to(g.device), self.signs.to(g.device)
         out = g.new_zeros(g.shape[0], self.dim)
         for rows, signs in zip(self.rows, self.signs, strict=True):
             out.index_add_(1, rows, g * signs)
@@ -48,7 +50,9 @@ class NormalProjector:
     Drawing normals is single-threaded in torch and, on a CPU, costs more than the product (2
     cores: 96 ms to draw a 4,096 x 4,096 chunk, 56 ms to multiply 536 gradients by it), so
     `draw_threads` threads (default: torch's thread count) draw the next chunks while the product
-    runs. Every chunk still comes from its own generator: the result does not depend on it."""
+    runs. Every chunk still comes from its own generator: the result does not depend on it. The
+    chunks are drawn on the CPU (the same numbers on any device) and moved to the gradients'
+    device."""
 
     def __init__(
         self, n_params: int, dim: int, seed: int, chunk: int = 4096, draw_threads: int = 0
@@ -70,7 +74,7 @@ class NormalProjector:
         starts = range(0, self.n_params, self.chunk)
         if self.draw_threads <= 1:
             for i, start in enumerate(starts):
-                out.addmm_(g[:, start : start + self.chunk], self.block(i))
+                out.addmm_(g[:, start : start + self.chunk], self.block(i).to(g.device))
             return out
         ahead = self.draw_threads  # chunks drawn ahead of the product (each 64 MB at 4,096)
         with ThreadPoolExecutor(ahead) as pool:
@@ -79,7 +83,7 @@ class NormalProjector:
                 block = drawn.popleft().result()
                 if i + ahead < len(starts):
                     drawn.append(pool.submit(self.block, i + ahead))
-                out.addmm_(g[:, start : start + self.chunk], block)
+                out.addmm_(g[:, start : start + self.chunk], block.to(g.device))
         return out
 
 

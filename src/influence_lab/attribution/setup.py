@@ -11,6 +11,7 @@ from ..settings import StageSettings
 from ..store.files import read_json
 from ..store.paths import output_dir
 from ..store.signature import signature
+from ..training.devices import torch_device
 from ..training.members import train_members, train_spec
 from .methods import registry
 from .methods.base import Attributor
@@ -50,6 +51,7 @@ def context_for(
         ensemble_runs=lambda size: ensemble_runs(settings, bundle, size),
         dampings=dict(dampings or {}),
         ensemble_size=ensemble_size,
+        device=torch_device(settings.trainer),
     )
 
 

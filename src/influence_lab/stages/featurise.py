@@ -69,6 +69,7 @@ def featurise(settings: StageSettings) -> dict[str, int]:
             f"one job per shard: influence-lab featurise -m {given} 'shard=range(0,{count})' "
             "hydra/launcher=joblib (or submitit_slurm)",
             highlight=False,
+            markup=False,  # the overrides' brackets are not markup
         )
     return rows
 

@@ -22,3 +22,16 @@ def check_accelerator(trainer: TrainerSettings) -> None:
         raise InfluenceLabError(
             f"trainer.accelerator is '{accelerator}' but no GPU is available here; use trainer=cpu."
         )
+
+
+def torch_device(trainer: TrainerSettings) -> str:
+    """The torch device of the trainer settings' accelerator, for the work a stage does outside
+    Lightning (per-example gradients): cuda, mps, or cpu."""
+    import torch
+
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator not in GPU_ACCELERATORS:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "mps"

@@ -26,6 +26,7 @@ class AttributionContext:
     ensemble_runs: Callable[[int], list[tuple[Path, str]]] | None = None
     dampings: dict[str, float] = field(default_factory=dict)  # method -> damping chosen by LDS
     ensemble_size: int | None = None  # None: attribution.gradient.ensemble
+    device: str = "cpu"  # where per-example gradients are computed (trainer.accelerator's)
     # embedder name -> (embedder, EmbeddingCache), built on first use (or given, in tests)
     spaces: dict = field(default_factory=dict)
 

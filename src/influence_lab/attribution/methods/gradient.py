@@ -78,10 +78,10 @@ class GradientAttributor(Attributor):
     def bind(self, context) -> None:
         """What featurising and scoring share: the context, the training batch and the models
         whose features the method reads (`self.sources`: (model, weights key, projection
-        seed) each), no features yet."""
+        seed) each), on the context's device (a GPU with trainer=gpu), no features yet."""
         super().prepare(context)
         self.train_batch = batch_of(context.bundle.train)
-        self.sources = self.feature_models()
+        self.sources = [(m.to(context.device), k, s) for m, k, s in self.feature_models()]
         self.models = [model for model, _, _ in self.sources]
 
     def prepare(self, context) -> None:
