@@ -53,3 +53,25 @@ def test_a_multirun_in_a_log_reports_members_done_in_tenths(capsys):
     assert lines[-1].startswith("retraining: 40/40 done")
     done = [int(ln.split()[1].split("/")[0]) for ln in lines]
     assert done == sorted(done) and len(set(done)) == len(done)
+
+
+def test_long_loops_in_a_log_report_tenths(capsys):
+    """The search over prompts and the streamed scoring over feature blocks: in a log, one line
+    per tenth (done / total), and nothing of a bar."""
+    import numpy as np
+
+    from influence_lab.attribution.feature_store import Features
+    from influence_lab.attribution.topk import top_scores_of
+    from influence_lab.tracking.console import track
+
+    assert list(track(range(40), "search", log_tenths=True)) == list(range(40))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert [ln.split(" (")[0] for ln in lines] == [f"search: {4 * i}/40" for i in range(1, 11)]
+    assert list(track(range(40), "quiet")) == list(range(40))  # no log_tenths: nothing
+    assert capsys.readouterr().err == ""
+    phi = np.ones((25, 4), dtype=np.float32)
+    top = top_scores_of([(np.ones((3, 4)), Features([phi[:10], phi[10:]]))], 5, desc="scores (x)")
+    assert top.indices.shape == (3, 5)
+    lines = capsys.readouterr().err.split()
+    # blocks of 8,192 rows: one per shard here, so two lines
+    assert " ".join(lines).count("scores (x): ") == 2 and "scores (x): 2/2" in " ".join(lines)

@@ -53,6 +53,10 @@ class Features:
             for start in range(0, len(shard), rows):
                 yield np.asarray(shard[start : start + rows], dtype=dtype)
 
+    def block_count(self, rows: int = BLOCK_ROWS) -> int:
+        """How many blocks `blocks(rows)` yields."""
+        return sum(math.ceil(len(shard) / rows) for shard in self.shards)
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self.dense() if dtype is None else self.dense().astype(dtype)
 

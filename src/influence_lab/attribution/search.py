@@ -90,7 +90,7 @@ def evaluate(
     every_raw = any(a.raw_everywhere for a in evidence.values())
     ready = {k: a.scores(targets) for k, a in attributors.items() if k not in evidence}
     pairs = list(zip(targets.prompts, targets.outputs, strict=True))
-    for target, (prompt, outs) in enumerate(track(pairs, desc)):
+    for target, (prompt, outs) in enumerate(track(pairs, desc, log_tenths=True)):
         pool, _ = prompt_filter.pool(prompt, cfg.pool_size)
         b = prompt_filter.scores(prompt)
         raw = _raw(outs, content, pool, every_raw)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..tracking.console import track
 from .feature_store import Features
 
 TARGET_BLOCK = 256
@@ -38,9 +39,11 @@ def top_scores_of(
     k: int,
     dtype=np.float32,
     target_block: int = TARGET_BLOCK,
+    desc: str = "scores",
 ) -> TopScores:
     """`top_scores` of a sum of products, scores = sum_j left_j @ Phi_j^T (an ensemble's models,
-    each with its own features of the same items), the row blocks of every Phi_j read in step."""
+    each with its own features of the same items), the row blocks of every Phi_j read in step.
+    Progress over the blocks: a bar on a terminal, a line per tenth in a log."""
     targets, items = len(terms[0][0]), len(terms[0][1])
     k = min(k, items)
     lefts = [np.asarray(left, dtype=dtype) for left, _ in terms]
@@ -48,7 +51,8 @@ def top_scores_of(
     best_i = np.zeros((targets, k), dtype=np.int64)
     sums = np.zeros(targets)
     offset = 0
-    for blocks in zip(*(phi.blocks(dtype=dtype) for _, phi in terms), strict=True):
+    steps = zip(*(phi.blocks(dtype=dtype) for _, phi in terms), strict=True)
+    for blocks in track(steps, desc, terms[0][1].block_count(), log_tenths=True):
         ids = np.arange(offset, offset + len(blocks[0]))
         for t0 in range(0, targets, target_block):
             rows = slice(t0, t0 + target_block)

@@ -244,7 +244,8 @@ class Trak(GradientAttributor):
             lefts = [spectrum.left_of(q.astype(np.float64), self.damping) / size for q in queries]
             rows = lefts[0] if targets.joint else np.stack([left.sum(0) for left in lefts])
             terms.append((rows, spectrum.phi))
-        top = top_scores_of(terms, self.context.attribution.keep, dtype=np.float64)
+        keep = self.context.attribution.keep
+        top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
         return ScoreTable(list(top.values), list(top.indices))
 
     def scores_many(self, batches, dampings=None):
