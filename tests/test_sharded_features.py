@@ -233,3 +233,16 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
             assert len(cand) == 15
             assert np.array_equal(cand, items[order])
             np.testing.assert_allclose(values, scores[order], rtol=1e-9)
+
+
+def test_progress_rates_count_only_the_shards_computed(capsys):
+    progress = feature_store.ShardProgress("measured", 3, 300, 128)
+    progress.done(0, 0.1, computed=False)  # found done: no rate
+    progress.done(1, 2.0, computed=True)  # 128 items in 2 s
+    progress.done(2, 0.3, computed=False)
+    lines = [" ".join(ln.split()) for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert lines == [
+        "features (measured): shard 1/3, 128/300 items (found done)",
+        "features (measured): shard 2/3, 256/300 items, 64 items/s",
+        "features (measured): shard 3/3, 300/300 items, 64 items/s",
+    ]

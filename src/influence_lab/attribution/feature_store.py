@@ -199,7 +199,10 @@ def _sharded(root, spec, size, dtype, model, train_batch, project, options, only
     runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
     progress = ShardProgress(spec["output"], count, n, size)
 
+    computed = set()
+
     def compute(index: int) -> None:
+        computed.add(index)
         rows = slice(index * size, (index + 1) * size)
         feats = projected_gradients(
             model,
@@ -219,7 +222,7 @@ def _sharded(root, spec, size, dtype, model, train_batch, project, options, only
         elif not runs[index].compute_if_free(lambda: compute(index)):
             return False
         if only is None:  # a job of one shard: its stage says what it did
-            progress.done(index, time.time() - started)
+            progress.done(index, time.time() - started, index in computed)
         return True
 
     if only is not None:
@@ -248,17 +251,22 @@ def check_shard(shard: int | None, items: int, shard_size: int | None) -> None:
 
 class ShardProgress:
     """'features (measured): shard 3/10, 3,000/10,000 items, 120 items/s' on the console after
-    each shard: on a terminal and in logs alike (SLURM output, a pipeline's log)."""
+    each tenth of the shards: on a terminal and in logs alike (SLURM output, a pipeline's log).
+    The rate is of the shards this process computed; shards found done are not counted in it."""
 
     def __init__(self, output: str, count: int, items: int, size: int):
         self.output, self.count, self.items, self.size = output, count, items, size
-        self.seconds = 0.0
+        self.seconds, self.computed = 0.0, 0
 
-    def done(self, index: int, seconds: float) -> None:
-        self.seconds += seconds
+    def done(self, index: int, seconds: float, computed: bool = True) -> None:
         items = min((index + 1) * self.size, self.items)
-        # no rate when the shards took no time (found done by another process or run)
-        rate = f", {items / self.seconds:,.0f} items/s" if self.seconds > 0.5 else ""
+        if computed:
+            self.seconds += seconds
+            self.computed += min(self.size, self.items - index * self.size)
+        if self.computed and self.seconds > 0.5:
+            rate = f", {self.computed / self.seconds:,.0f} items/s"
+        else:  # found done by another process or run, or too quick to time
+            rate = "" if self.computed else " (found done)"
         if self.count > 1 and (index + 1 == self.count or index % max(1, self.count // 10) == 0):
             console.print(
                 f"features ({self.output}): shard {index + 1}/{self.count}, "
