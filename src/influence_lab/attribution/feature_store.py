@@ -194,7 +194,7 @@ def _sharded(root, spec, size, dtype, model, train_batch, project, options, only
     process is computing, then the others' (waiting for them, or computing one whose process
     died), so that concurrent runs of one command split the shards. `only`: that shard alone."""
     n = len(train_batch["caption"])
-    count = math.ceil(n / size)
+    count = shard_count(n, size)
     check_shard(only, n, size)
     runs = [_shard_run(root, spec, i, size, dtype) for i in range(count)]
     progress = ShardProgress(spec["output"], count, n, size)

@@ -25,13 +25,14 @@ def check_accelerator(trainer: TrainerSettings) -> None:
 
 
 def torch_device(trainer: TrainerSettings) -> str:
-    """The torch device of the trainer settings' accelerator, for the work a stage does outside
-    Lightning (per-example gradients): cuda, mps, or cpu."""
+    """The torch device of the trainer settings' accelerator ('auto': cuda when there is one),
+    for the work a stage does outside Lightning (per-example gradients) and for whether members
+    pack: cuda, mps, or cpu."""
     import torch
 
     accelerator = trainer.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    if accelerator not in GPU_ACCELERATORS:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "mps"
+    if accelerator in GPU_ACCELERATORS:
+        return "cuda" if torch.cuda.is_available() else "mps"
+    return accelerator  # cpu or mps

@@ -21,6 +21,7 @@ from ..store.paths import output_dir
 from ..store.signature import signature
 from ..tracking.console import console, track
 from .batches import batch_of
+from .devices import torch_device
 from .fit import NonFiniteLoss, fit, fit_pack
 
 
@@ -137,10 +138,7 @@ def train_members(
 def packs(cls, trainer) -> bool:
     """Whether members of model class `cls` train as one pack under these trainer settings: a
     packable class, and on a CPU only one whose pack beats solo fits there (`pack_on_cpu`)."""
-    accelerator = trainer.accelerator
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    return cls.packable and (cls.pack_on_cpu or accelerator != "cpu")
+    return cls.packable and (cls.pack_on_cpu or torch_device(trainer) != "cpu")
 
 
 def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict[str, str]:

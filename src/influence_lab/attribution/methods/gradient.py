@@ -120,9 +120,15 @@ class GradientAttributor(Attributor):
 def as_table(per_batch: list[np.ndarray], targets: Targets) -> ScoreTable:
     """The scores of `query_batches(targets)` as a table: the one joint batch's rows, or each
     target's group summed over its outputs."""
+    return ScoreTable(per_target(per_batch, targets))
+
+
+def per_target(per_batch: list[np.ndarray], targets: Targets):
+    """Rows of `query_batches(targets)`' per-batch results, one per target: the joint batch's
+    rows, or each group's summed over its outputs (the scores are linear in the query rows)."""
     if targets.joint:
-        return ScoreTable(per_batch[0])
-    return ScoreTable([s.sum(-2) for s in per_batch])
+        return per_batch[0]
+    return [s.sum(-2) for s in per_batch]
 
 
 def query_batches(targets: Targets) -> list[dict]:
@@ -242,8 +248,7 @@ class Trak(GradientAttributor):
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
             queries = self.queries(model, query_batches(targets), seed + k)
             lefts = [spectrum.left_of(q.astype(np.float64), self.damping) / size for q in queries]
-            rows = lefts[0] if targets.joint else np.stack([left.sum(0) for left in lefts])
-            terms.append((rows, spectrum.phi))
+            terms.append((np.asarray(per_target(lefts, targets)), spectrum.phi))
         keep = self.context.attribution.keep
         top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
         return ScoreTable(list(top.values), list(top.indices))
