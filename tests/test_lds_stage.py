@@ -38,12 +38,13 @@ def spearman(a, b) -> float:
     return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
-def check_table(run, scores: dict) -> None:
-    """The run's LDS table, its per-target rows, figures and summary, checked against the scores
-    the stage correlated."""
+def check_table(run, predictions: dict) -> None:
+    """The run's LDS table, its per-target rows, figures and summary, checked against the
+    predictions the stage correlated (each subset's sum of its items' scores; that they are
+    those sums is tests/test_subset_sums.py)."""
     table = pd.read_csv(run / "lds.csv").set_index("method")
     labels = {"raw_only", "fused", "tracin", "trak@1", "trak@2", "dtrak@1", "dtrak@2"}
-    assert set(table.index) == labels == set(scores)
+    assert set(table.index) == labels == set(predictions)
     assert (table["targets"] == 4).all()
     assert (table["ci_low"] <= table["lds"]).all() and (table["lds"] <= table["ci_high"]).all()
     per = pd.read_parquet(run / "lds_targets.parquet")
@@ -51,9 +52,8 @@ def check_table(run, scores: dict) -> None:
 
     # the LDS recomputed from what the run saved: the subsets (subsets.npy), each subset model's
     # target losses (losses/*.npz; the output is minus the loss, here of one seed, lds.seeds=[1])
-    # and the scores of each method; per target the Spearman correlation across the 6 subsets
+    # and the predictions of each method; per target the Spearman correlation across the 6 subsets
     # between the summed scores of the included items and the output, then the mean over targets
-    masks = np.load(run / "subsets.npy")
     outputs = -np.stack(
         [np.load(run / "losses" / f"s{j:03d}-seed1.npz")["targets"] for j in range(6)]
     )
@@ -67,11 +67,11 @@ def check_table(run, scores: dict) -> None:
     curves = pd.read_csv(run / "lds_damping.csv")
     grid = sorted(curves.damping.unique())
     assert len(grid) == 10 and np.isclose(grid[0], 1e-4) and np.isclose(grid[-1], 1e5)
-    for label, s in scores.items():
-        if s.ndim == 3:
-            s = check_damping(label, s, masks, outputs, curves, chosen, table)
-        assert s.shape == (4, masks.shape[1])
-        mine = [spearman(masks[3:].astype(float) @ s[t], outputs[3:, t]) for t in range(4)]
+    for label, p in predictions.items():
+        if p.ndim == 3:
+            p = check_damping(label, p, outputs, curves, chosen, table)
+        assert p.shape == (6, 4)
+        mine = [spearman(p[3:, t], outputs[3:, t]) for t in range(4)]
         saved = per[per.method == label].sort_values("target")["lds"].to_numpy()
         np.testing.assert_allclose(saved, mine, atol=1e-6, err_msg=label)
         assert abs(table.loc[label, "lds"] - np.mean(mine)) < 1e-6, label
@@ -83,21 +83,18 @@ def check_table(run, scores: dict) -> None:
     assert "| method | LDS |" in (run / "summary.md").read_text()
 
 
-def check_damping(label, grid_scores, masks, outputs, curves, chosen, table) -> np.ndarray:
+def check_damping(label, grid, outputs, curves, chosen, table) -> np.ndarray:
     """The chosen damping is the best of the grid on the selection subsets (recomputed here);
-    returns the scores at it."""
+    returns the predictions at it."""
     mine = [
-        np.nanmean(
-            [spearman(masks[:3].astype(float) @ s[t], outputs[:3, t]) for t in range(s.shape[0])]
-        )
-        for s in grid_scores
+        np.nanmean([spearman(p[:3, t], outputs[:3, t]) for t in range(p.shape[1])]) for p in grid
     ]
     curve = curves[curves.method == label].sort_values("damping")
     np.testing.assert_allclose(curve.lds_selection.to_numpy(), mine, atol=1e-9, err_msg=label)
     best = int(np.argmin(np.abs(curve.damping.to_numpy() - chosen["dampings"][label])))
     assert mine[best] >= np.nanmax(mine) - 1e-9, label
     assert table.loc[label, "damping"] == chosen["dampings"][label]
-    return grid_scores[best]
+    return grid[best]
 
 
 def check_subset_models(run, bundle, train_dir) -> list:
@@ -149,19 +146,19 @@ def check_export(folder, run) -> None:
 
 
 def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
-    scores = {}
-    score = lds_stage.method_scores
+    predictions = {}
+    predict = lds_stage.method_predictions
 
     def recording(*args, **kwargs):
-        # the scores the stage correlates, kept for an independent check
-        out, families = score(*args, **kwargs)
-        scores.update({label: np.array(s, copy=True) for label, s in out.items()})
+        # the predictions the stage correlates, kept for an independent check
+        out, families = predict(*args, **kwargs)
+        predictions.update({label: np.array(p, copy=True) for label, p in out.items()})
         return out, families
 
-    monkeypatch.setattr(lds_stage, "method_scores", recording)
+    monkeypatch.setattr(lds_stage, "method_predictions", recording)
     cfg = cfg_factory("lds", *PRESET, model="ddpm")
     run = lds(cfg)
-    check_table(run, scores)
+    check_table(run, predictions)
     subset_runs = check_subset_models(run, load_data(cfg.data), tmp_path / "train")
 
     # the subset models are reused by a later call with other methods: nothing is trained again

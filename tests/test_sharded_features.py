@@ -128,6 +128,39 @@ def test_top_scores_stream_equals_the_full_matrix():
     assert top_scores(left[:2], Features([phi[:7]]), k=25).indices.shape == (2, 7)
 
 
+def test_a_merge_keeps_the_top_k_by_either_path():
+    """The running top-k merged with a block: by a sort of the few scores that enter, or by an
+    argpartition of every candidate when many do; both equal the top-k of all scores seen."""
+    from influence_lab.attribution.topk import merge
+
+    rng = np.random.default_rng(3)
+    k = 10
+    best_v, best_i = np.full((6, k), -np.inf), np.zeros((6, k), np.int64)
+    blocks = [rng.normal(size=(6, 500)), rng.normal(size=(6, 400)), rng.normal(size=(6, 300)) + 3]
+    # entering each block: all 3,000 (argpartition), then few (sort), then most (argpartition)
+    seen = np.zeros((6, 0))
+    for block in blocks:
+        enter = int((block > best_v.min(1)[:, None]).sum())
+        assert (enter > 2 * best_v.size) == (block is not blocks[1]), enter
+        best_v, best_i = merge(best_v, best_i, block, seen.shape[1])
+        seen = np.concatenate([seen, block], 1)
+        np.testing.assert_array_equal(np.sort(best_v, 1), np.sort(seen, 1)[:, -k:])
+        np.testing.assert_array_equal(np.take_along_axis(seen, best_i, 1), best_v)
+
+
+def test_read_ahead_passes_every_block_and_the_producers_error():
+    from influence_lab.attribution.topk import ahead
+
+    assert list(ahead(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(ahead(broken()))
+
+
 def test_a_shard_another_process_computes_is_left_to_it(digits, tmp_path, monkeypatch):
     """Concurrent runs of one command split the shards: a shard whose claim another process
     holds is skipped, the others computed, and it is read (or computed, if that process died)
@@ -195,9 +228,10 @@ def test_features_that_cannot_fit_are_refused_before_any_gradient(cfg_factory, c
 
 
 def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory, monkeypatch):
-    """TRAK over sharded features hands the attribute stage each target's top `keep` items
+    """TRAK and TracIn over sharded features hand the attribute stage each target's top `keep` items
     (streamed, attribution/topk.py) instead of every item's score: the same items, in the same
-    order, with the same scores as the in-memory table's top rows (both ensemble models)."""
+    order, with the same scores as the in-memory table's top rows (TRAK: both ensemble models;
+    TracIn: every snapshot)."""
     from influence_lab.attribution.methods import Targets
     from influence_lab.attribution.setup import context_for, prepared
     from influence_lab.stages.train import train
@@ -213,15 +247,16 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
         bundle = load_data(settings.data)
         run = train(settings, bundle)
         context = context_for(settings, bundle, str(run.path), run.signature)
-        trak = prepared(settings, ["trak"], context)["trak"]
+        methods = prepared(settings, ["trak", "tracin"], context)
         rng = np.random.default_rng(0)
         images = rng.random((6, 1, 8, 8)).astype(np.float32)
         grouped = Targets(["digit zero", "digit one"], [images[:3], images[3:]])
         joint = Targets(["digit zero"] * 6, [images[i : i + 1] for i in range(6)], joint=True)
-        return trak, trak.scores(grouped), trak.scores(joint)
+        tables = [m.scores(t) for m in methods.values() for t in (grouped, joint)]
+        return methods["trak"], tables
 
-    dense, *dense_tables = ranked()
-    streamed, *streamed_tables = ranked("+attribution.gradient.shard_size=64")
+    dense, dense_tables = ranked()
+    streamed, streamed_tables = ranked("+attribution.gradient.shard_size=64")
     assert all(s.streamed for s in streamed.spectra) and not any(s.streamed for s in dense.spectra)
     for full, top in zip(dense_tables, streamed_tables, strict=True):
         assert full.candidates is None and top.candidates is not None

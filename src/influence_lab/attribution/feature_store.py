@@ -74,6 +74,17 @@ class Features:
             out += block.T @ block
         return out
 
+    def sums_over(self, masks: np.ndarray) -> np.ndarray:
+        """masks (subsets, items) @ Phi -> (subsets, dim): each subset's sum of its items' rows,
+        streamed over the row blocks (what the LDS's predictions need of the features)."""
+        weights = np.asarray(masks, dtype=np.float64)
+        out = np.zeros((len(weights), self.shape[1]))
+        offset = 0
+        for block in self.blocks():
+            out += weights[:, offset : offset + len(block)] @ block
+            offset += len(block)
+        return out
+
     def times(self, left: np.ndarray) -> np.ndarray:
         """left (targets, dim) @ Phi^T -> (targets, items)."""
         return self.times_many([left])[0]

@@ -18,7 +18,7 @@ from .prompt_filter import PromptFilter
 from .raw import raw_similarities
 from .scorers import PromptEvidence
 
-__all__ = ["check_sizes", "evaluate", "attribute_prompts", "dense_scores"]
+__all__ = ["check_sizes", "evaluate", "attribute_prompts", "subset_sums_of"]
 
 
 def check_sizes(cfg: AttributionSettings, n: int) -> None:
@@ -149,19 +149,21 @@ def attribute_prompts(
     return pd.DataFrame(rows)
 
 
-def dense_scores(
-    context: AttributionContext, attributors: dict[str, Attributor], targets: Targets
+def subset_sums_of(
+    context: AttributionContext,
+    attributors: dict[str, Attributor],
+    targets: Targets,
+    masks: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Every method's score of every training item per target: {method: (targets, N)}. Items
-    outside a method's candidate pool get the pool's lowest score (they rank below every
-    candidate)."""
-    from .methods.base import ScoreTable
+    """Each method's LDS prediction per subset, {method: (subsets, targets)}: for masks
+    (subsets, items), each subset's sum of its items' scores. Items outside a method's candidate
+    pool get the pool's lowest score (they rank below every candidate). One target's row of
+    scores is held at a time, never the targets x items table."""
+    from .methods.base import ScoreTable, subset_sums
 
-    cand: dict[str, list] = {name: [] for name in attributors}
-    values: dict[str, list] = {name: [] for name in attributors}
-    for _, _, _, scored in evaluate(context, attributors, targets, desc="scores"):
+    n = masks.shape[1]
+    out = {name: np.zeros((len(masks), len(targets))) for name in attributors}
+    for target, _, _, scored in evaluate(context, attributors, targets, desc="scores"):
         for method, (c, s) in scored.items():
-            cand[method].append(c)
-            values[method].append(s)
-    n = len(context.bundle.train)
-    return {m: ScoreTable(values[m], cand[m]).dense(n) for m in attributors}
+            out[method][:, target] = subset_sums(masks, ScoreTable([s], [c]).dense(n))[:, 0]
+    return out

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..attribution.methods.base import subset_sums
 from .statistics import bootstrap_ci
 
 
@@ -55,8 +56,13 @@ def lds_per_target(masks: np.ndarray, outputs: np.ndarray, scores: np.ndarray) -
 
     masks (S, n): which items each subset model saw; outputs (S, T): the model output of each
     target under each subset model (higher = target more likely); scores (T, n)."""
-    predicted = masks.astype(np.float64) @ np.asarray(scores, dtype=np.float64).T  # (S, T)
-    return _spearman_columns(predicted, np.asarray(outputs))
+    return lds_of(subset_sums(masks, scores), outputs)
+
+
+def lds_of(predicted: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """The LDS per target from the predictions (S, T) (each subset's sum of its items' scores,
+    `Attributor.subset_sums`) and the outputs (S, T)."""
+    return _spearman_columns(np.asarray(predicted), np.asarray(outputs))
 
 
 def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
@@ -180,26 +186,25 @@ def split_subsets(count: int, selection: float) -> tuple[np.ndarray, np.ndarray]
     return np.arange(chosen), np.arange(chosen, count)
 
 
-def damping_curve(masks: np.ndarray, outputs: np.ndarray, grid_scores: np.ndarray) -> np.ndarray:
-    """Mean LDS over targets for each damping: grid_scores (dampings, targets, items)."""
-    return np.array([np.nanmean(lds_per_target(masks, outputs, scores)) for scores in grid_scores])
+def damping_curve(outputs: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Mean LDS over targets for each damping: grid (dampings, subsets, targets) predictions."""
+    return np.array([np.nanmean(lds_of(predicted, outputs)) for predicted in grid])
 
 
-def choose_dampings(
-    scores: dict, masks, outputs, split, dampings
-) -> tuple[dict, dict, pd.DataFrame]:
+def choose_dampings(predictions: dict, outputs, split, dampings) -> tuple[dict, dict, pd.DataFrame]:
     """Each gradient method's damping, the best of `dampings` on the selection subsets, and its
-    scores at that damping: (scores, {label: damping}, the LDS-against-damping curves)."""
+    predictions (subsets, targets) at that damping: (predictions, {label: damping}, the
+    LDS-against-damping curves)."""
     chosen, curves, out = {}, [], {}
-    for label, s in scores.items():
-        if s.ndim == 2:
-            out[label] = s
+    for label, p in predictions.items():
+        if p.ndim == 2:
+            out[label] = p
             continue
         select, evaluate = split
-        on_select = damping_curve(masks[select], outputs[select], s)
-        on_evaluate = damping_curve(masks[evaluate], outputs[evaluate], s)
+        on_select = damping_curve(outputs[select], p[:, select])
+        on_evaluate = damping_curve(outputs[evaluate], p[:, evaluate])
         best = int(np.nanargmax(on_select)) if np.isfinite(on_select).any() else 0
-        out[label], chosen[label] = s[best], float(dampings[best])
+        out[label], chosen[label] = p[best], float(dampings[best])
         curves += [
             {"method": label, "damping": float(d), "lds_selection": a, "lds_evaluation": b}
             for d, a, b in zip(dampings, on_select, on_evaluate, strict=True)

@@ -12,7 +12,7 @@ import torch
 
 from ..attribution.methods import Targets
 from ..attribution.methods.gradient import query_batches
-from ..attribution.search import dense_scores
+from ..attribution.search import subset_sums_of
 from ..attribution.setup import context_for, prepared
 from ..models.base import NOISE_SEED
 from ..models.build import load_model
@@ -146,29 +146,31 @@ def measure(
     return np.stack(truth), np.stack(items)
 
 
-def method_scores(
+def method_predictions(
     settings: StageSettings,
     bundle,
     generated: GenerateProvenance,
     methods,
     t_prompts,
     t_outputs,
+    masks: np.ndarray,
     dampings: list[float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Scores of every training item for every target, {label: (T, N)}, and each label's family.
-    A method whose traits tune a damping gives (len(dampings), T, N), one table per damping of
-    `dampings` (else it scores at its own damping); an ensemble method is scored once per size of
-    `lds.trak_ensembles` (labels `<method>@<size>`). The search methods share one pass over the
-    targets; the others score every target as one batch."""
+    """Each method's LDS prediction per subset of `masks` (subsets, items): the sum of the
+    included items' scores per target, {label: (subsets, targets)}, and each label's family. A
+    method whose traits tune a damping gives (len(dampings), subsets, targets), one per damping
+    of `dampings` (else it scores at its own damping); an ensemble method is scored once per size
+    of `lds.trak_ensembles` (labels `<method>@<size>`). The search methods share one pass over
+    the targets; the others score every target as one batch. No method holds the targets x
+    items table of scores (the gradient methods stream over their features)."""
     sizes = sorted(set(settings.lds.trak_ensembles))
     context = context_for(
         settings, bundle, generated.model_dir, generated.model_signature, ensemble_size=max(sizes)
     )
     attributors = prepared(settings, methods, context)
     targets = Targets(t_prompts, t_outputs, joint=True)
-    n = len(bundle.train)
     search = {k: a for k, a in attributors.items() if a.shares_evidence}
-    out = dense_scores(context, search, targets) if search else {}
+    out = subset_sums_of(context, search, targets, masks) if search else {}
     families = {label: a.traits.family for label, a in search.items()}
     for name, attributor in attributors.items():
         if name in search:
@@ -176,11 +178,11 @@ def method_scores(
         console.print(f"lds: scores of {name}", highlight=False)
         grid = dampings if attributor.traits.tunes_damping else None
         if attributor.traits.ensemble:
-            per_model = [t.dense(n) for t in attributor.per_model(targets, grid)]
+            per_model = attributor.per_model_subset_sums(targets, masks, grid)
             for e in sizes:
                 out[f"{name}@{e}"] = np.mean(per_model[:e], axis=0)
                 families[f"{name}@{e}"] = attributor.traits.family
         else:
-            out[name] = attributor.scores(targets, grid).dense(n)
+            out[name] = attributor.subset_sums(targets, masks, grid)
             families[name] = attributor.traits.family
     return out, families

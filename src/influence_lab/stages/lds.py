@@ -27,14 +27,14 @@ from ..attribution.methods import registry
 from ..counterfactual.lds import (
     choose_dampings,
     draw_subsets,
-    lds_per_target,
+    lds_of,
     lds_table,
     reference_rows,
     split_subsets,
 )
 from ..counterfactual.subsets import (
     measure,
-    method_scores,
+    method_predictions,
     subset_members,
     target_batch,
     targets_of,
@@ -125,16 +125,22 @@ def _score(
 
     split = split_subsets(len(masks), lset.selection)
     generated = GenerateProvenance.read(gen_run.path)
-    scores, families = method_scores(
-        settings, bundle, generated, methods, t_prompts, t_outputs, lset.dampings if split else None
+    predictions, families = method_predictions(
+        settings,
+        bundle,
+        generated,
+        methods,
+        t_prompts,
+        t_outputs,
+        masks,
+        lset.dampings if split else None,
     )
     by_seed = -truth.reshape(len(masks), len(lset.seeds), -1)  # (subsets, seeds, targets) outputs
     subset_outputs = by_seed.mean(1)  # minus the loss averaged over seeds
-    scores, chosen, curves = choose_dampings(scores, masks, subset_outputs, split, lset.dampings)
+    predictions, chosen, curves = choose_dampings(predictions, subset_outputs, split, lset.dampings)
     evaluate = split[1] if split else np.arange(len(masks))
     per_target = {
-        label: lds_per_target(masks[evaluate], subset_outputs[evaluate], s)
-        for label, s in scores.items()
+        label: lds_of(p[evaluate], subset_outputs[evaluate]) for label, p in predictions.items()
     }
     table = lds_table(per_target, lset.bootstrap, reference_rows(by_seed[evaluate]))
     table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]

@@ -134,3 +134,26 @@ class Attributor:
     def per_model(self, targets: Targets, dampings: list[float] | None = None) -> list[ScoreTable]:
         """Per ensemble model (traits.ensemble): the scores of that model alone."""
         raise NotImplementedError
+
+    def subset_sums(
+        self, targets: Targets, masks: np.ndarray, dampings: list[float] | None = None
+    ) -> np.ndarray:
+        """The LDS's prediction per subset: for masks (subsets, items), each subset's sum of its
+        items' scores, (subsets, targets), or (dampings, subsets, targets) with dampings. From
+        `scores` here; the gradient methods override it to stream over their features, so that
+        the targets x items table is never held."""
+        return subset_sums(masks, self.scores(targets, dampings).dense(masks.shape[1]))
+
+    def per_model_subset_sums(
+        self, targets: Targets, masks: np.ndarray, dampings: list[float] | None = None
+    ) -> list[np.ndarray]:
+        """`subset_sums` per ensemble model (traits.ensemble), from `per_model` here."""
+        n = masks.shape[1]
+        return [subset_sums(masks, t.dense(n)) for t in self.per_model(targets, dampings)]
+
+
+def subset_sums(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """masks (subsets, items), scores (..., targets, items) -> (..., subsets, targets): each
+    subset's sum of its items' scores."""
+    summed = np.asarray(scores, dtype=np.float64) @ np.asarray(masks, dtype=np.float64).T
+    return np.swapaxes(summed, -1, -2)

@@ -131,6 +131,12 @@ def per_target(per_batch: list[np.ndarray], targets: Targets):
     return [s.sum(-2) for s in per_batch]
 
 
+def query_rows(queries: list[np.ndarray], targets: Targets) -> np.ndarray:
+    """(targets, dim) float64 query rows of `query_batches(targets)`' projected gradients: the
+    joint batch's, or each group's summed (the scores are linear in them)."""
+    return np.asarray(per_target([q.astype(np.float64) for q in queries], targets))
+
+
 def query_batches(targets: Targets) -> list[dict]:
     """The query batches of `targets`: one of every target (joint), or one per target's group
     (each scored with its own fixed noise and summed over its outputs)."""
@@ -175,6 +181,21 @@ class TracIn(GradientAttributor):
     def build(self, features: list[Features]) -> None:
         self.phis = features
 
+    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+        """Features in one piece: every item's score. Sharded: each target's top
+        `attribution.keep` items only, the snapshots' terms summed block by block over the shards
+        (attribution/topk.py), as TRAK's."""
+        if all(len(phi.shards) == 1 for phi in self.phis):
+            return super().scores(targets, dampings)
+        seed, batches = self.context.attribution.gradient.proj_seed, query_batches(targets)
+        terms = [
+            (float(snap["lr"]) * query_rows(self.queries(model, batches, seed), targets), phi)
+            for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True)
+        ]
+        keep = self.context.attribution.keep
+        top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
+        return ScoreTable(list(top.values), list(top.indices))
+
     def scores_many(self, batches, dampings=None):
         """Per batch: (examples, items) scores, the query gradients of all batches projected
         together."""
@@ -185,6 +206,16 @@ class TracIn(GradientAttributor):
             for i, scores in enumerate(phi.times_many(queries)):
                 totals[i] = totals[i] + float(snap["lr"]) * scores
         return [np.asarray(total) for total in totals]
+
+    def subset_sums(self, targets, masks, dampings=None):
+        """sum_c lr_c (masks Phi_c) q_c^T: each snapshot's features summed per subset, streamed
+        over its shards (never the targets x items table)."""
+        seed = self.context.attribution.gradient.proj_seed
+        total = np.zeros((len(masks), len(targets)))
+        for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True):
+            rows = query_rows(self.queries(model, query_batches(targets), seed), targets)
+            total += float(snap["lr"]) * (phi.sums_over(masks) @ rows.T)
+        return total
 
 
 class Trak(GradientAttributor):
@@ -246,9 +277,8 @@ class Trak(GradientAttributor):
         seed, size = self.context.attribution.gradient.proj_seed, len(self.models)
         terms = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
-            queries = self.queries(model, query_batches(targets), seed + k)
-            lefts = [spectrum.left_of(q.astype(np.float64), self.damping) / size for q in queries]
-            terms.append((np.asarray(per_target(lefts, targets)), spectrum.phi))
+            rows = query_rows(self.queries(model, query_batches(targets), seed + k), targets)
+            terms.append((spectrum.left_of(rows, self.damping) / size, spectrum.phi))
         keep = self.context.attribution.keep
         top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
         return ScoreTable(list(top.values), list(top.indices))
@@ -263,6 +293,23 @@ class Trak(GradientAttributor):
         targets, items))."""
         per_model = self.per_model_batches(query_batches(targets), dampings)
         return [as_table(per_batch, targets) for per_batch in per_model]
+
+    def per_model_subset_sums(self, targets, masks, dampings=None):
+        """Per ensemble model: (masks Phi U) diag(1/(s+l)) (q U)^T, (subsets, targets) or
+        (dampings, subsets, targets); the features are read once per model, to sum them per
+        subset, and the targets x items table is never held."""
+        seed = self.context.attribution.gradient.proj_seed
+        grid = [self.damping] if dampings is None else list(dampings)
+        out = []
+        for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
+            rows = query_rows(self.queries(model, query_batches(targets), seed + k), targets)
+            sums = np.stack(spectrum.subset_sums(masks, rows, grid))
+            out.append(sums[0] if dampings is None else sums)
+        return out
+
+    def subset_sums(self, targets, masks, dampings=None):
+        """The ensemble's mean of `per_model_subset_sums` (the sums are linear in the scores)."""
+        return np.mean(self.per_model_subset_sums(targets, masks, dampings), axis=0)
 
 
 class DTrak(Trak):
@@ -325,6 +372,17 @@ class Spectrum:
 
     def weights(self, damping: float) -> np.ndarray:
         return 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
+
+    def subset_sums(self, masks: np.ndarray, q: np.ndarray, dampings: list) -> list[np.ndarray]:
+        """masks (subsets, items) @ scores(q, d)^T for each damping d -> (subsets, targets) each:
+        (masks @ right^T) ((q left) diag(1/(s+l)))^T, with masks @ right^T (subsets, r) formed
+        once (streamed: (masks Phi) U)."""
+        if self.streamed:
+            right = self.phi.sums_over(masks) @ self.vectors
+        else:
+            right = np.asarray(masks, dtype=np.float64) @ self.right.T
+        projected = q @ self.left
+        return [right @ (projected * self.weights(d)).T for d in dampings]
 
     def left_of(self, q: np.ndarray, damping: float) -> np.ndarray:
         """Streamed: the rows (targets, d) whose product with Phi^T is the scores."""
