@@ -1,10 +1,10 @@
 """Scores in bounded memory: each target's top-k training items, and the sum of its scores over
 every item, streamed over blocks of items and of targets; the targets x items matrix is never
-held. Peak memory is one block of features (`BLOCK_ROWS` x dim), one block of scores
-(`TARGET_BLOCK` x `BLOCK_ROWS`) and the top-k tables, whatever the number of items
-(docs/scale.md). The merge is numpy's `argpartition` over the running top-k and the new block:
-the same selection TRAK's and faiss's heaps make, written here because the scores come from our
-own kernel product, not from an index."""
+held. Peak memory is four blocks of features (`BLOCK_ROWS` x dim: the one multiplied, two read
+ahead by a thread, one being read), one block of scores (`TARGET_BLOCK` x `BLOCK_ROWS`) and the
+top-k tables, whatever the number of items (docs/scale.md). The merge keeps, per row, the scores
+above its current k-th best (`merge`): the same selection TRAK's and faiss's heaps make, written
+here because the scores come from our own kernel product, not from an index."""
 
 from __future__ import annotations
 
