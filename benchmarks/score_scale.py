@@ -122,10 +122,12 @@ def main() -> None:
     rows = []
     # the search path once more with a one-slot heap: the same product and pass over every
     # score, without keeping a top-100 -- the floor that selection sets at 64 dimensions
-    for kind, dim, k in (("gradient", args.dim, args.k), ("search", 64, args.k), ("search", 64, 1)):
+    paths = (("gradient", args.dim, args.k), ("search", 64, args.k), ("search-top1", 64, 1))
+    for label, dim, k in paths:
+        kind = label.split("-")[0]
         out = child(kind, k)
         bound = 2 * args.targets * args.items * dim / (peak * 1e9)
-        rows.append((f"{kind}" if k == args.k else f"{kind}-top{k}", dim, out, bound))
+        rows.append((label, dim, out, bound))
         print(
             f"{kind}: {args.targets:,} targets x {args.items:,} items x {dim}, top-{k}: "
             f"{out['seconds']:.1f} s, peak RSS {out['peak_rss_gb']:.2f} GB; matmul bound "

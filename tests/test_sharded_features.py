@@ -3,6 +3,9 @@ bit for bit to the features computed in one piece; a featurisation killed midway
 its missing shards and ends equal to an uninterrupted run; TRAK's kernel and scores streamed over
 the shards equal the in-memory ones; float16 storage moves the scores by a stated amount."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -159,6 +162,14 @@ def test_read_ahead_passes_every_block_and_the_producers_error():
 
     with pytest.raises(OSError, match="disk gone"):
         list(ahead(broken()))
+    # a consumer that stops early leaves no producer behind, at the end or before it
+    before = threading.active_count()
+    for source in (iter(range(3)), iter(range(100))):
+        steps = ahead(source, depth=2)
+        next(steps)
+        time.sleep(0.3)  # the producer has filled the queue
+        steps.close()
+        assert threading.active_count() == before
 
 
 def test_a_shard_another_process_computes_is_left_to_it(digits, tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ def test_subset_sums_of_a_table_by_hand():
         np.testing.assert_allclose(got[d], by_hand(masks, grid[d]), rtol=1e-12)
 
 
-@pytest.mark.parametrize("items,dim", [(60, 40), (1000, 40)])  # dual, primal
+@pytest.mark.parametrize("items,dim", [(40, 60), (60, 40), (1000, 40)])  # dual, primal x2
 def test_spectrum_subset_sums_equal_the_masked_scores(items, dim):
     rng = np.random.default_rng(1)
     phi = rng.normal(size=(items, dim)).astype(np.float32)
@@ -41,6 +41,7 @@ def test_spectrum_subset_sums_equal_the_masked_scores(items, dim):
     cuts = [0, items // 3, 2 * items // 3, items]
     feats = Features([phi[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
     spectra = [Spectrum(phi), Spectrum(feats)]
+    assert spectra[0].dual == spectra[1].dual == (dim > items)
     assert spectra[1].streamed == (dim <= items)
     np.testing.assert_allclose(feats.sums_over(masks), masks @ phi.astype(np.float64), rtol=1e-9)
     for spectrum in spectra:

@@ -161,7 +161,7 @@ def subset_sums_of(
     scores is held at a time, never the targets x items table."""
     from .methods.base import ScoreTable, subset_sums
 
-    n = masks.shape[1]
+    masks, n = np.asarray(masks, dtype=np.float64), masks.shape[1]  # converted once
     out = {name: np.zeros((len(masks), len(targets))) for name in attributors}
     for target, _, _, scored in evaluate(context, attributors, targets, desc="scores"):
         for method, (c, s) in scored.items():

@@ -103,20 +103,24 @@ def ahead(steps: Iterator, depth: int = 2) -> Iterator:
     buffer: queue.Queue = queue.Queue(depth)
     stop, end = threading.Event(), object()
 
+    def hand(item) -> bool:
+        """Put `item` once there is room; False when the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for step in steps:
-                while not stop.is_set():
-                    try:
-                        buffer.put(step, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand(step):
                     return
-            buffer.put(end)
+            hand(end)
         except BaseException as error:  # handed to the consumer
-            buffer.put(error)
+            hand(error)
 
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
@@ -127,3 +131,4 @@ def ahead(steps: Iterator, depth: int = 2) -> Iterator:
             yield step
     finally:
         stop.set()
+        worker.join()
