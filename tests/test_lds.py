@@ -7,7 +7,13 @@ from scipy.special import expit
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from influence_lab.counterfactual.lds import draw_subsets, lds_per_target, lds_table, memorization
+from influence_lab.attribution.methods.base import subset_sums
+from influence_lab.counterfactual.lds import draw_subsets, lds_of, lds_table, memorization
+
+
+def lds_per_target(masks, outputs, scores):
+    """The LDS per target of a table of scores (T, n) under masks (S, n)."""
+    return lds_of(subset_sums(masks, scores), outputs)
 
 
 def test_subsets_have_exact_sizes_and_are_reproducible():

@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..attribution.methods.base import subset_sums
 from .statistics import bootstrap_ci
 
 
@@ -51,17 +50,12 @@ def draw_subsets(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
     return masks
 
 
-def lds_per_target(masks: np.ndarray, outputs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def lds_of(predicted: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """Spearman correlation per target between the predicted and actual model outputs.
 
-    masks (S, n): which items each subset model saw; outputs (S, T): the model output of each
-    target under each subset model (higher = target more likely); scores (T, n)."""
-    return lds_of(subset_sums(masks, scores), outputs)
-
-
-def lds_of(predicted: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """The LDS per target from the predictions (S, T) (each subset's sum of its items' scores,
-    `Attributor.subset_sums`) and the outputs (S, T)."""
+    predicted (S, T): each subset's sum of its items' scores (`Attributor.subset_sums`, or
+    `attribution.methods.base.subset_sums(masks, scores)` of a table); outputs (S, T): the model
+    output of each target under each subset model (higher = target more likely)."""
     return _spearman_columns(np.asarray(predicted), np.asarray(outputs))
 
 

@@ -75,6 +75,13 @@ class GradientAttributor(Attributor):
             model, batches, projector, self.output, self.noise_seed, options=options["options"]
         )
 
+    def target_rows(self, model, targets: Targets, proj_seed: int) -> np.ndarray:
+        """(targets, dim) float64 projected query gradients of `targets` under `model`, the joint
+        batch's rows or each group's summed (the scores are linear in them): what the streamed
+        scores and the LDS's subset sums multiply the features by."""
+        queries = self.queries(model, query_batches(targets), proj_seed)
+        return np.asarray(per_target([q.astype(np.float64) for q in queries], targets))
+
     def bind(self, context) -> None:
         """What featurising and scoring share: the context, the training batch and the models
         whose features the method reads (`self.sources`: (model, weights key, projection
@@ -131,12 +138,6 @@ def per_target(per_batch: list[np.ndarray], targets: Targets):
     return [s.sum(-2) for s in per_batch]
 
 
-def query_rows(queries: list[np.ndarray], targets: Targets) -> np.ndarray:
-    """(targets, dim) float64 query rows of `query_batches(targets)`' projected gradients: the
-    joint batch's, or each group's summed (the scores are linear in them)."""
-    return np.asarray(per_target([q.astype(np.float64) for q in queries], targets))
-
-
 def query_batches(targets: Targets) -> list[dict]:
     """The query batches of `targets`: one of every target (joint), or one per target's group
     (each scored with its own fixed noise and summed over its outputs)."""
@@ -187,13 +188,10 @@ class TracIn(GradientAttributor):
         (attribution/topk.py), as TRAK's."""
         if all(len(phi.shards) == 1 for phi in self.phis):
             return super().scores(targets, dampings)
-        seed, batches = self.context.attribution.gradient.proj_seed, query_batches(targets)
-        terms = [
-            (float(snap["lr"]) * query_rows(self.queries(model, batches, seed), targets), phi)
-            for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True)
-        ]
         keep = self.context.attribution.keep
-        top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
+        top = top_scores_of(
+            self.terms(targets), keep, dtype=np.float64, desc=f"scores ({self.name})"
+        )
         return ScoreTable(list(top.values), list(top.indices))
 
     def scores_many(self, batches, dampings=None):
@@ -208,14 +206,17 @@ class TracIn(GradientAttributor):
         return [np.asarray(total) for total in totals]
 
     def subset_sums(self, targets, masks, dampings=None):
-        """sum_c lr_c (masks Phi_c) q_c^T: each snapshot's features summed per subset, streamed
+        """sum_c (masks Phi_c) (lr_c q_c)^T: each snapshot's features summed per subset, streamed
         over its shards (never the targets x items table)."""
+        return sum(phi.sums_over(masks) @ rows.T for rows, phi in self.terms(targets))
+
+    def terms(self, targets: Targets) -> list[tuple[np.ndarray, Features]]:
+        """Per snapshot c, (lr_c q_c, Phi_c): the scores are sum_c lr_c q_c Phi_c^T."""
         seed = self.context.attribution.gradient.proj_seed
-        total = np.zeros((len(masks), len(targets)))
-        for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True):
-            rows = query_rows(self.queries(model, query_batches(targets), seed), targets)
-            total += float(snap["lr"]) * (phi.sums_over(masks) @ rows.T)
-        return total
+        return [
+            (float(snap["lr"]) * self.target_rows(model, targets, seed), phi)
+            for snap, model, phi in zip(self.snapshots, self.models, self.phis, strict=True)
+        ]
 
 
 class Trak(GradientAttributor):
@@ -277,7 +278,7 @@ class Trak(GradientAttributor):
         seed, size = self.context.attribution.gradient.proj_seed, len(self.models)
         terms = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
-            rows = query_rows(self.queries(model, query_batches(targets), seed + k), targets)
+            rows = self.target_rows(model, targets, seed + k)
             terms.append((spectrum.left_of(rows, self.damping) / size, spectrum.phi))
         keep = self.context.attribution.keep
         top = top_scores_of(terms, keep, dtype=np.float64, desc=f"scores ({self.name})")
@@ -302,7 +303,7 @@ class Trak(GradientAttributor):
         grid = [self.damping] if dampings is None else list(dampings)
         out = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
-            rows = query_rows(self.queries(model, query_batches(targets), seed + k), targets)
+            rows = self.target_rows(model, targets, seed + k)
             sums = np.stack(spectrum.subset_sums(masks, rows, grid))
             out.append(sums[0] if dampings is None else sums)
         return out
