@@ -13,6 +13,18 @@ Groupings: `per_target` (one member per target, arm, k, seed) and `grouped` (the
 protocol: remove the chosen items of every prompt of a group at once and retrain once per group,
 arm, k and seed). `group_size` splits the prompts into consecutive groups of that many (the
 paper's "experiments" of 15 prompts); None keeps them all in one group.
+
+Units: a target (per_target) or a group (grouped) is a *unit*, the thing whose retrained models no
+other unit shares. With more than one unit, each unit's members train with a seed of their own
+(`unit_seed`: derived from the configured seed and the unit, the same for every arm of the unit), so
+that units never share a retrained model (a `none` member of two targets would otherwise be one
+model) while a unit's arms keep common random numbers.
+
+Null arms (`nulls=True`, the calibration of `influence-lab calibrate`): for each control C of the
+plan, a pseudo-method `null_C` drawn from C's own distribution, so that `null_C` against C compares
+two nulls: `null_random` picks k random items of the whole set, `null_random_pool` k random items
+of the target's pool (both drawn once per target with `null_seed`, shared by every retrain seed, as
+a method's top-k is), `null_none` removes nothing and retrains with another seed.
 """
 
 from __future__ import annotations
@@ -30,7 +42,24 @@ from ..settings.counterfactual import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, ch
 from ..store.files import read_json, write_json
 from ..store.paths import safe_name
 
-__all__ = ["ARMS", "CONTROLS", "GROUPINGS", "Member", "make_plan", "jobs_of", "check_plan"]
+__all__ = [
+    "ARMS",
+    "CONTROLS",
+    "GROUPINGS",
+    "NULLS",
+    "Member",
+    "make_plan",
+    "jobs_of",
+    "check_plan",
+    "null_control",
+]
+
+NULLS = {f"null_{c}": c for c in CONTROLS}  # null pseudo-method -> the control it mimics
+
+
+def null_control(method: str) -> str | None:
+    """The control a null pseudo-method is drawn like (None for a real method)."""
+    return NULLS.get(method)
 
 
 @dataclass
@@ -43,6 +72,7 @@ class Member:
     targets: list[int]
     removed: list[str] = field(default_factory=list)
     group: int = 0
+    unit: str = ""  # the independent unit: t<target> (per_target), g<group> or "all" (grouped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +87,16 @@ def _rng(*parts) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def unit_seed(seed: int, unit: str, salt: str = "") -> int:
+    """The training seed of a unit's members: `seed` itself when the plan has one unit (`all`),
+    else a 31-bit number hashed from the seed and the unit (and `salt`: `null_none` retrains with
+    another seed than `none`)."""
+    if unit == "all" and not salt:
+        return int(seed)
+    digest = hashlib.sha256(f"train-seed/{seed}/{unit}/{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def _choose(
     arm: str,
     method: str,
@@ -66,9 +106,19 @@ def _choose(
     ranking: pd.DataFrame,
     pools: dict[int, list[str]],
     all_ids: list[str],
+    null_seed: int = 0,
 ) -> list[str]:
-    if arm == "none":
+    if arm == "none" or method == "null_none":
         return []
+    if method in NULLS:  # drawn once per target (not per retrain seed), as a method's top-k
+        source = pools[target] if NULLS[method] == "random_pool" else all_ids
+        if len(source) < k:
+            raise InfluenceLabError(
+                f"{method} needs {k} items but target {target} offers {len(source)}; lower "
+                f"counterfactual.k or raise attribution.pool_size."
+            )
+        picks = _rng("null", method, target, k, null_seed).choice(len(source), k, replace=False)
+        return [source[i] for i in sorted(picks)]
     if arm in TESTED_ARMS:
         ranked = (
             ranking[(ranking.target == target) & (ranking.method == method)]
@@ -106,9 +156,12 @@ def make_plan(
     seeds: list[int],
     grouping: str,
     group_size: int | None = None,
+    nulls: bool = False,
+    null_seed: int = 0,
 ) -> list[Member]:
     """Every member of a sweep. `ranking` is the attribute stage's table; `pools` the prompt
-    filter's pool of each target."""
+    filter's pool of each target; `nulls` adds the null pseudo-methods of the plan's controls
+    (drawn with `null_seed`)."""
     plan = check_plan(arms, ks, seeds, grouping, group_size)
     arms, ks, seeds, grouping, group_size = (
         plan.arms,
@@ -117,6 +170,13 @@ def make_plan(
         plan.grouping,
         plan.group_size,
     )
+    if nulls:
+        methods = [m for m in methods if m not in NULLS]
+        methods += [m for m, c in NULLS.items() if c in arms]
+        if not any(a in TESTED_ARMS for a in arms) or not set(arms) & set(CONTROLS):
+            raise InfluenceLabError(
+                "counterfactual.nulls needs topk and at least one control in counterfactual.arms."
+            )
     _check_methods(methods)
     n = len(all_ids)
     _check_ks(ks, n)
@@ -129,8 +189,10 @@ def make_plan(
             for arm in arms:
                 arm_methods = methods if arm in TESTED_ARMS else ["control"]
                 for method in arm_methods:
+                    if method in NULLS and arm != "topk":
+                        continue  # a null stands in for a method's top-k only
                     chosen = {
-                        t: _choose(arm, method, t, k, seed, ranking, pools, all_ids)
+                        t: _choose(arm, method, t, k, seed, ranking, pools, all_ids, null_seed)
                         for t in targets
                     }
                     members += _arm_members(method, arm, k, seed, grouping, targets, groups, chosen)
@@ -189,16 +251,20 @@ def _arm_members(
     # member ids name result files: a method name that is not a plain file-name component gets a
     # slug and a hash (ordinary names are unchanged)
     tag = f"{safe_name(method.replace(':', '_'))}-{arm}-k{k}-s{seed}"
+    salt = "null" if method == "null_none" else ""
     if grouping == "per_target":
-        return [Member(f"t{t:03d}-{tag}", method, arm, k, seed, [t], chosen[t]) for t in targets]
-    if len(groups) == 1:
-        union = sorted(set().union(*chosen.values())) if chosen else []
-        return [Member(f"all-{tag}", method, arm, k, seed, targets, union)]
-    members = []
-    for g, group in enumerate(groups):
-        union = sorted(set().union(*(chosen[t] for t in group)))
-        members.append(Member(f"g{g:02d}-{tag}", method, arm, k, seed, group, union, g))
-    return members
+        units = [(f"t{t:03d}", [t], chosen[t], 0) for t in targets]
+    elif len(groups) == 1:
+        units = [("all", targets, sorted(set().union(*chosen.values())) if chosen else [], 0)]
+    else:
+        units = [
+            (f"g{g:02d}", group, sorted(set().union(*(chosen[t] for t in group))), g)
+            for g, group in enumerate(groups)
+        ]
+    return [
+        Member(f"{unit}-{tag}", method, arm, k, unit_seed(seed, unit, salt), ts, removed, g, unit)
+        for unit, ts, removed, g in units
+    ]
 
 
 def jobs_of(members: list[Member], job_size: int) -> list[list[str]]:

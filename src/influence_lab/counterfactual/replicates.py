@@ -5,29 +5,21 @@ embedder fit, one set of generated outputs, one set of control picks). `replicat
 whole chain R times with shifted seeds (`replicate_changes`), each replicate its own cached sweep,
 and pools the statistics here:
 
-- the pooled difference is the mean over replicates and prompts of (top-k effect - control effect);
-- its interval is a two-level bootstrap: resample replicates, then prompts (the same prompts in
-  every replicate: `two_level_bootstrap`), so the spread between replicates widens it;
-- the Wilcoxon p-value pairs prompts, each prompt's difference averaged over replicates;
+- every replicate's units (targets or groups, each with retrained models of its own) are
+  independent units of `statistics.compare`, which pools them: the difference is the mean over
+  the units of all replicates, with its t interval and p-value;
 - `stable`: every replicate's own mean difference has the sign of the pooled one;
 - `topk_jaccard`: how much of each method's top-k per prompt the replicates share (mean pairwise
   Jaccard, averaged over prompts): a method whose top-10 changes wholesale with its embedder's seed
   reads near 0.
-
-Written here: no statistics library offers a hierarchical (two-level) bootstrap of paired
-differences; scipy's `bootstrap` resamples one level.
 """
 
 from __future__ import annotations
 
-import warnings
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
-
-from .plans import CONTROLS
-from .statistics import changes_only, compare, effect_ratio, per_target, wilcoxon_p
 
 SEED_STRIDE = 1000  # replicate r shifts the model, generation and retrain seeds by r * SEED_STRIDE
 
@@ -52,88 +44,6 @@ def replicate_changes(settings, r: int) -> dict:
         if getattr(embedder, "seed", None) is not None:
             changes[f"embedders.{name}.seed"] = embedder.seed + r
     return changes
-
-
-def two_level_bootstrap(
-    diffs: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% interval of the mean of `diffs` (replicates x prompts; NaN where a prompt is missing in
-    a replicate): each resample draws R replicates with replacement, then the prompts with
-    replacement, and takes the mean. The prompts are the same in every replicate (the prompts are
-    crossed with the replicates, not nested in them), so one draw of prompts serves every drawn
-    replicate: replicates that agree exactly give the interval of one replicate's prompts, and
-    replicates that disagree widen it."""
-    diffs = np.asarray(diffs, dtype=np.float64)
-    if np.isfinite(diffs).sum() < 2 or diffs.shape[1] < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    count, prompts = diffs.shape
-    means = np.empty(n_boot)
-    for start in range(0, n_boot, 500):  # blocks of resamples: bounded memory
-        size = min(500, n_boot - start)
-        rows = rng.integers(0, count, (size, count))[:, :, None]
-        cols = rng.integers(0, prompts, (size, prompts))[:, None, :]
-        with warnings.catch_warnings():  # a resample of only missing prompts: NaN, dropped
-            warnings.simplefilter("ignore", RuntimeWarning)
-            means[start : start + size] = np.nanmean(diffs[rows, cols], axis=(1, 2))
-    lo, hi = np.nanquantile(means, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def _matrix(table: pd.DataFrame, replicates: list[int]) -> pd.DataFrame:
-    """replicates x targets of the values of one (method, arm, k, metric)."""
-    return table.pivot(index="replicate", columns="target", values="value").reindex(replicates)
-
-
-def pooled_compare(results: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
-    """`statistics.compare` over replicates: `results` holds every replicate's rows with a
-    `replicate` column. One row per (method, k, metric, control) with the pooled means and
-    difference, the two-level bootstrap interval, the Wilcoxon p over prompts, `replicates`,
-    `stable` and each replicate's own difference (`replicate_diffs`, ';'-joined)."""
-    replicates = sorted(results.replicate.unique())
-    if len(replicates) == 1:
-        single = compare(results.drop(columns="replicate"))
-        return single.assign(replicates=1, stable=np.nan, replicate_diffs="")
-    table = changes_only(
-        pd.concat(
-            [per_target(part).assign(replicate=r) for r, part in results.groupby("replicate")]
-        )
-    )
-    rows = []
-    for (method, k, metric), top in table[table.arm == "topk"].groupby(["method", "k", "metric"]):
-        top = _matrix(top, replicates)
-        for control in CONTROLS:
-            part = table[(table.arm == control) & (table.k == k) & (table.metric == metric)]
-            if part.empty:
-                continue
-            ctrl = _matrix(part, replicates).reindex(columns=top.columns)
-            diffs = (top - ctrl).to_numpy()
-            per_replicate = np.nanmean(diffs, 1)
-            mean_diff = float(np.nanmean(diffs))
-            lo, hi = two_level_bootstrap(diffs, n_boot)
-            mean_top, mean_ctrl = float(np.nanmean(top.to_numpy())), float(np.nanmean(ctrl))
-            prompt_diffs = np.nanmean(diffs, 0)
-            rows.append(
-                {
-                    "method": method,
-                    "k": int(k),
-                    "metric": metric,
-                    "control": control,
-                    "n_targets": int(np.isfinite(prompt_diffs).sum()),
-                    "topk_mean": mean_top,
-                    "control_mean": mean_ctrl,
-                    "mean_diff": mean_diff,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "wilcoxon_p": wilcoxon_p(prompt_diffs[np.isfinite(prompt_diffs)]),
-                    "ratio": effect_ratio(mean_top, mean_ctrl),
-                    "replicates": len(replicates),
-                    "stable": bool(np.all(np.sign(per_replicate) == np.sign(mean_diff)))
-                    and mean_diff != 0,
-                    "replicate_diffs": ";".join(f"{d:.4g}" for d in per_replicate),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def jaccard(a: set, b: set) -> float:

@@ -1,10 +1,28 @@
-"""Paired statistics across targets: does removing a method's top-k change the outputs more than
-removing control items?
+"""Does removing a method's top-k change the outputs more than removing control items? The
+comparison rests on retrained models, not on targets.
 
-For each method, k, metric and control arm: per target, the top-k effect and the control effect
-(each averaged over seeds) are paired; we report the mean difference with a bootstrap 95%
-interval (resampling targets), a Wilcoxon signed-rank p-value, and the ratio of mean effects (where
-both move the same way).
+Units. Targets that share a retrained model share its training noise (a shift common to all of
+them, as large as the effects tested), so the independent unit is a *unit* of the plan
+(`plans.Member.unit`): a target in a `per_target` sweep, a group of prompts in a `grouped` one (one
+group: the whole sweep), in each replicate. A unit's method picks are drawn once and shared by its
+retrain seeds, so seeds are averaged inside a unit and are not units themselves.
+
+Within-retrain baseline. Where a member also measured the targets that are not its own (`own`
+False: `delta_loss` of every other prompt's outputs, `sweep.measure_member`), the `did_*` columns
+give a second, target-specific estimate: a member's own targets' mean change minus the other
+targets' mean change in the same retrained model (a difference in differences; the retrain's
+common shift cancels). It answers a narrower question (did the removal hit *these* outputs more
+than the others?) and is not the verdict's: a method whose picks matter to every output (measured
+on the demo: removing fused's top 10 for one prompt raises the other prompts' loss 0.07 nats more
+than random items do) loses that part of its effect there.
+
+Test. Per unit, d = effect of the method's top-k - effect of the control (own targets' mean
+change, both averaged over seeds); the mean of d over units with a Student t interval and p-value
+(scipy's one-sample t test) and, from statsmodels' power solver, the smallest effect the design
+detects with 80% power at 5%.
+A comparison with fewer than `MIN_UNITS` units is `undecided`: below 6 units no test free of a
+normality assumption (the exact sign-flip test) can reach p < 0.05. The false-positive rate of this
+design is measured by `influence-lab calibrate` (null arms against their own controls).
 """
 
 from __future__ import annotations
@@ -13,22 +31,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .plans import CONTROLS
+from .plans import CONTROLS, null_control
+
+MIN_UNITS = 6  # 2 / 2**6 < 0.05: the fewest units with which an exact sign-flip test can decide
+ALPHA, POWER = 0.05, 0.8
 
 
 def bootstrap_ci(diffs: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of independent values (used where the values
+    are independent units, e.g. per-target LDS correlations)."""
     if len(diffs) < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = diffs[rng.integers(0, len(diffs), (n_boot, len(diffs)))].mean(1)
     lo, hi = np.quantile(means, [0.025, 0.975])
     return float(lo), float(hi)
-
-
-def wilcoxon_p(diffs: np.ndarray) -> float:
-    if len(diffs) < 2 or np.allclose(diffs, 0):
-        return float("nan")
-    return float(stats.wilcoxon(diffs).pvalue)
 
 
 def effect_ratio(top: float, control: float) -> float:
@@ -39,11 +56,32 @@ def effect_ratio(top: float, control: float) -> float:
     return top / control
 
 
+def with_design(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with the columns the unit statistics read, filled for tables written before they
+    existed: `replicate` (0), `own` (True) and `unit` (the member id's first part)."""
+    out = results.copy()
+    if "replicate" not in out:
+        out["replicate"] = 0
+    if "own" not in out:
+        out["own"] = True
+    out["own"] = out["own"].astype(bool)
+    if "unit" not in out:
+        out["unit"] = out["member_id"].str.split("-").str[0]
+    return out
+
+
+def own_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a member's own targets (every row of tables written before `own` existed)."""
+    return results[results["own"].astype(bool)] if "own" in results else results
+
+
 def per_target(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds: one value per (method, arm, k, metric, target)."""
-    return results.groupby(["method", "arm", "k", "metric", "target"], as_index=False)[
-        "value"
-    ].mean()
+    """Mean over seeds: one value per (method, arm, k, metric, target), own targets only."""
+    return (
+        own_rows(results)
+        .groupby(["method", "arm", "k", "metric", "target"], as_index=False)["value"]
+        .mean()
+    )
 
 
 def changes_only(table: pd.DataFrame) -> pd.DataFrame:
@@ -51,39 +89,151 @@ def changes_only(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table.metric.str.startswith(("ref_before_", "ref_after_"))]
 
 
+UNIT_KEYS = ["replicate", "unit", "method", "arm", "k", "metric"]
+
+
+def unit_effects(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (replicate, unit, method, arm, k, metric): `plain`, the unit's own targets' mean
+    change, and `did`, that minus the other targets' mean change in the same retrained models (NaN
+    where no other target was measured), each averaged over the unit's members (seeds)."""
+    table = changes_only(with_design(results))
+    keys = ["replicate", "member_id", *UNIT_KEYS[1:]]
+    own = table[table.own].groupby(keys)["value"].mean().rename("plain")
+    other = table[~table.own].groupby(keys)["value"].mean().rename("other")
+    members = pd.concat([own, other], axis=1).dropna(subset=["plain"]).reset_index()
+    members["did"] = members["plain"] - members["other"]
+    return members.groupby(UNIT_KEYS, as_index=False)[["plain", "did"]].mean()
+
+
+def _pair(units: pd.DataFrame, tested: tuple, control: str) -> pd.DataFrame | None:
+    """The tested (method, k, metric) rows and the control's, paired by (replicate, unit)."""
+    method, k, metric = tested
+    keys = ["replicate", "unit"]
+    top = units[(units.method == method) & (units.k == k) & (units.metric == metric)]
+    top = top[top.arm == "topk"].set_index(keys)
+    ctrl = units[(units.arm == control) & (units.k == k) & (units.metric == metric)]
+    if ctrl.empty or top.empty:
+        return None
+    return top[["plain", "did"]].join(
+        ctrl.set_index(keys)[["plain", "did"]], rsuffix="_c", how="inner"
+    )
+
+
+def unit_test(d: np.ndarray) -> dict:
+    """Mean of the unit differences `d`, Student t 95% interval and p-value, the smallest effect
+    detectable with 80% power at 5%, and the verdict."""
+    n = len(d)
+    out = {"n_units": n, "mean_diff": float(np.mean(d)) if n else float("nan")}
+    sd = float(np.std(d, ddof=1)) if n > 1 else float("nan")
+    if n > 1 and sd > 0:
+        test = stats.ttest_1samp(d, 0.0)
+        ci = test.confidence_interval(1 - ALPHA)
+        out.update(ci_low=float(ci.low), ci_high=float(ci.high), p=float(test.pvalue))
+        out["mde"] = detectable_effect(n, sd)
+    else:
+        out.update(ci_low=float("nan"), ci_high=float("nan"), p=float("nan"), mde=float("nan"))
+    out["verdict"] = verdict(out["n_units"], out["p"], out["mean_diff"])
+    return out
+
+
+def detectable_effect(n: int, sd: float) -> float:
+    """The smallest true mean difference a two-sided one-sample t test over `n` units with this
+    spread detects with 80% power at 5% (statsmodels' power solver)."""
+    from statsmodels.stats.power import TTestPower  # imported when needed: a second to load
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    size = TTestPower().solve_power(nobs=n, alpha=ALPHA, power=POWER, alternative="two-sided")
+    return float(size * sd)
+
+
+def verdict(n_units: int, p: float, mean_diff: float) -> str:
+    """`undecided` with fewer than MIN_UNITS units; else `above` / `below` the control at p < 0.05,
+    or `no clear difference`."""
+    if n_units < MIN_UNITS:
+        return "undecided"
+    if np.isfinite(p) and p < ALPHA:
+        return "above" if mean_diff > 0 else "below"
+    return "no clear difference"
+
+
+def units_label(pairs: pd.DataFrame) -> str:
+    """What the units are, e.g. '10 targets x 1 replicate' or '1 group x 3 replicates'."""
+    units = pairs.index.get_level_values("unit")
+    kind = "target" if str(units[0]).startswith("t") else "group"
+    per = pairs.groupby(level="replicate").size()
+    reps = len(per)
+    count = int(per.iloc[0]) if per.nunique() == 1 else f"{per.min()}-{per.max()}"
+    plural = "s" if count != 1 else ""
+    return f"{count} {kind}{plural} x {reps} replicate{'s' if reps != 1 else ''}"
+
+
 def compare(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, k, metric, control): the paired comparison of topk with that control."""
-    table = changes_only(per_target(results))
+    """One row per (method, k, metric, control): the method's top-k against that control over the
+    independent units (a null pseudo-method only against the control it mimics). Columns: the
+    own targets' mean changes (`topk_mean`, `control_mean`, their `ratio`), the unit test's
+    `mean_diff`, `ci_low`, `ci_high`, `p`, `mde`, `verdict`, `n_units`, `units`, `n_targets`,
+    the target-specific estimate `did_*` (NaN without other targets measured), and, with
+    several replicates, `replicates`, `stable` (every replicate's own mean difference has the
+    pooled sign) and `replicate_diffs`."""
+    units = unit_effects(results)
     rows = []
-    tested = table[table.arm == "topk"]
-    for (method, k, metric), top in tested.groupby(["method", "k", "metric"]):
-        top = top.set_index("target")["value"]
+    tested = units[units.arm == "topk"]
+    for key, _ in tested.groupby(["method", "k", "metric"]):
+        method, k, metric = key
         for control in CONTROLS:
-            ctrl = table[(table.arm == control) & (table.k == k) & (table.metric == metric)]
-            if ctrl.empty:
+            if null_control(method) not in (None, control):
                 continue
-            ctrl = ctrl.set_index("target")["value"]
-            common = top.index.intersection(ctrl.index)
-            diffs = (top[common] - ctrl[common]).to_numpy()
-            lo, hi = bootstrap_ci(diffs)
-            mean_ctrl, mean_top = float(ctrl[common].mean()), float(top[common].mean())
-            rows.append(
-                {
-                    "method": method,
-                    "k": int(k),
-                    "metric": metric,
-                    "control": control,
-                    "n_targets": len(common),
-                    "topk_mean": mean_top,
-                    "control_mean": mean_ctrl,
-                    "mean_diff": float(diffs.mean()),
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "wilcoxon_p": wilcoxon_p(diffs),
-                    "ratio": effect_ratio(mean_top, mean_ctrl),
-                }
+            pairs = _pair(units, key, control)
+            if pairs is None or pairs.empty:
+                continue
+            d = (pairs["plain"] - pairs["plain_c"]).to_numpy()
+            top, ctrl = float(pairs["plain"].mean()), float(pairs["plain_c"].mean())
+            row = {
+                "method": method,
+                "k": int(k),
+                "metric": metric,
+                "control": control,
+                "n_targets": _targets(results, method, k, metric),
+                "units": units_label(pairs),
+                "topk_mean": top,
+                "control_mean": ctrl,
+                **unit_test(d),
+                "ratio": effect_ratio(top, ctrl),
+                **_did(pairs),
+            }
+            reps = pairs.groupby(level="replicate").apply(
+                lambda g: float((g["plain"] - g["plain_c"]).mean())
             )
+            row["replicates"] = len(reps)
+            row["stable"] = (
+                bool(np.all(np.sign(reps) == np.sign(row["mean_diff"])) and row["mean_diff"] != 0)
+                if len(reps) > 1
+                else np.nan
+            )
+            row["replicate_diffs"] = ";".join(f"{v:.4g}" for v in reps) if len(reps) > 1 else ""
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _did(pairs: pd.DataFrame) -> dict:
+    """The target-specific estimate (`did_diff`, `did_ci_low`, `did_ci_high`, `did_p`): the unit
+    test of the differences in differences, NaN where other targets were not measured."""
+    if not pairs[["did", "did_c"]].notna().all().all():
+        return dict.fromkeys(("did_diff", "did_ci_low", "did_ci_high", "did_p"), float("nan"))
+    test = unit_test((pairs["did"] - pairs["did_c"]).to_numpy())
+    return {
+        "did_diff": test["mean_diff"],
+        "did_ci_low": test["ci_low"],
+        "did_ci_high": test["ci_high"],
+        "did_p": test["p"],
+    }
+
+
+def _targets(results: pd.DataFrame, method: str, k: int, metric: str) -> int:
+    part = own_rows(results)
+    part = part[(part.method == method) & (part.k == k) & (part.metric == metric)]
+    return int(part.target.nunique())
 
 
 def arm_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -100,6 +250,7 @@ def experiment_table(results: pd.DataFrame) -> pd.DataFrame:
     and range over the group's prompts (each prompt's value averaged over seeds first)."""
     if "group" not in results or not results.metric.str.startswith("ref_before_").any():
         return pd.DataFrame()
+    results = own_rows(results)
     per = results.groupby(["method", "arm", "k", "group", "metric", "target"], as_index=False)[
         "value"
     ].mean()

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import InfluenceLabError
 from ..store.files import atomic_write, marker_intact, read_json, sha256, write_json
 from ..tracking.console import console
-from .metrics import regenerate, target_metrics
+from .metrics import losses, regenerate, target_metrics
 from .plans import Member
 from .statistics import arm_table, compare, experiment_table
 
@@ -36,8 +36,33 @@ def measure_member(
     model, member: Member, full_losses, originals, prompts, seeds, embedders: dict, patterns: dict
 ) -> tuple[pd.DataFrame, dict]:
     """One row per target of the member and metric: the retrained model against the full one; and
-    the retrained model's outputs per target ({target: outputs}, same prompts and seeds)."""
+    the retrained model's outputs per target ({target: outputs}, same prompts and seeds).
+
+    The member's own targets get every metric (`own` True); every other target gets `delta_loss`
+    only (`own` False: a loss on outputs already generated, no sampling), the within-retrain
+    baseline that cancels the retrained model's shift common to all targets
+    (`statistics.unit_effects`)."""
     rows, regenerated = [], {}
+
+    def add(t: int, metric: str, value: float, own: bool) -> None:
+        rows.append(
+            {
+                "member_id": member.member_id,
+                "method": member.method,
+                "arm": member.arm,
+                "k": member.k,
+                "seed": member.seed,
+                "target": t,
+                "prompt": prompts[t],
+                "group": int(member.group),
+                "unit": member.unit or member.member_id.split("-")[0],
+                "n_removed": len(member.removed),
+                "own": own,
+                "metric": metric,
+                "value": value,
+            }
+        )
+
     for t in member.targets:
         regenerated[t] = regenerate(model, prompts[t], seeds[t])
         values = target_metrics(
@@ -51,21 +76,10 @@ def measure_member(
             patterns,
         )
         for metric, value in values.items():
-            rows.append(
-                {
-                    "member_id": member.member_id,
-                    "method": member.method,
-                    "arm": member.arm,
-                    "k": member.k,
-                    "seed": member.seed,
-                    "target": t,
-                    "prompt": prompts[t],
-                    "group": int(member.group),
-                    "n_removed": len(member.removed),
-                    "metric": metric,
-                    "value": value,
-                }
-            )
+            add(t, metric, value, True)
+    for t in sorted(set(range(len(prompts))) - set(member.targets)):
+        change = losses(model, originals[t], prompts[t]) - full_losses[t]
+        add(t, "delta_loss", float(np.mean(change)), False)
     return pd.DataFrame(rows), regenerated
 
 

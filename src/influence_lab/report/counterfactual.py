@@ -34,20 +34,45 @@ def stable_mask(stats: pd.DataFrame) -> np.ndarray:
     return stats["stable"].astype(str).isin(["True", "1.0", "1"]).to_numpy()
 
 
+SHOWN = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high"]
+SHOWN += ["units", "p", "mde", "verdict"]
+POOLED = ["replicates", "stable", "replicate_diffs", "topk_jaccard"]
+
+
+def shown_columns(stats: pd.DataFrame, first: tuple = (), pooled: tuple = tuple(POOLED)) -> list:
+    """The columns of stats.csv that tables show (one list for the summary, RESULTS.md and the
+    report): `first` before them, and the replicate columns of `pooled` when the statistics pool
+    several replicates; only the columns present (tables written before a column existed)."""
+    cols = [*first, *SHOWN, *(pooled if replicate_count(stats) > 1 else ())]
+    return [c for c in cols if c in stats]
+
+
+def verdict_text(r) -> str:
+    """A row's verdict in words: 'above' / 'below' / 'no clear difference', or 'undecided: N units
+    (MDE x)' where the design has too few independent units to decide."""
+    v = getattr(r, "verdict", None)
+    if not isinstance(v, str):
+        return ""
+    if v == "undecided":
+        mde = getattr(r, "mde", float("nan"))
+        shown = f"; detects {cell(mde)}" if np.isfinite(mde) else ""
+        return f"undecided: {int(r.n_units)} units{shown}"
+    return v
+
+
 def print_summary(stats: pd.DataFrame, console) -> None:
-    """The headline metric only (every metric is in stats.csv and summary.md); pooled over
-    replicates (a `replicates` column above 1), also the replicate count, `stable` and the top-k
-    overlap across replicates."""
+    """The headline metric only (every metric is in stats.csv and summary.md): per row the
+    difference over the independent units, their count, p and the verdict; pooled over replicates
+    (a `replicates` column above 1), also `stable` and the top-k overlap across replicates."""
     head = headline(stats)
     count = replicate_count(head)
     pooled = count > 1
-    over = f"{count} replicates, then prompts" if pooled else "targets"
     table = Table(
         title=f"{head.metric.iloc[0] if len(head) else ''}: "
-        f"removing each method's top-k vs controls (paired over {over})"
+        f"removing each method's top-k vs controls (over independent units: retrained models)"
     )
-    columns = ["method", "k", "vs control", "top-k", "control", "diff [95% CI]", "ratio"]
-    columns += ["Wilcoxon p", *(["R", "stable", "top-k Jaccard"] if pooled else [])]
+    columns = ["method", "k", "vs control", "top-k", "control", "diff [95% CI]", "units", "p"]
+    columns += ["verdict", *(["stable", "top-k Jaccard"] if pooled else [])]
     for col in columns:
         table.add_column(col, no_wrap=True)
     stable = stable_mask(head) if pooled else None
@@ -59,12 +84,12 @@ def print_summary(stats: pd.DataFrame, console) -> None:
             cell(r.topk_mean),
             cell(r.control_mean),
             f"{cell(r.mean_diff)} [{cell(r.ci_low)}, {cell(r.ci_high)}]",
-            cell(r.ratio),
-            cell(r.wilcoxon_p),
+            str(getattr(r, "units", "")),
+            cell(r.p) if getattr(r, "verdict", "") != "undecided" else "-",
+            verdict_text(r),
         ]
         if pooled:
-            verdict = "yes" if stable[i] else "no"
-            cells += [str(int(r.replicates)), verdict, cell(getattr(r, "topk_jaccard", None))]
+            cells += ["yes" if stable[i] else "no", cell(getattr(r, "topk_jaccard", None))]
         table.add_row(*cells)
     console.print(table)
 
@@ -123,10 +148,14 @@ def summary_markdown(
         "# Counterfactual summary",
         "",
         "Per method and k: the change when the method's top-k items are removed minus the change "
-        "when control items are removed, paired over targets (mean over seeds first), with a "
-        "bootstrap 95% interval and a Wilcoxon signed-rank p-value. `delta_loss` is the retrained "
-        "model's loss on the original output minus the full model's; `drop_*` is 1 - cosine "
-        "between the regenerated and the original output.",
+        "when control items are removed, over the independent units (targets or groups with "
+        "retrained models of their own, mean over seeds first; `units`), with a Student t 95% "
+        "interval and p-value, `mde` (the smallest difference the design detects with 80% power) "
+        "and the `verdict` (`undecided` below 6 units). `did_*` (stats.csv): the target-specific "
+        "part, each unit's change of its own targets minus the other targets' in the same "
+        "retrained model. `delta_loss` is the retrained model's loss on the "
+        "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated "
+        "and the original output.",
         "",
         "## Headline",
         "",

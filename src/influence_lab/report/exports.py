@@ -15,7 +15,7 @@ from ..counterfactual.plans import Plan
 from ..orchestration.records import GenerateProvenance
 from ..store.files import write_text
 from ..tracking.console import console
-from .counterfactual import forest_plot, headline, replicate_count
+from .counterfactual import forest_plot, headline, replicate_count, shown_columns
 from .document import table_markdown
 from .lds_summary import markdown_table
 from .sections import finding_metrics
@@ -97,27 +97,13 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
     """The RESULTS.md section of one sweep (writes canaries.csv beside its copied files)."""
     stats = pd.read_csv(sweep / "stats.csv")
     head = headline(stats)
-    cols = [
-        "method",
-        "k",
-        "control",
-        "topk_mean",
-        "control_mean",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "wilcoxon_p",
-    ]
     count = replicate_count(head)
-    over = "prompts"
-    if count > 1:  # a sweep pooled over replicates: the count, the verdict's stability, the overlap
-        cols += ["replicates", "stable", "replicate_diffs", "topk_jaccard"]
-        over = f"{count} replicates, then prompts (two-level bootstrap)"
+    over = f"the independent units of {count} replicates" if count > 1 else "independent units"
     lines = [
         "delta_loss (loss of the original outputs, retrained minus full), top-k vs each control, "
-        f"paired over {over}:",
+        f"over {over} (`units`; t interval and p; `undecided` below 6 units):",
         "",
-        table_markdown(head[cols]),
+        table_markdown(head[shown_columns(head)]),
         "",
     ]
     lines += _drop_lines(stats)
@@ -144,21 +130,7 @@ def _drop_lines(stats: pd.DataFrame) -> list[str]:
     return [
         "Drop of the similarity to the reference outputs (before - after), top-k vs each control:",
         "",
-        table_markdown(
-            drop[
-                [
-                    "method",
-                    "metric",
-                    "control",
-                    "topk_mean",
-                    "control_mean",
-                    "mean_diff",
-                    "ci_low",
-                    "ci_high",
-                    "wilcoxon_p",
-                ]
-            ]
-        ),
+        table_markdown(drop[shown_columns(drop, ("metric",), ())]),
         "",
     ]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING, families
-from .counterfactual import forest_plot, headline, replicate_count, stable_mask
+from .counterfactual import forest_plot, headline, replicate_count, shown_columns, stable_mask
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
@@ -51,31 +51,58 @@ def _effect(metric: str, value: float) -> str:
 
 def counterfactual_finding(stats: pd.DataFrame) -> str:
     """One sentence per method and measured finding metric (the headline metric when none is
-    measured): does removing the method's top-k change it more than every control? Pooled over
-    replicates, a control counts as beaten only where the verdict is also `stable` (the same sign
-    in every replicate), and the sentence says over how many replicates."""
+    measured), read from the calibrated verdicts (`statistics.verdict`): the controls the method's
+    top-k beat, those it went the other way against, those it did not clearly differ from, and
+    those the design had too few independent units to decide. Pooled over replicates, a control
+    counts as beaten (or lost to) only where the verdict is also `stable` (the same sign in every
+    replicate)."""
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
     count = replicate_count(stats)
-    if count > 1:  # pooled: an interval above 0 in an unstable comparison is not a finding
-        rows = rows.assign(ci_low=rows.ci_low.where(stable_mask(rows), np.nan))
     sentences = [f"Pooled over {count} replicates of the whole chain."] if count > 1 else []
+    stable = stable_mask(rows) if count > 1 else np.ones(len(rows), bool)
+    rows = rows.assign(_stable=stable)
     for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
-        beaten = [r.control for r in group.itertuples() if np.isfinite(r.ci_low) and r.ci_low > 0]
-        lost = [r.control for r in group.itertuples() if r.control not in beaten]
+        kinds: dict[str, list[str]] = {"above": [], "below": [], "unclear": [], "undecided": []}
+        for r in group.itertuples():
+            v = _verdict_of(r)
+            if v in ("above", "below") and not r._stable:
+                v = "unclear"
+            kinds[v].append(r.control)
         topk = group["topk_mean"].iloc[0]
         text = f"Removing {method}'s top {k} {_effect(metric, topk)}"
-        if not lost:
+        parts = []
+        if kinds["above"]:
+            beaten = _join(kinds["above"])
+            every = not (kinds["below"] or kinds["unclear"] or kinds["undecided"])
+            parts.append(f"more than every control ({beaten})" if every else f"more than {beaten}")
+        if kinds["below"]:
+            parts.append(f"less than {_join(kinds['below'])} (the effect goes the other way)")
+        if kinds["unclear"]:
+            parts.append(f"not clearly differently from {_join(kinds['unclear'])}")
+        text += ", " + "; ".join(parts) if parts else ""
+        if kinds["undecided"]:
+            units = int(group["n_units"].min()) if "n_units" in group else 0
             text += (
-                f", more than every control ({_join(beaten)}; 95% intervals of the paired "
-                f"differences above 0)."
+                f"{';' if parts else ','} against {_join(kinds['undecided'])} the design cannot "
+                f"decide ({units} independent units; at least 6 are needed)"
             )
-        elif beaten:
-            text += f", more than {_join(beaten)} but not clearly more than {_join(lost)}."
-        else:
-            text += f", not clearly more than any control ({_join(lost)})."
-        sentences.append(text)
+        units = group["units"].iloc[0] if "units" in group else ""
+        sentences.append(text + (f" [units: {units}]." if units else "."))
     return " ".join(sentences)
+
+
+def _verdict_of(r) -> str:
+    """The calibrated verdict of a stats row, or (tables written before verdicts existed) the sign
+    of its interval."""
+    v = getattr(r, "verdict", None)
+    if isinstance(v, str):
+        return {"no clear difference": "unclear"}.get(v, v)
+    if np.isfinite(r.ci_low) and r.ci_low > 0:
+        return "above"
+    if np.isfinite(r.ci_high) and r.ci_high < 0:
+        return "below"
+    return "unclear"
 
 
 def lds_finding(table: pd.DataFrame) -> str:
@@ -152,25 +179,13 @@ def counterfactual_section(run: Path, folder: Path) -> Section:
     stats = pd.read_csv(run / "stats.csv")
     arms = pd.read_csv(run / "arms.csv")
     metrics = finding_metrics(stats)
-    cols = [
-        "metric",
-        "method",
-        "k",
-        "control",
-        "topk_mean",
-        "control_mean",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "wilcoxon_p",
-    ]
+    cols = shown_columns(stats, ("metric",), ("replicates", "stable", "topk_jaccard"))
     count = replicate_count(stats)
     pooled = count > 1
-    cols += [c for c in ("replicates", "stable", "topk_jaccard") if pooled and c in stats]
     over = (
-        f"pooled over {count} replicates, then prompts (two-level bootstrap 95% intervals)"
+        f"over the independent units of {count} replicates (t 95% intervals)"
         if pooled
-        else "paired over prompts (bootstrap 95% intervals)"
+        else "over independent units (t 95% intervals)"
     )
     section = Section("Counterfactual retraining")  # its finding opens the report
     section.blocks += [

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from .base import (
+    Bool,
     OnceEach,
     PositiveInt,
     SeedList,
@@ -80,6 +81,7 @@ class PlanSettings(Settings):
         "grouped"  # grouped: every prompt's items at once; per_target
     )
     group_size: GroupSize = None  # grouped: prompts per group; None = one group
+    nulls: Bool = False  # add the null arms (null_<control>: drawn like each control; calibrate)
 
 
 class CounterfactualSettings(PlanSettings):

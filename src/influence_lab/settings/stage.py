@@ -31,6 +31,7 @@ from .base import (
     rule,
     validated,
 )
+from .calibrate import CalibrateSettings
 from .counterfactual import CounterfactualSettings
 from .data import DataSettings
 from .generate import GenerateSettings
@@ -52,6 +53,7 @@ STAGES = (
     "lds",
     "report",
     "pipeline",
+    "calibrate",
 )
 MISSING = "???"
 # what to say about a required setting that is not set (Hydra's `???`)
@@ -102,6 +104,7 @@ class StageSettings(Settings):
     counterfactual: CounterfactualSettings | None = None
     lds: LDSSettings | None = None
     pipeline: PipelineSettings | None = None
+    calibrate: CalibrateSettings | None = None
     report: ReportSettings | None = None
     sweep_dir: str | None = (
         None  # retrain: the counterfactual run directory holding plan.json and config.yaml
@@ -279,7 +282,8 @@ def section(schema, cfg, prefix: str):
 # sections an experiment preset sets for the stages that read them (`+experiment=...` may be given
 # to any stage); train and generate read none of them, so they are dropped there, unchecked
 NOT_READ = dict.fromkeys(
-    ("train", "generate"), ("attribution", "embedders", "counterfactual", "lds", "pipeline")
+    ("train", "generate"),
+    ("attribution", "embedders", "counterfactual", "lds", "pipeline", "calibrate"),
 )
 
 

@@ -33,4 +33,8 @@ STAGES = {
         "a self-contained HTML report (and markdown twin) of the results of one model and dataset"
     ),
     "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
+    "calibrate": (
+        "the false-positive rate of a counterfactual design: N null runs (null arms against "
+        "their own controls, seeds shifted)"
+    ),
 }

@@ -33,6 +33,9 @@ from .attribute import attribute
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 
 REGENERATED_PROMPTS = 6  # prompts whose outputs before / after retraining are drawn
+# the plan's design: 2 = units with seeds of their own and other targets measured (a sweep of
+# design 1, where targets shared retrained models, is never reused as one of design 2)
+PLAN_DESIGN = 2
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:
@@ -60,15 +63,16 @@ def counterfactual(settings: StageSettings) -> RunDir:
     return one_sweep(settings)[0]
 
 
-def one_sweep(settings: StageSettings) -> tuple[RunDir, RunDir]:
-    """One counterfactual sweep: (its result, the attribute result it tested)."""
+def one_sweep(settings: StageSettings, nulls_only: bool = False) -> tuple[RunDir, RunDir]:
+    """One counterfactual sweep: (its result, the attribute result it tested). `nulls_only`: the
+    null arms and the controls, no method (a run of `calibrate`)."""
     bundle = load_data(settings.data)
     att_run = attribute(upstream(settings))
     att = AttributeProvenance.read(att_run.path)
     gen = GenerateProvenance.read(att.generate_dir)
     ranking = pd.read_parquet(att_run / "attribution.parquet")
     cf = settings.counterfactual
-    methods = _methods(cf.methods, ranking)
+    methods = [] if nulls_only else _methods(cf.methods, ranking)
     prompt_filter = PromptFilter(list(bundle.train["caption"]), settings.attribution.filter)
     train_ids = list(bundle.train["id"])
     prompts = ranking.drop_duplicates("target").sort_values("target")["prompt"].tolist()
@@ -86,6 +90,8 @@ def one_sweep(settings: StageSettings) -> tuple[RunDir, RunDir]:
         list(cf.seeds),
         cf.grouping,
         cf.group_size,
+        nulls=cf.nulls or nulls_only,
+        null_seed=settings.seed,
     )
     plan = Plan(
         members,
@@ -99,6 +105,7 @@ def one_sweep(settings: StageSettings) -> tuple[RunDir, RunDir]:
     )
     spec = {  # the counterfactual section hashed as given (see StageSettings._given)
         "attribute_signature": att_run.signature,
+        "design": PLAN_DESIGN,
         "methods": methods,
         "counterfactual": {
             k: v
@@ -120,7 +127,7 @@ def one_sweep(settings: StageSettings) -> tuple[RunDir, RunDir]:
 
 def headline_numbers(stats: pd.DataFrame) -> dict[str, float]:
     """The sweep's headline numbers for a W&B summary: per method, k and control of the headline
-    metric, `<metric>/<method>@<k>/vs_<control>/{diff,ci_low,ci_high,p}`."""
+    metric, `<metric>/<method>@<k>/vs_<control>/{diff,ci_low,ci_high,p,units}`."""
     out = {}
     for r in headline(stats).itertuples():
         key = f"{r.metric}/{r.method}@{r.k}/vs_{r.control}"
@@ -129,7 +136,8 @@ def headline_numbers(stats: pd.DataFrame) -> dict[str, float]:
                 f"{key}/diff": float(r.mean_diff),
                 f"{key}/ci_low": float(r.ci_low),
                 f"{key}/ci_high": float(r.ci_high),
-                f"{key}/p": float(r.wilcoxon_p),
+                f"{key}/p": float(r.p),
+                f"{key}/units": int(r.n_units),
             }
         )
     return out

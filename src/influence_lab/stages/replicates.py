@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from ..counterfactual.replicates import pooled_compare, replicate_changes, topk_overlap
-from ..counterfactual.statistics import arm_table, experiment_table
+from ..counterfactual.replicates import replicate_changes, topk_overlap
+from ..counterfactual.statistics import arm_table, compare, experiment_table
 from ..orchestration.cached import cached
 from ..report.counterfactual import bar_chart, forest_plot, print_summary, summary_markdown
 from ..report.document import table_markdown
@@ -65,7 +65,7 @@ def pool(settings: StageSettings, run: RunDir, sweeps: list[tuple[RunDir, RunDir
     overlap = pd.concat(
         [topk_overlap(rankings, k) for k in settings.counterfactual.k], ignore_index=True
     )
-    stats = pooled_compare(results).merge(
+    stats = compare(results).merge(
         overlap[["method", "k", "topk_jaccard"]], on=["method", "k"], how="left"
     )
     each = pd.concat(

@@ -98,7 +98,7 @@ def run_job(
                 model, member, full_losses, originals, prompts, seeds, embedders, patterns
             )
             write_member(results, job, member.member_id, table, regenerated)
-            means = table.groupby("metric")["value"].mean()
+            means = table[table.own].groupby("metric")["value"].mean()
             if tracking.wandb_run is not None:
                 tracking.wandb_run.log({f"{member.arm}/{m}": float(v) for m, v in means.items()})
             finished.append(member.member_id)

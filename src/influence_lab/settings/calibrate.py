@@ -1,0 +1,13 @@
+"""`calibrate`: how many null runs of a counterfactual design measure its false-positive rate."""
+
+from __future__ import annotations
+
+from .base import NonNegativeInt, PositiveInt, Settings
+
+
+class CalibrateSettings(Settings):
+    runs: PositiveInt = 40  # null runs, each with every seed of the chain shifted (as a replicate)
+    start: NonNegativeInt = 0  # the first run's shift (runs start .. start + runs - 1)
+    # attribution methods the null runs rank with (the nulls need only the targets and pools;
+    # null = the config's own methods)
+    methods: list[str] | None = ["raw_only"]
