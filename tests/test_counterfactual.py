@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from influence_lab.counterfactual.plans import jobs_of, make_plan
 from influence_lab.counterfactual.statistics import (
@@ -66,6 +67,18 @@ def test_plans_respect_k_controls_and_seeds(grouping):
         m.seed: m.removed for m in plan if m.arm == "random" and m.k == 4 and m.targets[0] == 0
     }
     assert randoms[1] != randoms[2]  # seeds draw different controls
+    # units never share a retrained model: per_target, each target's members train with a seed of
+    # their own (the same for every arm of the target: common random numbers); one group keeps
+    # the configured seed
+    by_unit = {}
+    for m in plan:
+        by_unit.setdefault((m.unit, m.seed), set()).add(m.train_seed)
+    assert all(len(seeds) == 1 for seeds in by_unit.values())
+    train_seeds = {(u, s): seeds.pop() for (u, s), seeds in by_unit.items()}
+    if grouping == "per_target":
+        assert len(set(train_seeds.values())) == len(train_seeds) == 3 * 2
+    else:
+        assert train_seeds == {("all", 1): 1, ("all", 2): 2}
     assert len(jobs_of(plan, 5)) == -(-len(plan) // 5)
     assert sum(len(j) for j in jobs_of(plan, 5)) == len(plan)
 
@@ -113,56 +126,44 @@ def test_removed_ids_never_reach_the_retrained_data(cfg_factory):
 
 def test_statistics_on_a_known_table():
     rows = []
+    wobble = [0.02, -0.02, 0.05, -0.05, 0.0, 0.01, -0.01, 0.0]  # the control's per-target noise
     for t in range(8):
         for seed in (1, 2):
-            rows.append(
-                {
-                    "method": "fused",
-                    "arm": "topk",
-                    "k": 5,
-                    "metric": "delta_loss",
-                    "target": t,
-                    "seed": seed,
-                    "value": 3.0 + 0.1 * t + (0.05 if seed == 1 else -0.05),
-                }
-            )
-            rows.append(
-                {
-                    "method": "control",
-                    "arm": "random",
-                    "k": 5,
-                    "metric": "delta_loss",
-                    "target": t,
-                    "seed": seed,
-                    "value": 1.0 + 0.1 * t,
-                }
-            )
-            rows.append(
-                {
-                    "method": "control",
-                    "arm": "none",
-                    "k": 5,
-                    "metric": "delta_loss",
-                    "target": t,
-                    "seed": seed,
-                    "value": 3.0 + 0.1 * t,
-                }
-            )
+            for arm, method, value in (
+                ("topk", "fused", 3.0 + 0.1 * t + (0.05 if seed == 1 else -0.05)),
+                ("random", "control", 1.0 + 0.1 * t + wobble[t]),
+                ("none", "control", 3.0 + 0.1 * t),
+            ):
+                rows.append(
+                    {
+                        "member_id": f"t{t:03d}-{method}-{arm}-k5-s{seed}",
+                        "method": method,
+                        "arm": arm,
+                        "k": 5,
+                        "metric": "delta_loss",
+                        "target": t,
+                        "seed": seed,
+                        "value": value,
+                    }
+                )
     stats = compare(pd.DataFrame(rows)).set_index("control")
-    assert stats.loc["random", "mean_diff"] == pytest.approx(2.0)
-    assert stats.loc["random", "ci_low"] == pytest.approx(2.0) and stats.loc[
-        "random", "ci_high"
-    ] == pytest.approx(2.0)
-    assert stats.loc["random", "wilcoxon_p"] == pytest.approx(
-        2 / 2**8
-    )  # all 8 differences positive
-    assert stats.loc["random", "ratio"] == pytest.approx(3.35 / 1.35)
+    diffs = 2.0 - np.array(wobble)  # per target (unit), seeds averaged
+    assert stats.loc["random", "mean_diff"] == pytest.approx(diffs.mean())
+    half = sps.t.ppf(0.975, 7) * diffs.std(ddof=1) / np.sqrt(8)
+    assert stats.loc["random", "ci_low"] == pytest.approx(diffs.mean() - half)
+    assert stats.loc["random", "ci_high"] == pytest.approx(diffs.mean() + half)
+    assert stats.loc["random", "p"] == pytest.approx(sps.ttest_1samp(diffs, 0).pvalue)
+    assert stats.loc["random", "verdict"] == "above" and stats.loc["random", "n_units"] == 8
+    assert stats.loc["random", "ratio"] == pytest.approx(3.35 / (1.35 + np.mean(wobble)))
     # a ratio only of changes of one sign: opposite signs or a zero control give none
     assert effect_ratio(-0.4, -0.2) == pytest.approx(2.0)
     assert np.isnan(effect_ratio(0.3, -0.1)) and np.isnan(effect_ratio(0.3, 0.0))
     assert np.isnan(effect_ratio(0.0, 0.2))
+    # the same change under `none` in every unit: no difference, no p-value to give
     assert stats.loc["none", "mean_diff"] == pytest.approx(0.0, abs=1e-12)
-    assert np.isnan(stats.loc["none", "wilcoxon_p"])
+    assert (
+        np.isnan(stats.loc["none", "p"]) and stats.loc["none", "verdict"] == "no clear difference"
+    )
     arms = arm_table(pd.DataFrame(rows)).set_index("arm")
     assert arms.loc["topk", "mean"] == pytest.approx(3.35) and arms.loc[
         "topk", "min"
@@ -252,3 +253,33 @@ def test_experiment_table_is_the_papers_before_after_format():
     assert set(compare(pd.DataFrame(rows)).metric) == {
         "ref_drop_autoencoder"
     }  # levels are not compared
+
+
+def test_null_arms_are_drawn_like_their_controls_once_per_target():
+    ranking = _ranking()
+    arms = ["topk", "random_pool", "random", "none"]
+    plan = make_plan(
+        ranking, POOLS, IDS, ["fused"], arms, [4], [1, 2], "per_target", nulls=True, null_seed=7
+    )
+    nulls = [m for m in plan if m.method.startswith("null_")]
+    assert {m.method for m in nulls} == {"null_random", "null_random_pool", "null_none"}
+    assert all(m.arm == "topk" for m in nulls)
+    for t in range(3):
+        picks = {(m.method, m.seed): m.removed for m in nulls if m.targets == [t]}
+        # drawn once per target, shared by the retrain seeds (as a method's top-k is)
+        assert picks[("null_random", 1)] == picks[("null_random", 2)]
+        assert len(picks[("null_random", 1)]) == 4
+        assert set(picks[("null_random_pool", 1)]) <= set(POOLS[t])
+        assert picks[("null_none", 1)] == []
+        # the controls redraw per seed
+        ctrl = {m.seed: m.removed for m in plan if m.arm == "random" and m.targets == [t]}
+        assert ctrl[1] != ctrl[2]
+        # null_none retrains with another seed than none; null_random with the unit's seed
+        seeds = {(m.method, m.arm): m.train_seed for m in plan if m.targets == [t] and m.seed == 1}
+        assert seeds[("null_none", "topk")] != seeds[("control", "none")]
+        assert seeds[("null_random", "topk")] == seeds[("control", "random")]
+    again = make_plan(
+        ranking, POOLS, IDS, ["fused"], arms, [4], [1, 2], "per_target", nulls=True, null_seed=8
+    )
+    other = {m.member_id: m.removed for m in again if m.method == "null_random"}
+    assert any(other[m.member_id] != m.removed for m in nulls if m.method == "null_random")

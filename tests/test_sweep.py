@@ -49,9 +49,17 @@ def _cli(args, cwd, **kw):
 
 
 def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
-    """The tiny sweep's plan, rows, statistics, chart and W&B runs; returns its rows."""
-    table = pd.read_parquet(run / "results.parquet")
+    """The tiny sweep's plan, rows, statistics, chart and W&B runs; returns its rows (the other
+    targets' too)."""
+    every = pd.read_parquet(run / "results.parquet")
     plan = json.loads((run / "plan.json").read_text())
+    # each member also measured the other target's delta_loss (the within-retrain baseline)
+    others = every[~every.own]
+    assert set(others.metric) == {"delta_loss"} and len(others) == 6
+    assert all(
+        set(g.target) == {1 - int(g.member_id.iloc[0][1:4])} for _, g in others.groupby("member_id")
+    )
+    table = every[every.own]
     assert len(plan["members"]) == 6 and len(plan["jobs"]) == 3  # (1 topk + 2 controls) x 2 targets
     ref = {
         f"ref_{w}_{space}"
@@ -65,10 +73,22 @@ def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
     assert len(table) == 6 * 10  # 6 members (one target each) x 10 metrics
     none = table[table.arm == "none"]
     assert (none.n_removed == 0).all()
+    # a none member is a real retraining with the target's own seed: it changed the loss of the
+    # original outputs, and the two targets' none members are two different models (one model for
+    # both would measure the same change of a target's loss as its own and as the other's)
+    loss = every[(every.arm == "none") & (every.metric == "delta_loss")]
+    assert (loss.value.abs() > 1e-6).all()
+    seeds = {m["member_id"]: m["train_seed"] for m in plan["members"] if m["arm"] == "none"}
+    assert len(set(seeds.values())) == 2 and 1 not in seeds.values()
+    for _, rows in loss.groupby("target"):
+        assert rows.value.nunique() == 2, rows
     check_regenerated(run, table)
     assert np.isfinite(table.value).all()
     stats = pd.read_csv(run / "stats.csv")
     assert set(stats.control) == {"random", "none"} and (stats.n_targets == 2).all()
+    # 2 targets, each its own retrained models: 2 independent units, too few to decide
+    assert (stats.n_units == 2).all() and set(stats.verdict) == {"undecided"}
+    assert (stats.units == "2 targets x 1 replicate").all()
     summary = (run / "summary.md").read_text()
     assert (run / "chart.png").stat().st_size > 5000 and "Headline" in summary
     # the forest plot of the finding sits under the headline, every metric's chart further down
@@ -78,7 +98,7 @@ def check_sweep_result(run: Path, wandb_dir: Path) -> pd.DataFrame:
     # one W&B run per retrain job plus the summary run (and the training runs of the base model)
     runs = list(wandb_dir.glob("offline-run-*"))
     assert len(runs) >= 3 + 1
-    return table
+    return every
 
 
 def check_regenerated(run: Path, table: pd.DataFrame) -> None:

@@ -1,5 +1,7 @@
 """TRAK and TracIn against references: MadryLab's `traker` (a dev dependency) and a direct autograd
-sum over snapshots, on tiny models of each type. How ours maps to traker's: docs/gradients.md."""
+sum over snapshots, on tiny models of each type. How ours maps to traker's: docs/gradients.md.
+traker runs on CPU here with `NoOpProjector`, `BasicProjector` or ours (its default
+`CudaProjector` needs CUDA and fast_jl) and `use_half_precision=False`."""
 
 import copy
 import json
@@ -16,7 +18,7 @@ from trak.utils import vectorize
 
 from influence_lab.attribution import feature_store
 from influence_lab.attribution.gradients import projected_gradients
-from influence_lab.attribution.methods import AttributionContext
+from influence_lab.attribution.methods import AttributionContext, Targets
 from influence_lab.attribution.methods import gradient as gradient_methods
 from influence_lab.attribution.methods.gradient import DTrak, TracIn, Trak
 from influence_lab.attribution.projectors import IdentityProjector, make_projector
@@ -35,22 +37,31 @@ TRAIN_NOISE, TARGET_NOISE = 0, 5
 
 
 class OutputFunction(AbstractModelOutput):
-    """Our output function (`forward(..., output=...)`) on one example, for traker. An example is
-    the prepared tensors of `keys`, then the fixed noise of `noise_keys`, each without its batch
-    dimension. The output is a loss, so its out-to-loss gradient (TRAK's Q) is 1."""
+    """Our output function (`forward(..., output=...)`) for traker. An example is the prepared
+    tensors of `keys`, then the fixed noise of `noise_keys`, each without its batch dimension.
+    The output is our loss L times `scale` (1 unless a test rescales a model), so its gradients
+    are our features. Its out-to-loss term (TRAK's Q) is 1 - p with p = sigmoid((centre - L) /
+    width), a logistic probability of the example, as TRAK's 1 - p of a classifier: it varies
+    from item to item and from model to model, so traker's Q weighting is exercised."""
 
-    def __init__(self, keys, noise_keys, output):
+    def __init__(self, keys, noise_keys, output, centre, width):
         self.keys, self.noise_keys, self.output = keys, noise_keys, output
+        self.centre, self.width, self.scale = centre, width, 1.0
+
+    def losses(self, model, weights, buffers, tensors):
+        inputs = dict(zip(self.keys, tensors[: len(self.keys)], strict=True))
+        noise = dict(zip(self.noise_keys, tensors[len(self.keys) :], strict=True))
+        call = torch.func.functional_call
+        return call(model, (weights, buffers), (inputs, noise), {"output": self.output})
 
     def get_output(self, model, weights, buffers, *example):
         one = [v.unsqueeze(0) for v in example]
-        inputs = dict(zip(self.keys, one[: len(self.keys)], strict=True))
-        noise = dict(zip(self.noise_keys, one[len(self.keys) :], strict=True))
-        call = torch.func.functional_call
-        return call(model, (weights, buffers), (inputs, noise), {"output": self.output}).sum()
+        return self.scale * self.losses(model, weights, buffers, one).sum()
 
     def get_out_to_loss_grad(self, model, weights, buffers, batch):
-        return torch.ones(len(batch[0]), 1)
+        with torch.no_grad():
+            loss = self.losses(model, weights, buffers, batch)
+        return (1 - torch.sigmoid((self.centre - loss) / self.width)).reshape(-1, 1)
 
 
 def _setup(cfg_factory, tmp_path, model, *overrides, ensemble: int = 1):
@@ -91,16 +102,53 @@ def _example_tensors(net, batch, noise_seed):
     return keys, noise_keys, tuple(prepared[k] for k in keys) + tuple(noise[k] for k in noise_keys)
 
 
-def _traker_scores(nets, train, targets, output, projector, lambda_reg, save_dir):
-    """traker's (targets, train) scores for the ensemble `nets` (model ids 0, 1, ...), its
-    normalize_factor c and the out-to-loss term Q it stored, averaged over the models."""
+def _losses(net, batch, output, noise_seed) -> np.ndarray:
+    """The per-example values of the output function, computed here with the model's forward."""
+    noise = net.measure_noise(len(batch["caption"]), noise_seed)
+    with torch.no_grad():
+        return net(net.prepare(batch), noise, output=output).double().numpy()
+
+
+def _logistic(nets, batch, output) -> tuple[float, float, np.ndarray]:
+    """The centre and width of the out-to-loss term's logistic (the mean and standard deviation
+    of the first model's losses on `batch`) and Q = 1 - p = sigmoid((L - centre) / width) per
+    model and item, (models, items), computed here in float64."""
+    losses = [_losses(net, batch, output, TRAIN_NOISE) for net in nets]
+    centre, width = float(np.mean(losses[0])), float(np.std(losses[0]))
+    return centre, width, np.stack([1 / (1 + np.exp((centre - loss) / width)) for loss in losses])
+
+
+def _traker_scores(
+    nets,
+    train,
+    targets,
+    output,
+    projector,
+    lambda_reg,
+    save_dir,
+    scales=None,
+    even: bool = False,
+):
+    """traker's (targets, train) scores for the ensemble `nets` (model ids 0, 1, ...), from its
+    `finalize_scores`; its normalize_factor c; each model's m_k, the mean absolute value of its
+    inverse (X_k^T X_k + lambda_reg I)^-1 by which traker divides that model's features,
+    recomputed in float64 from the gradients X_k in traker's store and checked against the
+    features it stored; and the out-to-loss terms Q it stored, (models, train).
+
+    `scales`: each model's output factor (1 each by default). `even`: the target output of model k
+    is multiplied by m_k / m_0, so that `finalize_scores`' mean over the models of their scores,
+    each divided by its own m_k, is their plain mean divided by m_0 (ours weighs the models
+    equally)."""
     net = nets[0]
+    scales = scales or [1.0] * len(nets)
     keys, noise_keys, train_tensors = _example_tensors(net, train, TRAIN_NOISE)
+    centre, width, _ = _logistic(nets, train, output)
+    task = OutputFunction(keys, noise_keys, output, centre, width)
     # traker loads each checkpoint into `net` itself: keep every model's weights apart first
     states = [copy.deepcopy(member.state_dict()) for member in nets]
     traker = TRAKer(
         model=net,
-        task=OutputFunction(keys, noise_keys, output),
+        task=task,
         train_set_size=N_TRAIN,
         save_dir=str(save_dir),
         device="cpu",
@@ -111,45 +159,56 @@ def _traker_scores(nets, train, targets, output, projector, lambda_reg, save_dir
     )
     *_, target_tensors = _example_tensors(net, targets, TARGET_NOISE)
     for model_id, state in enumerate(states):
+        task.scale = scales[model_id]
         traker.load_checkpoint(state, model_id=model_id)
         traker.featurize(batch=train_tensors, num_samples=N_TRAIN)
     traker.finalize_features()
+    m, q = [], []
+    for model_id in range(len(nets)):
+        traker.saver.load_current_store(model_id)
+        store = traker.saver.current_store
+        x = np.asarray(store["grads"], dtype=np.float64)
+        inverse = np.linalg.inv(x.T @ x + lambda_reg * np.eye(x.shape[1]))
+        m.append(float(np.abs(inverse).mean()))
+        features = np.asarray(store["features"], dtype=np.float64)
+        assert _relative_error(x @ inverse / m[-1], features) <= 1e-4  # traker's normalisation
+        q.append(np.asarray(store["out_to_loss"], dtype=np.float64)[:, 0])
     for model_id, state in enumerate(states):
+        task.scale = scales[model_id] * (m[model_id] / m[0] if even else 1.0)
         traker.start_scoring_checkpoint("targets", state, model_id=model_id, num_targets=N_TARGET)
         traker.score(batch=target_tensors, num_samples=N_TARGET)
     scores = np.asarray(traker.finalize_scores("targets"), dtype=np.float64).T
-    q = []
-    for model_id in range(len(nets)):
-        traker.saver.load_current_store(model_id)
-        q.append(np.asarray(traker.saver.current_store["out_to_loss"], dtype=np.float64)[:, 0])
-    return scores, float(traker.normalize_factor), np.mean(q, axis=0)
+    net.load_state_dict(states[0])  # the last checkpoint traker loaded into it was another's
+    return scores, float(traker.normalize_factor), m, np.stack(q)
 
 
-def _traker_from_ours(ours: list, features: list, lambda_reg: float, c2: int, q) -> np.ndarray:
-    """traker's scores predicted from ours by the documented mapping, no fitted factor
-    (docs/gradients.md): per model, traker divides the features by c (c^2 = the parameter count),
-    so with lambda_reg = lambda / c^2 its (X^T X + lambda_reg I)^-1 is c^2 times ours and the two
+def _traker_from_ours(ours, phi, lambda_reg: float, c2: int, q) -> np.ndarray:
+    """traker's scores for one model predicted from ours by the documented mapping, no fitted
+    factor (docs/gradients.md): traker divides the features by c (c^2 = the parameter count), so
+    with lambda_reg = lambda / c^2 its (X^T X + lambda_reg I)^-1 is c^2 times ours and the two
     c's of the gradients cancel it; it divides that inverse by its mean absolute value m; it
-    averages the models and multiplies each item's column by the mean out-to-loss term Q."""
-    per_model = []
-    for scores, phi in zip(ours, features, strict=True):
-        x = phi / np.sqrt(c2)
-        inverse = np.linalg.inv(x.T @ x + lambda_reg * np.eye(x.shape[1]))
-        per_model.append(scores / np.abs(inverse).mean())
-    return np.mean(per_model, axis=0) * np.asarray(q)[None, :]
+    multiplies each item's column by its out-to-loss term Q."""
+    x = phi / np.sqrt(c2)
+    inverse = np.linalg.inv(x.T @ x + lambda_reg * np.eye(x.shape[1]))
+    return ours / np.abs(inverse).mean() * np.asarray(q)[None, :]
 
 
-def _ours(setup, targets, nets, output, monkeypatch, dampings=None) -> list[np.ndarray]:
-    """Our Trak's (targets, train) scores for each model of the ensemble `nets` (a model or a
-    list), at the setup's damping or (dampings, targets, train) at each of `dampings`."""
-    nets = nets if isinstance(nets, list) else [nets]
+def _our_trak(setup, nets, output, monkeypatch) -> Trak:
+    """Our Trak (or DTrak) prepared on the ensemble `nets`, one model per ensemble run."""
     by_path = {str(path): net for (path, _), net in zip(setup.ensemble, nets, strict=True)}
     monkeypatch.setattr(gradient_methods, "load_model", lambda path: by_path[str(path)])
     setup.ensemble_size = len(nets)
     trak = DTrak("dtrak") if output == "dtrak" else Trak("trak")
     trak.noise_seed = TARGET_NOISE
     trak.prepare(setup)
-    return [each[0] for each in trak.per_model_batches([targets], dampings)]
+    return trak
+
+
+def _as_targets(batch) -> Targets:
+    """A batch of items as joint targets, one output each, as the LDS passes its targets."""
+    content = batch["content"]
+    outputs = [[t] for t in content] if isinstance(content, list) else list(content[:, None])
+    return Targets(list(batch["caption"]), outputs, joint=True)
 
 
 def _full_gradients(net, batch, output, noise_seed) -> np.ndarray:
@@ -163,12 +222,18 @@ def _relative_error(expected: np.ndarray, theirs: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize(("model", "output"), CASES)
-def test_trak_without_projection_equals_traker(cfg_factory, tmp_path, monkeypatch, model, output):
-    """An ensemble of 2: phi_q (Phi^T Phi + lambda I)^-1 Phi^T per model, lambda = damping * mean
-    diag(Phi^T Phi), is traker's score with lambda_reg = lambda / c^2, by the documented mapping
-    (`_traker_from_ours`: its inverse over its mean absolute value, the models' mean, times the
-    out-to-loss term Q it stored: 1 here, the output being the loss), with no fitted factor. At
-    damping 1: traker inverts in float32, which at damping 0.1 already costs it 1e-4 to 5e-4."""
+def test_trak_ensemble_equals_traker_ensemble(cfg_factory, tmp_path, monkeypatch, model, output):
+    """An ensemble of 2, through both ensembles' own averaging: our Trak's scores and subset
+    sums (each the mean of the models' phi_q (Phi^T Phi + lambda I)^-1 Phi^T, lambda = damping
+    * mean diag(Phi^T Phi)) against traker's `finalize_scores` over two model ids, with an
+    out-to-loss term Q that varies by item and model, by the documented mapping with no fitted
+    factor: traker's = ours / m_0 times each item's mean Q (computed here from the models'
+    losses). traker takes one absolute lambda_reg = damping * mean diag_0 / c^2 for every
+    model: model k's output is scaled by sqrt(mean diag_0 / mean diag_k) so that its lambda_reg
+    is our damping relative to its own kernel, as ours is; and traker divides each model's
+    inverse by its own mean absolute value m_k, so model k's target output is multiplied by
+    m_k / m_0 (`even`). At damping 1: traker inverts in float32, which at damping 0.1 already
+    costs it 1e-4 to 5e-4."""
     damping = 1.0
     _, _, nets, setup, targets = _setup(
         cfg_factory, tmp_path, model, f"attribution.gradient.damping={damping}", ensemble=2
@@ -176,30 +241,35 @@ def test_trak_without_projection_equals_traker(cfg_factory, tmp_path, monkeypatc
     _no_projection(monkeypatch)
     phis = [_full_gradients(net, setup.train_batch, output, TRAIN_NOISE) for net in nets]
     c2 = phis[0].shape[1]
-    # traker takes one lambda_reg for every model, ours a damping relative to each model's own
-    # mean diagonal: model j is scored at the damping that gives model 0's absolute lambda
     means = [float(np.mean(np.sum(phi**2, axis=0))) for phi in phis]
-    lam = damping * means[0]
-    grid = [lam / m for m in means]
-    per_model = _ours(setup, targets, nets, output, monkeypatch, grid)
-    ours = [scores[j] for j, scores in enumerate(per_model)]
-    theirs, c, q = _traker_scores(
+    theirs, c, m, stored_q = _traker_scores(
         nets,
         setup.train_batch,
         targets,
         output,
         NoOpProjector(device="cpu"),
-        lam / c2,
+        damping * means[0] / c2,
         tmp_path / "trak",
+        scales=[float(np.sqrt(means[0] / mean)) for mean in means],
+        even=True,
     )
     assert c**2 == pytest.approx(c2)
-    assert np.allclose(q, 1.0)  # read back from traker's store, not assumed
-    expected = _traker_from_ours(ours, phis, lam / c2, c2, q)
-    error = _relative_error(expected, theirs)
+    _, _, q = _logistic(nets, setup.train_batch, output)
+    assert np.allclose(stored_q, q, rtol=1e-5, atol=1e-6)  # traker stored the Q computed here
+    q = q.mean(axis=0)  # traker weighs each item by its Q averaged over the models
+    assert np.std(q) > 0.1 * np.mean(q)  # far from constant: a lost or misplaced Q shows
+    trak, query = _our_trak(setup, nets, output, monkeypatch), _as_targets(targets)
+    ours = trak.scores(query).dense(N_TRAIN)  # the ensemble's mean, as our Trak takes it
+    error = _relative_error(ours / m[0] * q[None, :], theirs)
     print(f"{model}/{output} damping={damping}, 2 models: relative error {error:.2e}")
     assert error <= 1e-4
+    # our subset sums (the LDS's predictions) take their own ensemble mean
+    masks = np.random.default_rng(0).integers(0, 2, size=(8, N_TRAIN)).astype(np.float64)
+    plain = theirs * m[0] / q[None, :]  # traker's plain mean of the models' scores
+    assert _relative_error(masks @ plain.T, trak.subset_sums(query, masks)) <= 1e-4
     # the models differ: their mean is not either model's scores (the ensemble is compared)
-    assert _relative_error(ours[0], ours[1]) > 0.05
+    first, second = (table.dense(N_TRAIN) for table in trak.per_model(query))
+    assert _relative_error(first, second) > 0.05
 
 
 def _autograd_gradients(net, batch, noise_seed) -> np.ndarray:
@@ -286,8 +356,8 @@ def _projected_case(cfg_factory, tmp_path, monkeypatch, model, output, seed):
         "attribution.gradient.projector=normal",
         f"attribution.gradient.proj_seed={seed}",
     )
-    ours = _ours(setup, targets, net, output, monkeypatch)[0]
-    return ours, net, setup, targets
+    trak = _our_trak(setup, [net], output, monkeypatch)
+    return trak.scores(_as_targets(targets)).dense(N_TRAIN), net, setup, targets
 
 
 @pytest.mark.parametrize(("model", "output"), CASES)
@@ -304,7 +374,7 @@ def test_trak_with_projection_equals_traker_on_the_same_projection(
     projector = make_projector("normal", c2, PROJ_DIM, 0)
     features = projector(torch.as_tensor(phi, dtype=torch.float32)).double().numpy()
     lambda_reg = float(np.mean(np.sum(features**2, axis=0))) / c2
-    theirs, _, q = _traker_scores(
+    theirs, *_ = _traker_scores(
         [net],
         setup.train_batch,
         targets,
@@ -313,7 +383,8 @@ def test_trak_with_projection_equals_traker_on_the_same_projection(
         lambda_reg,
         tmp_path / "trak",
     )
-    expected = _traker_from_ours([ours], [features], lambda_reg, c2, q)
+    _, _, (q,) = _logistic([net], setup.train_batch, output)
+    expected = _traker_from_ours(ours, features, lambda_reg, c2, q)
     error = _relative_error(expected, theirs)
     print(f"{model}/{output} proj_dim={PROJ_DIM}: relative error {error:.2e}")
     assert error <= 1e-4
@@ -355,6 +426,8 @@ def test_trak_with_independent_projections_ranks_like_traker(
         float(np.sum(phi**2)) / c2,  # traker's kernel mean diagonal: ||Phi||_F^2 / c^2
         tmp_path / "trak",
     )
+    _, _, (q,) = _logistic([net], setup.train_batch, output)
+    theirs = theirs / q[None, :]  # ours has no out-to-loss term: rank traker's without its Q
 
     def rho(a, b):
         return float(np.mean([spearmanr(a[t], b[t]).statistic for t in range(N_TARGET)]))

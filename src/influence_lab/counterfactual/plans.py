@@ -73,6 +73,7 @@ class Member:
     removed: list[str] = field(default_factory=list)
     group: int = 0
     unit: str = ""  # the independent unit: t<target> (per_target), g<group> or "all" (grouped)
+    train_seed: int | None = None  # the seed it trains with (`unit_seed`); None: `seed`
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -262,7 +263,9 @@ def _arm_members(
             for g, group in enumerate(groups)
         ]
     return [
-        Member(f"{unit}-{tag}", method, arm, k, unit_seed(seed, unit, salt), ts, removed, g, unit)
+        Member(
+            f"{unit}-{tag}", method, arm, k, seed, ts, removed, g, unit, unit_seed(seed, unit, salt)
+        )
         for unit, ts, removed, g in units
     ]
 

@@ -58,15 +58,25 @@ def effect_ratio(top: float, control: float) -> float:
 
 def with_design(results: pd.DataFrame) -> pd.DataFrame:
     """`results` with the columns the unit statistics read, filled for tables written before they
-    existed: `replicate` (0), `own` (True) and `unit` (the member id's first part)."""
+    existed: `replicate` (0), `own` (True), `unit` (the member id's first part; in a table
+    without member ids, its group or else its target) and `member_id`."""
     out = results.copy()
     if "replicate" not in out:
         out["replicate"] = 0
     if "own" not in out:
         out["own"] = True
     out["own"] = out["own"].astype(bool)
-    if "unit" not in out:
+    if "unit" not in out and "member_id" in out:
         out["unit"] = out["member_id"].str.split("-").str[0]
+    elif "unit" not in out:  # a hand-made table: its groups, else each target its own unit
+        out["unit"] = (
+            out["group"].map("g{:02d}".format)
+            if "group" in out
+            else out["target"].map("t{:03d}".format)
+        )
+    if "member_id" not in out:
+        parts = [out[c].astype(str) for c in ("unit", "method", "arm", "k", "seed")]
+        out["member_id"] = parts[0].str.cat(parts[1:], sep="-")
     return out
 
 

@@ -61,12 +61,12 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
     count = replicate_count(stats)
     sentences = [f"Pooled over {count} replicates of the whole chain."] if count > 1 else []
     stable = stable_mask(rows) if count > 1 else np.ones(len(rows), bool)
-    rows = rows.assign(_stable=stable)
+    rows = rows.assign(stable_=stable)
     for (method, k, metric), group in rows.groupby(["method", "k", "metric"], sort=False):
         kinds: dict[str, list[str]] = {"above": [], "below": [], "unclear": [], "undecided": []}
         for r in group.itertuples():
             v = _verdict_of(r)
-            if v in ("above", "below") and not r._stable:
+            if v in ("above", "below") and not r.stable_:
                 v = "unclear"
             kinds[v].append(r.control)
         topk = group["topk_mean"].iloc[0]

@@ -65,6 +65,13 @@ def begin_train_run(run: RunDir, settings: StageSettings, bundle: DataBundle) ->
     return train_spec(settings, bundle)
 
 
+def training_seed(member: dict) -> int:
+    """The seed a member trains with: its `train_seed` where the plan gave one (a counterfactual
+    unit's own seed), else its `seed`."""
+    seed = member.get("train_seed")
+    return int(member["seed"] if seed is None else seed)
+
+
 def member_settings(base: StageSettings, member: dict) -> StageSettings:
     """The settings a member trains with: the base's without the member's removed items and with
     its seed; never forced, never tracked, no progress bar (a typed copy; the config it records
@@ -72,7 +79,7 @@ def member_settings(base: StageSettings, member: dict) -> StageSettings:
     return base.replaced(
         {
             "data.exclude_ids": list(member["removed"]),
-            "seed": int(member["seed"]),
+            "seed": training_seed(member),
             "force": False,
             "logger": NoLogger(),
             "trainer.progress_bar": False,
@@ -150,12 +157,12 @@ def _train_one_by_one(base: StageSettings, bundle, missing: list[tuple]) -> dict
         if run.done:  # members with the same removal and seed share one train result
             continue
         # the full data's vocabulary, as a pack
-        model = build_model(base.model, bundle, int(member["seed"]), output_dir(base))
+        model = build_model(base.model, bundle, training_seed(member), output_dir(base))
         run.prepare()
         begin_train_run(run, msettings, mbundle)
         try:
             metrics = fit(
-                model, mbundle, base.model.fit, msettings.trainer, run.path, int(member["seed"])
+                model, mbundle, base.model.fit, msettings.trainer, run.path, training_seed(member)
             )
         except NonFiniteLoss as exc:
             failed[member["member_id"]] = f"member {member['member_id']}: {exc}"
@@ -173,7 +180,7 @@ def _train_pack(
     """Train `missing` (member, settings, bundle, run) as one pack and save each finite member;
     return the failed members' messages."""
     root = output_dir(base)
-    models = [build_model(base.model, bundle, int(m["seed"]), root) for m, *_ in missing]
+    models = [build_model(base.model, bundle, training_seed(m), root) for m, *_ in missing]
     position = {item_id: i for i, item_id in enumerate(bundle.train["id"])}
     items = [np.array(sorted(position[i] for i in mb.train["id"])) for _, _, mb, _ in missing]
     console.print(f"training {len(models)} members as one pack", highlight=False)
@@ -183,7 +190,7 @@ def _train_pack(
         models,
         bundle.train,
         items,
-        [int(m["seed"]) for m, *_ in missing],
+        [training_seed(m) for m, *_ in missing],
         base.model.fit,
         base.trainer,
         pack_dir,
