@@ -149,7 +149,7 @@ ROWS = [
     Row(
         "`influence-lab trian`",
         "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, "
-        "featurise, lds, report, pipeline.",
+        "featurise, lds, report, pipeline, calibrate.",
         cli=("trian",),
     ),
     # --- where results go ---
@@ -1248,7 +1248,7 @@ def test_unknown_source_model_and_stage_from_therun_cli(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: unknown stage 'trian'; stages are train, generate, attribute, counterfactual, "
-        "retrain, featurise, lds, report, pipeline."
+        "retrain, featurise, lds, report, pipeline, calibrate."
     )
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0 and "train " in out.stdout and "generate " in out.stdout

@@ -5,7 +5,7 @@ report, from the Python API, on digits with a shrunk model."""
 import pytest
 
 import influence_lab as il
-from tests.conftest import SHRINK
+from tests.conftest import SHRINK, prompt_match_by_hand
 
 PROMPTS = ["digit zero, regular, upright", "digit seven, regular, leaning right"]
 
@@ -25,7 +25,9 @@ def test_dalle_through_every_stage(tmp_path):
     model = il.train(**small)
     assert model.path.name.startswith("dalle-digits-") and model.metrics["val/loss"] > 0
     samples = il.generate(**small)
-    assert len(samples.outputs) == 4 and 0 <= samples.quality["prompt_match"] <= 1
+    assert len(samples.outputs) == 4
+    # the judge CNN's verdict on the stored outputs, recomputed here from its cached weights
+    assert samples.quality["prompt_match"] == prompt_match_by_hand(tmp_path, samples.path)
 
     methods = ["paper", "fused", "tracin", "trak"]
     run = il.attribute(**small, **search, attribution__methods=methods)

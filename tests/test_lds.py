@@ -151,3 +151,63 @@ def test_lds_table_has_a_ceiling_row_and_each_methods_share():
     assert table.loc["b", "share"] == pytest.approx(0.1 / 0.6)
     empty = {k: np.full(3, np.nan) for k in refs}
     assert "ceiling" not in lds_table(per_target, 200, empty)["method"].values
+
+
+def test_rank_correlation_of_every_column_at_once_is_scipys_spearman():
+    from scipy import stats as sps
+
+    from influence_lab.counterfactual.lds import _spearman_columns
+
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 5, size=(20, 6)).astype(float)  # ties
+    b = rng.normal(size=(20, 6))
+    b[:, 2] = 1.0  # a constant column: NaN, as scipy
+    got = _spearman_columns(a, b)
+    for t in range(6):
+        if t == 2:
+            assert np.isnan(got[t])
+        else:
+            assert got[t] == pytest.approx(sps.spearmanr(a[:, t], b[:, t]).statistic, abs=1e-12)
+
+
+def test_lds_intervals_carry_the_draw_of_subsets():
+    from scipy import stats as sps
+
+    from influence_lab.counterfactual.lds import Redraw, summarise, two_way_interval
+
+    rng = np.random.default_rng(0)
+    subsets, targets = 16, 60
+    # every target's outputs share one subset-level signal: the per-target LDS values move
+    # together with the draw of subsets, which resampling targets alone cannot see
+    common = rng.normal(size=(subsets, 1))
+    predicted = (
+        common + 0.8 * rng.normal(size=(subsets, 1)) + 0.3 * rng.normal(size=(subsets, targets))
+    )
+    outputs = common + 0.3 * rng.normal(size=(subsets, targets))
+    redraw = Redraw(lambda rows: lds_of(predicted[rows], outputs[rows]), subsets)
+    values = lds_of(predicted, outputs)
+    row = summarise(values, 1000, redraw)
+    targets_only = row["ci_high_targets"] - row["ci_low_targets"]
+    assert row["ci_high"] - row["ci_low"] > 3 * targets_only
+    assert row["ci_low"] < row["lds"] < row["ci_high"]
+    # the resampling by hand: the same draws of rows then targets, scipy's Spearman per target
+    lo, hi = two_way_interval(redraw, targets, 50, seed=3)
+    draw = np.random.default_rng(3)
+    means = []
+    for _ in range(50):
+        rows = draw.integers(0, subsets, subsets)
+        cols = draw.integers(0, targets, targets)
+        per = [sps.spearmanr(predicted[rows, t], outputs[rows, t]).statistic for t in cols]
+        means.append(np.mean(per))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), abs=1e-9)
+    # independent targets and many subsets: the subsets add little
+    many = 400
+    predicted = rng.normal(size=(many, targets))
+    outputs = predicted + rng.normal(size=(many, targets)) * rng.uniform(0.5, 3, targets)
+    redraw = Redraw(lambda rows: lds_of(predicted[rows], outputs[rows]), many)
+    row = summarise(lds_of(predicted, outputs), 400, redraw)
+    width, targets_only = (
+        row["ci_high"] - row["ci_low"],
+        row["ci_high_targets"] - row["ci_low_targets"],
+    )
+    assert width < 1.5 * targets_only

@@ -256,11 +256,11 @@ def test_finding_states_the_papers_measure_against_each_control():
     text = counterfactual_finding(stats)
     assert (
         "Removing fused's top 10 raised the loss on the original outputs by 0.72, more than every "
-        "control (random and none;"
+        "control (random and none)."
     ) in text
     assert (
-        "the paper's measure, in the model's latent space) by 0.001, more than none but not "
-        "clearly more than random."
+        "the paper's measure, in the model's latent space) by 0.001, more than none; not "
+        "clearly differently from random."
     ) in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
     lowered = counterfactual_finding(stats.assign(topk_mean=-0.143))

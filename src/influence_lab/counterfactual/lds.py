@@ -59,16 +59,54 @@ def lds_of(predicted: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     return _spearman_columns(np.asarray(predicted), np.asarray(outputs))
 
 
-def summarise(values: np.ndarray, n_boot: int = 2000) -> dict:
-    """Mean LDS over targets with a bootstrap 95% interval (resampling targets)."""
+def summarise(values: np.ndarray, n_boot: int = 2000, redraw=None, seed: int = 0) -> dict:
+    """Mean LDS over targets with a bootstrap 95% interval. Without `redraw`, the interval
+    resamples targets only (`ci_low`, `ci_high`). With `redraw` (rows -> per-target values
+    recomputed on those subsets), each resample also draws the subsets with replacement, so the
+    interval carries the one draw of subsets the values rest on as well as the targets; the
+    targets-only interval is kept as `ci_low_targets`, `ci_high_targets` to show what the subsets
+    add."""
     finite = values[np.isfinite(values)]
     lo, hi = bootstrap_ci(finite, n_boot)  # NaN for fewer than 2 targets
-    return {
+    out = {
         "lds": float(np.mean(finite)) if len(finite) else float("nan"),
         "ci_low": lo,
         "ci_high": hi,
         "targets": int(len(finite)),
     }
+    if redraw is not None:
+        out["ci_low_targets"], out["ci_high_targets"] = lo, hi
+        out["ci_low"], out["ci_high"] = two_way_interval(redraw, len(values), n_boot, seed)
+    return out
+
+
+def two_way_interval(redraw, count: int, n_boot: int, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean over targets when both the subsets and the targets are
+    resampled: each resample draws the subsets with replacement (`redraw(rows)` gives the
+    per-target values on them, `rows` indexing the subsets `redraw` closes over), then the
+    `count` targets with replacement. Written here: scipy's bootstrap resamples one level of one
+    array, and this statistic recomputes rank correlations per draw of rows."""
+    rng = np.random.default_rng(seed)
+    subsets = redraw.subsets
+    means = np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        values = redraw(rng.integers(0, subsets, subsets))[rng.integers(0, count, count)]
+        if np.isfinite(values).any():
+            means[b] = np.nanmean(values)
+    if np.isfinite(means).sum() < 2:
+        return float("nan"), float("nan")
+    lo, hi = np.nanquantile(means, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+class Redraw:
+    """Per-target values recomputed on a draw of subsets: `fn(rows)`, over `subsets` subsets."""
+
+    def __init__(self, fn, subsets: int):
+        self.fn, self.subsets = fn, subsets
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self.fn(rows)
 
 
 def memorization(masks: np.ndarray, item_losses: np.ndarray) -> np.ndarray:
@@ -83,12 +121,18 @@ def memorization(masks: np.ndarray, item_losses: np.ndarray) -> np.ndarray:
 
 
 def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation between the columns of a and b (S, T), NaN where either is constant."""
-    values = np.full(a.shape[1], np.nan)
-    for t in range(a.shape[1]):
-        if np.ptp(a[:, t]) > 0 and np.ptp(b[:, t]) > 0:
-            values[t] = stats.spearmanr(a[:, t], b[:, t]).statistic
-    return values
+    """Spearman correlation between the columns of a and b (S, T), NaN where either is constant:
+    the Pearson correlation of the columns' average ranks (scipy's definition), for every column
+    at once."""
+    ra = stats.rankdata(a, axis=0)
+    rb = stats.rankdata(b, axis=0)
+    ra -= ra.mean(0)
+    rb -= rb.mean(0)
+    den = np.sqrt((ra * ra).sum(0) * (rb * rb).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = (ra * rb).sum(0) / den
+    constant = (np.ptp(a, axis=0) == 0) | (np.ptp(b, axis=0) == 0)
+    return np.where(constant, np.nan, np.clip(values, -1.0, 1.0))
 
 
 CEILING = "ceiling"  # the table row of the noise ceiling (the most any predictor can reach)
@@ -150,22 +194,42 @@ def lds_table(
     per_target: dict[str, np.ndarray],
     n_boot: int = 2000,
     references: dict[str, np.ndarray] | None = None,
+    redraws: dict | None = None,
 ) -> pd.DataFrame:
     """One row per method label with the mean LDS, its interval and the number of targets; with
     reference rows (per target: `retraining`, `ceiling`), those rows and each method's `share` of
-    the ceiling."""
-    rows = [{"method": label, **summarise(values, n_boot)} for label, values in per_target.items()]
-    table = pd.DataFrame(rows)
+    the ceiling. `redraws` ({label: Redraw}) recompute a row's per-target values on a draw of
+    subsets, so that its interval resamples the subsets too (`summarise`)."""
+    redraws = redraws or {}
+
+    def row(label, values):
+        return {"method": label, **summarise(values, n_boot, redraws.get(label))}
+
+    table = pd.DataFrame([row(label, values) for label, values in per_target.items()])
     references = {
         k: v for k, v in (references or {}).items() if v is not None and np.isfinite(v).any()
     }
     if references:
-        ref = {label: summarise(values, n_boot) for label, values in references.items()}
+        ref = {label: row(label, values) for label, values in references.items()}
         top = ref.get(CEILING, {"lds": np.nan})["lds"]
         table["share"] = table["lds"] / top if top > 0 else np.nan
-        extra = pd.DataFrame([{"method": label, **row} for label, row in ref.items()])
-        table = pd.concat([table, extra], ignore_index=True)
+        table = pd.concat([table, pd.DataFrame(list(ref.values()))], ignore_index=True)
     return table
+
+
+def subset_redraws(
+    predictions: dict[str, np.ndarray], outputs: np.ndarray, by_seed: np.ndarray
+) -> dict:
+    """The `Redraw` of every method (predictions (S, T) against outputs (S, T)) and of the
+    reference rows (from the per-seed outputs (S, seeds, T)), over the same S subsets."""
+    count = len(outputs)
+    out = {
+        label: Redraw(lambda rows, p=p: lds_of(p[rows], outputs[rows]), count)
+        for label, p in predictions.items()
+    }
+    for label in REFERENCES:
+        out[label] = Redraw(lambda rows, lb=label: reference_rows(by_seed[rows])[lb], count)
+    return out
 
 
 MIN_PART = 3  # subsets on each side of the split (a rank correlation needs 3)

@@ -79,7 +79,7 @@ class LDSSettings(Settings):
     )
     memorization_top: PositiveInt = 16  # items in the memorization grid
     track_items: NonNegativeInt = 8  # training items whose loss is recorded after every epoch
-    bootstrap: PositiveInt = 2000  # bootstrap resamples of the targets for the 95% interval
+    bootstrap: PositiveInt = 2000  # bootstrap resamples (subsets and targets) for the 95% interval
     noise_draws: PositiveInt = 3  # the ground-truth loss averages over this many noise draws
     selection: Alpha = 0.25  # fraction of the subsets (the first ones) that choose TRAK's damping
     dampings: Dampings = list(DAMPINGS)  # TRAK / D-TRAK damping grid, relative to mean diag

@@ -31,6 +31,7 @@ from ..counterfactual.lds import (
     lds_table,
     reference_rows,
     split_subsets,
+    subset_redraws,
 )
 from ..counterfactual.subsets import (
     measure,
@@ -142,7 +143,13 @@ def _score(
     per_target = {
         label: lds_of(p[evaluate], subset_outputs[evaluate]) for label, p in predictions.items()
     }
-    table = lds_table(per_target, lset.bootstrap, reference_rows(by_seed[evaluate]))
+    # the intervals resample the evaluation subsets as well as the targets (`lds.summarise`)
+    redraws = subset_redraws(
+        {label: p[evaluate] for label, p in predictions.items()},
+        subset_outputs[evaluate],
+        by_seed[evaluate],
+    )
+    table = lds_table(per_target, lset.bootstrap, reference_rows(by_seed[evaluate]), redraws)
     table["damping"] = [chosen.get(label, np.nan) for label in table["method"]]
     table["family"] = [families.get(label, "reference") for label in table["method"]]
     table["subsets"] = len(evaluate)
