@@ -51,3 +51,35 @@ def test_attribute_takes_the_damping_the_newest_lds_run_of_its_model_chose(tmp_p
     assert lds_dampings(tmp_path, "m1", 4)["trak"] == 100.0
     _lds_run(tmp_path, "d", "m1", {"trak@4": 0.1})  # a newer finished run wins
     assert lds_dampings(tmp_path, "m1", 4) == {"trak": 0.1}
+
+
+def test_pinned_dampings_win_over_any_lds_run_so_replicates_share_them(cfg_factory, tmp_path):
+    from influence_lab.orchestration.records import GenerateProvenance
+    from influence_lab.stages.attribute import chosen_dampings
+    from influence_lab.stages.common import settings_of
+
+    class Gen:  # a generate result whose model has an LDS run (m1) or none (m2)
+        def __init__(self, signature):
+            self.path = tmp_path / signature
+
+    for sig in ("m1", "m2"):
+        (tmp_path / sig).mkdir()
+        GenerateProvenance(
+            model_signature=sig,
+            model_dir="x",
+            prompts=["p"],
+            seeds=[0],
+            prompt_seeds=None,
+            data_fingerprint="f",
+        ).write(tmp_path / sig)
+    root = tmp_path / "out"
+    _lds_run(root, "a", "m1", {"trak@4": 100.0, "dtrak@4": 1e4})
+    base = [f"paths.output_dir={root}", "attribution.gradient.ensemble=4"]
+    free = settings_of(cfg_factory("attribute", *base))
+    assert chosen_dampings(free, Gen("m1")) == {"trak": 100.0, "dtrak": 1e4}
+    assert chosen_dampings(free, Gen("m2")) == {}  # a replicate's model without an LDS run
+    pinned = settings_of(
+        cfg_factory("attribute", *base, "+attribution.gradient.pinned_dampings={trak: 10}")
+    )
+    assert chosen_dampings(pinned, Gen("m1")) == {"trak": 10.0, "dtrak": 1e4}
+    assert chosen_dampings(pinned, Gen("m2")) == {"trak": 10.0}

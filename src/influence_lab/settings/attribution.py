@@ -89,6 +89,11 @@ class GradientSettings(Settings):
         4  # TRAK / D-TRAK: models trained on the full set with seeds seed, seed+1, ...
     )
     damping: PositiveNumber = 1.0  # TRAK: lambda, relative to the mean diagonal of Phi^T Phi
+    # {method: damping} fixed for these methods: no LDS run's choice is looked up for them, so every
+    # replicate of an experiment uses the same (e.g. the LDS benchmark's choice, recorded). Not in
+    # conf/attribute.yaml (the attribute signatures hash the config as given): set it in an
+    # experiment or with `+attribution.gradient.pinned_dampings={trak:10}`
+    pinned_dampings: dict[str, PositiveNumber] | None = None
     # the random projection: sparse (JL sketch, 4 nonzeros per parameter) | normal (dense
     # Gaussian, D-TRAK's) | auto (each method's own: its class's `projector`)
     projector: Annotated[str, one_of(PROJECTOR_SETTINGS)] = "auto"

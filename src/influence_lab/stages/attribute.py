@@ -38,13 +38,20 @@ def attribute(settings: StageSettings) -> RunDir:
 
 
 def chosen_dampings(settings: StageSettings, gen_run: RunDir) -> dict[str, float]:
-    """The dampings an LDS run of this model chose on held-out subsets (empty: the default)."""
+    """The dampings pinned by attribution.gradient.pinned_dampings, and for the other methods
+    those an LDS run of this model chose on held-out subsets (empty: the default)."""
+    pinned = dict(settings.attribution.gradient.pinned_dampings or {})
     model_signature = GenerateProvenance.read(gen_run.path).model_signature
     ensemble = settings.attribution.gradient.ensemble
     chosen = lds_dampings(output_dir(settings), model_signature, ensemble)
+    for method, value in pinned.items():
+        console.print(
+            f"{method}: damping {value:g}, pinned by attribution.gradient.pinned_dampings"
+        )
     for method, value in chosen.items():
-        console.print(f"{method}: damping {value:g}, chosen by an LDS run of this model")
-    return chosen
+        if method not in pinned:
+            console.print(f"{method}: damping {value:g}, chosen by an LDS run of this model")
+    return {**chosen, **pinned}
 
 
 def _attribute(
