@@ -195,3 +195,30 @@ def test_fashion2_samples_are_the_prompted_class(cfg_factory, tmp_path):
         samples = model.sample([prompt] * 16, list(range(16))).numpy()
         match = float((predict(classifier, samples) == label).mean())
         assert match >= 0.75, (prompt, match)
+
+
+def test_the_autoencoder_is_the_same_at_any_thread_count(digits, cfg_factory):
+    """Fitted at one thread whatever the caller's count (models.threads), like the other frozen
+    parts; a model trained before that has another train signature and is not reused."""
+    from influence_lab.models.threads import FIT_THREADS
+    from influence_lab.stages.common import settings_of
+    from influence_lab.training.members import train_spec
+
+    _, bundle = digits
+    # wide enough that torch splits its matrix products between threads
+    cfg = cfg_factory("train", "model.ae_hidden=1024", "model.ae_epochs=2", model="ldm")
+    states = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            frozen_module.TRAINED.clear()
+            states.append(_ae_state(build_model(cfg.model, bundle, seed=1)))
+            assert torch.get_num_threads() == threads  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())
+    spec = train_spec(settings_of(cfg), bundle)
+    assert spec["frozen_fit"] == {"ae_threads": FIT_THREADS}
+    vae = cfg_factory("train")  # a model without frozen parts: its signature is unchanged
+    assert "frozen_fit" not in train_spec(settings_of(vae), load_data(vae.data))

@@ -24,6 +24,7 @@ from torch import nn
 from ..settings.model import LDMSettings
 from .ddpm import Diffusion, MLPDenoiser
 from .frozen import fit_once, frozen, pool_images, require_fitted
+from .threads import FIT_THREADS, fixed_threads
 
 # the constructor's defaults are the schema's (settings/model.py), their one home
 DEFAULTS = LDMSettings()
@@ -71,6 +72,9 @@ class LatentDDPM(Diffusion):
     # the predicted clean latent is clamped to +-6 standard deviations of the pool's latents while
     # sampling: far outside anything the decoder saw, yet finite when a short chain's last beta is 1
     x0_clip = 6.0
+    # what a trained model's signature must also name (training.members.train_spec): its frozen
+    # autoencoder is fitted at FIT_THREADS, so a model trained before that is not reused
+    frozen_fit = {"ae_threads": FIT_THREADS}
 
     def __init__(
         self,
@@ -107,15 +111,17 @@ class LatentDDPM(Diffusion):
     def ae_spec(self) -> dict:
         hp = self.hparams
         keys = ("latent_dim", "ae_hidden", "ae_epochs", "ae_lr", "ae_seed")
-        return {"shape": list(self.shape), **{k: hp[k] for k in keys}}
+        return {"shape": list(self.shape), "threads": FIT_THREADS, **{k: hp[k] for k in keys}}
 
     def fit_frozen(self, bundle, cache_root: Path | None = None) -> None:
         """Train the autoencoder on every item of `bundle.full` (once per pool: the full model and
         its retrains share it, within a process and, through `cache_root`, across processes) and
-        load it with its latent statistics."""
+        load it with its latent statistics; at one thread (`models.threads`), so that its latent
+        space does not depend on the machine's thread count."""
 
         def train() -> dict[str, torch.Tensor]:
-            return self._train_autoencoder(pool_images(bundle.full, self.shape))
+            with fixed_threads():
+                return self._train_autoencoder(pool_images(bundle.full, self.shape))
 
         state = fit_once(
             "ldm-autoencoder", self.ae_spec(), bundle.full_fingerprint, cache_root, train

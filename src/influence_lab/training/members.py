@@ -34,12 +34,17 @@ def train_spec(settings: StageSettings, bundle: DataBundle) -> dict:
     data.pop("prompts", None)
     data["exclude_ids"] = sorted(bundle.excluded)
     model = {k: v for k, v in settings.given("model").items() if k not in SAMPLING_ARGS}
-    return {
+    spec = {
         "data": data,
         "model": model,
         "seed": settings.seed,
         "train_fingerprint": bundle.fingerprint,
     }
+    # how a model class fits its frozen parts, when it says (a change of it retrains the model)
+    frozen_fit = getattr(model_class(settings.model.target, "model._target_"), "frozen_fit", None)
+    if frozen_fit:
+        spec["frozen_fit"] = frozen_fit
+    return spec
 
 
 def train_run(settings: StageSettings, bundle: DataBundle) -> RunDir:
