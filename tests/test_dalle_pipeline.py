@@ -7,7 +7,9 @@ import pytest
 import influence_lab as il
 from tests.conftest import SHRINK, prompt_match_by_hand
 
-PROMPTS = ["digit zero, regular, upright", "digit seven, regular, leaning right"]
+# the shrunk model's outputs are not yet digits, and the judge CNN takes every one of them for a
+# one (measured): with a "one" among the prompts prompt_match is 0.5, not a degenerate 0 or 1
+PROMPTS = ["digit one, thin, leaning right", "digit seven, regular, leaning right"]
 
 
 @pytest.mark.slow
