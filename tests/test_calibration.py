@@ -4,7 +4,6 @@ cached sweeps of null arms against their own controls, and its rates are those o
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps

@@ -6,7 +6,8 @@ shifted. A null against its own control compares two nulls, so a calibrated 95% 
 0 in about 5% of runs and the p-values are uniform. Per (control, metric): the runs, how many
 intervals excluded 0, that fraction with its exact (Clopper-Pearson) 95% interval, the
 Kolmogorov-Smirnov p of the p-values against uniform, and the design's median smallest
-detectable effect (80% power at 5%, `statistics.detectable_effect`).
+detectable effect (80% power at 5%, `statistics.detectable_effect`). Where the sweeps measured the
+other targets, the same for the target-specific estimate (`did_*`, `statistics.compare`).
 """
 
 from __future__ import annotations
@@ -29,40 +30,47 @@ def null_rows(stats_table: pd.DataFrame, run: int) -> pd.DataFrame:
     nulls = nulls[nulls.method.map(null_control) == nulls.control]
     nulls["run"] = run
     nulls["excluded"] = (nulls.ci_low > 0) | (nulls.ci_high < 0)
+    if "did_ci_low" in nulls:  # the target-specific estimate, where other targets were measured
+        nulls["did_excluded"] = (nulls.did_ci_low > 0) | (nulls.did_ci_high < 0)
     return nulls
 
 
 def rate_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (control, metric) over the null runs: runs, excluded, fpr, fpr_low, fpr_high, ks_p,
     median mde, median units and the `status` (calibrated, anti-conservative, conservative, or p
-    values not uniform)."""
+    values not uniform); the same for the target-specific estimate as `did_*` where it exists."""
     rows = []
     for (control, metric), part in runs.groupby(["control", "metric"], sort=False):
-        tested = part[np.isfinite(part.p)]
-        count, hits = len(tested), int(tested.excluded.sum())
-        if count:
-            ci = stats.binomtest(hits, count).proportion_ci(0.95, method="exact")
-            low, high = float(ci.low), float(ci.high)
-        else:
-            low = high = float("nan")
-        ks = float(stats.kstest(tested.p, "uniform").pvalue) if count > 1 else float("nan")
-        fpr = hits / count if count else float("nan")
-        rows.append(
-            {
-                "control": control,
-                "metric": metric,
-                "runs": count,
-                "excluded": hits,
-                "fpr": fpr,
-                "fpr_low": low,
-                "fpr_high": high,
-                "ks_p": ks,
-                "mde": float(np.nanmedian(part.mde)) if part.mde.notna().any() else float("nan"),
-                "units": int(np.median(part.n_units)) if len(part) else 0,
-                "status": status(fpr, ks),
-            }
-        )
+        row = {"control": control, "metric": metric, **_rates(part, "p", "excluded")}
+        row["mde"] = float(np.nanmedian(part.mde)) if part.mde.notna().any() else float("nan")
+        row["units"] = int(np.median(part.n_units)) if len(part) else 0
+        if "did_p" in part and part.did_p.notna().any():
+            did = _rates(part, "did_p", "did_excluded")
+            row.update({f"did_{k}": v for k, v in did.items()})
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _rates(part: pd.DataFrame, p: str, excluded: str) -> dict:
+    """runs, excluded, fpr with its exact binomial interval, the KS p of the p-values, status."""
+    tested = part[np.isfinite(part[p])]
+    count, hits = len(tested), int(tested[excluded].sum())
+    if count:
+        ci = stats.binomtest(hits, count).proportion_ci(0.95, method="exact")
+        low, high = float(ci.low), float(ci.high)
+    else:
+        low = high = float("nan")
+    ks = float(stats.kstest(tested[p], "uniform").pvalue) if count > 1 else float("nan")
+    fpr = hits / count if count else float("nan")
+    return {
+        "runs": count,
+        "excluded": hits,
+        "fpr": fpr,
+        "fpr_low": low,
+        "fpr_high": high,
+        "ks_p": ks,
+        "status": status(fpr, ks),
+    }
 
 
 def status(fpr: float, ks_p: float) -> str:
