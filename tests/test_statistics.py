@@ -152,7 +152,9 @@ def test_the_within_retrain_baseline_cancels_the_shift_a_retrain_gives_every_tar
     assert units.loc[("t001", "topk"), "did"] == pytest.approx(0.3)
     assert units.loc[("t002", "random"), "did"] == pytest.approx(0.0)
     row = compare(pd.DataFrame(rows)).iloc[0]
-    assert row.did_diff == pytest.approx(0.3) and row.mean_diff == pytest.approx(7.3)
+    # the verdict's estimate is the change beyond the other prompts; the total change beside it
+    assert row.estimate == "beyond other prompts" and row.mean_diff == pytest.approx(0.3)
+    assert row.total_mean_diff == pytest.approx(7.3)
 
 
 def _null_sweep(rng, grouping: str, effect: float = 0.0, targets: int = 10, seeds: int = 2):
@@ -196,6 +198,9 @@ def test_simulated_null_sweeps_give_about_five_percent_false_positives():
     # 300 null runs: a calibrated 5% lands in [2%, 8.5%] with probability > 0.99
     assert 0.02 <= excluded <= 0.085
     assert sps.kstest([r.p for r in runs], "uniform").pvalue > 0.01
+    # the test of the own targets' total change (the retrain's shift in it) is calibrated too
+    total = np.mean([r.total_p < 0.05 for r in runs])
+    assert 0.02 <= total <= 0.085
     # the old analysis of a grouped sweep (targets as independent units, the shared shift in no
     # interval) on the same kind of data: most null runs "find" an effect; ours says undecided
     old, grouped = [], []
@@ -214,9 +219,10 @@ def test_simulated_null_sweeps_give_about_five_percent_false_positives():
 
 def test_simulated_sweeps_with_a_known_effect_have_the_power_the_design_promises():
     rng = np.random.default_rng(5)
-    # the unit sd of this design: sqrt(2) * sqrt(0.3^2 / 2 + 0.1^2 / 2) (two seeds averaged, two
-    # arms); a true effect equal to its detectable effect is found in about 80% of runs
-    sd = np.sqrt(2 * (0.3**2 + 0.1**2) / 2)
+    # the unit sd of this design: the shift common to a member's targets cancels, a member's own
+    # target minus the mean of the 9 others has variance 0.1^2 (1 + 1/9), two seeds averaged, two
+    # arms; a true effect equal to its detectable effect is found in about 80% of runs
+    sd = np.sqrt(2 * 0.1**2 * (1 + 1 / 9) / 2)
     effect = detectable_effect(10, sd)
     runs = [compare(_null_sweep(rng, "per_target", effect)).iloc[0] for _ in range(200)]
     power = np.mean([r.verdict == "above" for r in runs])

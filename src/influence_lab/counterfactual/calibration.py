@@ -7,7 +7,8 @@ shifted. A null against its own control compares two nulls, so a calibrated 95% 
 intervals excluded 0, that fraction with its exact (Clopper-Pearson) 95% interval, the
 Kolmogorov-Smirnov p of the p-values against uniform, and the design's median smallest
 detectable effect (80% power at 5%, `statistics.detectable_effect`). Where the sweeps measured the
-other targets, the same for the target-specific estimate (`did_*`, `statistics.compare`).
+other targets (the verdict then tests the change beyond them), the same for the test of the own
+targets' total change (`total_*`, `statistics.compare`).
 """
 
 from __future__ import annotations
@@ -30,23 +31,24 @@ def null_rows(stats_table: pd.DataFrame, run: int) -> pd.DataFrame:
     nulls = nulls[nulls.method.map(null_control) == nulls.control]
     nulls["run"] = run
     nulls["excluded"] = (nulls.ci_low > 0) | (nulls.ci_high < 0)
-    if "did_ci_low" in nulls:  # the target-specific estimate, where other targets were measured
-        nulls["did_excluded"] = (nulls.did_ci_low > 0) | (nulls.did_ci_high < 0)
+    if "total_ci_low" in nulls:  # the own targets' total change, beside a within-retrain estimate
+        nulls["total_excluded"] = (nulls.total_ci_low > 0) | (nulls.total_ci_high < 0)
     return nulls
 
 
 def rate_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (control, metric) over the null runs: runs, excluded, fpr, fpr_low, fpr_high, ks_p,
     median mde, median units and the `status` (calibrated, anti-conservative, conservative, or p
-    values not uniform); the same for the target-specific estimate as `did_*` where it exists."""
+    values not uniform); the same for the test of the own targets' total change as `total_*`
+    (where the verdict's estimate is the within-retrain one, `statistics.compare`)."""
     rows = []
     for (control, metric), part in runs.groupby(["control", "metric"], sort=False):
         row = {"control": control, "metric": metric, **_rates(part, "p", "excluded")}
         row["mde"] = float(np.nanmedian(part.mde)) if part.mde.notna().any() else float("nan")
         row["units"] = int(np.median(part.n_units)) if len(part) else 0
-        if "did_p" in part and part.did_p.notna().any():
-            did = _rates(part, "did_p", "did_excluded")
-            row.update({f"did_{k}": v for k, v in did.items()})
+        if "total_p" in part and (part.get("estimate") == "beyond other prompts").any():
+            total = _rates(part, "total_p", "total_excluded")
+            row.update({f"total_{k}": v for k, v in total.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -35,7 +35,7 @@ def stable_mask(stats: pd.DataFrame) -> np.ndarray:
 
 
 SHOWN = ["method", "k", "control", "topk_mean", "control_mean", "mean_diff", "ci_low", "ci_high"]
-SHOWN += ["units", "p", "mde", "verdict"]
+SHOWN += ["units", "estimate", "p", "mde", "verdict", "total_mean_diff", "total_p"]
 POOLED = ["replicates", "stable", "replicate_diffs", "topk_jaccard"]
 
 
@@ -151,11 +151,12 @@ def summary_markdown(
         "when control items are removed, over the independent units (targets or groups with "
         "retrained models of their own, mean over seeds first; `units`), with a Student t 95% "
         "interval and p-value, `mde` (the smallest difference the design detects with 80% power) "
-        "and the `verdict` (`undecided` below 6 units). `did_*` (stats.csv): the target-specific "
-        "part, each unit's change of its own targets minus the other targets' in the same "
-        "retrained model. `delta_loss` is the retrained model's loss on the "
-        "original output minus the full model's; `drop_*` is 1 - cosine between the regenerated "
-        "and the original output.",
+        "and the `verdict` (`undecided` below 6 units). `estimate`: `beyond other prompts` (each "
+        "unit's change of its own outputs minus the other prompts' change in the same retrained "
+        "model, which cancels the retrain's common shift) where every member measured the other "
+        "prompts, else `own prompts`; `total_*`: the own outputs' total change. `delta_loss` is "
+        "the retrained model's loss on the original output minus the full model's; `drop_*` is "
+        "1 - cosine between the regenerated and the original output.",
         "",
         "## Headline",
         "",

@@ -109,9 +109,9 @@ def summarise(settings: StageSettings, run: RunDir, sweeps: list[RunDir]) -> dic
 
 def print_rates(rates: pd.DataFrame) -> None:
     table = Table(title="false-positive rate: null arms against their own controls (95% intervals)")
-    did = "did_fpr" in rates
+    total = "total_fpr" in rates
     columns = ["control", "metric", "runs", "excluded 0", "rate [95% CI]", "KS p", "MDE", "status"]
-    columns += ["target-specific rate", "KS p", "status"] if did else []
+    columns += ["total change: rate", "KS p", "status"] if total else []
     for col in columns:
         table.add_column(col, no_wrap=True)
     for r in rates.itertuples():
@@ -125,14 +125,10 @@ def print_rates(rates: pd.DataFrame) -> None:
             cell(r.mde),
             r.status,
         ]
-        if did:
-            found = isinstance(r.did_status, str)
-            cells += (
-                [f"{r.did_fpr:.1%} [{r.did_fpr_low:.1%}, {r.did_fpr_high:.1%}]", cell(r.did_ks_p)]
-                + [r.did_status]
-                if found
-                else ["", "", ""]
-            )
+        if total:
+            found = isinstance(r.total_status, str)
+            rate = f"{r.total_fpr:.1%} [{r.total_fpr_low:.1%}, {r.total_fpr_high:.1%}]"
+            cells += [rate, cell(r.total_ks_p), r.total_status] if found else ["", "", ""]
         table.add_row(*cells)
     console.print(table)
 
@@ -147,8 +143,8 @@ def summary_markdown(rates: pd.DataFrame, count: int, sweeps: list[RunDir]) -> s
             "so a calibrated design's 95% interval excludes 0 in about 5% of runs (bar: 2-9%) "
             "and its p-values are uniform (KS p > 0.05). `mde`: the median smallest difference "
             "the design detects with 80% power at 5%; `units`: independent units per comparison; "
-            "`did_*`: the same for the target-specific estimate (own targets' change minus the "
-            "other targets' in the same retrained model), where the sweeps measured it.",
+            "`total_*`: the same for the own targets' total change, where the verdict's estimate "
+            "is the change beyond the other prompts in the same retrained model.",
             "",
             table_markdown(rates),
             "",
