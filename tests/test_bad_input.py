@@ -1059,7 +1059,7 @@ ROWS = [
     ),
     Row(
         "`influence-lab report` with no results",
-        "no finished attribute, counterfactual or lds results for "
+        "no finished attribute, counterfactual, lds or calibration results for "
         "vae-digits under ...; run influence-lab pipeline (or lds) with the same model and data "
         "first.",
         [],

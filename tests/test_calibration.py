@@ -98,3 +98,33 @@ def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_pat
     assert picks[0] != picks[1]
     assert (run / "calibration.png").stat().st_size > 5000
     assert (head.mde > 0).all()  # 2 units: a (large) detectable effect all the same
+
+
+def test_the_report_reads_the_calibration_and_skips_the_null_runs(tmp_path):
+    import json
+    import os
+
+    from influence_lab.report.sections import calibration_finding, newest
+
+    root = tmp_path
+    for i, (name, methods) in enumerate([("vae-digits-aaa", ["fused"]), ("vae-digits-bbb", [])]):
+        run = root / "counterfactual" / name
+        run.mkdir(parents=True)
+        (run / "plan.json").write_text(json.dumps({"methods": methods}))
+        (run / "done").write_text("{}")
+        os.utime(run / "done", (1000 + i, 1000 + i))  # the null run is the newer one
+    assert newest(root, "counterfactual", "vae-digits").name == "vae-digits-aaa"
+    rates = pd.DataFrame(
+        [
+            {"control": "random", "metric": "delta_loss", "runs": 40, "fpr": 0.05,
+             "fpr_low": 0.006, "fpr_high": 0.169},
+            {"control": "none", "metric": "delta_loss", "runs": 40, "fpr": 0.075,
+             "fpr_low": 0.016, "fpr_high": 0.204},
+            {"control": "none", "metric": "drop_raw", "runs": 40, "fpr": 0.5,
+             "fpr_low": 0.3, "fpr_high": 0.7},
+        ]
+    )  # fmt: skip
+    text = calibration_finding(rates)
+    assert "measured with 40 null runs" in text
+    assert "5% [1%, 17%] against random and 8% [2%, 20%] against none" in text
+    assert "50%" not in text  # the headline metric only

@@ -120,7 +120,7 @@ def test_report_without_results_is_a_clear_error(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         report_stage.run(cfg_factory("report"))
     assert (
-        "no finished attribute, counterfactual or lds results for vae-digits"
+        "no finished attribute, counterfactual, lds or calibration results for vae-digits"
         in capsys.readouterr().err
     )
 

@@ -46,7 +46,8 @@ def rate_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"control": control, "metric": metric, **_rates(part, "p", "excluded")}
         row["mde"] = float(np.nanmedian(part.mde)) if part.mde.notna().any() else float("nan")
         row["units"] = int(np.median(part.n_units)) if len(part) else 0
-        if "total_p" in part and (part.get("estimate") == "beyond other prompts").any():
+        beyond = "estimate" in part and (part["estimate"] == "beyond other prompts").any()
+        if "total_p" in part and beyond:
             total = _rates(part, "total_p", "total_excluded")
             row.update({f"total_{k}": v for k, v in total.items()})
         rows.append(row)

@@ -4,6 +4,7 @@ dynamics, neighbour grids, and the sources."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,22 @@ from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
 
-STAGES = ("attribute", "counterfactual", "lds")
+STAGES = ("attribute", "counterfactual", "lds", "calibration")
 
 
 def newest(root: Path, stage: str, name: str) -> Path | None:
-    """The most recently finished result of `stage` for `<model>-<data>`, if any."""
+    """The most recently finished result of `stage` for `<model>-<data>`, if any (of the
+    counterfactual sweeps, one that tested a method: not a null run of `calibrate`)."""
     done = [p for p in (root / stage).glob(f"{name}-*") if (p / "done").exists()]
+    if stage == "counterfactual":
+        done = [p for p in done if not _null_run(p)]
     return max(done, key=lambda p: (p / "done").stat().st_mtime) if done else None
+
+
+def _null_run(sweep: Path) -> bool:
+    """A sweep of `calibrate`'s: its plan tested no method (only null arms and controls)."""
+    plan = sweep / "plan.json"
+    return plan.exists() and json.loads(plan.read_text()).get("methods") == []
 
 
 def _join(items: list[str]) -> str:
@@ -71,6 +81,8 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
             kinds[v].append(r.control)
         topk = group["topk_mean"].iloc[0]
         text = f"Removing {method}'s top {k} {_effect(metric, topk)}"
+        if "estimate" in group and (group["estimate"] == "beyond other prompts").any():
+            text += " and, beyond the change of the other prompts' outputs in the same models,"
         parts = []
         if kinds["above"]:
             beaten = _join(kinds["above"])
@@ -80,7 +92,7 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
             parts.append(f"less than {_join(kinds['below'])} (the effect goes the other way)")
         if kinds["unclear"]:
             parts.append(f"not clearly differently from {_join(kinds['unclear'])}")
-        text += ", " + "; ".join(parts) if parts else ""
+        text += (" " if text.endswith(",") else ", ") + "; ".join(parts) if parts else ""
         if kinds["undecided"]:
             units = int(group["n_units"].min()) if "n_units" in group else 0
             text += (
@@ -103,6 +115,48 @@ def _verdict_of(r) -> str:
     if np.isfinite(r.ci_high) and r.ci_high < 0:
         return "below"
     return "unclear"
+
+
+def calibration_finding(rates: pd.DataFrame) -> str:
+    """One sentence: how often the newest calibration's null arms beat their own controls (the
+    false-positive rate of the design's verdicts) on the headline metric."""
+    part = headline(rates)
+    if not len(part):
+        return ""
+    rates_text = _join(
+        [
+            f"{r.fpr:.0%} [{r.fpr_low:.0%}, {r.fpr_high:.0%}] against {r.control}"
+            for r in part.itertuples()
+        ]
+    )
+    runs = int(part.runs.max())
+    return (
+        f"The design's false-positive rate, measured with {runs} null runs (random picks drawn "
+        f"like each control, against it; calibrated: 2-9%): {rates_text}."
+    )
+
+
+def calibration_section(run: Path) -> Section:
+    rates = pd.read_csv(run / "rates.csv")
+    blocks = [
+        Block(
+            "text",
+            "Null arms drawn like each control (null_random: random items of the whole set; "
+            "null_random_pool: of the prompt's pool; null_none: nothing removed, another seed) "
+            "went through the same design, each run with every seed shifted. A calibrated design's "
+            "95% interval excludes 0 in about 5% of null runs and its p-values are uniform.",
+        ),
+        Block("table", caption="false-positive rate per control and metric", frame=rates),
+    ]
+    if (run / "calibration.png").exists():
+        blocks.append(
+            Block(
+                "image",
+                caption="each null run's interval and the p-values",
+                path=run / "calibration.png",
+            )
+        )
+    return Section("Calibration of the counterfactual design", blocks)
 
 
 def lds_finding(table: pd.DataFrame) -> str:
@@ -291,6 +345,8 @@ def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path)
     words = []
     if found["counterfactual"]:
         words.append(counterfactual_finding(pd.read_csv(found["counterfactual"] / "stats.csv")))
+    if found.get("calibration"):
+        words.append(calibration_finding(pd.read_csv(found["calibration"] / "rates.csv")))
     if found["lds"]:
         words.append(lds_finding(pd.read_csv(found["lds"] / "lds.csv")))
     if words:
@@ -317,6 +373,8 @@ def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path)
             sections.append(
                 Section("Outputs after retraining", [Block("text", text), *regenerated])
             )
+    if found.get("calibration"):
+        sections.append(calibration_section(found["calibration"]))
     if found["lds"]:
         sections.append(lds_section(found["lds"]))
     if found["attribute"]:

@@ -24,7 +24,8 @@ def report(settings: ReportStageSettings) -> Path:
     found = {stage: newest(root, stage, name) for stage in STAGES}
     if not any(found.values()):
         raise InfluenceLabError(
-            f"no finished attribute, counterfactual or lds results for {name} under {root}; "
+            f"no finished attribute, counterfactual, lds or calibration results for {name} "
+            f"under {root}; "
             f"run influence-lab pipeline (or lds) with the same model and data first."
         )
     title = (
