@@ -913,6 +913,18 @@ ROWS = [
         ("counterfactual",),
     ),
     Row(
+        "`influence-lab calibrate calibrate.runs=0`",
+        "calibrate.runs is 0; it must be a positive integer.",
+        ["calibrate.runs=0"],
+        ("calibrate",),
+    ),
+    Row(
+        "`counterfactual.nulls=true` without a control in `counterfactual.arms`",
+        "counterfactual.nulls needs topk and at least one control in counterfactual.arms.",
+        ["counterfactual.nulls=true", "counterfactual.arms=[topk]"],
+        ("counterfactual",),
+    ),
+    Row(
         "`counterfactual.launcher=nonesuch`",
         "counterfactual.launcher is 'nonesuch'; use one of the launchers installed here: "
         "basic, ...",

@@ -192,6 +192,10 @@ class StageSettings(Settings):
                     "which attribution.methods does not include "
                     f"({', '.join(attributed)}); add them to attribution.methods."
                 )
+        if cf.nulls and (
+            "topk" not in cf.arms or not set(cf.arms) & {"random_pool", "random", "none"}
+        ):
+            fail("counterfactual.nulls needs topk and at least one control in counterfactual.arms.")
         if "none" in cf.arms and self.seed in cf.seeds:
             others = [s for s in range(self.seed + 1, self.seed + 10) if s not in cf.seeds][:2]
             fail(
