@@ -63,9 +63,13 @@ def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_pat
         "counterfactual.grouping=per_target",
         "counterfactual.embedders=[model]",
         "calibrate.runs=2",
+        f"calibrate.export_dir={tmp_path / 'exported'}",
         "logger=csv",
     )
     run = calibrate(cfg)["vae-digits"]
+    exported = (tmp_path / "exported" / "RESULTS.md").read_text()
+    assert "## vae-digits" in exported and "2 null runs" in exported
+    assert (tmp_path / "exported" / "vae-digits" / "calibration.png").exists()
     runs = pd.read_csv(run / "runs.csv")
     rates = pd.read_csv(run / "rates.csv")
     # every run compares each null with its own control only, and nothing else was tested

@@ -11,3 +11,5 @@ class CalibrateSettings(Settings):
     # attribution methods the null runs rank with (the nulls need only the targets and pools;
     # null = the config's own methods)
     methods: list[str] | None = ["raw_only"]
+    # copy each calibration's tables and picture here (an experiment's folder) + RESULTS.md
+    export_dir: str | None = None

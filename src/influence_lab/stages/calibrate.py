@@ -10,9 +10,12 @@ smallest detectable effect.
 
 Writes, under `<output_dir>/calibration/<model>-<data>-<signature>/`: runs.csv (every null
 comparison of every run), rates.csv, calibration.png (delta_loss), summary.md; logs them to W&B.
-With `pipeline.runs` (an experiment of several configs), each config is calibrated in turn."""
+With `pipeline.runs` (an experiment of several configs), each config is calibrated in turn;
+`calibrate.export_dir` copies each into an experiment's folder with a RESULTS.md."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 from rich.table import Table
@@ -24,6 +27,7 @@ from ..orchestration.cached import cached
 from ..report.calibration import calibration_plot
 from ..report.counterfactual import HEADLINE
 from ..report.document import cell, table_markdown
+from ..report.exports import export_calibration
 from ..settings import StageSettings
 from ..store.files import RunDir, atomic_write, write_text
 from ..store.signature import signature
@@ -39,6 +43,8 @@ def calibrate(settings: StageSettings) -> dict:
     for label, run_settings in run_configs(settings, "calibrate"):
         console.print(f"[bold]calibrating {label}[/]", highlight=False)
         out[label] = calibrate_one(run_settings)
+    if settings.calibrate.export_dir:
+        export_calibration(Path(settings.calibrate.export_dir), out, settings.group)
     return out
 
 
