@@ -1,7 +1,7 @@
 """Replicates end to end: the small paper-unlearning preset with replicates=2 at 1 and at 2 torch
 threads gives identical rankings (fused and paper, whose space is the label CNN's), per-replicate
-tables and pooled table, and the pooled statistics
-equal a hand computation from the stored rows and rankings."""
+tables and pooled table, and the pooled statistics (over the independent units: each replicate's
+groups) equal a hand computation from the stored rows and rankings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from tests.conftest import run_cli
 
@@ -73,20 +74,30 @@ def test_replicates_are_thread_independent_and_pool_as_computed_by_hand(tmp_path
         )
         rankings.append(table)
 
-    # the pooled numbers by hand from the stored rows: per replicate and prompt, the mean over
-    # seeds of top-k minus the control's, then the mean over replicates and prompts
+    # the pooled numbers by hand from the stored rows. The units are (replicate, group): each
+    # group of 3 prompts has its own retrained models. Per member, its own prompts' mean change
+    # and, beyond it, minus the other group's prompts' mean change in the same model; per unit the
+    # mean over seeds; top-k minus the control per unit; the t test over the 4 units
     results = pd.read_parquet(pooled[1] / "results.parquet")
     stats = pd.read_csv(pooled[1] / "stats.csv")
     rows = results[(results.metric == "delta_loss") & (results.method.isin(["fused", "control"]))]
-    per = rows.groupby(["replicate", "arm", "target"]).value.mean().unstack("arm")
+    own = rows[rows.own].groupby(["replicate", "unit", "arm", "member_id"]).value.mean()
+    other = rows[~rows.own].groupby(["replicate", "unit", "arm", "member_id"]).value.mean()
+    plain = own.groupby(["replicate", "unit", "arm"]).mean().unstack("arm")
+    beyond = (own - other).groupby(["replicate", "unit", "arm"]).mean().unstack("arm")
     for control in ("random_pool", "random", "none"):
-        diffs = (per["topk"] - per[control]).unstack("target").to_numpy()  # replicates x prompts
+        d = (beyond["topk"] - beyond[control]).to_numpy()
+        total = (plain["topk"] - plain[control]).to_numpy()
         row = stats[(stats.metric == "delta_loss") & (stats.control == control)].iloc[0]
-        assert row.replicates == 2 and row.n_targets == 6
-        assert row.mean_diff == pytest.approx(diffs.mean(), abs=1e-12)
-        each = diffs.mean(1)
-        assert row.replicate_diffs == ";".join(f"{d:.4g}" for d in each)
-        assert bool(row.stable) == bool(np.all(np.sign(each) == np.sign(diffs.mean())))
+        assert row.replicates == 2 and row.n_targets == 6 and row.n_units == 4
+        assert row.units == "2 groups x 2 replicates" and row.verdict == "undecided"
+        assert row.estimate == "beyond other prompts"
+        assert row.mean_diff == pytest.approx(d.mean(), abs=1e-12)
+        assert row.total_mean_diff == pytest.approx(total.mean(), abs=1e-12)
+        assert row.p == pytest.approx(sps.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+        each = (beyond["topk"] - beyond[control]).groupby("replicate").mean().to_numpy()
+        assert row.replicate_diffs == ";".join(f"{v:.4g}" for v in each)
+        assert bool(row.stable) == bool(np.all(np.sign(each) == np.sign(d.mean())))
         assert row.ci_low <= row.mean_diff <= row.ci_high
     # the top-k overlap by hand: per prompt, Jaccard of the two replicates' top-3 of fused
     k = int(stats.k.iloc[0])
