@@ -925,6 +925,21 @@ ROWS = [
         ("counterfactual",),
     ),
     Row(
+        "`replicates=2 counterfactual.seeds=[1,1001]`",
+        "counterfactual.seeds spans 1..1001, but replicates (and calibrate's null runs) shift "
+        "every seed by 1000: one replicate would retrain another's models; keep the seeds "
+        "within 999 of each other.",
+        ["replicates=2", "counterfactual.seeds=[1,1001]"],
+        ("counterfactual",),
+    ),
+    Row(
+        "`+attribution.gradient.pinned_dampings={fused:10}`",
+        "attribution.gradient.pinned_dampings names ['fused'], which attribution.methods does not "
+        "run as a method that tunes a damping (none does).",
+        ["+attribution.gradient.pinned_dampings={fused:10}"],
+        ("attribute",),
+    ),
+    Row(
         "`counterfactual.launcher=nonesuch`",
         "counterfactual.launcher is 'nonesuch'; use one of the launchers installed here: "
         "basic, ...",
@@ -1071,7 +1086,7 @@ ROWS = [
     ),
     Row(
         "`influence-lab report` with no results",
-        "no finished attribute, counterfactual, lds or calibration results for "
+        "no finished attribute, counterfactual or lds results for "
         "vae-digits under ...; run influence-lab pipeline (or lds) with the same model and data "
         "first.",
         [],

@@ -50,6 +50,8 @@ def test_rates_are_the_binomial_share_of_excluding_intervals_and_the_ks_of_the_p
 
 @pytest.mark.slow
 def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_path):
+    import json
+
     from influence_lab.counterfactual.statistics import compare
     from influence_lab.stages.calibrate import calibrate
 
@@ -83,7 +85,8 @@ def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_pat
     head = rates[rates.metric == "delta_loss"].set_index("control")
     assert (head.runs == 2).all()
     # the rates are those of the runs' own sweeps, recomputed from their measurements
-    sweeps = (run / "summary.md").read_text().split("- run ")[1:]
+    sweeps = (run / "summary.md").read_text().split("- sweep ")[1:]
+    assert len(sweeps) == 2  # one replicate per null run
     first = sweeps[0].split(": ", 1)[1].strip()
     results = pd.read_parquet(f"{first}/results.parquet")
     assert set(results.method) == {"control", "null_random", "null_random_pool", "null_none"}
@@ -96,10 +99,11 @@ def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_pat
     # the two runs shift every seed: different full models, different null draws
     plans = [pd.read_json(f"{s.split(': ', 1)[1].strip()}/plan.json", typ="series") for s in sweeps]
     picks = [
-        {m["member_id"]: m["removed"] for m in p.members if m["method"] == "null_random"}
+        {tuple(m["targets"]): m["removed"] for m in p.members if m["method"] == "null_random"}
         for p in plans
     ]
-    assert picks[0] != picks[1]
+    assert picks[0].keys() == picks[1].keys() and picks[0] != picks[1]
+    assert json.loads((run / "design.json").read_text())["grouping"] == "per_target"
     assert (run / "calibration.png").stat().st_size > 5000
     assert (head.mde > 0).all()  # 2 units: a (large) detectable effect all the same
 
@@ -132,3 +136,36 @@ def test_the_report_reads_the_calibration_and_skips_the_null_runs(tmp_path):
     assert "measured with 40 null runs" in text
     assert "5% [1%, 17%] against random and 8% [2%, 20%] against none" in text
     assert "50%" not in text  # the headline metric only
+
+
+def test_the_report_reads_only_a_calibration_of_the_sweeps_design(tmp_path):
+    import json
+    import os
+
+    from influence_lab.counterfactual.plans import design_of
+    from influence_lab.report.sections import calibration_of
+
+    config = {
+        "replicates": 1,
+        "generate": {"prompts": ["a", "b", "c"]},
+        "counterfactual": {
+            "grouping": "per_target",
+            "group_size": None,
+            "k": [10],
+            "seeds": [1, 2],
+        },
+    }
+    sweep = tmp_path / "counterfactual" / "vae-digits-s"
+    sweep.mkdir(parents=True)
+    (sweep / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    other = {**config, "counterfactual": {**config["counterfactual"], "grouping": "grouped"}}
+    for i, (name, cfg) in enumerate([("vae-digits-match", config), ("vae-digits-other", other)]):
+        run = tmp_path / "calibration" / name
+        run.mkdir(parents=True)
+        (run / "design.json").write_text(json.dumps(design_of(cfg)))
+        (run / "done").write_text("{}")
+        os.utime(run / "done", (1000 + i, 1000 + i))  # the other design's is newer
+    assert calibration_of(tmp_path, "vae-digits", sweep).name == "vae-digits-match"
+    assert design_of(config)["seeds"] == 2 and design_of(config)["prompts"] == 3
+    (tmp_path / "calibration" / "vae-digits-match" / "done").unlink()
+    assert calibration_of(tmp_path, "vae-digits", sweep) is None

@@ -120,7 +120,7 @@ def test_report_without_results_is_a_clear_error(cfg_factory, capsys):
     with pytest.raises(SystemExit):
         report_stage.run(cfg_factory("report"))
     assert (
-        "no finished attribute, counterfactual, lds or calibration results for vae-digits"
+        "no finished attribute, counterfactual or lds results for vae-digits"
         in capsys.readouterr().err
     )
 
@@ -242,6 +242,8 @@ def test_finding_states_the_papers_measure_against_each_control():
             "mean_diff": topk,
             "ci_low": low,
             "ci_high": low + 0.1,
+            "verdict": "above" if low > 0 else "no clear difference",
+            "n_units": 10,
         }
 
     stats = pd.DataFrame(
@@ -263,6 +265,9 @@ def test_finding_states_the_papers_measure_against_each_control():
         "clearly differently from random."
     ) in text
     assert "drop_raw" not in text  # only the finding metrics are spoken of
+    # statistics written before the analysis over units are not read as findings
+    old = counterfactual_finding(stats.drop(columns=["verdict", "n_units"]))
+    assert "predate the analysis over independent units" in old and "raised" not in old
     lowered = counterfactual_finding(stats.assign(topk_mean=-0.143))
     assert "top 10 lowered the loss on the original outputs by 0.143" in lowered
     assert "top 10 raised the similarity of the outputs" in lowered

@@ -52,9 +52,31 @@ __all__ = [
     "jobs_of",
     "check_plan",
     "null_control",
+    "PLAN_DESIGN",
+    "design_of",
 ]
 
 NULLS = {f"null_{c}": c for c in CONTROLS}  # null pseudo-method -> the control it mimics
+# the plan's design: 2 = units with seeds of their own and other targets measured (a sweep of
+# design 1, where targets shared retrained models, is never reused as one of design 2)
+PLAN_DESIGN = 2
+
+
+def design_of(config: dict) -> dict:
+    """The shape of a counterfactual design from a stage's config as plain values (its
+    `counterfactual`, `replicates` and `generate` sections): what a calibration calibrates and a
+    sweep must match to be read with it. Seeds by count, not by value (a null run shifts them)."""
+    cf, generate = config.get("counterfactual") or {}, config.get("generate") or {}
+    prompts = generate.get("prompt_count") or len(generate.get("prompts") or [])
+    return {
+        "plan_design": PLAN_DESIGN,
+        "grouping": cf.get("grouping"),
+        "group_size": cf.get("group_size"),
+        "k": list(cf.get("k") or []),
+        "seeds": len(cf.get("seeds") or []),
+        "replicates": int(config.get("replicates") or 1),
+        "prompts": int(prompts),
+    }
 
 
 def null_control(method: str) -> str | None:
@@ -174,7 +196,7 @@ def make_plan(
     if nulls:
         methods = [m for m in methods if m not in NULLS]
         methods += [m for m, c in NULLS.items() if c in arms]
-        if not any(a in TESTED_ARMS for a in arms) or not set(arms) & set(CONTROLS):
+        if "topk" not in arms or not set(arms) & set(CONTROLS):
             raise InfluenceLabError(
                 "counterfactual.nulls needs topk and at least one control in counterfactual.arms."
             )

@@ -1,7 +1,7 @@
 """Replicates: a finding is only as good as its randomness.
 
-A sweep's interval resamples prompts only; the attribution itself is one draw (one model seed, one
-embedder fit, one set of generated outputs, one set of control picks). `replicates=R` reruns the
+A sweep is one draw of the attribution itself (one model seed, one embedder fit, one set of
+generated outputs, one set of control picks). `replicates=R` reruns the
 whole chain R times with shifted seeds (`replicate_changes`), each replicate its own cached sweep,
 and pools the statistics here:
 
@@ -21,7 +21,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-SEED_STRIDE = 1000  # replicate r shifts the model, generation and retrain seeds by r * SEED_STRIDE
+from ..settings.stage import SEED_STRIDE  # replicate r shifts the seeds by r * SEED_STRIDE
 
 
 def replicate_changes(settings, r: int) -> dict:

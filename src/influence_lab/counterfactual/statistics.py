@@ -120,7 +120,11 @@ def unit_effects(results: pd.DataFrame) -> pd.DataFrame:
     other = table[~table.own].groupby(keys)["value"].mean().rename("other")
     members = pd.concat([own, other], axis=1).dropna(subset=["plain"]).reset_index()
     members["did"] = members["plain"] - members["other"]
-    return members.groupby(UNIT_KEYS, as_index=False)[["plain", "did"]].mean()
+    # a unit's `did` only where every one of its members measured the other targets (NaN kept)
+    grouped = members.groupby(UNIT_KEYS)
+    out = grouped[["plain"]].mean()
+    out["did"] = grouped["did"].apply(lambda v: v.mean(skipna=False))
+    return out.reset_index()
 
 
 def _pair(units: pd.DataFrame, tested: tuple, control: str) -> pd.DataFrame | None:
@@ -197,17 +201,22 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
     several replicates, `replicates`, `stable` (every replicate's own mean difference has the
     pooled sign) and `replicate_diffs`."""
     units = unit_effects(results)
+    # the estimate is chosen once per metric and k, for every method and control alike: beyond
+    # the other prompts only where every unit of every arm measured them
+    within_of = {
+        key: bool(part["did"].notna().all()) for key, part in units.groupby(["k", "metric"])
+    }
     rows = []
     tested = units[units.arm == "topk"]
     for key, _ in tested.groupby(["method", "k", "metric"]):
         method, k, metric = key
+        within = within_of[(k, metric)]
         for control in CONTROLS:
             if null_control(method) not in (None, control):
                 continue
             pairs = _pair(units, key, control)
             if pairs is None or pairs.empty:
                 continue
-            within = bool(pairs[["did", "did_c"]].notna().all().all())
             column = "did" if within else "plain"
             d = (pairs[column] - pairs[f"{column}_c"]).to_numpy()
             top, ctrl = float(pairs["plain"].mean()), float(pairs["plain_c"].mean())

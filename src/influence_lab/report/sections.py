@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from ..counterfactual.lds import CEILING, REFERENCES, RETRAINING, families
+from ..counterfactual.plans import design_of
 from .counterfactual import forest_plot, headline, replicate_count, shown_columns, stable_mask
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
 
-STAGES = ("attribute", "counterfactual", "lds", "calibration")
+STAGES = ("attribute", "counterfactual", "lds")
 
 
 def newest(root: Path, stage: str, name: str) -> Path | None:
@@ -26,6 +27,31 @@ def newest(root: Path, stage: str, name: str) -> Path | None:
     if stage == "counterfactual":
         done = [p for p in done if not _null_run(p)]
     return max(done, key=lambda p: (p / "done").stat().st_mtime) if done else None
+
+
+def calibration_of(root: Path, name: str, sweep: Path | None) -> Path | None:
+    """The newest finished calibration of `<model>-<data>` whose design (design.json) is the
+    sweep's (`plans.design_of` of its config.yaml; a pooled folder's from its first replicate,
+    with the replicate count); None when no calibration matches."""
+    if sweep is None:
+        return None
+    config = sweep / "config.yaml"
+    if not config.exists() and (sweep / "replicates.json").exists():
+        config = Path(json.loads((sweep / "replicates.json").read_text())[0]) / "config.yaml"
+    if not config.exists():
+        return None
+    from omegaconf import OmegaConf
+
+    want = design_of(OmegaConf.to_container(OmegaConf.load(config), resolve=False))
+    found = [
+        p
+        for p in (root / "calibration").glob(f"{name}-*")
+        if (p / "done").exists() and (p / "design.json").exists()
+    ]
+    for path in sorted(found, key=lambda p: (p / "done").stat().st_mtime, reverse=True):
+        if json.loads((path / "design.json").read_text()) == want:
+            return path
+    return None
 
 
 def _null_run(sweep: Path) -> bool:
@@ -66,6 +92,12 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
     those the design had too few independent units to decide. Pooled over replicates, a control
     counts as beaten (or lost to) only where the verdict is also `stable` (the same sign in every
     replicate)."""
+    if "n_units" not in stats:
+        return (
+            "These counterfactual statistics predate the analysis over independent units (7 "
+            "December 2026), which withdrew them; they are not read as findings. Rerun "
+            "influence-lab counterfactual."
+        )
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     rows = stats[stats.metric.isin(measured)] if measured else headline(stats)
     count = replicate_count(stats)
@@ -95,8 +127,9 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
         text += (" " if text.endswith(",") else ", ") + "; ".join(parts) if parts else ""
         if kinds["undecided"]:
             units = int(group["n_units"].min()) if "n_units" in group else 0
+            joint = "; " if parts else (" " if text.endswith(",") else ", ")
             text += (
-                f"{';' if parts else ','} against {_join(kinds['undecided'])} the design cannot "
+                f"{joint}against {_join(kinds['undecided'])} the design cannot "
                 f"decide ({units} independent units; at least 6 are needed)"
             )
         units = group["units"].iloc[0] if "units" in group else ""
@@ -105,21 +138,15 @@ def counterfactual_finding(stats: pd.DataFrame) -> str:
 
 
 def _verdict_of(r) -> str:
-    """The calibrated verdict of a stats row, or (tables written before verdicts existed) the sign
-    of its interval."""
-    v = getattr(r, "verdict", None)
-    if isinstance(v, str):
-        return {"no clear difference": "unclear"}.get(v, v)
-    if np.isfinite(r.ci_low) and r.ci_low > 0:
-        return "above"
-    if np.isfinite(r.ci_high) and r.ci_high < 0:
-        return "below"
-    return "unclear"
+    """The verdict of a stats row in the finding's words."""
+    v = str(getattr(r, "verdict", ""))
+    return {"no clear difference": "unclear"}.get(v, v if v in ("above", "below") else "undecided")
 
 
 def calibration_finding(rates: pd.DataFrame) -> str:
-    """One sentence: how often the newest calibration's null arms beat their own controls (the
-    false-positive rate of the design's verdicts) on the headline metric."""
+    """One sentence: how often a calibration of the sweep's design saw its null arms' intervals
+    exclude 0 against their own controls (the false-positive rate of the design's verdicts) on
+    the headline metric."""
     part = headline(rates)
     if not len(part):
         return ""

@@ -43,6 +43,10 @@ from .pipeline import PipelineSettings
 from .report import ReportSettings
 from .trainer import TrainerSettings
 
+# replicate r (and calibrate's null run r) shifts the model, generation and retrain seeds by
+# r * SEED_STRIDE (counterfactual.replicates)
+SEED_STRIDE = 1000
+
 STAGES = (
     "train",
     "generate",
@@ -196,6 +200,14 @@ class StageSettings(Settings):
             "topk" not in cf.arms or not set(cf.arms) & {"random_pool", "random", "none"}
         ):
             fail("counterfactual.nulls needs topk and at least one control in counterfactual.arms.")
+        if (self.replicates > 1 or self.stage == "calibrate") and (
+            max(cf.seeds) - min(cf.seeds) >= SEED_STRIDE
+        ):
+            fail(
+                f"counterfactual.seeds spans {min(cf.seeds)}..{max(cf.seeds)}, but replicates (and "
+                f"calibrate's null runs) shift every seed by {SEED_STRIDE}: one replicate would "
+                f"retrain another's models; keep the seeds within {SEED_STRIDE - 1} of each other."
+            )
         if "none" in cf.arms and self.seed in cf.seeds:
             others = [s for s in range(self.seed + 1, self.seed + 10) if s not in cf.seeds][:2]
             fail(

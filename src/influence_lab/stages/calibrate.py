@@ -21,6 +21,7 @@ import pandas as pd
 from rich.table import Table
 
 from ..counterfactual.calibration import null_rows, rate_table
+from ..counterfactual.plans import design_of
 from ..counterfactual.replicates import replicate_changes
 from ..counterfactual.statistics import compare
 from ..orchestration.cached import cached
@@ -29,7 +30,7 @@ from ..report.counterfactual import HEADLINE
 from ..report.document import cell, table_markdown
 from ..report.exports import export_calibration
 from ..settings import StageSettings
-from ..store.files import RunDir, atomic_write, write_text
+from ..store.files import RunDir, atomic_write, write_json, write_text
 from ..store.signature import signature
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking
 from .counterfactual import one_sweep
@@ -61,34 +62,48 @@ def null_settings(settings: StageSettings, r: int) -> StageSettings:
 
 
 def calibrate_one(settings: StageSettings) -> RunDir:
-    cal = settings.calibrate
-    first = null_settings(settings, cal.start)
+    """The null runs of one config and their rates. A design with `replicates` R is calibrated as
+    it is run: null run i pools the R replicates of shifts (start + i) * R to (start + i + 1) * R
+    - 1, so its units are those of the design's verdicts."""
+    cal, count = settings.calibrate, settings.replicates
+    first = null_settings(settings, cal.start * count)
     from ..models.build import model_class
 
     check_methods(first, model_class(first.model.target, "model._target_"))
-    sweeps = []
+    runs = []
     for i, r in enumerate(range(cal.start, cal.start + cal.runs)):
-        console.print(f"[bold]null run {i + 1}/{cal.runs}[/] (shift {r})", highlight=False)
-        sweeps.append(one_sweep(null_settings(settings, r), nulls_only=True)[0])
-    spec = {"runs": [s.signature for s in sweeps]}
+        shifts = list(range(r * count, (r + 1) * count))
+        console.print(f"[bold]null run {i + 1}/{cal.runs}[/] (shifts {shifts})", highlight=False)
+        runs.append([one_sweep(null_settings(settings, j), nulls_only=True)[0] for j in shifts])
+    spec = {
+        "runs": [[s.signature for s in sweeps] for sweeps in runs],
+        "design": design_of(settings.given()),
+    }
     name = f"{settings.model.name}-{settings.data.name}"
     run = RunDir(output_dir(settings), "calibration", name, signature(spec))
     return cached(
         run,
         settings.force,
-        lambda run: summarise(settings, run, sweeps),
+        lambda run: summarise(settings, run, runs),
         reuse=lambda run: print_rates(pd.read_csv(run / "rates.csv")),
     )
 
 
-def summarise(settings: StageSettings, run: RunDir, sweeps: list[RunDir]) -> dict:
+def pooled_results(sweeps: list[RunDir]) -> pd.DataFrame:
+    """The measurements of one null run: its replicates' rows, each with its `replicate`."""
+    return pd.concat(
+        [pd.read_parquet(s / "results.parquet").assign(replicate=r) for r, s in enumerate(sweeps)],
+        ignore_index=True,
+    )
+
+
+def summarise(settings: StageSettings, run: RunDir, groups: list[list[RunDir]]) -> dict:
     # from each run's measurements, not its stats.csv: a rerun with force=true applies the
     # statistics of the code that runs it to the cached sweeps
+    sweeps = [s for group in groups for s in group]
+    write_json(run / "design.json", design_of(settings.given()))
     runs = pd.concat(
-        [
-            null_rows(compare(pd.read_parquet(s / "results.parquet")), r)
-            for r, s in enumerate(sweeps)
-        ],
+        [null_rows(compare(pooled_results(group)), r) for r, group in enumerate(groups)],
         ignore_index=True,
     )
     rates = rate_table(runs)
@@ -96,8 +111,8 @@ def summarise(settings: StageSettings, run: RunDir, sweeps: list[RunDir]) -> dic
     atomic_write(run / "rates.csv", lambda p: rates.to_csv(p, index=False))
     metric = HEADLINE if HEADLINE in set(runs.metric) else runs.metric.iloc[0]
     picture = calibration_plot(runs, rates, metric, run / "calibration.png")
-    write_text(run / "summary.md", summary_markdown(rates, len(sweeps), sweeps))
-    with stage_tracking(settings, run.path, "calibrate", {"runs": len(sweeps)}) as tracking:
+    write_text(run / "summary.md", summary_markdown(rates, len(groups), sweeps))
+    with stage_tracking(settings, run.path, "calibrate", {"runs": len(groups)}) as tracking:
         tracking.log_frame("rates", rates)
         tracking.log_frame("runs", runs)
         tracking.log_image("calibration", picture, "null intervals and p-values")
@@ -110,7 +125,7 @@ def summarise(settings: StageSettings, run: RunDir, sweeps: list[RunDir]) -> dic
         )
     print_rates(rates)
     console.print(f"  rates: {run / 'rates.csv'}\n  picture: {picture}", highlight=False)
-    return {"runs": len(sweeps)}
+    return {"runs": len(groups)}
 
 
 def print_rates(rates: pd.DataFrame) -> None:
@@ -156,7 +171,7 @@ def summary_markdown(rates: pd.DataFrame, count: int, sweeps: list[RunDir]) -> s
             "",
             "![calibration](calibration.png)",
             "",
-            *[f"- run {r}: {s.path}" for r, s in enumerate(sweeps)],
+            *[f"- sweep {i}: {s.path}" for i, s in enumerate(sweeps)],
             "",
         ]
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..attribution.prompt_filter import PromptFilter
-from ..counterfactual.plans import Plan, jobs_of, make_plan
+from ..counterfactual.plans import PLAN_DESIGN, Plan, jobs_of, make_plan
 from ..counterfactual.sweep import gather, member_finished, write_tables
 from ..data import load_data
 from ..errors import InfluenceLabError
@@ -33,9 +33,6 @@ from .attribute import attribute
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 
 REGENERATED_PROMPTS = 6  # prompts whose outputs before / after retraining are drawn
-# the plan's design: 2 = units with seeds of their own and other targets measured (a sweep of
-# design 1, where targets shared retrained models, is never reused as one of design 2)
-PLAN_DESIGN = 2
 
 
 def _methods(cfg_methods, ranking: pd.DataFrame) -> list[str]:

@@ -3,7 +3,8 @@ shifted (`counterfactual.replicates.replicate_changes`) and each its own cached 
 folder of pooled statistics, `<output_dir>/counterfactual/<model>-<data>-r<R>-<signature>/`, laid
 out like a sweep's so that the pipeline, exports and the report read it as one:
 
-stats.csv (pooled: two-level bootstrap, `replicates`, `stable`, `replicate_diffs`, `topk_jaccard`),
+stats.csv (pooled over every replicate's units, `replicates`, `stable`, `replicate_diffs`,
+`topk_jaccard`),
 replicate_stats.csv (each replicate's own table), overlap.csv (each method's top-k overlap across
 replicates), results.parquet (every replicate's rows, with `replicate`), arms.csv, experiments.csv,
 forest.png, chart.png, summary.md, replicates.json (the replicate sweeps), and replicate 0's
@@ -126,9 +127,10 @@ def replicate_markdown(overlap: pd.DataFrame, sweeps) -> str:
         f"## Replicates ({len(sweeps)})",
         "",
         "Every seed of the chain shifted per replicate (model, embedders, generation, "
-        "retrains and control draws). The difference is the mean over replicates and prompts; "
-        "its interval a two-level bootstrap (replicates, then prompts); `stable`: every "
-        "replicate's own difference has the pooled sign (`replicate_diffs`). " + OVERLAP_NOTE,
+        "retrains and control draws). The difference is the mean over the independent units of "
+        "every replicate (targets or groups with retrained models of their own), with its t "
+        "interval; `stable`: every replicate's own difference has the pooled sign "
+        "(`replicate_diffs`). " + OVERLAP_NOTE,
         "",
         table_markdown(overlap),
         "",

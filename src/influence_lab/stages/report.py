@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import InfluenceLabError
 from ..report.document import write_report
-from ..report.sections import STAGES, newest, report_sections
+from ..report.sections import STAGES, calibration_of, newest, report_sections
 from ..settings import ReportStageSettings
 from .common import console, output_dir, settings_of, stage_entry
 
@@ -22,9 +22,10 @@ def report(settings: ReportStageSettings) -> Path:
     root = output_dir(settings)
     name = f"{settings.model.name}-{settings.data.name}"
     found = {stage: newest(root, stage, name) for stage in STAGES}
+    found["calibration"] = calibration_of(root, name, found["counterfactual"])
     if not any(found.values()):
         raise InfluenceLabError(
-            f"no finished attribute, counterfactual, lds or calibration results for {name} "
+            f"no finished attribute, counterfactual or lds results for {name} "
             f"under {root}; "
             f"run influence-lab pipeline (or lds) with the same model and data first."
         )

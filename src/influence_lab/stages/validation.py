@@ -91,6 +91,14 @@ def check_methods(settings: StageSettings, model_cls) -> None:
         return
     from ..attribution.methods import registry
 
-    registry.resolve(settings, "attribute", model_cls)
+    methods = registry.resolve(settings, "attribute", model_cls)
     if settings.lds is not None:
         registry.resolve(settings, "lds", model_cls)
+    pinned = sorted(settings.attribution.gradient.pinned_dampings or {})
+    tuned = [m for m in methods if registry.any_tunes_damping(settings, [m])]
+    wrong = [m for m in pinned if m not in tuned]
+    if wrong:
+        raise InfluenceLabError(
+            f"attribution.gradient.pinned_dampings names {wrong}, which attribution.methods does "
+            f"not run as a method that tunes a damping ({', '.join(tuned) or 'none does'})."
+        )
