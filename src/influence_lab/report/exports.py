@@ -90,7 +90,7 @@ def export_calibration(folder: Path, runs: dict[str, Path], experiment: str) -> 
     lines = [f"# Calibration: {experiment}", "", *HEADER]
     for label, run in runs.items():
         _copy(run, folder / label, CALIBRATION_EXPORTED)
-        rates = pd.read_csv(Path(run) / "rates.csv")
+        rates = pd.read_csv(run / "rates.csv")
         head = rates[rates.metric == HEADLINE] if HEADLINE in set(rates.metric) else rates
         count = int(head.runs.max()) if len(head) else 0
         lines += [
