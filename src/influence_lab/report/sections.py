@@ -250,6 +250,12 @@ def finding_metrics(stats: pd.DataFrame) -> dict[str, str]:
         "delta_loss": "loss on the original outputs: top-k minus control (nats)",
         "ref_drop_model": "drop of similarity to the reference: top-k minus control",
     }
+    if "estimate" in stats:  # the verdict's estimate of the loss: beyond the other prompts'
+        loss = stats[stats.metric == "delta_loss"]
+        if len(loss) and (loss["estimate"] == "beyond other prompts").all():
+            labels["delta_loss"] = (
+                "loss on the prompt's outputs beyond the other prompts': top-k minus control (nats)"
+            )
     measured = [m for m in FINDING_METRICS if m in set(stats.metric)]
     if not measured:
         measured = [headline(stats).metric.iloc[0]]
