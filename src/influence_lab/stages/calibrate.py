@@ -52,12 +52,12 @@ def calibrate(settings: StageSettings) -> dict:
 def null_settings(settings: StageSettings, r: int) -> StageSettings:
     """Null run `r` of these settings: seeds shifted as replicate r, ranked with
     calibrate.methods."""
+    from ..attribution.methods.registry import NULL_RUN_METHODS
+
     changes = replicate_changes(settings, r)
-    methods = settings.calibrate.methods
-    if methods is not None:
-        changes["attribution.methods"] = list(methods)
-        changes["counterfactual.methods"] = "auto"  # a null run tests no method
-        changes["attribution.paper_embedder"] = settings.attribution.paper_embedder
+    changes["attribution.methods"] = list(settings.calibrate.methods or NULL_RUN_METHODS)
+    changes["counterfactual.methods"] = "auto"  # a null run tests no method
+    changes["attribution.paper_embedder"] = settings.attribution.paper_embedder
     return settings.replaced(changes)
 
 

@@ -107,6 +107,12 @@ def check_methods(settings, model_cls, methods: list[str], key: str) -> None:
             raise InfluenceLabError(refusal)
 
 
+# what `calibrate` ranks with when calibrate.methods is null: its null runs need only the targets
+# and the prompt filter's pools, so the cheapest ranking that works for every data type (pixels,
+# characters) will do
+NULL_RUN_METHODS = ("raw_only",)
+
+
 def resolve(settings, which: str, model_cls=None) -> list[str]:
     """The methods a stage runs. `which="attribute"`: attribution.methods, `auto` = the built-ins
     marked for it whose needs are met. `which="lds"`: lds.methods, `auto` = the search methods of
