@@ -9,7 +9,7 @@ class CalibrateSettings(Settings):
     runs: PositiveInt = 40  # null runs, each with every seed of the chain shifted (as a replicate)
     start: NonNegativeInt = 0  # the first run's shift (runs start .. start + runs - 1)
     # attribution methods the null runs rank with (the nulls need only the targets and pools;
-    # null = the config's own methods)
-    methods: list[str] | None = ["raw_only"]
+    # null = the registry's cheapest, `registry.NULL_RUN_METHODS`)
+    methods: list[str] | None = None
     # copy each calibration's tables and picture here (an experiment's folder) + RESULTS.md
     export_dir: str | None = None
