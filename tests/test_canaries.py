@@ -70,7 +70,7 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
         f"paths.output_dir={tmp_path}",
         "logger=none",
         "trainer.progress_bar=false",
-        "model.fit.max_epochs=3",
+        "model.fit.max_epochs=20",  # 3 epochs learn no pattern: the loss moves by retrain noise
         "embedders.autoencoder.epochs=2",
     ]
     done = run_cli(*args, cwd=tmp_path, timeout=900)
@@ -81,7 +81,7 @@ def test_planted_canaries_small_preset_finds_and_removes_them(tmp_path):
     assert canaries.loc["digit zero, regular, upright", "canaries_in_topk"] == 0
     results = pd.read_parquet(next((tmp_path / "counterfactual").iterdir()) / "results.parquet")
     loss = (
-        results[(results.metric == "delta_loss") & (results.target == 0)]
+        results[(results.metric == "delta_loss") & (results.target == 0) & results.own]
         .groupby("arm")
         .value.mean()
     )

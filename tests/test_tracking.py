@@ -85,5 +85,6 @@ def test_a_sweep_logs_one_summary_run_with_its_headline_numbers(cfg_factory, tmp
         key = f"delta_loss/{r.method}@{r.k}/vs_{r.control}"
         assert summary[f"{key}/diff"] == pytest.approx(r.mean_diff, rel=1e-9)
         assert summary[f"{key}/ci_low"] == pytest.approx(r.ci_low, rel=1e-9)
-        assert summary[f"{key}/p"] == pytest.approx(r.wilcoxon_p, rel=1e-9)
+        assert summary[f"{key}/p"] == pytest.approx(r.p, rel=1e-9, nan_ok=True)
+        assert summary[f"{key}/units"] == r.n_units
     assert any(k.startswith("headline") for k in summary)  # the bar chart's table
