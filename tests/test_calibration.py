@@ -43,6 +43,7 @@ def test_rates_are_the_binomial_share_of_excluding_intervals_and_the_ks_of_the_p
     ci = sps.binomtest(2, 16).proportion_ci(0.95, method="exact")
     assert (row.fpr_low, row.fpr_high) == pytest.approx((ci.low, ci.high))
     assert row.ks_p == pytest.approx(sps.kstest(p, "uniform").pvalue)
+    assert row.p_vs_5pct == pytest.approx(sps.binomtest(2, 16, 0.05).pvalue)
     assert row.status == "anti-conservative"  # 12.5% > 9%
     assert status(0.05, 0.5) == "calibrated" and status(0.0, 0.5) == "conservative"
     assert status(0.05, 0.01) == "p values not uniform"
