@@ -58,6 +58,7 @@ def null_settings(settings: StageSettings, r: int) -> StageSettings:
     changes["attribution.methods"] = list(settings.calibrate.methods or NULL_RUN_METHODS)
     changes["counterfactual.methods"] = "auto"  # a null run tests no method
     changes["attribution.paper_embedder"] = settings.attribution.paper_embedder
+    changes["force"] = False  # force=true recomputes the calibration's summary, not its runs
     return settings.replaced(changes)
 
 
