@@ -206,6 +206,9 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
     within_of = {
         key: bool(part["did"].notna().all()) for key, part in units.groupby(["k", "metric"])
     }
+    # targets per tested (method, k, metric), counted once: a target is counted where measured as
+    # one of a member's own
+    targets = own_rows(results).groupby(["method", "k", "metric"]).target.nunique()
     rows = []
     tested = units[units.arm == "topk"]
     for key, _ in tested.groupby(["method", "k", "metric"]):
@@ -218,7 +221,7 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
             if pairs is None or pairs.empty:
                 continue
             column = "did" if within else "plain"
-            d = (pairs[column] - pairs[f"{column}_c"]).to_numpy()
+            diff = pairs[column] - pairs[f"{column}_c"]
             top, ctrl = float(pairs["plain"].mean()), float(pairs["plain_c"].mean())
             total = unit_test((pairs["plain"] - pairs["plain_c"]).to_numpy())
             row = {
@@ -226,18 +229,18 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
                 "k": int(k),
                 "metric": metric,
                 "control": control,
-                "n_targets": _targets(results, method, k, metric),
+                "n_targets": int(targets.get(key, 0)),
                 "units": units_label(pairs),
                 "estimate": ESTIMATES[within],
                 "topk_mean": top,
                 "control_mean": ctrl,
-                **unit_test(d),
+                **unit_test(diff.to_numpy()),
                 "ratio": effect_ratio(top, ctrl),
-                **{f"total_{key}": total[key] for key in ("mean_diff", "ci_low", "ci_high", "p")},
+                **{
+                    f"total_{name}": total[name] for name in ("mean_diff", "ci_low", "ci_high", "p")
+                },
             }
-            reps = pairs.groupby(level="replicate").apply(
-                lambda g, c=column: float((g[c] - g[f"{c}_c"]).mean())
-            )
+            reps = diff.groupby(level="replicate").mean()
             row["replicates"] = len(reps)
             row["stable"] = (
                 bool(np.all(np.sign(reps) == np.sign(row["mean_diff"])) and row["mean_diff"] != 0)
@@ -247,12 +250,6 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
             row["replicate_diffs"] = ";".join(f"{v:.4g}" for v in reps) if len(reps) > 1 else ""
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _targets(results: pd.DataFrame, method: str, k: int, metric: str) -> int:
-    part = own_rows(results)
-    part = part[(part.method == method) & (part.k == k) & (part.metric == metric)]
-    return int(part.target.nunique())
 
 
 def arm_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -35,6 +35,7 @@ from ..store.signature import signature
 from .common import console, output_dir, settings_of, stage_entry, stage_tracking
 from .counterfactual import one_sweep
 from .pipeline import run_configs
+from .replicates import pooled_results
 from .validation import check_methods
 
 
@@ -87,14 +88,6 @@ def calibrate_one(settings: StageSettings) -> RunDir:
         settings.force,
         lambda run: summarise(settings, run, runs),
         reuse=lambda run: print_rates(pd.read_csv(run / "rates.csv")),
-    )
-
-
-def pooled_results(sweeps: list[RunDir]) -> pd.DataFrame:
-    """The measurements of one null run: its replicates' rows, each with its `replicate`."""
-    return pd.concat(
-        [pd.read_parquet(s / "results.parquet").assign(replicate=r) for r, s in enumerate(sweeps)],
-        ignore_index=True,
     )
 
 

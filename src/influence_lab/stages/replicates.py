@@ -54,14 +54,16 @@ def replicated(settings: StageSettings, one_sweep: Callable) -> RunDir:
     )
 
 
-def pool(settings: StageSettings, run: RunDir, sweeps: list[tuple[RunDir, RunDir]]) -> dict:
-    results = pd.concat(
-        [
-            pd.read_parquet(s / "results.parquet").assign(replicate=r)
-            for r, (s, _) in enumerate(sweeps)
-        ],
+def pooled_results(sweeps) -> pd.DataFrame:
+    """Every replicate sweep's measurements in one table, each row with its `replicate`."""
+    return pd.concat(
+        [pd.read_parquet(s / "results.parquet").assign(replicate=r) for r, s in enumerate(sweeps)],
         ignore_index=True,
     )
+
+
+def pool(settings: StageSettings, run: RunDir, sweeps: list[tuple[RunDir, RunDir]]) -> dict:
+    results = pooled_results([s for s, _ in sweeps])
     rankings = [pd.read_parquet(att / "attribution.parquet") for _, att in sweeps]
     overlap = pd.concat(
         [topk_overlap(rankings, k) for k in settings.counterfactual.k], ignore_index=True
