@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
-from influence_lab.report.figures import draw
+from influence_lab.reporting.figures import draw
 from influence_lab.stages.generate import generate
 
 DEFAULT_RUNS = "vae:digits,ddpm:digits,chargpt:names,vae:fashion,ldm:fashion,dalle:fashion"

@@ -33,8 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.retrain_throughput import DATA, config, peak_gflops, removal_sets
 from influence_lab.data import load_data
-from influence_lab.models.base import step_generator
 from influence_lab.models.build import build_model
+from influence_lab.models.protocol import step_generator
 from influence_lab.training.pack import MaskedAdamW, Pack
 
 PARTS = ("batch", "forward", "backward", "optimizer")

@@ -104,7 +104,7 @@ def prompt_match_by_hand(output_root: Path, generate_dir: Path) -> float:
     import torch
 
     from influence_lab.models.classifier import LabelCNN
-    from influence_lab.orchestration.records import load_outputs
+    from influence_lab.store.records import load_outputs
 
     (cache,) = (Path(output_root) / "embedders").glob("classifier-*")
     net = LabelCNN(1, 10)

@@ -9,7 +9,7 @@ from influence_lab.attribution.embedders import AutoencoderEmbedder, ModelEmbedd
 from influence_lab.attribution.index import EmbeddingCache, build_index, search
 from influence_lab.attribution.methods import AttributionContext, Targets, registry
 from influence_lab.attribution.prompt_filter import PromptFilter
-from influence_lab.attribution.search import attribute_prompts
+from influence_lab.attribution.scoring import attribute_prompts
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model

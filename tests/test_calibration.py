@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from influence_lab.counterfactual.calibration import null_rows, rate_table, status
+from influence_lab.evaluation.calibration import null_rows, rate_table, status
 
 
 def _stats(run_p: list[float], control="random", method="null_random") -> pd.DataFrame:
@@ -53,7 +53,7 @@ def test_rates_are_the_binomial_share_of_excluding_intervals_and_the_ks_of_the_p
 def test_calibrate_runs_null_sweeps_and_reports_their_rates(cfg_factory, tmp_path):
     import json
 
-    from influence_lab.counterfactual.statistics import compare
+    from influence_lab.evaluation.statistics import compare
     from influence_lab.stages.calibrate import calibrate
 
     cfg = cfg_factory(
@@ -113,7 +113,7 @@ def test_the_report_reads_the_calibration_and_skips_the_null_runs(tmp_path):
     import json
     import os
 
-    from influence_lab.report.sections import calibration_finding, newest
+    from influence_lab.reporting.sections import calibration_finding, newest
 
     root = tmp_path
     for i, (name, methods) in enumerate([("vae-digits-aaa", ["fused"]), ("vae-digits-bbb", [])]):
@@ -143,8 +143,8 @@ def test_the_report_reads_only_a_calibration_of_the_sweeps_design(tmp_path):
     import json
     import os
 
-    from influence_lab.counterfactual.plans import design_of
-    from influence_lab.report.sections import calibration_of
+    from influence_lab.evaluation.removal_plans import design_of
+    from influence_lab.reporting.sections import calibration_of
 
     config = {
         "replicates": 1,

@@ -3,15 +3,15 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from influence_lab.counterfactual.plans import jobs_of, make_plan
-from influence_lab.counterfactual.statistics import (
+from influence_lab.data import load_data
+from influence_lab.errors import InfluenceLabError
+from influence_lab.evaluation.removal_plans import jobs_of, make_plan
+from influence_lab.evaluation.statistics import (
     arm_table,
     compare,
     effect_ratio,
     experiment_table,
 )
-from influence_lab.data import load_data
-from influence_lab.errors import InfluenceLabError
 
 
 def _ranking(n_targets=3, n_items=50, methods=("fused", "paper")):

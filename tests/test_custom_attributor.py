@@ -48,8 +48,8 @@ def test_a_plugin_that_only_scores_gets_the_base_class_subset_sums(monkeypatch):
     from pixellab.attributors import PixelNeighbours
 
     from influence_lab.attribution.methods import AttributionContext, Attributor, Targets
-    from influence_lab.counterfactual.lds import draw_subsets
     from influence_lab.data import load_data
+    from influence_lab.evaluation.lds_score import draw_subsets
     from tests.conftest import make_cfg
 
     assert PixelNeighbours.subset_sums is Attributor.subset_sums  # inherited, not its own

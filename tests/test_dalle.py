@@ -138,7 +138,7 @@ def test_top_k_filter_and_temperature_follow_dalle(digits):
 
 
 def test_gradients_see_the_transformer_only(digits):
-    from influence_lab.attribution.gradients import per_example_gradients
+    from influence_lab.attribution.example_gradients import per_example_gradients
 
     cfg, bundle = digits
     model = build_model(cfg.model, bundle, seed=0).eval()

@@ -40,7 +40,7 @@ def _lds_run(root, name: str, model_signature: str, dampings: dict, done: bool =
 
 
 def test_attribute_takes_the_damping_the_newest_lds_run_of_its_model_chose(tmp_path):
-    from influence_lab.attribution.setup import lds_dampings
+    from influence_lab.attribution.preparation import lds_dampings
 
     assert lds_dampings(tmp_path, "m1", 4) == {}  # no LDS run: the default damping
     _lds_run(tmp_path, "a", "m1", {"trak@1": 10.0, "trak@4": 100.0, "dtrak@2": 1e4})
@@ -54,9 +54,9 @@ def test_attribute_takes_the_damping_the_newest_lds_run_of_its_model_chose(tmp_p
 
 
 def test_pinned_dampings_win_over_any_lds_run_so_replicates_share_them(cfg_factory, tmp_path):
-    from influence_lab.orchestration.records import GenerateProvenance
+    from influence_lab.entry.stage_entry import settings_of
     from influence_lab.stages.attribute import chosen_dampings
-    from influence_lab.stages.common import settings_of
+    from influence_lab.store.records import GenerateProvenance
 
     class Gen:  # a generate result whose model has an LDS run (m1) or none (m2)
         def __init__(self, signature):

@@ -10,15 +10,15 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
+from influence_lab.attribution.example_gradients import n_params, projected_gradients
 from influence_lab.attribution.feature_store import train_features
-from influence_lab.attribution.gradients import n_params, projected_gradients
 from influence_lab.attribution.projectors import IdentityProjector, NormalProjector, make_projector
 from influence_lab.data import load_data
+from influence_lab.entry.validation import validate
 from influence_lab.errors import InfluenceLabError
-from influence_lab.models.base import seeded_normal
 from influence_lab.models.build import build_model
 from influence_lab.models.ddpm import dtrak_seed
-from influence_lab.stages.validation import validate
+from influence_lab.models.protocol import seeded_normal
 from influence_lab.training.batches import batch_of
 from tests.conftest import make_cfg
 

@@ -9,21 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from influence_lab.attribution.gradients import (
+from influence_lab.attribution.example_gradients import (
     n_params,
     per_example_gradients,
     projected_gradients,
     projected_gradients_many,
 )
 from influence_lab.attribution.methods import Targets
+from influence_lab.attribution.preparation import context_for, prepared
 from influence_lab.attribution.projectors import NormalProjector, SparseProjector
-from influence_lab.attribution.setup import context_for, prepared
 from influence_lab.data import load_data
+from influence_lab.entry.stage_entry import settings_of
 from influence_lab.models.build import build_model
-from influence_lab.orchestration.records import GenerateProvenance, load_outputs
 from influence_lab.stages import attribute as attribute_stage
 from influence_lab.stages.attribute import attribute
-from influence_lab.stages.common import settings_of
+from influence_lab.store.records import GenerateProvenance, load_outputs
 from influence_lab.training.batches import batch_of
 from tests.conftest import accept_edits
 

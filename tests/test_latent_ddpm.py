@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from influence_lab.attribution.gradients import n_params, per_example_gradients
+from influence_lab.attribution.example_gradients import n_params, per_example_gradients
 from influence_lab.data import load_data
 from influence_lab.data.fashion import DEFAULT_PATH, FILES
 from influence_lab.errors import InfluenceLabError
@@ -200,8 +200,8 @@ def test_fashion2_samples_are_the_prompted_class(cfg_factory, tmp_path):
 def test_the_autoencoder_is_the_same_at_any_thread_count(digits, cfg_factory):
     """Fitted at one thread whatever the caller's count (models.threads), like the other frozen
     parts; a model trained before that has another train signature and is not reused."""
+    from influence_lab.entry.stage_entry import settings_of
     from influence_lab.models.threads import FIT_THREADS
-    from influence_lab.stages.common import settings_of
     from influence_lab.training.members import train_spec
 
     _, bundle = digits

@@ -7,8 +7,8 @@ from scipy.special import expit
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from influence_lab.attribution.methods.base import subset_sums
-from influence_lab.counterfactual.lds import draw_subsets, lds_of, lds_table, memorization
+from influence_lab.attribution.methods.attributor import subset_sums
+from influence_lab.evaluation.lds_score import draw_subsets, lds_of, lds_table, memorization
 
 
 def lds_per_target(masks, outputs, scores):
@@ -84,7 +84,7 @@ def test_lds_of_exact_influence_on_logistic_regression_is_high():
 
 
 def test_seed_agreement_is_the_mean_spearman_over_seed_pairs():
-    from influence_lab.counterfactual.lds import reference_rows, seed_agreement
+    from influence_lab.evaluation.lds_score import reference_rows, seed_agreement
 
     rng = np.random.default_rng(1)
     signal = rng.normal(size=(40, 1, 6))  # 40 subsets, 6 targets
@@ -114,7 +114,7 @@ def test_on_known_signal_a_perfect_predictor_lands_at_the_ceiling_and_a_retraini
     DDPM's). The ground truth averages 3 seeds. A predictor that knows the true influences is
     scored against it like any method: it lands at the noise ceiling, not at the one-seed
     agreement; an independent 3-seed retraining lands at the `retraining` row."""
-    from influence_lab.counterfactual.lds import reference_rows, seed_agreement
+    from influence_lab.evaluation.lds_score import reference_rows, seed_agreement
 
     rng = np.random.default_rng(7)
     subsets, items, targets, seeds = 400, 120, 40, 3
@@ -156,7 +156,7 @@ def test_lds_table_has_a_ceiling_row_and_each_methods_share():
 def test_rank_correlation_of_every_column_at_once_is_scipys_spearman():
     from scipy import stats as sps
 
-    from influence_lab.counterfactual.lds import _spearman_columns
+    from influence_lab.evaluation.lds_score import _spearman_columns
 
     rng = np.random.default_rng(4)
     a = rng.integers(0, 5, size=(20, 6)).astype(float)  # ties
@@ -173,7 +173,7 @@ def test_rank_correlation_of_every_column_at_once_is_scipys_spearman():
 def test_lds_intervals_carry_the_draw_of_subsets():
     from scipy import stats as sps
 
-    from influence_lab.counterfactual.lds import Redraw, summarise, two_way_interval
+    from influence_lab.evaluation.lds_score import Redraw, summarise, two_way_interval
 
     rng = np.random.default_rng(0)
     subsets, targets = 16, 60

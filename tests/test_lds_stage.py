@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from influence_lab.counterfactual.subsets import averaged_loss, target_batch
 from influence_lab.data import load_data
 from influence_lab.data.heldout import heldout_items
+from influence_lab.evaluation.subsets import averaged_loss, target_batch
 from influence_lab.models.build import load_model
 from influence_lab.stages import lds as lds_stage
 from influence_lab.stages.lds import lds

@@ -83,7 +83,7 @@ def test_model_for_the_wrong_kind_of_data_is_an_error(cfg_factory):
 def test_the_lds_ground_truth_averages_over_noise_draws(setup):
     """lds.noise_draws: the mean of example_loss under seeds 0, 1, 2 (models with noise); one
     draw is example_loss itself."""
-    from influence_lab.counterfactual.subsets import averaged_loss
+    from influence_lab.evaluation.subsets import averaged_loss
 
     cfg, bundle = setup
     model = build_model(cfg.model, bundle).eval()

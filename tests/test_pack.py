@@ -166,7 +166,7 @@ def test_packed_loss_is_each_members_own_loss(cfg_factory, model):
     seeds, batches of different items, noise from each member's own generator."""
     from torch.func import stack_module_state
 
-    from influence_lab.models.base import step_generator
+    from influence_lab.models.protocol import step_generator
     from influence_lab.training.batches import batch_of
 
     cfg = cfg_factory("train", model=model)

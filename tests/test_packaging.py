@@ -25,15 +25,20 @@ def test_pyproject_lists_every_package_and_every_config_group():
         ".".join(p.relative_to(ROOT / "src").parent.parts)
         for p in (ROOT / "src").rglob("__init__.py")
     }
-    assert set(project["packages"]) == found | {"influence_lab.conf"}
-    assert project["package-dir"]["influence_lab.conf"] == "conf"
-    globs = set(project["package-data"]["influence_lab.conf"])
     groups = {
         p.name
         for p in (ROOT / "conf").iterdir()
         if p.is_dir() and p.name not in ("local", "__pycache__")
     }
-    assert globs == {"*.yaml"} | {f"{g}/*.yaml" for g in groups}
+    data_folders = {f"influence_lab.conf.{g}" for g in groups} | {
+        "influence_lab.reporting.templates"
+    }
+    assert set(project["packages"]) == found | {"influence_lab.conf"} | data_folders
+    assert project["package-dir"]["influence_lab.conf"] == "conf"
+    data = project["package-data"]
+    assert data["influence_lab.conf"] == ["*.yaml"]
+    assert all(data[f"influence_lab.conf.{g}"] == ["*.yaml"] for g in groups)
+    assert data["influence_lab.reporting.templates"] == ["*.j2"]
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +53,13 @@ def wheel_venv(tmp_path_factory):
     if made_local:
         local.write_text("x: 1\n")
     try:
-        subprocess.run(
+        built = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "pip",
                 "wheel",
-                "--quiet",
+                "-v",  # the build backend's warnings are shown (and checked) only verbose
                 "--no-deps",
                 "--no-build-isolation",
                 "-w",
@@ -63,6 +68,7 @@ def wheel_venv(tmp_path_factory):
             ],
             check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
     finally:
@@ -94,11 +100,18 @@ def wheel_venv(tmp_path_factory):
         capture_output=True,
         timeout=300,
     )
-    return wheel, venv
+    return wheel, venv, built.stdout + built.stderr
+
+
+def test_building_the_wheel_warns_of_no_undeclared_package(wheel_venv):
+    _, _, log = wheel_venv
+    assert "influence_lab" in log  # the verbose build log was captured
+    assert "would be ignored" not in log
+    assert "is absent from the `packages` configuration" not in log
 
 
 def test_wheel_carries_the_configs_but_not_conf_local(wheel_venv):
-    wheel, _ = wheel_venv
+    wheel, _, _ = wheel_venv
     names = zipfile.ZipFile(wheel).namelist()
     assert "influence_lab/conf/train.yaml" in names
     assert "influence_lab/conf/model/ddpm.yaml" in names
@@ -123,7 +136,7 @@ def run_in(work: Path, env: dict, *args: str, timeout: int = 300) -> subprocess.
 
 
 def test_installed_wheel_composes_and_trains_from_another_folder(wheel_venv, tmp_path):
-    _, venv = wheel_venv
+    _, venv, _ = wheel_venv
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": ""}
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from influence_lab.orchestration.launch import watch_members
+from influence_lab.evaluation.launch import watch_members
 
 NOISE = ("it/s", "%|", "━", "anonymous", "faiss.loader", "wandb: WARNING")
 
@@ -62,7 +62,7 @@ def test_long_loops_in_a_log_report_tenths(capsys):
 
     from influence_lab.attribution.feature_store import Features
     from influence_lab.attribution.topk import top_scores_of
-    from influence_lab.tracking.console import track
+    from influence_lab.console import track
 
     assert list(track(range(40), "search", log_tenths=True)) == list(range(40))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

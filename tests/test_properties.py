@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from influence_lab.counterfactual.plans import ARMS, CONTROLS, GROUPINGS, jobs_of, make_plan
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
+from influence_lab.evaluation.removal_plans import ARMS, CONTROLS, GROUPINGS, jobs_of, make_plan
 from influence_lab.settings import from_config
 from influence_lab.store.signature import signature
 from influence_lab.training.members import member_settings

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from influence_lab.data import load_data
-from influence_lab.report.quality import prompt_labels, quality
+from influence_lab.reporting.quality import prompt_labels, quality
 from tests.conftest import make_cfg, prompt_match_by_hand
 
 

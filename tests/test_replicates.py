@@ -38,7 +38,7 @@ def _run(tmp_path: Path, threads: int) -> Path:
 
 def _attribute_of(sweep: Path, root: Path) -> Path:
     """The attribute result a sweep tested: the one made from the sweep's generate result."""
-    from influence_lab.orchestration.records import AttributeProvenance
+    from influence_lab.store.records import AttributeProvenance
 
     generate_dir = json.loads((sweep / "plan.json").read_text())["generate_dir"]
     (att,) = [

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from influence_lab.counterfactual.statistics import arm_table, compare
-from influence_lab.report.counterfactual import bar_chart
-from influence_lab.report.figures import image_grid
-from influence_lab.report.sections import counterfactual_finding
+from influence_lab.evaluation.statistics import arm_table, compare
+from influence_lab.reporting.figures import image_grid
+from influence_lab.reporting.sections import counterfactual_finding
+from influence_lab.reporting.sweep_summary import bar_chart
 from influence_lab.stages import report as report_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.stages.lds import lds
@@ -279,7 +279,7 @@ def test_finding_states_the_papers_measure_against_each_control():
 def test_paper_table_has_the_papers_format():
     """Per experiment (from 1) and space: mean ± std [min, max] before and after, then a row of
     means."""
-    from influence_lab.report.exports import paper_table
+    from influence_lab.reporting.exports import paper_table
 
     rows = []
     for experiment in (0, 1):

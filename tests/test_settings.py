@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
+from influence_lab.entry.validation import validate
 from influence_lab.errors import InfluenceLabError
 from influence_lab.settings import StageSettings, from_config, validated
 from influence_lab.settings.attribution import (
@@ -20,18 +21,17 @@ from influence_lab.settings.attribution import (
     ModelEmbedder,
     PretrainedEmbedder,
 )
-from influence_lab.settings.counterfactual import CounterfactualSettings, check_plan
+from influence_lab.settings.counterfactual_settings import CounterfactualSettings, check_plan
 from influence_lab.settings.data import SOURCE_SCHEMAS, DataSettings
-from influence_lab.settings.generate import GenerateSettings
-from influence_lab.settings.lds import LDSSettings
+from influence_lab.settings.generate_settings import GenerateSettings
+from influence_lab.settings.lds_settings import LDSSettings
 from influence_lab.settings.logger import CsvLogger, NoLogger, WandbLogger
 from influence_lab.settings.model import CharGPTSettings, DDPMSettings, LDMSettings, VAESettings
-from influence_lab.settings.paths import PathsSettings
-from influence_lab.settings.pipeline import PipelineSettings
-from influence_lab.settings.report import ReportSettings
+from influence_lab.settings.paths_settings import PathsSettings
+from influence_lab.settings.pipeline_settings import PipelineSettings
+from influence_lab.settings.report_settings import ReportSettings
 from influence_lab.settings.trainer import TrainerSettings
 from influence_lab.stages import STAGES as STAGE_HELP
-from influence_lab.stages.validation import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STAGES = tuple(STAGE_HELP)  # every stage of the CLI

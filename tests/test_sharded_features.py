@@ -244,7 +244,7 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
     order, with the same scores as the in-memory table's top rows (TRAK: both ensemble models;
     TracIn: every snapshot)."""
     from influence_lab.attribution.methods import Targets
-    from influence_lab.attribution.setup import context_for, prepared
+    from influence_lab.attribution.preparation import context_for, prepared
     from influence_lab.stages.train import train
 
     def ranked(*overrides):

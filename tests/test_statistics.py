@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from influence_lab.counterfactual.replicates import SEED_STRIDE, replicate_changes, topk_overlap
-from influence_lab.counterfactual.statistics import (
+from influence_lab.evaluation.replicates import SEED_STRIDE, replicate_changes, topk_overlap
+from influence_lab.evaluation.statistics import (
     MIN_UNITS,
     bootstrap_ci,
     compare,
@@ -291,7 +291,7 @@ def test_topk_overlap_is_the_mean_pairwise_jaccard_over_prompts():
 
 
 def test_replicates_shift_every_seed_and_never_meet(cfg_factory):
-    from influence_lab.stages.common import settings_of
+    from influence_lab.entry.stage_entry import settings_of
 
     settings = settings_of(cfg_factory("counterfactual", "counterfactual.seeds=[1,2]"))
     assert replicate_changes(settings, 0) == {}
@@ -314,7 +314,7 @@ def test_replicates_shift_every_seed_and_never_meet(cfg_factory):
 
 
 def test_the_finding_reads_the_verdicts_and_says_when_an_effect_goes_the_other_way():
-    from influence_lab.report.sections import counterfactual_finding
+    from influence_lab.reporting.sections import counterfactual_finding
 
     def row(control, verdict, stable=True, replicates=3, units=12):
         return {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from influence_lab.attribution.feature_store import Features
-from influence_lab.attribution.methods.base import ScoreTable, subset_sums
+from influence_lab.attribution.methods.attributor import ScoreTable, subset_sums
 from influence_lab.attribution.methods.gradient import Spectrum, as_table, query_batches
 from influence_lab.data import load_data
 
@@ -58,8 +58,8 @@ def test_every_method_subset_sums_equal_its_table(cfg_factory, shards):
     (per ensemble model and their mean, at a damping grid) and the search methods' one-target-
     at-a-time sums equal masks @ scores^T of each method's own table."""
     from influence_lab.attribution.methods import Targets
-    from influence_lab.attribution.search import evaluate, subset_sums_of
-    from influence_lab.attribution.setup import context_for, prepared
+    from influence_lab.attribution.preparation import context_for, prepared
+    from influence_lab.attribution.scoring import evaluate, subset_sums_of
     from influence_lab.settings import from_config
     from influence_lab.stages.train import train
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influence_lab.orchestration.records import load_outputs
 from influence_lab.stages.counterfactual import counterfactual
+from influence_lab.store.records import load_outputs
 from tests.conftest import SHRINK, accept_edits
 
 SWEEP = [

@@ -17,7 +17,7 @@ from trak.projectors import AbstractProjector, BasicProjector, NoOpProjector, Pr
 from trak.utils import vectorize
 
 from influence_lab.attribution import feature_store
-from influence_lab.attribution.gradients import projected_gradients
+from influence_lab.attribution.example_gradients import projected_gradients
 from influence_lab.attribution.methods import AttributionContext, Targets
 from influence_lab.attribution.methods import gradient as gradient_methods
 from influence_lab.attribution.methods.gradient import DTrak, TracIn, Trak

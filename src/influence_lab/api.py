@@ -64,8 +64,8 @@ def settings(stage: str, *args, config_dir: str | Path | None = None, **kwargs):
     """The validated settings a stage would run with (composed as the CLI composes them)."""
     from hydra.errors import HydraException
 
+    from .entry.stage_entry import compose_stage, validate
     from .errors import InfluenceLabError
-    from .stages.common import compose_stage, validate
 
     overrides = overrides_of(args, kwargs)
     try:

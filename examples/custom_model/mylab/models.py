@@ -1,7 +1,7 @@
 """A user's own generative model for influence-lab: a small caption-conditioned VAE (one hidden
 layer each way, a 4-dimensional latent so that the caption carries the class, Bernoulli pixels).
 
-What influence-lab needs from a model (influence_lab.models.base.GenerativeModel):
+What influence-lab needs from a model (influence_lab.models.protocol.GenerativeModel):
 - required: `loss(batch, noise)` (per-example training loss), `draw_noise(n, generator)` (the
   random numbers of one training step), `measure_noise(n, seed)` and `measured_loss(batch, noise)`
   (the per-example loss under fixed noise: counterfactual targets, LDS, gradients),
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from influence_lab.models.base import GenerativeModel, seeded_normal
+from influence_lab.models.protocol import GenerativeModel, seeded_normal
 
 
 class TinyVAE(GenerativeModel):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..console import track
 from ..errors import InfluenceLabError
 from ..models.classifier import cached_classifier, classifier_features
 from ..models.threads import FIT_THREADS, fixed_threads
@@ -28,7 +29,6 @@ from ..settings.attribution import ClassifierEmbedder as ClassifierSettings
 from ..settings.attribution import PretrainedEmbedder as PretrainedSettings
 from ..store.files import RunDir, atomic_write, read_json, write_json
 from ..store.signature import signature
-from ..tracking.console import track
 
 
 def _chunks(n: int, size: int = 512):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import console
 from ..errors import InfluenceLabError
-from ..models.base import GenerativeModel
+from ..models.protocol import GenerativeModel
 from ..store.files import RunDir, write_npy
 from ..store.signature import signature
-from ..tracking.console import console
-from .gradients import n_params, projected_gradients
+from .example_gradients import n_params, projected_gradients
 from .projectors import make_projector
 
 BLOCK_ROWS = 8192  # rows of features read at once when streaming over them

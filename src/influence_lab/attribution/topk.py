@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tracking.console import track
+from ..console import track
 from .feature_store import Features
 
 TARGET_BLOCK = 256

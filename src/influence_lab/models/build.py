@@ -15,7 +15,7 @@ from ..errors import InfluenceLabError
 from ..settings import ModelSettings, section
 from ..settings.stage import MODULE_PATH
 from ..store.files import atomic_write, verify_result, write_json
-from .base import GenerativeModel
+from .protocol import GenerativeModel
 from .text_encoder import build_vocab, caption_tokens
 
 
@@ -141,8 +141,8 @@ def model_class(target, where: str) -> type[GenerativeModel]:
         GenerativeModel,
         f"the allowed modules ({', '.join(_allowed)}); to use your own model, add its module to "
         f"plugins, e.g. plugins=[{module or 'mylab'}].",
-        "a GenerativeModel; it must name a subclass of influence_lab.models.base.GenerativeModel "
-        "(e.g. influence_lab.models.vae.VAE).",
+        "a GenerativeModel; it must name a subclass of "
+        "influence_lab.models.protocol.GenerativeModel (e.g. influence_lab.models.vae.VAE).",
     )
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..settings.model import CharGPTSettings
-from .base import GenerativeModel
 from .packed import embed_bags, layer_norm, linear
+from .protocol import GenerativeModel
 from .transformer import Block
 
 # the constructor's defaults are the schema's (settings/model.py), their one home

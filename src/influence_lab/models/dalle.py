@@ -29,8 +29,8 @@ from torch import nn
 
 from ..errors import InfluenceLabError
 from ..settings.model import DalleSettings
-from .base import GenerativeModel, seeded_uniform
 from .frozen import fit_once, frozen, pool_images, require_fitted
+from .protocol import GenerativeModel, seeded_uniform
 from .text_encoder import caption_tokens
 from .threads import FIT_THREADS, fixed_threads
 from .tokenizer import VQTokenizer, downsample_factor, fit_tokenizer

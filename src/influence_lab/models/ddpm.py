@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import InfluenceLabError
 from ..settings.model import DDPMSettings
-from .base import GenerativeModel, seeded_normal
+from .protocol import GenerativeModel, seeded_normal
 
 DTRAK_TIMESTEPS = 10  # D-TRAK's K when none is given (attribution.gradient.dtrak_timesteps)
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..settings import ModelSettings
-from .base import GenerativeModel
+from .protocol import GenerativeModel
 
 
 def output_seeds(m: int, base_seed: int = 0) -> list[int]:

@@ -10,8 +10,8 @@ from torch import nn
 
 from ..errors import InfluenceLabError
 from ..settings.model import VAESettings
-from .base import GenerativeModel, seeded_normal
 from .packed import embed_bags, silu_mlp
+from .protocol import GenerativeModel, seeded_normal
 
 # the constructor's defaults are the schema's (settings/model.py), their one home
 DEFAULTS = VAESettings()

@@ -8,16 +8,16 @@ gradient and embedders), counterfactual, lds, report, pipeline; `stage` composes
 whole config and holds the one conversion from a Hydra config (`from_config`)."""
 
 from .attribution import AttributionSettings, EmbedderSettings, GradientSettings, IndexSettings
-from .base import Settings, show, validated
-from .counterfactual import CounterfactualSettings, PlanSettings, check_plan
+from .counterfactual_settings import CounterfactualSettings, PlanSettings, check_plan
 from .data import DataSettings
-from .generate import GenerateSettings
-from .lds import LDSSettings
+from .generate_settings import GenerateSettings
+from .lds_settings import LDSSettings
 from .logger import LoggerSettings
 from .model import FitSettings, ModelSettings
-from .paths import PathsSettings
-from .pipeline import PipelineSettings
-from .report import ReportSettings
+from .paths_settings import PathsSettings
+from .pipeline_settings import PipelineSettings
+from .report_settings import ReportSettings
+from .rules import Settings, show, validated
 from .stage import ReportStageSettings, StageSettings, from_config, not_set, section
 from .trainer import TrainerSettings
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from .base import (
+from .rules import (
     RULE,
     Number,
     OnceEach,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
-from .base import (
+from .rules import (
     BelowOne,
     NonNegativeInt,
     PositiveInt,

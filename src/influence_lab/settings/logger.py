@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Discriminator, Tag
 
-from .base import RULE, Settings, one_of
+from .rules import RULE, Settings, one_of
 
 LOGGERS = ("wandb", "csv", "none")
 LOGGER_MODES = ("offline", "online", "disabled")

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
-from .base import (
+from .rules import (
     RULE,
     BelowOne,
     Bool,

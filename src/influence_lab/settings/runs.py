@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from .base import a_list, is_list, rule
+from .rules import a_list, is_list, rule
 
 
 def _one_run(value) -> bool:

@@ -20,7 +20,17 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from ..errors import InfluenceLabError
 from .attribution import AttributionSettings, EmbedderSettings, method_list
-from .base import (
+from .calibrate_settings import CalibrateSettings
+from .counterfactual_settings import CounterfactualSettings
+from .data import DataSettings
+from .generate_settings import GenerateSettings
+from .lds_settings import LDSSettings
+from .logger import LoggerSettings, WandbLogger
+from .model import ModelSettings, VAESettings
+from .paths_settings import PathsSettings
+from .pipeline_settings import PipelineSettings
+from .report_settings import ReportSettings
+from .rules import (
     Bool,
     NonNegativeIntOrNull,
     PositiveInt,
@@ -31,16 +41,6 @@ from .base import (
     rule,
     validated,
 )
-from .calibrate import CalibrateSettings
-from .counterfactual import CounterfactualSettings
-from .data import DataSettings
-from .generate import GenerateSettings
-from .lds import LDSSettings
-from .logger import LoggerSettings, WandbLogger
-from .model import ModelSettings, VAESettings
-from .paths import PathsSettings
-from .pipeline import PipelineSettings
-from .report import ReportSettings
 from .trainer import TrainerSettings
 
 # replicate r (and calibrate's null run r) shifts the model, generation and retrain seeds by

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from .base import Bool, NonNegativeNumber, PositiveIntOrNull, Settings, is_int, one_of, rule
+from .rules import Bool, NonNegativeNumber, PositiveIntOrNull, Settings, is_int, one_of, rule
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 GPU_ACCELERATORS = ("gpu", "cuda")

@@ -5,16 +5,23 @@ names) under `neighbours/`, and a W&B table with the images."""
 from __future__ import annotations
 
 from ..attribution.methods import Targets, registry
-from ..attribution.search import attribute_prompts
-from ..attribution.setup import context_for, lds_dampings, prepared
+from ..attribution.preparation import context_for, lds_dampings, prepared
+from ..attribution.scoring import attribute_prompts
 from ..data import DataBundle, load_data
-from ..orchestration.cached import cached
-from ..orchestration.records import AttributeProvenance, GenerateProvenance, load_outputs
-from ..report.neighbours import attribution_summary, draw_neighbours, wandb_table
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    upstream,
+)
+from ..reporting.neighbours import attribution_summary, draw_neighbours, wandb_table
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, atomic_write
+from ..store.records import AttributeProvenance, GenerateProvenance, load_outputs
 from ..store.signature import signature
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 from .generate import generate
 
 

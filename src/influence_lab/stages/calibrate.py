@@ -20,23 +20,23 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from ..counterfactual.calibration import null_rows, rate_table
-from ..counterfactual.plans import design_of
-from ..counterfactual.replicates import replicate_changes
-from ..counterfactual.statistics import compare
-from ..orchestration.cached import cached
-from ..report.calibration import calibration_plot
-from ..report.counterfactual import HEADLINE
-from ..report.document import cell, table_markdown
-from ..report.exports import export_calibration
+from ..entry.stage_entry import console, output_dir, settings_of, stage_entry, stage_tracking
+from ..entry.validation import check_methods
+from ..evaluation.calibration import null_rows, rate_table
+from ..evaluation.removal_plans import design_of
+from ..evaluation.replicated_sweeps import pooled_results
+from ..evaluation.replicates import replicate_changes
+from ..evaluation.statistics import compare
+from ..reporting.calibration_summary import calibration_plot
+from ..reporting.document import cell, table_markdown
+from ..reporting.exports import export_calibration
+from ..reporting.sweep_summary import HEADLINE
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, atomic_write, write_json, write_text
 from ..store.signature import signature
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking
 from .counterfactual import one_sweep
 from .pipeline import run_configs
-from .replicates import pooled_results
-from .validation import check_methods
 
 
 def calibrate(settings: StageSettings) -> dict:

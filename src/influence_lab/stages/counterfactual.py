@@ -10,27 +10,34 @@ from __future__ import annotations
 import pandas as pd
 
 from ..attribution.prompt_filter import PromptFilter
-from ..counterfactual.plans import PLAN_DESIGN, Plan, jobs_of, make_plan
-from ..counterfactual.sweep import gather, member_finished, write_tables
 from ..data import load_data
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    upstream,
+)
 from ..errors import InfluenceLabError
-from ..orchestration.cached import cached
-from ..orchestration.launch import launcher_overrides, run_multirun
-from ..orchestration.records import AttributeProvenance, GenerateProvenance
-from ..report.counterfactual import (
+from ..evaluation.launch import launcher_overrides, run_multirun
+from ..evaluation.removal_plans import PLAN_DESIGN, Plan, jobs_of, make_plan
+from ..evaluation.sweep import gather, member_finished, write_tables
+from ..reporting.exports import export_metrics
+from ..reporting.regenerations import draw_regenerations
+from ..reporting.sweep_summary import (
     bar_chart,
     forest_plot,
     headline,
     print_summary,
     summary_markdown,
 )
-from ..report.exports import export_metrics
-from ..report.regenerations import draw_regenerations
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, write_text
+from ..store.records import AttributeProvenance, GenerateProvenance
 from ..store.signature import signature
 from .attribute import attribute
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 
 REGENERATED_PROMPTS = 6  # prompts whose outputs before / after retraining are drawn
 
@@ -54,7 +61,7 @@ def counterfactual(settings: StageSettings) -> RunDir:
     `stages.replicates`) and the folder of their pooled statistics."""
     settings = settings_of(settings)
     if settings.replicates > 1:
-        from .replicates import replicated
+        from ..evaluation.replicated_sweeps import replicated
 
         return replicated(settings, one_sweep)
     return one_sweep(settings)[0]

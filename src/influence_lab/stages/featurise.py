@@ -17,11 +17,11 @@ import time
 
 from ..attribution.feature_store import check_shard, shard_count
 from ..attribution.methods import registry
-from ..attribution.setup import context_for
+from ..attribution.preparation import context_for
 from ..data import load_data
+from ..entry.stage_entry import console, settings_of, stage_entry, upstream
 from ..errors import InfluenceLabError
 from ..settings import StageSettings
-from .common import console, settings_of, stage_entry, upstream
 from .train import train
 
 

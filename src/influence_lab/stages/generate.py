@@ -10,6 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import DataBundle, load_data
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    upstream,
+)
 from ..errors import InfluenceLabError
 from ..models.build import load_model
 from ..models.sampling import (
@@ -19,14 +27,13 @@ from ..models.sampling import (
     sample_grid,
     use_sampling,
 )
-from ..orchestration.cached import cached
-from ..orchestration.records import GenerateProvenance, write_outputs
-from ..report.figures import draw
-from ..report.quality import quality
+from ..reporting.figures import draw
+from ..reporting.quality import quality
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, write_json
+from ..store.records import GenerateProvenance, write_outputs
 from ..store.signature import signature
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 from .train import train
 
 

@@ -24,7 +24,17 @@ import numpy as np
 import pandas as pd
 
 from ..attribution.methods import registry
-from ..counterfactual.lds import (
+from ..data import load_data
+from ..data.heldout import heldout_items
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    upstream,
+)
+from ..evaluation.lds_score import (
     choose_dampings,
     draw_subsets,
     lds_of,
@@ -33,7 +43,7 @@ from ..counterfactual.lds import (
     split_subsets,
     subset_redraws,
 )
-from ..counterfactual.subsets import (
+from ..evaluation.subsets import (
     measure,
     method_predictions,
     subset_members,
@@ -42,18 +52,15 @@ from ..counterfactual.subsets import (
     tracked_items,
     train_subset_models,
 )
-from ..data import load_data
-from ..data.heldout import heldout_items
-from ..orchestration.cached import cached
-from ..orchestration.records import GenerateProvenance, load_outputs
-from ..report.exports import export_lds
-from ..report.lds_figures import damping_lines, lds_bars
-from ..report.lds_summary import dynamics, memorized, print_table, summary_markdown
+from ..reporting.exports import export_lds
+from ..reporting.lds_figures import damping_lines, lds_bars
+from ..reporting.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
+from ..store.records import GenerateProvenance, load_outputs
 from ..store.signature import signature
 from ..training.batches import batch_of
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking, upstream
 from .generate import generate
 
 

@@ -11,11 +11,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..entry.stage_entry import (
+    compose_stage,
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    validate,
+)
 from ..errors import InfluenceLabError
-from ..report.exports import export
+from ..reporting.exports import export
 from ..settings import StageSettings
 from ..store.files import write_text
-from .common import compose_stage, console, output_dir, settings_of, stage_entry, validate
 from .counterfactual import counterfactual
 
 

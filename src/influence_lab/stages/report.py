@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..entry.stage_entry import console, output_dir, settings_of, stage_entry
 from ..errors import InfluenceLabError
-from ..report.document import write_report
-from ..report.sections import STAGES, calibration_of, newest, report_sections
+from ..reporting.document import write_report
+from ..reporting.sections import STAGES, calibration_of, newest, report_sections
 from ..settings import ReportStageSettings
-from .common import console, output_dir, settings_of, stage_entry
 
 
 def report(settings: ReportStageSettings) -> Path:

@@ -13,20 +13,27 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ..attribution.embedders import build_embedder
-from ..counterfactual.metrics import losses
-from ..counterfactual.plans import Member, Plan
-from ..counterfactual.sweep import measure_member, member_finished, write_failures, write_member
 from ..data import load_data
 from ..data.canaries import canary_pattern
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    validate,
+)
 from ..errors import InfluenceLabError
+from ..evaluation.metrics import losses
+from ..evaluation.removal_plans import Member, Plan
+from ..evaluation.sweep import measure_member, member_finished, write_failures, write_member
 from ..models.build import load_model
 from ..models.sampling import use_sampling
-from ..orchestration.records import load_outputs
 from ..settings import StageSettings
 from ..store.files import claim
+from ..store.records import load_outputs
 from ..store.signature import signature
 from ..training.members import train_members
-from .common import console, output_dir, settings_of, stage_entry, stage_tracking, validate
 
 
 def retrain(settings: StageSettings) -> list[str]:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 
 from ..data import DataBundle, load_data
+from ..entry.stage_entry import console, settings_of, stage_entry, stage_tracking
 from ..models.build import build_model, save_model
-from ..orchestration.cached import cached
-from ..report.figures import draw_samples
+from ..reporting.figures import draw_samples
 from ..settings import StageSettings
+from ..store.cached import cached
 from ..store.files import RunDir, write_json
 from ..store.paths import output_dir
 from ..training.fit import fit
 from ..training.members import begin_train_run, train_run
-from .common import console, settings_of, stage_entry, stage_tracking
 
 
 def train(settings: StageSettings, bundle: DataBundle | None = None) -> RunDir:

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..settings import LoggerSettings
+from ..settings import LoggerSettings, StageSettings
 from ..settings.logger import LOGGERS as KINDS  # noqa: F401  (the logger names, declared in settings)
+from ..store.paths import output_dir as output_root
 
 
 class Tracking:
@@ -150,3 +151,18 @@ def tracked_run(
         yield tracking
     finally:
         tracking.finish()
+
+
+def stage_tracking(
+    settings: StageSettings, run_dir, job_type: str, config: dict, name: str | None = None
+):
+    """`tracked_run` for one stage's run, with the settings' logger, output root and group."""
+    return tracked_run(
+        settings.logger,
+        run_dir,
+        job_type,
+        output_dir=output_root(settings),
+        group=settings.group,
+        config=config,
+        name=name,
+    )

@@ -17,12 +17,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from ..console import show_progress
 from ..data import DataBundle
 from ..errors import InfluenceLabError
-from ..models.base import GenerativeModel
+from ..models.protocol import GenerativeModel
 from ..settings import FitSettings, TrainerSettings, section
 from ..store.files import atomic_write, read_json, sha256, write_json, write_text
-from ..tracking.console import show_progress
 from .batches import loader
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):

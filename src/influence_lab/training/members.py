@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..console import console, track
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
 from ..settings import StageSettings
@@ -19,7 +20,6 @@ from ..settings.model import SAMPLING_ARGS
 from ..store.files import RunDir, atomic_write, claim, write_json, write_text
 from ..store.paths import output_dir
 from ..store.signature import signature
-from ..tracking.console import console, track
 from .batches import batch_of
 from .devices import torch_device
 from .fit import NonFiniteLoss, fit, fit_pack

@@ -26,7 +26,7 @@ from datasets import Dataset
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..models.base import GenerativeModel, step_generator
+from ..models.protocol import GenerativeModel, step_generator
 from .batches import InMemory, RemovalStableSampler
 
 # the pack steps its own optimiser (MaskedAdamW) under manual optimisation

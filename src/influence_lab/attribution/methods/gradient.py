@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from ...errors import InfluenceLabError
-from ...models.base import NOISE_SEED
 from ...models.build import load_model
+from ...models.protocol import NOISE_SEED
 from ...store.files import read_json
 from ...training.batches import batch_of, outputs_batch
+from ..example_gradients import n_params, projected_gradients_many
 from ..feature_store import Features, check_fits, train_features
-from ..gradients import n_params, projected_gradients_many
 from ..projectors import make_projector
 from ..topk import top_scores_of
-from .base import Attributor, ScoreTable, Targets, Traits
+from .attributor import Attributor, ScoreTable, Targets, Traits
 
 
 class GradientAttributor(Attributor):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ...errors import InfluenceLabError
 from ...models.build import allowed_class
-from .base import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
+from .attributor import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
 from .gradient import DTrak, TracIn, Trak
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
 

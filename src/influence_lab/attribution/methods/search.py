@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import InfluenceLabError
 from ...settings.attribution import paper_space
 from ..scorers import PAPER_WEIGHTS, PromptEvidence, paper_features, signal, signal_names
-from .base import Attributor, ScoreTable, Targets, Traits
+from .attributor import Attributor, ScoreTable, Targets, Traits
 
 
 class EvidenceAttributor(Attributor):
@@ -33,7 +33,7 @@ class EvidenceAttributor(Attributor):
         raise NotImplementedError
 
     def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
-        from ..search import evaluate
+        from ..scoring import evaluate
 
         cand, values = [], []
         for _, _, _, scored in evaluate(self.context, {self.name: self}, targets):
