@@ -93,7 +93,7 @@ def test_attribute_bad_inputs(cfg_factory, tmp_path, capsys):
 def test_cached_embedding_dimension_mismatch_is_refused(tmp_path):
     from omegaconf import OmegaConf
 
-    from influence_lab.attribution.scoring import _latent
+    from influence_lab.attribution.methods.evidence import _latent
     from influence_lab.errors import InfluenceLabError
 
     class Cache:

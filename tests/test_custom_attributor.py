@@ -40,19 +40,22 @@ def test_pixel_neighbours_ranks_an_exact_copy_first(monkeypatch):
     np.testing.assert_allclose(table.values[1], want, rtol=1e-9, atol=1e-9)
 
 
-def test_a_plugin_that_only_scores_gets_the_base_class_subset_sums(monkeypatch):
-    """The LDS's predictions of a plugin that implements `scores` alone come from the base class's
-    `subset_sums`: per subset and target, the sum over the subset's items of the item's score,
-    here minus its squared pixel distance summed over the target's outputs, computed by hand."""
+def test_a_plugin_that_only_scores_gets_the_lds_fallback_subset_sums(monkeypatch):
+    """The LDS's predictions of a plugin that implements the core alone (none of the optional
+    protocols) come from its `scores`: per subset and target, the sum over the subset's items of
+    the item's score, here minus its squared pixel distance summed over the target's outputs,
+    computed by hand."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
     from pixellab.attributors import PixelNeighbours
 
-    from influence_lab.attribution.methods import AttributionContext, Attributor, Targets
+    from influence_lab.attribution.methods import AttributionContext, Targets
+    from influence_lab.attribution.methods.protocols import DampingGrid, PerModel, SubsetSums
     from influence_lab.data import load_data
     from influence_lab.evaluation.lds_score import draw_subsets
+    from influence_lab.evaluation.subsets import predictions_of
     from tests.conftest import make_cfg
 
-    assert PixelNeighbours.subset_sums is Attributor.subset_sums  # inherited, not its own
+    assert not isinstance(PixelNeighbours("x"), (SubsetSums, DampingGrid, PerModel))
     bundle = load_data(make_cfg("attribute", Path("/tmp")).data)
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     method = PixelNeighbours("pixel_l2")
@@ -60,7 +63,8 @@ def test_a_plugin_that_only_scores_gets_the_base_class_subset_sums(monkeypatch):
     groups = [[5, 17], [400, 401], [1000, 3]]  # two outputs per target
     targets = Targets(["a", "b", "c"], [images[g] for g in groups])
     masks = draw_subsets(len(images), 6, 0.5, seed=0)  # (subsets, items) booleans, as the LDS's
-    sums = method.subset_sums(targets, masks)
+    ((label, sums),) = predictions_of("pixel_l2", method, targets, masks, [0.1, 1.0], [1, 2])
+    assert label == "pixel_l2"  # no damping grid, no ensemble sizes for a plain method
     flat = images.reshape(len(images), -1).astype(np.float64)
     scores = np.stack([-sum(((flat - flat[i]) ** 2).sum(1) for i in g) for g in groups])
     want = masks.astype(np.float64) @ scores.T  # (subsets, targets)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from influence_lab.attribution.methods.gradient import Spectrum as _Spectrum
+from influence_lab.attribution.spectrum import Spectrum as _Spectrum
 
 
 @pytest.mark.parametrize("n,d", [(60, 20), (20, 60)])  # primal (d < n) and dual (d > n) forms

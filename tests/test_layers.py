@@ -58,3 +58,24 @@ def test_layers_contract_is_kept():
     )
     assert out.returncode == 0, out.stdout[-4000:]
     assert "1 kept, 0 broken" in out.stdout
+
+
+def test_no_module_name_is_repeated_and_no_module_rebinds_its_class():
+    """A file name says what is inside: no two modules of the package share a name (beyond
+    `__init__.py`), and no module replaces its own class (`il.report` is a plain function)."""
+    src = ROOT / "src" / "influence_lab"
+    seen: dict[str, list[str]] = {}
+    for path in src.rglob("*.py"):
+        if path.name != "__init__.py" and "__pycache__" not in path.parts:
+            seen.setdefault(path.name, []).append(str(path.relative_to(src)))
+    repeated = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not repeated, f"repeated module names: {repeated}"
+    rebinding = [p for p in src.rglob("*.py") if ".__class__ =" in p.read_text()]
+    assert not rebinding, f"modules rebinding a class: {rebinding}"
+    import influence_lab as il
+
+    assert callable(il.report) and callable(il.counterfactual)
+    import influence_lab.evaluation.statistics  # noqa: F401  (importing a subpackage keeps them)
+    import influence_lab.reporting.sections  # noqa: F401
+
+    assert il.report.__module__ == "influence_lab.api"

@@ -11,7 +11,7 @@ import pytest
 
 from influence_lab.attribution import feature_store
 from influence_lab.attribution.feature_store import Features, train_features
-from influence_lab.attribution.methods.gradient import Spectrum
+from influence_lab.attribution.spectrum import Spectrum
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model

@@ -7,7 +7,8 @@ import pytest
 
 from influence_lab.attribution.feature_store import Features
 from influence_lab.attribution.methods.attributor import ScoreTable, subset_sums
-from influence_lab.attribution.methods.gradient import Spectrum, as_table, query_batches
+from influence_lab.attribution.methods.gradient import as_table, query_batches
+from influence_lab.attribution.spectrum import Spectrum
 from influence_lab.data import load_data
 
 
@@ -93,6 +94,9 @@ def test_every_method_subset_sums_equal_its_table(cfg_factory, shards):
                 assert np.abs(got[d] - want).max() <= 1e-8 * np.abs(want).max(), name
         mean = method.subset_sums(targets, masks, grid)
         np.testing.assert_allclose(mean, np.mean(sums, axis=0), rtol=1e-12)
+        grid_table = method.damped_scores(targets, grid).dense(n)  # the DampingGrid protocol
+        per_model_mean = np.mean([t.dense(n) for t in tables], axis=0)
+        np.testing.assert_allclose(grid_table, per_model_mean, rtol=1e-10, atol=1e-12)
     tracin = attributors["tracin"]
     want = by_hand(masks, as_table(tracin.scores_many(query_batches(targets)), targets).dense(n))
     got = tracin.subset_sums(targets, masks)

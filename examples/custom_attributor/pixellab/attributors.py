@@ -25,7 +25,7 @@ class PixelNeighbours(Attributor):
         self.items = images.reshape(len(images), -1)  # (N, pixels)
         self.items_sq = (self.items**2).sum(1)
 
-    def scores(self, targets: Targets, dampings=None) -> ScoreTable:
+    def scores(self, targets: Targets) -> ScoreTable:
         rows = []
         for outputs in targets.outputs:
             out = np.asarray(outputs, np.float64).reshape(len(outputs), -1)  # (m, pixels)

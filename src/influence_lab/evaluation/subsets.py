@@ -11,7 +11,10 @@ import numpy as np
 import torch
 
 from ..attribution.methods import Targets
+from ..attribution.methods.attributor import subset_sums
+from ..attribution.methods.evidence import EvidenceAttributor
 from ..attribution.methods.gradient import query_batches
+from ..attribution.methods.protocols import DampingGrid, PerModel, SubsetSums
 from ..attribution.preparation import context_for, prepared
 from ..attribution.scoring import subset_sums_of
 from ..console import console, track
@@ -169,20 +172,31 @@ def method_predictions(
     )
     attributors = prepared(settings, methods, context)
     targets = Targets(t_prompts, t_outputs, joint=True)
-    search = {k: a for k, a in attributors.items() if a.shares_evidence}
+    search = {k: a for k, a in attributors.items() if isinstance(a, EvidenceAttributor)}
     out = subset_sums_of(context, search, targets, masks) if search else {}
     families = {label: a.traits.family for label, a in search.items()}
     for name, attributor in attributors.items():
         if name in search:
             continue
         console.print(f"lds: scores of {name}", highlight=False)
-        grid = dampings if attributor.traits.tunes_damping else None
-        if attributor.traits.ensemble:
-            per_model = attributor.per_model_subset_sums(targets, masks, grid)
-            for e in sizes:
-                out[f"{name}@{e}"] = np.mean(per_model[:e], axis=0)
-                families[f"{name}@{e}"] = attributor.traits.family
-        else:
-            out[name] = attributor.subset_sums(targets, masks, grid)
-            families[name] = attributor.traits.family
+        for label, sums in predictions_of(name, attributor, targets, masks, dampings, sizes):
+            out[label], families[label] = sums, attributor.traits.family
     return out, families
+
+
+def predictions_of(
+    name: str, attributor, targets: Targets, masks: np.ndarray, dampings, sizes: list[int]
+) -> list[tuple[str, np.ndarray]]:
+    """(label, subset sums) of one method that is not a search method: through the optional
+    protocols it implements (`attribution/methods/protocols.py`) -- per ensemble size
+    (`PerModel`: labels `<name>@<size>`), streamed (`SubsetSums`), at each damping of `dampings`
+    (`DampingGrid`) -- else summed from its table of scores, as for any user's attributor."""
+    grid = dampings if isinstance(attributor, DampingGrid) else None
+    if isinstance(attributor, PerModel):
+        per_model = attributor.per_model_subset_sums(targets, masks, grid)
+        return [(f"{name}@{e}", np.mean(per_model[:e], axis=0)) for e in sizes]
+    if isinstance(attributor, SubsetSums):
+        return [(name, attributor.subset_sums(targets, masks, grid))]
+    n = masks.shape[1]
+    table = attributor.scores(targets) if grid is None else attributor.damped_scores(targets, grid)
+    return [(name, subset_sums(masks, table.dense(n)))]

@@ -1,10 +1,12 @@
 """The attributor interface: every attribution method, built-in or a user's, is an `Attributor`.
 
-An attributor declares its `traits` (family, what it needs, whether it tunes a damping, which
-`auto` lists hold it), is `prepare`d once with an `AttributionContext` (where it builds its
-indexes, features or spectra, cached as signature-named results), and returns one `ScoreTable`
-for a set of `Targets`: per target, a score for each candidate training item, higher = more
-influential. `attribute`, LDS, counterfactual selection and the report go through this interface
+Its core is three members: `traits` (family, what it needs, which `auto` lists hold it), `prepare`
+(once, with an `AttributionContext`: build indexes, features or spectra, cached as
+signature-named results) and `scores` (one `ScoreTable` for a set of `Targets`: per target, a
+score for each candidate training item, higher = more influential). What only the LDS asks for --
+scores at a grid of dampings, subset sums streamed over features, one table per ensemble model --
+are optional protocols (`protocols.py`) that the LDS checks for, with a plain fallback from
+`scores`. `attribute`, LDS, counterfactual selection and the report go through this interface
 and read traits, never method names (the registry, `registry.py`, is the one place names live).
 
 Modelled on dattri's `AttributionTask` + `Attributor.cache()/attribute()` and traker's
@@ -38,8 +40,6 @@ class Traits:
     family: str  # "search" (similarity in some space) or "gradient" (the model's gradients)
     # capabilities (CAPABILITIES, or "output:<name>" for a model output function)
     needs: tuple[str, ...] = ()
-    tunes_damping: bool = False  # scores(targets, dampings) gives one table per damping
-    ensemble: bool = False  # per_model(...) scores each ensemble model (LDS: label@size)
     # the `auto` lists that hold it: "attribute" (attribution.methods) and/or "lds" (lds.methods)
     auto: tuple[str, ...] = ()
 
@@ -100,13 +100,12 @@ def spaces_read(att, labelled: bool, methods) -> list[str]:
 
 class Attributor:
     """Subclass this, set `traits`, implement `prepare` and `scores`. `name` is set by the registry
-    to the method's label in tables (attribution.methods, or attribution.custom_methods' key)."""
+    to the method's label in tables (attribution.methods, or attribution.custom_methods' key).
+    `check` and `spaces` are optional (a method with no settings of its own to refuse, or that
+    reads no embedder, keeps these)."""
 
     traits: ClassVar[Traits]
     name: str = ""
-    # scored from the per-prompt evidence `search.evaluate` measures once for every such method
-    # (the built-in search methods: `from_evidence`); others score every target in `scores`
-    shares_evidence: ClassVar[bool] = False
 
     def __init__(self, name: str = "", option: str | None = None):
         self.name = name or type(self).__name__.lower()
@@ -128,28 +127,8 @@ class Attributor:
         """Build what scoring needs (indexes, features, spectra); called once per context."""
         self.context = context
 
-    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+    def scores(self, targets: Targets) -> ScoreTable:
         raise NotImplementedError
-
-    def per_model(self, targets: Targets, dampings: list[float] | None = None) -> list[ScoreTable]:
-        """Per ensemble model (traits.ensemble): the scores of that model alone."""
-        raise NotImplementedError
-
-    def subset_sums(
-        self, targets: Targets, masks: np.ndarray, dampings: list[float] | None = None
-    ) -> np.ndarray:
-        """The LDS's prediction per subset: for masks (subsets, items), each subset's sum of its
-        items' scores, (subsets, targets), or (dampings, subsets, targets) with dampings. From
-        `scores` here; the gradient methods override it to stream over their features, so that
-        the targets x items table is never held."""
-        return subset_sums(masks, self.scores(targets, dampings).dense(masks.shape[1]))
-
-    def per_model_subset_sums(
-        self, targets: Targets, masks: np.ndarray, dampings: list[float] | None = None
-    ) -> list[np.ndarray]:
-        """`subset_sums` per ensemble model (traits.ensemble), from `per_model` here."""
-        n = masks.shape[1]
-        return [subset_sums(masks, t.dense(n)) for t in self.per_model(targets, dampings)]
 
 
 def subset_sums(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from ...training.batches import batch_of, outputs_batch
 from ..example_gradients import n_params, projected_gradients_many
 from ..feature_store import Features, check_fits, train_features
 from ..projectors import make_projector
+from ..spectrum import Spectrum
 from ..topk import top_scores_of
 from .attributor import Attributor, ScoreTable, Targets, Traits
 
@@ -117,8 +118,8 @@ class GradientAttributor(Attributor):
         """What scoring needs from the features of `self.sources`, in order."""
         raise NotImplementedError
 
-    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
-        return as_table(self.scores_many(query_batches(targets), dampings), targets)
+    def scores(self, targets: Targets) -> ScoreTable:
+        return as_table(self.scores_many(query_batches(targets), None), targets)
 
     def scores_many(self, batches: list[dict], dampings: list[float] | None) -> list[np.ndarray]:
         raise NotImplementedError
@@ -153,6 +154,8 @@ def query_batches(targets: Targets) -> list[dict]:
 
 
 class TracIn(GradientAttributor):
+    """TracIn over the model's training snapshots; a `SubsetSums` method (protocols.py)."""
+
     traits = Traits(family="gradient", needs=("snapshots",), auto=("lds",))
 
     def models_held(self) -> int:
@@ -182,12 +185,12 @@ class TracIn(GradientAttributor):
     def build(self, features: list[Features]) -> None:
         self.phis = features
 
-    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+    def scores(self, targets: Targets) -> ScoreTable:
         """Features in one piece: every item's score. Sharded: each target's top
         `attribution.keep` items only, the snapshots' terms summed block by block over the shards
         (attribution/topk.py), as TRAK's."""
         if all(len(phi.shards) == 1 for phi in self.phis):
-            return super().scores(targets, dampings)
+            return super().scores(targets)
         keep = self.context.attribution.keep
         top = top_scores_of(
             self.terms(targets), keep, dtype=np.float64, desc=f"scores ({self.name})"
@@ -220,16 +223,15 @@ class TracIn(GradientAttributor):
 
 
 class Trak(GradientAttributor):
-    """TRAK over the first `ensemble` models (attribution.gradient.ensemble, or the context's).
+    """TRAK over the first `ensemble` models (attribution.gradient.ensemble, or the context's);
+    a `DampingGrid`, `SubsetSums` and `PerModel` method (protocols.py).
 
     Each model's kernel is diagonalised once, so that scores for any damping (a grid of them, when
     the LDS stage chooses one) cost a matrix product each instead of a new solve. In the dual form
     when the projection is wider than the training set: (Phi^T Phi + l I)^-1 Phi^T =
     Phi^T (Phi Phi^T + l I)^-1, both sides with the same nonzero eigenvalues."""
 
-    traits = Traits(
-        family="gradient", needs=("ensemble",), tunes_damping=True, ensemble=True, auto=("lds",)
-    )
+    traits = Traits(family="gradient", needs=("ensemble",), auto=("lds",))
 
     def models_held(self) -> int:
         return self.context.ensemble_size or self.context.attribution.gradient.ensemble
@@ -268,13 +270,17 @@ class Trak(GradientAttributor):
             out.append(per_batch)
         return out
 
-    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
+    def damped_scores(self, targets: Targets, dampings: list[float]) -> ScoreTable:
+        """(dampings, targets, items) scores at each damping of the grid (`DampingGrid`)."""
+        return as_table(self.scores_many(query_batches(targets), list(dampings)), targets)
+
+    def scores(self, targets: Targets) -> ScoreTable:
         """Features in one piece: every item's score. Sharded features: each target's top
         `attribution.keep` items only, the ensemble's scores summed block by block over the
         shards (attribution/topk.py), so the targets x items table is never held; the rows the
         attribute stage keeps are the same (tests/test_sharded_features.py)."""
-        if dampings is not None or not all(s.streamed for s in self.spectra):
-            return super().scores(targets, dampings)
+        if not all(s.streamed for s in self.spectra):
+            return super().scores(targets)
         seed, size = self.context.attribution.gradient.proj_seed, len(self.models)
         terms = []
         for k, (model, spectrum) in enumerate(zip(self.models, self.spectra, strict=True)):
@@ -316,13 +322,7 @@ class Trak(GradientAttributor):
 class DTrak(Trak):
     output = "dtrak"
     projector = "normal"
-    traits = Traits(
-        family="gradient",
-        needs=("ensemble", "output:dtrak"),
-        tunes_damping=True,
-        ensemble=True,
-        auto=("lds",),
-    )
+    traits = Traits(family="gradient", needs=("ensemble", "output:dtrak"), auto=("lds",))
 
     @classmethod
     def check(cls, settings, model_cls, option):
@@ -337,54 +337,3 @@ class DTrak(Trak):
 
     def output_options(self) -> dict:
         return {"dtrak_timesteps": self.context.attribution.gradient.dtrak_timesteps}
-
-
-class Spectrum:
-    """One model's kernel Phi^T Phi diagonalised (or its dual Phi Phi^T, whichever is smaller).
-
-    Features in one array: both sides precomputed. Sharded features (a training set that need not
-    fit in memory): the kernel is accumulated shard by shard (memory dim^2) and the scores are
-    streamed over the shards, ((q U) diag(1/(s+l)) U^T) Phi^T, the same product in another order
-    (equal to 1e-12 relative; tests/test_sharded_features.py)."""
-
-    def __init__(self, phi: Features | np.ndarray):
-        phi = phi if isinstance(phi, Features) else Features([phi])
-        n, d = phi.shape
-        self.dual = d > n
-        self.streamed = not self.dual and len(phi.shards) > 1
-        if self.streamed:  # the shards are read again at each scoring, never held
-            self.phi, gram = phi, phi.gram()
-        else:
-            dense = phi.dense()
-            gram = dense @ dense.T if self.dual else dense.T @ dense
-        self.scale = float(np.trace(gram)) / d  # the mean diagonal of Phi^T Phi, either way
-        self.eigenvalues, vectors = np.linalg.eigh(gram)
-        self.vectors = vectors
-        # dual: scores = (q Phi^T V) diag(1/(s+l)) V^T ; primal: (q U) diag(1/(s+l)) U^T Phi^T
-        if not self.streamed:
-            self.right = vectors.T if self.dual else vectors.T @ dense.T  # (r, n)
-        self.left = dense.T @ vectors if self.dual else vectors  # (d, r)
-
-    def scores(self, q: np.ndarray, damping: float) -> np.ndarray:
-        """q (targets, d) -> scores (targets, items) at lambda = damping x the mean diagonal."""
-        if self.streamed:
-            return self.phi.times(self.left_of(q, damping))
-        return ((q @ self.left) * self.weights(damping)) @ self.right
-
-    def weights(self, damping: float) -> np.ndarray:
-        return 1.0 / (np.clip(self.eigenvalues, 0.0, None) + damping * self.scale)
-
-    def subset_sums(self, masks: np.ndarray, q: np.ndarray, dampings: list) -> list[np.ndarray]:
-        """masks (subsets, items) @ scores(q, d)^T for each damping d -> (subsets, targets) each:
-        (masks @ right^T) ((q left) diag(1/(s+l)))^T, with masks @ right^T (subsets, r) formed
-        once (streamed: (masks Phi) U)."""
-        if self.streamed:
-            right = self.phi.sums_over(masks) @ self.vectors
-        else:
-            right = np.asarray(masks, dtype=np.float64) @ self.right.T
-        projected = q @ self.left
-        return [right @ (projected * self.weights(d)).T for d in dampings]
-
-    def left_of(self, q: np.ndarray, damping: float) -> np.ndarray:
-        """Streamed: the rows (targets, d) whose product with Phi^T is the scores."""
-        return ((q @ self.left) * self.weights(damping)) @ self.vectors.T

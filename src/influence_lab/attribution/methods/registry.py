@@ -13,6 +13,7 @@ from ...errors import InfluenceLabError
 from ...models.build import allowed_class
 from .attributor import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
 from .gradient import DTrak, TracIn, Trak
+from .protocols import DampingGrid
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
 
 BUILT_INS: dict[str, type[Attributor]] = {
@@ -155,7 +156,7 @@ def spaces(settings, methods: list[str], labelled: bool) -> list[str]:
 
 def any_tunes_damping(settings, methods: list[str]) -> bool:
     att, plugins = settings.attribution, list(settings.plugins)
-    return any(method_class(m, att, plugins)[0].traits.tunes_damping for m in methods)
+    return any(issubclass(method_class(m, att, plugins)[0], DampingGrid) for m in methods)
 
 
 def build(name: str, att, plugins=()) -> Attributor:

@@ -1,7 +1,7 @@
 """The search methods: similarity between a prompt's outputs and every training item, in the raw
 space, the latent spaces (faiss) and the caption space of the prompt filter (`scorers.py` holds
-the signals and the paper's features; `search.py` measures them once per prompt for every search
-method at once). Each class turns one prompt's evidence into scores of its candidates."""
+the signals and the paper's features; `evidence.py` measures them once per prompt for every
+search method at once). Each class turns one prompt's evidence into scores of its candidates."""
 
 from __future__ import annotations
 
@@ -9,37 +9,9 @@ import numpy as np
 
 from ...errors import InfluenceLabError
 from ...settings.attribution import paper_space
-from ..scorers import PAPER_WEIGHTS, PromptEvidence, paper_features, signal, signal_names
-from .attributor import Attributor, ScoreTable, Targets, Traits
-
-
-class EvidenceAttributor(Attributor):
-    """A search method scored from the per-prompt evidence (`PromptEvidence`) that
-    `search.evaluate` measures once for every such method of a run."""
-
-    traits = Traits(family="search")
-    shares_evidence = True
-    raw_everywhere = False  # it reads raw similarities of every item, not only the pool's
-
-    @classmethod
-    def spaces(cls, att, labelled: bool, option: str | None) -> list[str]:
-        return list(att.embedders)
-
-    def add_evidence(self, ev: PromptEvidence, outs, content, queries: dict, caches: dict):
-        """Evidence only this method reads (the paper's features), added to `ev`."""
-
-    def from_evidence(self, ev: PromptEvidence, weights: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(candidate indices, scores) of one prompt."""
-        raise NotImplementedError
-
-    def scores(self, targets: Targets, dampings: list[float] | None = None) -> ScoreTable:
-        from ..scoring import evaluate
-
-        cand, values = [], []
-        for _, _, _, scored in evaluate(self.context, {self.name: self}, targets):
-            cand.append(scored[self.name][0])
-            values.append(scored[self.name][1])
-        return ScoreTable(values, cand)
+from ..scorers import PAPER_WEIGHTS, paper_features, signal, signal_names
+from .attributor import Traits
+from .evidence import EvidenceAttributor
 
 
 class Fused(EvidenceAttributor):
