@@ -22,10 +22,8 @@ from ..reporting.document import table_markdown
 from ..reporting.exports import export_metrics
 from ..reporting.sweep_summary import bar_chart, forest_plot, print_summary, summary_markdown
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, atomic_write, write_json, write_text
-from ..store.paths import output_dir
-from ..store.signature import signature
 from ..tracking.loggers import stage_tracking
 from .replicates import replicate_changes, topk_overlap
 from .statistics import arm_table, compare, experiment_table
@@ -46,8 +44,7 @@ def replicated(settings: StageSettings, one_sweep: Callable) -> RunDir:
         console.print(f"[bold]replicate {r + 1}/{count}[/]: {shown}", highlight=False)
         sweeps.append(one_sweep(settings.replaced(changes)))
     spec = {"replicates": [(run.signature, att.signature) for run, att in sweeps]}
-    name = f"{settings.model.name}-{settings.data.name}-r{count}"
-    run = RunDir(output_dir(settings), "counterfactual", name, signature(spec))
+    run = result_dir(settings, "counterfactual", spec, suffix=f"-r{count}")
     return cached(
         run,
         settings.force,

@@ -18,7 +18,14 @@ from .paths_settings import PathsSettings
 from .pipeline_settings import PipelineSettings
 from .report_settings import ReportSettings
 from .rules import Settings, show, validated
-from .stage import ReportStageSettings, StageSettings, from_config, not_set, section
+from .stage import (
+    ReportStageSettings,
+    StageSettings,
+    from_config,
+    not_set,
+    run_name,
+    section,
+)
 from .trainer import TrainerSettings
 
 __all__ = [
@@ -46,5 +53,6 @@ __all__ = [
     "from_config",
     "not_set",
     "section",
+    "run_name",
     "TrainerSettings",
 ]

@@ -263,6 +263,12 @@ class ReportStageSettings(Settings):
     report: ReportSettings = Field(default_factory=ReportSettings)
 
 
+def run_name(settings) -> str:
+    """The name every result of a model on a dataset carries, `<model>-<data>` (e.g.
+    `vae-digits`): its folder under each stage is `<run_name>-<signature>`."""
+    return f"{settings.model.name}-{settings.data.name}"
+
+
 # ---------------------------------------------------------------- from a Hydra config
 
 

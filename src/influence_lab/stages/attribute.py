@@ -18,10 +18,9 @@ from ..entry.stage_entry import (
 )
 from ..reporting.neighbours import attribution_summary, draw_neighbours, wandb_table
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, atomic_write
 from ..store.records import AttributeProvenance, GenerateProvenance, load_outputs
-from ..store.signature import signature
 from .generate import generate
 
 
@@ -39,8 +38,7 @@ def attribute(settings: StageSettings) -> RunDir:
     }
     if registry.any_tunes_damping(settings, methods):
         spec["dampings"] = chosen_dampings(settings, gen_run)
-    name = f"{settings.model.name}-{settings.data.name}"
-    run = RunDir(output_dir(settings), "attribute", name, signature(spec))
+    run = result_dir(settings, "attribute", spec)
     return cached(run, settings.force, lambda run: _attribute(settings, bundle, gen_run, run, spec))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from ..entry.stage_entry import console, output_dir, settings_of, stage_entry, stage_tracking
+from ..entry.stage_entry import console, settings_of, stage_entry, stage_tracking
 from ..entry.validation import check_methods
 from ..evaluation.calibration import null_rows, rate_table
 from ..evaluation.removal_plans import design_of
@@ -32,9 +32,8 @@ from ..reporting.document import cell, table_markdown
 from ..reporting.exports import export_calibration
 from ..reporting.sweep_summary import HEADLINE
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, atomic_write, write_json, write_text
-from ..store.signature import signature
 from .counterfactual import one_sweep
 from .pipeline import run_configs
 
@@ -81,8 +80,7 @@ def calibrate_one(settings: StageSettings) -> RunDir:
         "runs": [[s.signature for s in sweeps] for sweeps in runs],
         "design": design_of(settings.given()),
     }
-    name = f"{settings.model.name}-{settings.data.name}"
-    run = RunDir(output_dir(settings), "calibration", name, signature(spec))
+    run = result_dir(settings, "calibration", spec)
     return cached(
         run,
         settings.force,

@@ -33,10 +33,9 @@ from ..reporting.sweep_summary import (
     summary_markdown,
 )
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, write_text
 from ..store.records import AttributeProvenance, GenerateProvenance
-from ..store.signature import signature
 from .attribute import attribute
 
 REGENERATED_PROMPTS = 6  # prompts whose outputs before / after retraining are drawn
@@ -117,8 +116,7 @@ def one_sweep(settings: StageSettings, nulls_only: bool = False) -> tuple[RunDir
             if k not in ("launcher", "launcher_overrides", "pack_size")
         },
     }
-    name = f"{settings.model.name}-{settings.data.name}"
-    run = RunDir(output_dir(settings), "counterfactual", name, signature(spec))
+    run = result_dir(settings, "counterfactual", spec)
     # a second sweep on the same output directory waits, then reuses this one
     result = cached(
         run,

@@ -30,10 +30,9 @@ from ..models.sampling import (
 from ..reporting.figures import draw
 from ..reporting.quality import quality
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, write_json
 from ..store.records import GenerateProvenance, write_outputs
-from ..store.signature import signature
 from .train import train
 
 
@@ -66,8 +65,7 @@ def generate(settings: StageSettings) -> RunDir:
         prompt_seeds=per_prompt,
         data_fingerprint=bundle.fingerprint,
     )
-    name = f"{settings.model.name}-{settings.data.name}"
-    run = RunDir(output_dir(settings), "generate", name, signature(spec))
+    run = result_dir(settings, "generate", spec)
     return cached(run, settings.force, lambda run: _sample(settings, bundle, run, provenance, spec))
 
 

@@ -28,7 +28,6 @@ from ..data import load_data
 from ..data.heldout import heldout_items
 from ..entry.stage_entry import (
     console,
-    output_dir,
     settings_of,
     stage_entry,
     stage_tracking,
@@ -56,10 +55,9 @@ from ..reporting.exports import export_lds
 from ..reporting.lds_figures import damping_lines, lds_bars
 from ..reporting.lds_summary import dynamics, memorized, print_table, summary_markdown
 from ..settings import StageSettings
-from ..store.cached import cached
+from ..store.cached import cached, result_dir
 from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
 from ..store.records import GenerateProvenance, load_outputs
-from ..store.signature import signature
 from ..training.batches import batch_of
 from .generate import generate
 
@@ -100,8 +98,7 @@ def lds(settings: StageSettings) -> RunDir:
         "attribution": settings.given("attribution"),
         "embedders": {k: settings.given("embedders", k) for k in settings.attribution.embedders},
     }
-    name = f"{settings.model.name}-{settings.data.name}"
-    run = RunDir(output_dir(settings), "lds", name, signature(spec))
+    run = result_dir(settings, "lds", spec)
     return cached(
         run,
         settings.force,

@@ -21,7 +21,7 @@ from ..entry.stage_entry import (
 )
 from ..errors import InfluenceLabError
 from ..reporting.exports import export
-from ..settings import StageSettings
+from ..settings import StageSettings, run_name
 from ..store.files import write_text
 from .counterfactual import counterfactual
 
@@ -35,7 +35,7 @@ def run_configs(
     (`settings.runs`), checked at this stage's entry."""
     runs = settings.pipeline.runs if runs is None else runs
     if not runs:
-        return [(f"{settings.model.name}-{settings.data.name}", settings)]
+        return [(run_name(settings), settings)]
     key = f"{config_name}.runs"
     configs = []
     for i, extra in enumerate(runs):
@@ -44,7 +44,7 @@ def run_configs(
             run_settings = validate(run_cfg)
         except InfluenceLabError as exc:
             raise InfluenceLabError(f"{key} entry {i} ({' '.join(extra)}): {exc}") from exc
-        configs.append((f"{run_settings.model.name}-{run_settings.data.name}", run_settings))
+        configs.append((run_name(run_settings), run_settings))
     return configs
 
 

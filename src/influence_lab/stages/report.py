@@ -14,13 +14,13 @@ from ..entry.stage_entry import console, output_dir, settings_of, stage_entry
 from ..errors import InfluenceLabError
 from ..reporting.document import write_report
 from ..reporting.sections import STAGES, calibration_of, newest, report_sections
-from ..settings import ReportStageSettings
+from ..settings import ReportStageSettings, run_name
 
 
 def report(settings: ReportStageSettings) -> Path:
     settings = settings_of(settings)
     root = output_dir(settings)
-    name = f"{settings.model.name}-{settings.data.name}"
+    name = run_name(settings)
     found = {stage: newest(root, stage, name) for stage in STAGES}
     found["calibration"] = calibration_of(root, name, found["counterfactual"])
     if not any(found.values()):

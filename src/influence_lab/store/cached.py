@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..console import console
+from ..settings import run_name
 from .files import RunDir
+from .paths import output_dir
+from .signature import signature
 
 
 def reused(run: RunDir) -> None:
@@ -42,3 +45,9 @@ def cached(
         run.prepare(force=force)
         run.mark_done(compute(run))
     return run
+
+
+def result_dir(settings, stage: str, spec, suffix: str = "") -> RunDir:
+    """Where the result of `stage` for these settings lives: `<output_dir>/<stage>/<model>-<data>
+    <suffix>-<signature of spec>` (`spec`: what determines the result)."""
+    return RunDir(output_dir(settings), stage, run_name(settings) + suffix, signature(spec))

@@ -14,7 +14,7 @@ import torch
 from ..console import console, track
 from ..data import DataBundle, load_data
 from ..models.build import build_model, model_class, save_model
-from ..settings import StageSettings
+from ..settings import StageSettings, run_name
 from ..settings.logger import NoLogger
 from ..settings.model import SAMPLING_ARGS
 from ..store.files import RunDir, atomic_write, claim, write_json, write_text
@@ -51,7 +51,7 @@ def train_run(settings: StageSettings, bundle: DataBundle) -> RunDir:
     return RunDir(
         output_dir(settings),
         "train",
-        f"{settings.model.name}-{settings.data.name}",
+        run_name(settings),
         signature(train_spec(settings, bundle)),
     )
 
