@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from influence_lab.evaluation.removal_plans import CONTROLS
 from influence_lab.evaluation.replicates import SEED_STRIDE, replicate_changes, topk_overlap
 from influence_lab.evaluation.statistics import (
     MIN_UNITS,
     bootstrap_ci,
     compare,
     detectable_effect,
+    prompt_effects,
     unit_effects,
     unit_test,
 )
@@ -343,3 +345,47 @@ def test_the_finding_reads_the_verdicts_and_says_when_an_effect_goes_the_other_w
     assert "less than none (the effect goes the other way)" in counterfactual_finding(below)
     few = pd.DataFrame([row("random", "undecided", replicates=1, units=2)])
     assert "the design cannot decide (2 independent units" in counterfactual_finding(few)
+
+
+def _canary_sweep(replicates: int, rng) -> pd.DataFrame:
+    """A per-target sweep whose first prompt alone moves when its top-k goes (by 5 nats), the
+    others not; 2 seeds, every control; retrain noise 0.1 per member."""
+    rows = []
+    for r in range(replicates):
+        for seed in (1, 2):
+            for t in range(3):
+                for method, arm in [("fused", "topk"), *[("control", c) for c in CONTROLS]]:
+                    effect = 5.0 if (t == 0 and arm == "topk") else 0.0
+                    rows.append(
+                        dict(
+                            method=method, arm=arm, k=10, seed=seed, target=t, prompt=f"p{t}",
+                            unit=f"t{t:03d}", replicate=r, own=True, metric="delta_loss",
+                            value=effect + rng.normal(0, 0.1),
+                        )
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_each_prompt_effect_is_paired_by_seed_and_tested_over_replicates():
+    rng = np.random.default_rng(4)
+    results = _canary_sweep(3, rng)
+    table = prompt_effects(results)
+    assert len(table) == 3 * 3  # prompts x controls
+    canary = table[(table.prompt == "p0") & (table.control == "random")].iloc[0]
+    assert canary.n_retrains == 6 and canary.n_units == 3
+    assert canary.verdict == "undecided"  # 3 replicates: too few units, however clear
+    # by hand: the six paired differences, and the t test over the replicates' means
+    top = results[(results.target == 0) & (results.arm == "topk")].set_index(["replicate", "seed"])
+    ctrl = results[(results.target == 0) & (results.arm == "random")]
+    diff = top.value - ctrl.set_index(["replicate", "seed"]).value
+    assert canary.mean_diff == pytest.approx(diff.mean(), rel=1e-12)
+    assert canary.min_diff == pytest.approx(diff.min(), rel=1e-12)
+    reps = diff.groupby(level="replicate").mean()
+    assert canary.p == pytest.approx(sps.ttest_1samp(reps, 0.0).pvalue, rel=1e-9)
+    assert 4.5 < canary.min_diff and canary.control_sd < 0.3
+    others = table[table.prompt != "p0"]
+    assert (others.mean_diff.abs() < 0.3).all()
+    six = prompt_effects(_canary_sweep(6, rng))
+    verdicts = six.groupby("prompt").verdict.agg(set)
+    assert verdicts["p0"] == {"above"}
+    assert (six[six.prompt != "p0"].p > 0.001).all()  # the unmoved prompts: no strong effect

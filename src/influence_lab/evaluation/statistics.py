@@ -252,6 +252,57 @@ def compare(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def prompt_effects(results: pd.DataFrame, metric: str = "delta_loss") -> pd.DataFrame:
+    """Each prompt's own effect, conditional on that prompt: per (method, k, control, target), the
+    top-k member's change of the target minus the control member's, paired by (replicate, seed),
+    the arms of a pair having trained with the same seed. `n_retrains` pairs; their `mean_diff`,
+    `min_diff` and `max_diff`; `control_sd`, the spread of the control's own change over its
+    retrains (the scale a difference is read against); and a t test over the replicates' mean
+    differences (`n_units` replicates: a replicate's seeds share its full model and its picks, so
+    they are not independent units of a replicated design), verdict `undecided` below MIN_UNITS.
+    Where a few prompts carry an effect and the others none (a planted canary), the verdict over
+    all units of `compare` asks whether the method moves prompts on average; this asks it of
+    each."""
+    table = with_design(results)
+    table = table[table.own & (table.metric == metric)]
+    keys = ["replicate", "seed", "target", "prompt", "method", "arm", "k"]
+    members = table.groupby(keys, as_index=False)["value"].mean()
+    pair_keys = ["replicate", "seed", "target"]
+    rows = []
+    for (method, k), top in members[members.arm == "topk"].groupby(["method", "k"]):
+        for control in CONTROLS:
+            if null_control(method) not in (None, control):
+                continue
+            ctrl = members[(members.arm == control) & (members.k == k)]
+            pairs = top.merge(ctrl[[*pair_keys, "value"]], on=pair_keys, suffixes=("", "_c"))
+            if pairs.empty:
+                continue
+            pairs["diff"] = pairs["value"] - pairs["value_c"]
+            for (target, prompt), part in pairs.groupby(["target", "prompt"]):
+                reps = part.groupby("replicate")["diff"].mean().to_numpy()
+                test = unit_test(reps)
+                rows.append(
+                    {
+                        "method": method,
+                        "k": int(k),
+                        "control": control,
+                        "target": int(target),
+                        "prompt": prompt,
+                        "n_retrains": len(part),
+                        "mean_diff": float(part["diff"].mean()),
+                        "min_diff": float(part["diff"].min()),
+                        "max_diff": float(part["diff"].max()),
+                        "control_sd": float(part["value_c"].std(ddof=1))
+                        if len(part) > 1
+                        else float("nan"),
+                        "n_units": test["n_units"],
+                        "p": test["p"],
+                        "verdict": test["verdict"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def arm_table(results: pd.DataFrame) -> pd.DataFrame:
     """The original paper's table format: per arm, mean, std and range of each metric."""
     table = per_target(results)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..console import console
 from ..evaluation.removal_plans import Plan
+from ..evaluation.statistics import prompt_effects
 from ..store.files import write_text
 from ..store.records import GenerateProvenance
 from .document import table_markdown
@@ -140,6 +141,7 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
     ]
     lines += _drop_lines(stats)
     canaries = canary_table(sweep)
+    prompts = _prompt_effects(sweep, target)
     if len(canaries):
         canaries.to_csv(target / "canaries.csv", index=False)
         lines += [
@@ -148,9 +150,32 @@ def sweep_lines(sweep: Path, target: Path, label: str) -> list[str]:
             table_markdown(canaries),
             "",
         ]
+        if len(prompts):
+            lines += [
+                "Each prompt's own delta_loss effect, top-k minus control paired by replicate and "
+                "seed (`n_retrains` pairs; `control_sd`: the control's own spread over its "
+                "retrains; the t test is over the replicates' means, `undecided` below 6; "
+                f"[{label}/prompts.csv]({label}/prompts.csv)):",
+                "",
+                table_markdown(prompts.drop(columns=["target"])),
+                "",
+            ]
     if (sweep / "experiments.csv").exists():
         lines += _experiment_lines(pd.read_csv(sweep / "experiments.csv"), label)
     return lines
+
+
+def _prompt_effects(sweep: Path, target: Path) -> pd.DataFrame:
+    """Each prompt's own delta_loss effect (`statistics.prompt_effects`) from the sweep's
+    measurements, written as prompts.csv beside its copied files (none for a sweep without
+    measurements)."""
+    results = Path(sweep) / "results.parquet"
+    if not results.exists():
+        return pd.DataFrame()
+    table = prompt_effects(pd.read_parquet(results))
+    if len(table):
+        table.to_csv(target / "prompts.csv", index=False)
+    return table
 
 
 def _drop_lines(stats: pd.DataFrame) -> list[str]:
