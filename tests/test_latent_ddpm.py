@@ -19,6 +19,7 @@ from influence_lab.errors import InfluenceLabError
 from influence_lab.models import LatentDDPM
 from influence_lab.models import frozen as frozen_module
 from influence_lab.models.build import build_model, load_model, save_model
+from influence_lab.settings.model import LDMSettings
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit, fit_pack
 
@@ -127,7 +128,7 @@ def test_save_and_load_round_trip_needs_no_data(digits, tmp_path):
 
 def test_a_model_whose_autoencoder_was_never_fitted_says_so(digits):
     cfg, bundle = digits
-    model = LatentDDPM([1, 8, 8], ["digit", "one"])
+    model = LatentDDPM(LDMSettings(), [1, 8, 8], ["digit", "one"])
     with pytest.raises(InfluenceLabError, match="model.ae_fitted is False"):
         model.sample(["digit one"], [0])
 

@@ -152,10 +152,11 @@ def build_model(
     """A freshly initialised model; the initialisation depends only on `seed`. Parts a model
     trains once on the whole pool (LatentDDPM's autoencoder) are cached under `cache_root`
     (the output root) when given, so other processes read them instead of fitting them again."""
-    target, params = init_kwargs(model, bundle)
+    settings = section(ModelSettings, model, "model")
+    target, params = init_kwargs(settings, bundle)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_class(target, "model._target_")(**params)
+        model = model_class(target, "model._target_").from_init(params, settings)
     fit_frozen = getattr(model, "fit_frozen", None)
     if callable(fit_frozen):  # parts trained once on the whole pool (LatentDDPM's autoencoder)
         fit_frozen(bundle, cache_root)
@@ -170,7 +171,8 @@ def save_model(model: GenerativeModel, run_dir: Path) -> None:
 
 def load_model(run_dir: Path) -> GenerativeModel:
     spec = json.loads((Path(run_dir) / "model.json").read_text())
-    model = model_class(spec.get("target"), f"the target in {run_dir}/model.json")(**spec["init"])
+    cls = model_class(spec.get("target"), f"the target in {run_dir}/model.json")
+    model = cls.from_init(spec["init"])
     verify_result(
         Path(run_dir), ["weights.pt", "model.json"]
     )  # refuse weights altered after training

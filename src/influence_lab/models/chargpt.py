@@ -23,9 +23,6 @@ from .packed import embed_bags, layer_norm, linear
 from .protocol import GenerativeModel
 from .transformer import Block
 
-# the constructor's defaults are the schema's (settings/model.py), their one home
-DEFAULTS = CharGPTSettings()
-
 
 class CharGPT(GenerativeModel):
     kind = "text"
@@ -38,33 +35,26 @@ class CharGPT(GenerativeModel):
     packable = True
     pack_on_cpu = False
 
-    def __init__(
-        self,
-        alphabet: str,
-        vocab: list[str],
-        conditional: bool = DEFAULTS.conditional,
-        block_size: int = DEFAULTS.block_size,
-        n_layer: int = DEFAULTS.n_layer,
-        n_head: int = DEFAULTS.n_head,
-        n_embd: int = DEFAULTS.n_embd,
-        dropout: float = DEFAULTS.dropout,
-        temperature: float = DEFAULTS.temperature,
-        lr: float = DEFAULTS.lr,
-        weight_decay: float = DEFAULTS.weight_decay,
-        caption_gain: float = DEFAULTS.caption_gain,
-    ):
-        super().__init__(vocab, conditional, n_embd, lr, weight_decay)
-        self.save_hyperparameters()
+    settings_class = CharGPTSettings
+
+    def __init__(self, settings: CharGPTSettings, alphabet: str, vocab: list[str]):
+        super().__init__(
+            vocab, settings.conditional, settings.n_embd, settings.lr, settings.weight_decay
+        )
+        self.save_hyperparameters(settings.init_args() | {"alphabet": alphabet, "vocab": vocab})
         self.alphabet = alphabet
         self.stoi = {ch: i + 1 for i, ch in enumerate(alphabet)}  # 0 = start / end of text
-        self.tok = nn.Embedding(len(alphabet) + 1, n_embd)
-        self.pos = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
-        self.ln = nn.LayerNorm(n_embd)
-        self.head = nn.Linear(n_embd, len(alphabet) + 1)
-        # per caption word, a position embedding (zero at start; stored / caption_gain)
+        self.tok = nn.Embedding(len(alphabet) + 1, settings.n_embd)
+        self.pos = nn.Embedding(settings.block_size, settings.n_embd)
+        self.blocks = nn.ModuleList(
+            Block(settings.n_embd, settings.n_head, settings.dropout)
+            for _ in range(settings.n_layer)
+        )
+        self.ln = nn.LayerNorm(settings.n_embd)
+        self.head = nn.Linear(settings.n_embd, len(alphabet) + 1)
+        # per caption word, a position embedding (zero at start; stored / settings.caption_gain)
         words = max(len(vocab), 1)
-        self.caption_pos = nn.Parameter(torch.zeros(words, block_size, n_embd))
+        self.caption_pos = nn.Parameter(torch.zeros(words, settings.block_size, settings.n_embd))
 
     def encode_texts(self, texts: list[str]):
         """Inputs [0, c1..cn] and targets [c1..cn, 0], right-padded (targets with -1)."""

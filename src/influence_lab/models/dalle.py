@@ -36,9 +36,6 @@ from .threads import FIT_THREADS, fixed_threads
 from .tokenizer import VQTokenizer, downsample_factor, fit_tokenizer
 from .transformer import Block
 
-# the constructor's defaults are the schema's (settings/model.py), their one home
-DEFAULTS = DalleSettings()
-
 
 class DALLE(GenerativeModel):
     kind = "image"
@@ -49,52 +46,40 @@ class DALLE(GenerativeModel):
     packable = True
     pack_on_cpu = True
 
-    def __init__(
-        self,
-        data_shape: list[int],
-        vocab: list[str],
-        conditional: bool = DEFAULTS.conditional,
-        codebook_size: int = DEFAULTS.codebook_size,
-        code_dim: int = DEFAULTS.code_dim,
-        downsample: int | None = DEFAULTS.downsample,
-        tok_hidden: int = DEFAULTS.tok_hidden,
-        tok_epochs: int = DEFAULTS.tok_epochs,
-        tok_lr: float = DEFAULTS.tok_lr,
-        tok_seed: int = DEFAULTS.tok_seed,
-        tok_refit: bool = DEFAULTS.tok_refit,
-        text_len: int = DEFAULTS.text_len,
-        dim: int = DEFAULTS.dim,
-        depth: int = DEFAULTS.depth,
-        heads: int = DEFAULTS.heads,
-        dropout: float = DEFAULTS.dropout,
-        loss_img_weight: float = DEFAULTS.loss_img_weight,
-        temperature: float = DEFAULTS.temperature,
-        filter_thres: float = DEFAULTS.filter_thres,
-        lr: float = DEFAULTS.lr,
-        weight_decay: float = DEFAULTS.weight_decay,
-    ):
-        # the caption is a prefix of the sequence, not a bag-of-words vector: no `text` encoder
-        super().__init__(vocab, False, dim, lr, weight_decay)
-        self.save_hyperparameters()
-        self.conditional = conditional
+    settings_class = DalleSettings
+
+    def __init__(self, settings: DalleSettings, data_shape: list[int], vocab: list[str]):
+        super().__init__(vocab, False, settings.dim, settings.lr, settings.weight_decay)
+        self.save_hyperparameters(settings.init_args() | {"data_shape": data_shape, "vocab": vocab})
+        self.conditional = settings.conditional
         self.shape = tuple(data_shape)
-        self.factor = downsample_factor(self.shape, downsample)
+        self.factor = downsample_factor(self.shape, settings.downsample)
         self.tokenizer = frozen(
-            VQTokenizer(self.shape, tok_hidden, code_dim, codebook_size, self.factor)
+            VQTokenizer(
+                self.shape,
+                settings.tok_hidden,
+                settings.code_dim,
+                settings.codebook_size,
+                self.factor,
+            )
         )
         self.register_buffer("tok_fitted", torch.tensor(False))
         self.register_buffer("tok_mse", torch.tensor(float("nan")))
         gh, gw = self.tokenizer.grid
         self.word_ids = {w: i + 1 for i, w in enumerate(vocab)}  # 0: the begin token
-        self.n_text = 1 + len(vocab) + text_len  # begin, words, one padding token per position
-        self.text_emb = nn.Embedding(self.n_text, dim)
-        self.text_pos = nn.Embedding(text_len + 1, dim)
-        self.image_emb = nn.Embedding(codebook_size, dim)
-        self.row_pos = nn.Embedding(gh, dim)
-        self.col_pos = nn.Embedding(gw, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(depth))
-        self.ln = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, self.n_text + codebook_size)
+        self.n_text = (
+            1 + len(vocab) + settings.text_len
+        )  # begin, words, one padding token per position
+        self.text_emb = nn.Embedding(self.n_text, settings.dim)
+        self.text_pos = nn.Embedding(settings.text_len + 1, settings.dim)
+        self.image_emb = nn.Embedding(settings.codebook_size, settings.dim)
+        self.row_pos = nn.Embedding(gh, settings.dim)
+        self.col_pos = nn.Embedding(gw, settings.dim)
+        self.blocks = nn.ModuleList(
+            Block(settings.dim, settings.heads, settings.dropout) for _ in range(settings.depth)
+        )
+        self.ln = nn.LayerNorm(settings.dim)
+        self.head = nn.Linear(settings.dim, self.n_text + settings.codebook_size)
         rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
         self.register_buffer("rows", rows.flatten(), persistent=False)
         self.register_buffer("cols", cols.flatten(), persistent=False)

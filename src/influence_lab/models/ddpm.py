@@ -16,9 +16,6 @@ from .protocol import GenerativeModel, seeded_normal
 
 DTRAK_TIMESTEPS = 10  # D-TRAK's K when none is given (attribution.gradient.dtrak_timesteps)
 
-# the constructor's defaults are the schema's (settings/model.py), their one home
-DEFAULTS = DDPMSettings()
-
 
 def dtrak_seed(seed: int, t: int) -> int:
     """The seed of D-TRAK's noise at timestep t (as its authors, one seed per timestep, so the
@@ -253,29 +250,20 @@ class Diffusion(GenerativeModel):
 class DDPM(Diffusion):
     """Diffusion in pixel space (images scaled to [-1, 1])."""
 
-    def __init__(
-        self,
-        data_shape: list[int],
-        vocab: list[str],
-        conditional: bool = DEFAULTS.conditional,
-        arch: str = DEFAULTS.arch,
-        hidden: int = DEFAULTS.hidden,
-        depth: int = DEFAULTS.depth,
-        cond_dim: int = DEFAULTS.cond_dim,
-        timesteps: int = DEFAULTS.timesteps,
-        p_uncond: float = DEFAULTS.p_uncond,
-        guidance: float = DEFAULTS.guidance,
-        loss_timesteps: int = DEFAULTS.loss_timesteps,
-        lr: float = DEFAULTS.lr,
-        weight_decay: float = DEFAULTS.weight_decay,
-    ):
-        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
-        self.save_hyperparameters()
+    settings_class = DDPMSettings
+
+    def __init__(self, settings: DDPMSettings, data_shape: list[int], vocab: list[str]):
+        super().__init__(
+            vocab, settings.conditional, settings.cond_dim, settings.lr, settings.weight_decay
+        )
+        self.save_hyperparameters(settings.init_args() | {"data_shape": data_shape, "vocab": vocab})
         self.shape = self.space = tuple(data_shape)
-        if arch == "mlp":
-            self.net = MLPDenoiser(self.shape, hidden, cond_dim, depth)
-        elif arch == "unet":
-            self.net = TinyUNet(self.shape, hidden, cond_dim)
+        if settings.arch == "mlp":
+            self.net = MLPDenoiser(self.shape, settings.hidden, settings.cond_dim, settings.depth)
+        elif settings.arch == "unet":
+            self.net = TinyUNet(self.shape, settings.hidden, settings.cond_dim)
         else:
-            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'unet'.")
-        self._register_schedule(timesteps)
+            raise InfluenceLabError(
+                f"model.arch is '{settings.arch}'; allowed values are 'mlp' and 'unet'."
+            )
+        self._register_schedule(settings.timesteps)

@@ -26,9 +26,6 @@ from .ddpm import Diffusion, MLPDenoiser
 from .frozen import fit_once, frozen, pool_images, require_fitted
 from .threads import FIT_THREADS, fixed_threads
 
-# the constructor's defaults are the schema's (settings/model.py), their one home
-DEFAULTS = LDMSettings()
-
 
 class Autoencoder(nn.Module):
     """An MLP VAE: image -> (mean, log-variance) of a `latent_dim` Gaussian -> image logits."""
@@ -76,36 +73,21 @@ class LatentDDPM(Diffusion):
     # autoencoder is fitted at FIT_THREADS, so a model trained before that is not reused
     frozen_fit = {"ae_threads": FIT_THREADS}
 
-    def __init__(
-        self,
-        data_shape: list[int],
-        vocab: list[str],
-        conditional: bool = DEFAULTS.conditional,
-        latent_dim: int = DEFAULTS.latent_dim,
-        ae_hidden: int = DEFAULTS.ae_hidden,
-        ae_epochs: int = DEFAULTS.ae_epochs,
-        ae_lr: float = DEFAULTS.ae_lr,
-        ae_seed: int = DEFAULTS.ae_seed,
-        hidden: int = DEFAULTS.hidden,
-        depth: int = DEFAULTS.depth,
-        cond_dim: int = DEFAULTS.cond_dim,
-        timesteps: int = DEFAULTS.timesteps,
-        p_uncond: float = DEFAULTS.p_uncond,
-        guidance: float = DEFAULTS.guidance,
-        loss_timesteps: int = DEFAULTS.loss_timesteps,
-        lr: float = DEFAULTS.lr,
-        weight_decay: float = DEFAULTS.weight_decay,
-    ):
-        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
-        self.save_hyperparameters()
+    settings_class = LDMSettings
+
+    def __init__(self, settings: LDMSettings, data_shape: list[int], vocab: list[str]):
+        super().__init__(
+            vocab, settings.conditional, settings.cond_dim, settings.lr, settings.weight_decay
+        )
+        self.save_hyperparameters(settings.init_args() | {"data_shape": data_shape, "vocab": vocab})
         self.shape = tuple(data_shape)
-        self.space = (latent_dim,)
-        self.net = MLPDenoiser(self.space, hidden, cond_dim, depth)
-        self.ae = frozen(Autoencoder(self.shape, ae_hidden, latent_dim))
-        self.register_buffer("latent_mean", torch.zeros(latent_dim))
-        self.register_buffer("latent_std", torch.ones(latent_dim))
+        self.space = (settings.latent_dim,)
+        self.net = MLPDenoiser(self.space, settings.hidden, settings.cond_dim, settings.depth)
+        self.ae = frozen(Autoencoder(self.shape, settings.ae_hidden, settings.latent_dim))
+        self.register_buffer("latent_mean", torch.zeros(settings.latent_dim))
+        self.register_buffer("latent_std", torch.ones(settings.latent_dim))
         self.register_buffer("ae_fitted", torch.tensor(False))
-        self._register_schedule(timesteps)
+        self._register_schedule(settings.timesteps)
 
     # --- the frozen autoencoder -------------------------------------------------------------
     def ae_spec(self) -> dict:

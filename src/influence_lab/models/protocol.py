@@ -16,6 +16,8 @@ alone and the same model trained inside a pack see the same noise.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytorch_lightning as pl
 import torch
 
@@ -26,8 +28,16 @@ NOISE_SEED = (
 )
 
 
+# the constructor arguments that come from the data, not from the settings (models/build.py)
+DATA_ARGS = ("data_shape", "alphabet", "vocab")
+
+
 class GenerativeModel(pl.LightningModule):
     kind = "image"  # or "text"
+    # the settings schema a built-in's constructor takes as its first argument (settings/model.py,
+    # the one home of its defaults), after which come only the data's arguments (`DATA_ARGS`);
+    # None: a user's model class, constructed from keyword arguments (its YAML's keys)
+    settings_class: ClassVar[type | None] = None
     packable = True  # members of this class train faster as one vmapped pack than one by one
     pack_on_cpu = True  # ... on a CPU too (False: packs only on an accelerator)
 
@@ -38,6 +48,19 @@ class GenerativeModel(pl.LightningModule):
         self.conditional = conditional
         self.cond_dim = cond_dim
         self.text = BagOfWords(vocab, cond_dim) if conditional else None
+
+    @classmethod
+    def from_init(cls, init: dict[str, Any], settings=None) -> GenerativeModel:
+        """The model of the plain arguments `init` (what model.json records: the settings' values
+        and the data's): a built-in from its settings (`settings`, already typed, or validated
+        from `init`) and the data's arguments; a user's class from them all as keywords."""
+        if cls.settings_class is None:
+            return cls(**init)
+        data = {k: v for k, v in init.items() if k in DATA_ARGS}
+        if not isinstance(settings, cls.settings_class):
+            plain = {k: v for k, v in init.items() if k not in DATA_ARGS}
+            settings = cls.settings_class.model_validate(plain)
+        return cls(settings, **data)
 
     noise_seed = 0  # the training seed; set by the trainer
     record_losses = False  # keep every step's loss in `loss_history` (equivalence checks)

@@ -13,9 +13,6 @@ from ..settings.model import VAESettings
 from .packed import embed_bags, silu_mlp
 from .protocol import GenerativeModel, seeded_normal
 
-# the constructor's defaults are the schema's (settings/model.py), their one home
-DEFAULTS = VAESettings()
-
 
 class MLPCoder(nn.Module):
     def __init__(self, d_in: int, hidden: int, d_out: int):
@@ -70,31 +67,29 @@ class ConvDecoder(nn.Module):
 class VAE(GenerativeModel):
     kind = "image"
 
-    def __init__(
-        self,
-        data_shape: list[int],
-        vocab: list[str],
-        conditional: bool = DEFAULTS.conditional,
-        arch: str = DEFAULTS.arch,
-        hidden: int = DEFAULTS.hidden,
-        latent_dim: int = DEFAULTS.latent_dim,
-        cond_dim: int = DEFAULTS.cond_dim,
-        beta: float = DEFAULTS.beta,
-        lr: float = DEFAULTS.lr,
-        weight_decay: float = DEFAULTS.weight_decay,
-    ):
-        super().__init__(vocab, conditional, cond_dim, lr, weight_decay)
-        self.save_hyperparameters()
+    settings_class = VAESettings
+
+    def __init__(self, settings: VAESettings, data_shape: list[int], vocab: list[str]):
+        super().__init__(
+            vocab, settings.conditional, settings.cond_dim, settings.lr, settings.weight_decay
+        )
+        self.save_hyperparameters(settings.init_args() | {"data_shape": data_shape, "vocab": vocab})
         self.shape = tuple(data_shape)
         d = math.prod(self.shape)
-        if arch == "mlp":
-            self.encoder = MLPCoder(d + cond_dim, hidden, 2 * latent_dim)
-            self.decoder = MLPCoder(latent_dim + cond_dim, hidden, d)
-        elif arch == "conv":
-            self.encoder = ConvEncoder(self.shape, hidden, cond_dim, 2 * latent_dim)
-            self.decoder = ConvDecoder(self.shape, hidden, latent_dim + cond_dim)
+        if settings.arch == "mlp":
+            self.encoder = MLPCoder(d + settings.cond_dim, settings.hidden, 2 * settings.latent_dim)
+            self.decoder = MLPCoder(settings.latent_dim + settings.cond_dim, settings.hidden, d)
+        elif settings.arch == "conv":
+            self.encoder = ConvEncoder(
+                self.shape, settings.hidden, settings.cond_dim, 2 * settings.latent_dim
+            )
+            self.decoder = ConvDecoder(
+                self.shape, settings.hidden, settings.latent_dim + settings.cond_dim
+            )
         else:
-            raise InfluenceLabError(f"model.arch is '{arch}'; allowed values are 'mlp' and 'conv'.")
+            raise InfluenceLabError(
+                f"model.arch is '{settings.arch}'; allowed values are 'mlp' and 'conv'."
+            )
 
     def encode(self, x, c):
         inp = (torch.cat([x.flatten(1), c], 1),) if self.hparams.arch == "mlp" else (x, c)
