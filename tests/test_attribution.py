@@ -13,6 +13,7 @@ from influence_lab.attribution.scoring import attribute_prompts
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model
+from influence_lab.settings import AttributionSettings, section
 from influence_lab.training.fit import fit
 
 INDEX = OmegaConf.create(
@@ -40,13 +41,13 @@ def attribution_cfg(**over):
 def rank(bundle, prompts, outputs, embedders, caches, cfg, root=None):
     """The attribution table of `cfg.methods` over the given search spaces."""
     context = AttributionContext(
-        attribution=cfg,
+        attribution=section(AttributionSettings, cfg, "attribution"),
         bundle=bundle,
         root=root,
         spaces={k: (embedders[k], caches[k]) for k in embedders},
     )
     methods = list(context.attribution.methods)
-    attributors = {m: registry.build(m, context.attribution) for m in methods}
+    attributors = {m.label: m.build() for m in registry.methods_named(methods, context.attribution)}
     for attributor in attributors.values():
         attributor.prepare(context)
     return attribute_prompts(context, attributors, Targets(prompts, outputs))
@@ -238,7 +239,6 @@ def test_prompt_filter_keeps_matching_captions(method):
 
 
 def test_paper_space_is_the_classifier_where_labels_exist():
-    from types import SimpleNamespace
 
     from influence_lab.settings import AttributionSettings
     from influence_lab.settings.attribution import paper_space
@@ -248,14 +248,17 @@ def test_paper_space_is_the_classifier_where_labels_exist():
     assert paper_space("model", labelled=True) == "model"
     att = AttributionSettings()
     assert att.paper_embedder == "auto"
-    settings = SimpleNamespace(attribution=att, plugins=[])
-    assert registry.spaces(settings, ["paper", "fused"], True) == [
+
+    def spaces(names, labelled):
+        return registry.spaces(att, registry.methods_named(names, att), labelled)
+
+    assert spaces(["paper", "fused"], True) == [
         "model",
         "autoencoder",
         "classifier",
     ]
-    assert registry.spaces(settings, ["fused"], True) == ["model", "autoencoder"]
-    assert registry.spaces(settings, ["paper"], False) == ["model", "autoencoder"]
+    assert spaces(["fused"], True) == ["model", "autoencoder"]
+    assert spaces(["paper"], False) == ["model", "autoencoder"]
 
 
 def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_setup, tmp_path):

@@ -26,12 +26,15 @@ def test_pixel_neighbours_ranks_an_exact_copy_first(monkeypatch):
 
     from influence_lab.attribution.methods import AttributionContext, Targets
     from influence_lab.data import load_data
+    from influence_lab.settings import AttributionSettings
     from tests.conftest import make_cfg
 
     bundle = load_data(make_cfg("attribute", Path("/tmp")).data)
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     method = PixelNeighbours("pixel_l2")
-    method.prepare(AttributionContext(attribution={}, bundle=bundle, root=Path("/tmp")))
+    method.prepare(
+        AttributionContext(attribution=AttributionSettings(), bundle=bundle, root=Path("/tmp"))
+    )
     picks = [5, 400, 1000]
     table = method.scores(Targets(["a", "b", "c"], [images[i : i + 1] for i in picks]))
     assert [int(np.argmax(row)) for row in table.values] == picks
@@ -53,13 +56,16 @@ def test_a_plugin_that_only_scores_gets_the_lds_fallback_subset_sums(monkeypatch
     from influence_lab.data import load_data
     from influence_lab.evaluation.lds_score import draw_subsets
     from influence_lab.evaluation.subsets import predictions_of
+    from influence_lab.settings import AttributionSettings
     from tests.conftest import make_cfg
 
     assert not isinstance(PixelNeighbours("x"), (SubsetSums, DampingGrid, PerModel))
     bundle = load_data(make_cfg("attribute", Path("/tmp")).data)
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     method = PixelNeighbours("pixel_l2")
-    method.prepare(AttributionContext(attribution={}, bundle=bundle, root=Path("/tmp")))
+    method.prepare(
+        AttributionContext(attribution=AttributionSettings(), bundle=bundle, root=Path("/tmp"))
+    )
     groups = [[5, 17], [400, 401], [1000, 3]]  # two outputs per target
     targets = Targets(["a", "b", "c"], [images[g] for g in groups])
     masks = draw_subsets(len(images), 6, 0.5, seed=0)  # (subsets, items) booleans, as the LDS's

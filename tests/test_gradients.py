@@ -15,7 +15,7 @@ from influence_lab.attribution.example_gradients import (
     projected_gradients,
     projected_gradients_many,
 )
-from influence_lab.attribution.methods import Targets
+from influence_lab.attribution.methods import Targets, registry
 from influence_lab.attribution.preparation import context_for, prepared
 from influence_lab.attribution.projectors import NormalProjector, SparseProjector
 from influence_lab.data import load_data
@@ -151,7 +151,9 @@ def test_attribute_runs_tracin_trak_dtrak_beside_search(cfg_factory, tmp_path):
     bundle = load_data(settings.data)
     generated = GenerateProvenance.read(Path(model_dir))
     context = context_for(settings, bundle, generated.model_dir, generated.model_signature)
-    attributors = prepared(settings, ["tracin", "trak", "dtrak"], context)
+    attributors = prepared(
+        registry.methods_named(["tracin", "trak", "dtrak"], settings.attribution), context
+    )
     prompts, outputs, _ = load_outputs(Path(model_dir))
     ids = pd.Index(bundle.train["id"])
     for method, attributor in attributors.items():

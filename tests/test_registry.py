@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from influence_lab.attribution.methods import ScoreTable, registry
+from influence_lab.attribution.methods.gradient import DTrak
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.chargpt import CharGPT
 from influence_lab.models.ddpm import DDPM
@@ -35,46 +36,59 @@ class VAEWithDTrakOutput(VAE):
         return self.measured_loss(batch, noise)
 
 
+def labels(methods) -> list[str]:
+    return [m.label for m in methods]
+
+
 def test_methods_are_offered_by_capability_not_by_model_name():
     assert "dtrak" in DDPM.output_functions() and "dtrak" not in VAE.output_functions()
     assert VAEWithDTrakOutput.output_functions() == ["measured", "dtrak"]
-    registry.check_methods(settings("my_vae"), VAEWithDTrakOutput, ["dtrak"], "attribution.methods")
+    dtrak = registry.checked(settings("my_vae"), VAEWithDTrakOutput, "dtrak", "attribution.methods")
+    assert (dtrak.label, dtrak.cls, dtrak.option, dtrak.tunes_damping) == (
+        "dtrak",
+        DTrak,
+        None,
+        True,
+    )
     with pytest.raises(InfluenceLabError) as info:
-        registry.check_methods(settings(), VAE, ["fused", "dtrak"], "attribution.methods")
+        registry.resolved_methods(settings(methods=["fused", "dtrak"]), VAE)
     assert str(info.value) == (
         "attribution.methods has dtrak, which needs the model output function 'dtrak', which VAE "
         "(model=vae) does not declare (it has measured)."
     )
-    assert registry.resolve(settings(lds="auto"), "lds", VAEWithDTrakOutput)[-3:] == [
+    assert labels(registry.resolved_methods(settings(lds="auto"), VAEWithDTrakOutput)[1])[-3:] == [
         "tracin",
         "trak",
         "dtrak",
     ]
-    assert registry.resolve(settings(lds="auto"), "lds", VAE)[-2:] == ["tracin", "trak"]
+    assert labels(registry.resolved_methods(settings(lds="auto"), VAE)[1])[-2:] == [
+        "tracin",
+        "trak",
+    ]
 
 
 def test_auto_and_the_needs_of_data_and_settings():
-    assert registry.resolve(settings(), "attribute", VAE) == [
+    assert labels(registry.resolved_methods(settings(), VAE)[0]) == [
         "paper",
         "fused",
         "caption_only",
         "raw_only",
         "latent_only",
     ]
-    text = registry.resolve(settings("chargpt"), "attribute", CharGPT)
+    text = labels(registry.resolved_methods(settings("chargpt"), CharGPT)[0])
     assert text == ["fused", "caption_only", "raw_only", "latent_only"]
     with pytest.raises(
         InfluenceLabError,
         match=r"has paper, which needs image data, but model=chargpt works on text",
     ):
-        registry.resolve(settings("chargpt", methods=["paper"]), "attribute", CharGPT)
+        labels(registry.resolved_methods(settings("chargpt", methods=["paper"]), CharGPT)[0])
     with pytest.raises(InfluenceLabError, match="latent_only, which needs at least one embedder"):
-        registry.resolve(settings(methods=["latent_only"], embedders=()), "attribute", VAE)
+        registry.resolved_methods(settings(methods=["latent_only"], embedders=()), VAE)
     with pytest.raises(InfluenceLabError, match="names embedder 'clip', not in attribution"):
-        registry.resolve(settings(methods=["latent:clip"]), "attribute", VAE)
+        labels(registry.resolved_methods(settings(methods=["latent:clip"]), VAE)[0])
     with pytest.raises(InfluenceLabError, match="dtrak_timesteps is 30 but model.timesteps is 20"):
-        registry.check_methods(
-            settings("ddpm", gradient={"dtrak_timesteps": 30}), DDPM, ["dtrak"], "lds.methods"
+        registry.checked(
+            settings("ddpm", gradient={"dtrak_timesteps": 30}), DDPM, "dtrak", "lds.methods"
         )
 
 

@@ -243,7 +243,7 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
     (streamed, attribution/topk.py) instead of every item's score: the same items, in the same
     order, with the same scores as the in-memory table's top rows (TRAK: both ensemble models;
     TracIn: every snapshot)."""
-    from influence_lab.attribution.methods import Targets
+    from influence_lab.attribution.methods import Targets, registry
     from influence_lab.attribution.preparation import context_for, prepared
     from influence_lab.stages.train import train
 
@@ -258,7 +258,8 @@ def test_sharded_trak_keeps_the_same_top_rows_without_the_full_table(cfg_factory
         bundle = load_data(settings.data)
         run = train(settings, bundle)
         context = context_for(settings, bundle, str(run.path), run.signature)
-        methods = prepared(settings, ["trak", "tracin"], context)
+        named = registry.methods_named(["trak", "tracin"], settings.attribution)
+        methods = prepared(named, context)
         rng = np.random.default_rng(0)
         images = rng.random((6, 1, 8, 8)).astype(np.float32)
         grouped = Targets(["digit zero", "digit one"], [images[:3], images[3:]])

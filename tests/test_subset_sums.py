@@ -58,7 +58,7 @@ def test_every_method_subset_sums_equal_its_table(cfg_factory, shards):
     """Through the methods as the LDS stage prepares them: the gradient methods' streamed sums
     (per ensemble model and their mean, at a damping grid) and the search methods' one-target-
     at-a-time sums equal masks @ scores^T of each method's own table."""
-    from influence_lab.attribution.methods import Targets
+    from influence_lab.attribution.methods import Targets, registry
     from influence_lab.attribution.preparation import context_for, prepared
     from influence_lab.attribution.scoring import evaluate, subset_sums_of
     from influence_lab.settings import from_config
@@ -72,7 +72,7 @@ def test_every_method_subset_sums_equal_its_table(cfg_factory, shards):
     run = train(settings, bundle)
     context = context_for(settings, bundle, str(run.path), run.signature, ensemble_size=2)
     methods = ["trak", "dtrak", "tracin", "raw_only", "fused"]
-    attributors = prepared(settings, methods, context)
+    attributors = prepared(registry.methods_named(methods, settings.attribution), context)
     n = len(bundle.train)
     rng = np.random.default_rng(2)
     images = rng.random((5, 1, 8, 8)).astype(np.float32)

@@ -24,6 +24,7 @@ from influence_lab.attribution.methods.gradient import DTrak, TracIn, Trak
 from influence_lab.attribution.projectors import IdentityProjector, make_projector
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
+from influence_lab.settings import AttributionSettings, section
 from influence_lab.training.batches import batch_of
 
 TINY = {  # a few thousand parameters each
@@ -74,7 +75,7 @@ def _setup(cfg_factory, tmp_path, model, *overrides, ensemble: int = 1):
     net = nets[0] if ensemble == 1 else nets
     runs = [(tmp_path / f"model{j}", f"tiny{j}") for j in range(ensemble)]
     setup = AttributionContext(
-        attribution=cfg.attribution,
+        attribution=section(AttributionSettings, cfg.attribution, "attribution"),
         bundle=SimpleNamespace(
             train=bundle.train.select(range(N_TRAIN)), fingerprint="tiny", full=bundle.full
         ),

@@ -55,15 +55,13 @@ def context_for(
     )
 
 
-def prepared(
-    settings: StageSettings, methods: list[str], context: AttributionContext
-) -> dict[str, Attributor]:
-    """{method: attributor} of `methods` (checked by the registry at the stage's entry),
-    each prepared with `context`."""
+def prepared(methods: list[registry.Method], context: AttributionContext) -> dict[str, Attributor]:
+    """{label: attributor} of `methods` (resolved and checked at the stage's entry), each
+    prepared with `context`."""
     out = {}
-    for name in methods:
-        out[name] = registry.build(name, settings.attribution, settings.plugins)
-        out[name].prepare(context)
+    for method in methods:
+        out[method.label] = method.build()
+        out[method.label].prepare(context)
     return out
 
 

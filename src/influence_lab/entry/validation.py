@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import InfluenceLabError
 from ..settings import ReportStageSettings, StageSettings, from_config
 from ..store.paths import check_output_dir
+from .plan import plan_of
 
 
 def validate(
@@ -29,7 +30,7 @@ def validate(
         # does not need; every other stage imports them anyway
         from ..attribution.embedders import check_weights
         from ..evaluation.launch import check_launcher
-        from ..models.build import allow_plugins, model_class
+        from ..models.build import allow_plugins
         from ..training.devices import check_accelerator
 
         check_accelerator(settings.trainer)
@@ -39,8 +40,7 @@ def validate(
             check_weights(name, settings.embedders[name])
         settings._overrides = list(overrides or [])
         allow_plugins(settings.plugins)
-        cls = model_class(settings.model.target, "model._target_")  # refused before any work
-        check_methods(settings, cls)
+        plan_of(settings)  # the model class and the methods, resolved and checked once
     return settings
 
 
@@ -81,24 +81,3 @@ def check_resolvers(cfg: DictConfig) -> None:
                 )
 
     walk(OmegaConf.to_container(cfg, resolve=False), "")
-
-
-def check_methods(settings: StageSettings, model_cls) -> None:
-    """The attribution methods a stage runs (attribution.methods, lds.methods, and
-    counterfactual.methods among them), known and their needs met by the model class and the
-    settings (the attribution registry's refusal, one sentence)."""
-    if settings.attribution is None:
-        return
-    from ..attribution.methods import registry
-
-    methods = registry.resolve(settings, "attribute", model_cls)
-    if settings.lds is not None:
-        registry.resolve(settings, "lds", model_cls)
-    pinned = sorted(settings.attribution.gradient.pinned_dampings or {})
-    tuned = [m for m in methods if registry.any_tunes_damping(settings, [m])]
-    wrong = [m for m in pinned if m not in tuned]
-    if wrong:
-        raise InfluenceLabError(
-            f"attribution.gradient.pinned_dampings names {wrong}, which attribution.methods does "
-            f"not run as a method that tunes a damping ({', '.join(tuned) or 'none does'})."
-        )

@@ -170,7 +170,7 @@ def method_predictions(
     context = context_for(
         settings, bundle, generated.model_dir, generated.model_signature, ensemble_size=max(sizes)
     )
-    attributors = prepared(settings, methods, context)
+    attributors = prepared(methods, context)
     targets = Targets(t_prompts, t_outputs, joint=True)
     search = {k: a for k, a in attributors.items() if isinstance(a, EvidenceAttributor)}
     out = subset_sums_of(context, search, targets, masks) if search else {}

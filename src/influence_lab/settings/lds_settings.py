@@ -1,6 +1,6 @@
 """`lds`: the linear datamodeling score of every attribution method, and memorization. Which
 methods exist and what each needs of the model is the attribution registry's to check, at a
-stage's entry (`entry/validation.check_methods`)."""
+stage's entry (`registry.resolved_methods`)."""
 
 from __future__ import annotations
 

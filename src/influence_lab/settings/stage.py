@@ -127,6 +127,9 @@ class StageSettings(Settings):
     # The overrides the config was composed with (the command line's, or the Python API's): the
     # runs of an experiment (`pipeline.runs`, `lds.runs`) add theirs to them.
     _overrides: list[str] = PrivateAttr(default_factory=list)
+    # What these settings resolve to (entry/plan.Plan: the model class, the methods' classes), set
+    # at the stage's entry; a copy made by `replaced` resolves its own.
+    _plan: Any = PrivateAttr(default=None)
 
     def given(self, *keys: str) -> Any:
         """A copy of the config at `keys` (e.g. `given("data")`, `given("embedders", "model")`,
@@ -154,6 +157,7 @@ class StageSettings(Settings):
                     node = node[part]
                 node[last] = value.plain() if isinstance(value, Settings) else copy.deepcopy(value)
             out._given = given
+        out._plan = None
         return out
 
     def config_yaml(self) -> str:

@@ -8,6 +8,7 @@ from ..attribution.methods import Targets, registry
 from ..attribution.preparation import context_for, lds_dampings, prepared
 from ..attribution.scoring import attribute_prompts
 from ..data import DataBundle, load_data
+from ..entry.plan import plan_of
 from ..entry.stage_entry import (
     console,
     output_dir,
@@ -28,15 +29,17 @@ def attribute(settings: StageSettings) -> RunDir:
     settings = settings_of(settings)
     bundle = load_data(settings.data)
     gen_run = generate(upstream(settings))
-    methods = registry.resolve(settings, "attribute")
-    spaces = registry.spaces(settings, methods, "label" in bundle.full.column_names)
+    plan = plan_of(settings)
+    spaces = registry.spaces(
+        settings.attribution, list(plan.methods), "label" in bundle.full.column_names
+    )
     spec = {  # attribution and embedders hashed as given (see StageSettings._given)
         "generate_signature": gen_run.signature,
-        "methods": methods,
+        "methods": plan.labels,
         "attribution": settings.given("attribution"),
         "embedders": {k: settings.given("embedders", k) for k in spaces},
     }
-    if registry.any_tunes_damping(settings, methods):
+    if plan.tunes_damping:
         spec["dampings"] = chosen_dampings(settings, gen_run)
     run = result_dir(settings, "attribute", spec)
     return cached(run, settings.force, lambda run: _attribute(settings, bundle, gen_run, run, spec))
@@ -68,7 +71,7 @@ def _attribute(
     context = context_for(
         settings, bundle, generated.model_dir, generated.model_signature, spec.get("dampings")
     )
-    attributors = prepared(settings, spec["methods"], context)
+    attributors = prepared(list(plan_of(settings).methods), context)
     table = attribute_prompts(context, attributors, Targets(prompts, outputs))
     _, caches = context.search_spaces(list(context.spaces))
     atomic_write(run / "attribution.parquet", lambda p: table.to_parquet(p, index=False))

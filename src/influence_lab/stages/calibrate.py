@@ -20,8 +20,8 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from ..entry.plan import plan_of
 from ..entry.stage_entry import console, settings_of, stage_entry, stage_tracking
-from ..entry.validation import check_methods
 from ..evaluation.calibration import null_rows, rate_table
 from ..evaluation.removal_plans import design_of
 from ..evaluation.replicated_sweeps import pooled_results
@@ -67,10 +67,7 @@ def calibrate_one(settings: StageSettings) -> RunDir:
     it is run: null run i pools the R replicates of shifts (start + i) * R to (start + i + 1) * R
     - 1, so its units are those of the design's verdicts."""
     cal, count = settings.calibrate, settings.replicates
-    first = null_settings(settings, cal.start * count)
-    from ..models.build import model_class
-
-    check_methods(first, model_class(first.model.target, "model._target_"))
+    plan_of(null_settings(settings, cal.start * count))  # its methods, checked before any run
     runs = []
     for i, r in enumerate(range(cal.start, cal.start + cal.runs)):
         shifts = list(range(r * count, (r + 1) * count))

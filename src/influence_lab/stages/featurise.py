@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 
 from ..attribution.feature_store import check_shard, shard_count
-from ..attribution.methods import registry
 from ..attribution.preparation import context_for
 from ..data import load_data
+from ..entry.plan import plan_of
 from ..entry.stage_entry import console, settings_of, stage_entry, upstream
 from ..errors import InfluenceLabError
 from ..settings import StageSettings
@@ -35,12 +35,7 @@ def featurise(settings: StageSettings) -> dict[str, int]:
             f"shard is {settings.shard} but attribution.gradient.shard_size is not set; give "
             "the shard size too, e.g. +attribution.gradient.shard_size=8192."
         )
-    plugins = list(settings.plugins)
-    methods = [
-        name
-        for name in registry.resolve(settings, "attribute")
-        if hasattr(registry.method_class(name, settings.attribution, plugins)[0], "featurise")
-    ]
+    methods = [m for m in plan_of(settings).methods if hasattr(m.cls, "featurise")]
     if not methods:
         raise InfluenceLabError(
             "attribution.methods names no gradient method, so there is nothing to featurise; "
@@ -53,9 +48,10 @@ def featurise(settings: StageSettings) -> dict[str, int]:
     context = context_for(settings, bundle, str(model_run.path), model_run.signature)
     which = "every shard" if settings.shard is None else f"shard {settings.shard}"
     rows = {}
-    for name in methods:
+    for method in methods:
+        name = method.label
         start = time.perf_counter()
-        attributor = registry.build(name, settings.attribution, settings.plugins)
+        attributor = method.build()
         features = attributor.featurise(context, settings.shard)
         rows[name] = sum(len(f) for f in features)
         console.print(

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..attribution.methods import registry
 from ..data import load_data
 from ..data.heldout import heldout_items
+from ..entry.plan import plan_of
 from ..entry.stage_entry import (
     console,
     settings_of,
@@ -62,10 +62,10 @@ from ..training.batches import batch_of
 from .generate import generate
 
 
-def lds_methods(settings: StageSettings) -> list[str]:
+def lds_methods(settings: StageSettings) -> list:
     """The methods of `lds.methods` (auto: the search methods of attribution.methods and the
-    gradient methods the model class allows), checked by the attribution registry."""
-    return registry.resolve(settings, "lds")
+    gradient methods the model class allows), resolved and checked at the stage's entry."""
+    return list(plan_of(settings).lds_methods)
 
 
 def lds_stage(settings: StageSettings):
@@ -94,7 +94,7 @@ def lds(settings: StageSettings) -> RunDir:
             for k, v in settings.given("lds").items()
             if k not in ("pack_size", "runs", "export_dir")
         },
-        "methods": methods,
+        "methods": [m.label for m in methods],
         "attribution": settings.given("attribution"),
         "embedders": {k: settings.given("embedders", k) for k in settings.attribution.embedders},
     }
@@ -109,9 +109,7 @@ def lds(settings: StageSettings) -> RunDir:
     )
 
 
-def _score(
-    settings: StageSettings, bundle, gen_run: RunDir, methods: list[str], run: RunDir
-) -> dict:
+def _score(settings: StageSettings, bundle, gen_run: RunDir, methods: list, run: RunDir) -> dict:
     lset = settings.lds
     write_text(run / "config.yaml", settings.config_yaml())
     ids = list(bundle.train["id"])

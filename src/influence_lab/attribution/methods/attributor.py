@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 FAMILIES = ("search", "gradient")
 # what an attributor may need; each is checked against the model class and the settings at a
-# stage's entry (registry.check_methods), the missing one named in the refusal
+# stage's entry (registry.resolved_methods), the missing one named in the refusal
 CAPABILITIES = {
     "images": "image data",
     "embedders": "at least one embedder in attribution.embedders",

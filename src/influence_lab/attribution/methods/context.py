@@ -9,14 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...data import DataBundle
 from ...errors import InfluenceLabError
-from ...settings import AttributionSettings, section
+from ...settings import AttributionSettings
 
 
 @dataclass
 class AttributionContext:
     attribution: AttributionSettings  # attribution.* (with .gradient and .index)
-    bundle: object  # the DataBundle: bundle.train is what is attributed
+    bundle: DataBundle  # bundle.train is what is attributed
     root: Path  # the output root: feature caches, embeddings, ensembles
     model_dir: Path | None = None  # the attributed model's train result
     model_signature: str = ""
@@ -31,7 +32,6 @@ class AttributionContext:
     spaces: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.attribution = section(AttributionSettings, self.attribution, "attribution")
         self.model_dir = None if self.model_dir is None else Path(self.model_dir)
 
     @property

@@ -3,11 +3,14 @@
 in `attribution.custom_methods` ({label: "module.Class"}) under a module prefix that `plugins`
 allows, checked before its module is imported (as model classes are, `models.build`).
 
-`check_methods` refuses, at a stage's entry, every method that is unknown or whose needs the model
-class, the data or the settings cannot meet, in one sentence naming the missing capability;
-`resolve` gives the methods `auto` stands for; `build` gives prepared-to-be attributors."""
+`resolved_methods` turns the names of a stage's settings into `Method`s (label, class, option)
+once, at the stage's entry (entry/plan.py), `auto` expanded, refusing every method that is
+unknown or whose needs the model class, the data or the settings cannot meet, in one sentence
+naming the missing capability; `Method.build` gives a prepared-to-be attributor."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ...errors import InfluenceLabError
 from ...models.build import allowed_class
@@ -94,18 +97,37 @@ def missing_need(cls: type[Attributor], settings, model_cls) -> str | None:
     return None
 
 
-def check_methods(settings, model_cls, methods: list[str], key: str) -> None:
-    """Refuse, in one sentence, a method of `methods` (the setting `key`) that is unknown, or
-    whose needs the model class and settings cannot meet."""
-    att, plugins = settings.attribution, list(settings.plugins)
-    for name in methods:
-        cls, option = method_class(name, att, plugins, key)
-        missing = missing_need(cls, settings, model_cls)
-        if missing:
-            raise InfluenceLabError(f"{key} has {name}, which needs {missing}.")
-        refusal = cls.check(settings, model_cls, option)
-        if refusal:
-            raise InfluenceLabError(refusal)
+@dataclass(frozen=True)
+class Method:
+    """A method of a run, looked up once: its label in tables, its class and its option (the part
+    after ':' of `latent:<embedder>`). Checked against the model class and the settings when it
+    was resolved (`resolved_methods`)."""
+
+    label: str
+    cls: type[Attributor]
+    option: str | None = None
+
+    def build(self) -> Attributor:
+        """A new attributor of this method, to be prepared."""
+        return self.cls(self.label, self.option)
+
+    @property
+    def tunes_damping(self) -> bool:
+        """Whether it scores at a grid of dampings (`protocols.DampingGrid`)."""
+        return issubclass(self.cls, DampingGrid)
+
+
+def checked(settings, model_cls, name: str, key: str) -> Method:
+    """The method `name` of the setting `key`, refused in one sentence when it is unknown or its
+    needs the model class and settings cannot meet."""
+    cls, option = method_class(name, settings.attribution, list(settings.plugins), key)
+    missing = missing_need(cls, settings, model_cls)
+    if missing:
+        raise InfluenceLabError(f"{key} has {name}, which needs {missing}.")
+    refusal = cls.check(settings, model_cls, option)
+    if refusal:
+        raise InfluenceLabError(refusal)
+    return Method(name, cls, option)
 
 
 # what `calibrate` ranks with when calibrate.methods is null: its null runs need only the targets
@@ -114,53 +136,45 @@ def check_methods(settings, model_cls, methods: list[str], key: str) -> None:
 NULL_RUN_METHODS = ("raw_only",)
 
 
-def resolve(settings, which: str, model_cls=None) -> list[str]:
-    """The methods a stage runs. `which="attribute"`: attribution.methods, `auto` = the built-ins
-    marked for it whose needs are met. `which="lds"`: lds.methods, `auto` = the search methods of
-    attribution.methods and the gradient built-ins marked for it whose needs are met. Checked
-    against `model_cls` (default: the class model._target_ names)."""
-    if model_cls is None:
-        from ...models.build import model_class
+def resolved_methods(settings, model_cls) -> tuple[list[Method], list[Method] | None]:
+    """The methods a stage runs, each name looked up and checked once: attribution.methods
+    (`auto` = the built-ins marked for it whose needs are met) and lds.methods where the stage has
+    an `lds` section, else None (`auto` = the search methods of attribution.methods and the
+    gradient built-ins marked for it whose needs are met)."""
+    known: dict[str, Method] = {}
 
-        model_cls = model_class(settings.model.target, "model._target_")
+    def of(names, key: str) -> list[Method]:
+        for name in names:
+            if name not in known:
+                known[name] = checked(settings, model_cls, name, key)
+        return [known[name] for name in names]
+
+    def named_or(named, default: list[str]) -> list[str]:
+        if named in (None, "auto"):
+            return [
+                n
+                for n in default
+                if n not in BUILT_INS or missing_need(BUILT_INS[n], settings, model_cls) is None
+            ]
+        return [str(named)] if isinstance(named, str) else [str(m) for m in named]
+
     att = settings.attribution
-    if which == "attribute":
-        named = att.methods
-        default = [n for n, c in BUILT_INS.items() if "attribute" in c.traits.auto]
-    else:
-        named = settings.lds.methods
-        searched = resolve(settings, "attribute", model_cls)
-        plugins = list(settings.plugins)
-        default = [
-            n for n in searched if method_class(n, att, plugins)[0].traits.family == "search"
-        ] + [n for n, c in BUILT_INS.items() if "lds" in c.traits.auto]
-    if named in (None, "auto"):
-        methods = [
-            n
-            for n in default
-            if n not in BUILT_INS or missing_need(BUILT_INS[n], settings, model_cls) is None
-        ]
-    else:
-        methods = [str(named)] if isinstance(named, str) else [str(m) for m in named]
-    key = "attribution.methods" if which == "attribute" else "lds.methods"
-    check_methods(settings, model_cls, methods, key)
-    return methods
+    default = [n for n, c in BUILT_INS.items() if "attribute" in c.traits.auto]
+    attribute = of(named_or(att.methods, default), "attribution.methods")
+    if settings.lds is None:
+        return attribute, None
+    default = [m.label for m in attribute if m.cls.traits.family == "search"]
+    default += [n for n, c in BUILT_INS.items() if "lds" in c.traits.auto]
+    return attribute, of(named_or(settings.lds.methods, default), "lds.methods")
 
 
-def spaces(settings, methods: list[str], labelled: bool) -> list[str]:
+def methods_named(names: list[str], att, plugins=()) -> list[Method]:
+    """Methods by name, for a notebook or a test (a stage resolves and checks its own once, at
+    its entry: `resolved_methods`)."""
+    return [Method(name, *method_class(name, att, list(plugins))) for name in names]
+
+
+def spaces(att, methods: list[Method], labelled: bool) -> list[str]:
     """The embedders an attribution with `methods` builds: attribution.embedders (searched) and
     those the methods read besides (the paper scorer's feature space)."""
-    att, plugins = settings.attribution, list(settings.plugins)
-    return spaces_read(att, labelled, (method_class(m, att, plugins) for m in methods))
-
-
-def any_tunes_damping(settings, methods: list[str]) -> bool:
-    att, plugins = settings.attribution, list(settings.plugins)
-    return any(issubclass(method_class(m, att, plugins)[0], DampingGrid) for m in methods)
-
-
-def build(name: str, att, plugins=()) -> Attributor:
-    """A new attributor for the method `name` of the attribution settings `att` (checked by
-    `check_methods` first), a user's class from under `plugins`."""
-    cls, option = method_class(name, att, list(plugins))
-    return cls(name, option)
+    return spaces_read(att, labelled, ((m.cls, m.option) for m in methods))
