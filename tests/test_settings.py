@@ -147,18 +147,28 @@ def test_code_defaults_equal_the_schema_defaults():
     from influence_lab.data import sources
     from influence_lab.models import DDPM, VAE, CharGPT, LatentDDPM
 
+    from influence_lab.models import DALLE
+    from influence_lab.models.protocol import DATA_ARGS
+    from influence_lab.settings.model import DalleSettings
+
     for cls, schema in (
         (VAE, VAESettings),
         (DDPM, DDPMSettings),
         (LatentDDPM, LDMSettings),
         (CharGPT, CharGPTSettings),
+        (DALLE, DalleSettings),
     ):
-        defaults = schema().init_args()
-        for name, param in inspect.signature(cls).parameters.items():
-            if name in defaults:
-                assert param.default == defaults[name], (
-                    f"{cls.__name__}({name}={param.default!r}), schema {defaults[name]!r}"
-                )
+        # the constructor takes its schema and the data's arguments, and re-lists no default
+        assert cls.settings_class is schema
+        params = list(inspect.signature(cls).parameters.values())
+        assert params[0].name == "settings" and params[0].annotation in (schema, schema.__name__)
+        assert all(p.name in DATA_ARGS for p in params[1:]), cls.__name__
+        assert all(p.default is inspect.Parameter.empty for p in params), cls.__name__
+        # rebuilt from model.json's plain values, its settings are the schema's defaults
+        data = {"vocab": ["digit"], **({"alphabet": "ab"} if cls is CharGPT else {})}
+        data |= {} if cls is CharGPT else {"data_shape": [1, 8, 8]}
+        model = cls.from_init({**schema().init_args(), **data})
+        assert {k: model.hparams[k] for k in schema().init_args()} == schema().init_args()
     for loader, schema in SOURCE_SCHEMAS.items():
         fields = schema.model_fields
         for name, param in inspect.signature(getattr(sources, loader)).parameters.items():

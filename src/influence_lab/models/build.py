@@ -13,6 +13,7 @@ import torch
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..settings import ModelSettings, section
+from ..settings.model import BUILT_IN_MODELS
 from ..settings.stage import MODULE_PATH
 from ..store.files import atomic_write, verify_result, write_json
 from .protocol import GenerativeModel
@@ -30,8 +31,7 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
         wanted = "image" if cls.kind == "image" else "text"
         raise InfluenceLabError(
             f"model={model.name} needs {wanted} data but data={bundle.name} holds {bundle.kind}; "
-            "use model=vae, model=ddpm, model=ldm or model=dalle for images and model=chargpt "
-            "for text."
+            f"use {_models_for('image')} for images and {_models_for('text')} for text."
         )
     params["vocab"] = build_vocab(bundle.captions)
     _check_caption_length(cls, params, bundle)
@@ -41,6 +41,16 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
         params["alphabet"] = "".join(sorted(set("".join(bundle.full["text"]))))
         _check_block_size(cls, params, bundle)
     return target, params
+
+
+def _models_for(kind: str) -> str:
+    """The built-in models of a data kind, as a user selects them: 'model=vae, ... or model=x'."""
+    names = [
+        f"model={name}"
+        for name, schema in BUILT_IN_MODELS.items()
+        if model_class(schema.model_fields["target"].default, "model._target_").kind == kind
+    ]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _check_block_size(cls: type, params: dict, bundle: DataBundle) -> None:

@@ -4,14 +4,15 @@ class (`custom`: a `_target_` outside influence_lab). `_target_` itself is check
 is imported (`models.build.model_class`: influence_lab models, and classes under the module
 prefixes the config's `plugins` allows).
 
-These schemas are the one home of every model default: the model classes' constructors read
-theirs from them (`DEFAULTS = VAESettings()` in models/vae.py, ...), and conf/model/*.yaml repeats
-them only because signatures hash the config as given (tests/test_settings.py fails when a YAML
-differs from its schema)."""
+These schemas are the one home of every model default: a built-in model class's constructor takes
+its schema (`VAE(settings: VAESettings, data_shape, vocab)`), and conf/model/*.yaml repeats the
+values only because signatures hash the config as given (tests/test_settings.py fails when a YAML
+differs from its schema). `BUILT_IN_MODELS` is the one list of them: the names, the union the
+settings validate against and the picking of a variant all come from it."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Union
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -30,7 +31,6 @@ from .rules import (
     one_of,
 )
 
-MODEL_NAMES = ("vae", "ddpm", "ldm", "chargpt", "dalle")
 VAE_ARCHS = ("mlp", "conv")
 DDPM_ARCHS = ("mlp", "unet")
 NOT_INIT_ARGS = ("_target_", "name", "fit")  # settings that are not the model class's arguments
@@ -201,7 +201,23 @@ class CustomModelSettings(ModelBase):
     fit: FitSettings = Field(default_factory=FitSettings)
 
 
+# The built-in models, name -> schema: a new one is its schema above and one line here, its class
+# in models/ (exported by models/__init__.py, as its schema's `_target_` names it) and
+# conf/model/<name>.yaml (docs/extending.md).
+BUILT_IN_MODELS: dict[str, type[ModelBase]] = {
+    "vae": VAESettings,
+    "ddpm": DDPMSettings,
+    "ldm": LDMSettings,
+    "chargpt": CharGPTSettings,
+    "dalle": DalleSettings,
+}
+MODEL_NAMES = tuple(BUILT_IN_MODELS)
 BUILT_IN = "influence_lab."
+# a renamed built-in model is picked by the class its `_target_` names
+_BY_CLASS = {
+    schema.model_fields["target"].default.rpartition(".")[2].lower(): name
+    for name, schema in BUILT_IN_MODELS.items()
+}
 
 
 def _model_kind(value):
@@ -211,18 +227,16 @@ def _model_kind(value):
     if target and not target.startswith(BUILT_IN):  # a user's class (plugins)
         return "<model:custom>"
     if name not in MODEL_NAMES:  # a renamed model: its class decides
-        name = target.rpartition(".")[2].lower()
-        name = {"latentddpm": "ldm"}.get(name, name)
+        name = _BY_CLASS.get(target.rpartition(".")[2].lower())
     return f"<model:{name}>" if name in MODEL_NAMES else None
 
 
+_VARIANTS = tuple(
+    Annotated[schema, Tag(f"<model:{name}>")] for name, schema in BUILT_IN_MODELS.items()
+) + (Annotated[CustomModelSettings, Tag("<model:custom>")],)
+
 ModelSettings = Annotated[
-    Annotated[VAESettings, Tag("<model:vae>")]
-    | Annotated[DDPMSettings, Tag("<model:ddpm>")]
-    | Annotated[LDMSettings, Tag("<model:ldm>")]
-    | Annotated[CharGPTSettings, Tag("<model:chargpt>")]
-    | Annotated[DalleSettings, Tag("<model:dalle>")]
-    | Annotated[CustomModelSettings, Tag("<model:custom>")],
+    Union[_VARIANTS],  # noqa: UP007  (a union built from the registry)
     Discriminator(
         _model_kind,
         custom_error_type=RULE,

@@ -1,10 +1,21 @@
 """One module per CLI stage, each exposing `run(cfg)`. The one-line help of each lives here so
-that `influence-lab --help` answers without importing torch."""
+that `influence-lab --help` answers without importing torch; the model and data names it lists
+are the config groups' files (conf/model/, conf/data/), read without importing anything."""
+
+from importlib.resources import files
+
+
+def _choices(group: str) -> str:
+    """The names a config group offers, e.g. 'vae|ddpm|...', in a fixed order."""
+    names = sorted(p.name[:-5] for p in files("influence_lab.conf").joinpath(group).iterdir()
+                   if p.name.endswith(".yaml"))  # fmt: skip
+    return "|".join(names)
+
 
 STAGES = {
     "train": (
-        "fit a generative model (model=vae|ddpm|ldm|chargpt|dalle, or your own) on a dataset "
-        "(data=digits|names|fashion|fashion2|imagefolder|hub)"
+        f"fit a generative model (model={_choices('model')}, or your own) on a dataset "
+        f"(data={_choices('data')})"
     ),
     "generate": (
         "sample m outputs per prompt with fixed seeds from the trained model (trains it if missing)"
