@@ -249,7 +249,7 @@ def forest_plot(stats: pd.DataFrame, metrics: dict[str, str], path: Path) -> Pat
     title = "Effect of removing each method's top-k minus a control's (95% intervals)"
     if pooled:
         title += (
-            f"\npooled over {count} replicates, then prompts; "
+            f"\nover the independent units of {count} replicates; "
             "hollow: not stable (a replicate reverses the sign)"
         )
     fig.suptitle(title)
