@@ -145,9 +145,7 @@ def test_yaml_defaults_equal_the_schema_defaults():
 
 def test_code_defaults_equal_the_schema_defaults():
     from influence_lab.data import sources
-    from influence_lab.models import DDPM, VAE, CharGPT, LatentDDPM
-
-    from influence_lab.models import DALLE
+    from influence_lab.models import DALLE, DDPM, VAE, CharGPT, LatentDDPM
     from influence_lab.models.protocol import DATA_ARGS
     from influence_lab.settings.model import DalleSettings
 
