@@ -10,9 +10,9 @@ import pandas as pd
 
 from .methods.attributor import Attributor, ScoreTable, Targets, subset_sums
 from .methods.context import AttributionContext
-from .methods.evidence import EvidenceAttributor, check_sizes, measured
+from .methods.evidence import EvidenceAttributor, measured
 
-__all__ = ["check_sizes", "evaluate", "attribute_prompts", "subset_sums_of"]
+__all__ = ["evaluate", "attribute_prompts", "subset_sums_of"]
 
 
 def evaluate(

@@ -1,24 +1,21 @@
 """What a stage's settings resolve to, once, at its entry: the model class `model._target_`
 names, the attribution methods with their classes and options (`auto` expanded, each checked
-against the model class and the settings), whether a method takes a damping grid, and the output
-root. (The embedding spaces depend on whether the data has labels, so the stage reads them from
+against the model class and the settings) and whether a method takes a damping grid. (The
+embedding spaces depend on whether the data has labels, so the stage reads them from
 its methods once the data is loaded: `registry.spaces`.) The stage hands the parts below it; nothing
 below looks a name up again (a method's class, the model's class)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import InfluenceLabError
 from ..settings import StageSettings
-from ..store.paths import output_dir
 
 
 @dataclass(frozen=True)
 class Plan:
     model_cls: type
-    root: Path
     methods: tuple = ()  # registry.Method of attribution.methods, in order
     lds_methods: tuple | None = None  # of lds.methods, where the stage has an lds section
 
@@ -44,13 +41,12 @@ def _resolve(settings: StageSettings) -> Plan:
     from ..models.build import model_class
 
     model_cls = model_class(settings.model.target, "model._target_")  # refused before any work
-    root = output_dir(settings)
     if settings.attribution is None:
-        return Plan(model_cls, root)
+        return Plan(model_cls)
     from ..attribution.methods import registry
 
     methods, lds = registry.resolved_methods(settings, model_cls)
-    plan = Plan(model_cls, root, tuple(methods), None if lds is None else tuple(lds))
+    plan = Plan(model_cls, tuple(methods), None if lds is None else tuple(lds))
     _check_pinned(settings, plan)
     return plan
 
