@@ -28,6 +28,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from influence_lab.data import load_data
+from influence_lab.entry.stage_entry import settings_of
 from influence_lab.models.build import build_model
 from influence_lab.training.batches import loader
 from influence_lab.training.fit import fit, fit_pack
@@ -58,7 +59,7 @@ def config(model: str, scale: float, out: str, trainer: str = "cpu", extra=()):
             ],
         )
     cfg.model.fit.max_epochs = max(1, round(cfg.model.fit.max_epochs * scale))
-    return cfg
+    return settings_of(cfg)  # typed once, as a stage's entry does
 
 
 def removal_sets(ids: list[str], count: int) -> list[list[str]]:
@@ -122,11 +123,9 @@ def per_process(cfg, removals, seeds, out: Path, extra=()) -> float:
 
 
 def sequential(cfg, removals, seeds, out: Path) -> float:
-    from omegaconf import OmegaConf
-
     start = time.perf_counter()
     for removed, seed in zip(removals, seeds, strict=True):
-        bundle = load_data(OmegaConf.merge(cfg.data, {"exclude_ids": removed}))
+        bundle = load_data(cfg.replaced({"data.exclude_ids": list(removed)}).data)
         model = build_model(cfg.model, bundle, seed)
         fit(model, bundle, cfg.model.fit, cfg.trainer, out / f"seq-{seed}", seed)
     return (time.perf_counter() - start) / len(removals)
@@ -148,7 +147,7 @@ def pack_memory(model: str, members: int) -> float:
     """Peak resident memory (GB) of a process that trains a pack of `members` for one epoch."""
     code = (
         f"import sys; sys.argv=['x']; from benchmarks.retrain_throughput import *; "
-        f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); cfg.model.fit.max_epochs=1; "
+        f"cfg=config('{model}', 0, '{tempfile.mkdtemp()}'); "  # 0: one epoch
         f"b=load_data(cfg.data); "
         f"r=removal_sets(list(b.train['id']), {members}); "
         f"packed(cfg, b, r, list(range({members})), "

@@ -56,6 +56,26 @@ def make_cfg(stage: str, tmp_path, *overrides: str, model: str = "vae", shrink: 
         return compose(config_name=stage, overrides=[*args, *overrides])
 
 
+# the schema of each config section the pieces (load_data, build_model, fit, ...) take typed
+SECTION_SCHEMAS = {
+    "data": "DataSettings",
+    "model": "ModelSettings",
+    "model.fit": "FitSettings",
+    "trainer": "TrainerSettings",
+    "attribution.index": "IndexSettings",
+}
+
+
+def typed(node, key: str | None = None):
+    """A composed config's section as the typed settings the pieces below the stages take (the
+    stages convert the whole config once at their entry; a test handing a piece one section converts
+    that section here). `key` names the section where the node no longer knows it (a merge)."""
+    import influence_lab.settings as schemas
+
+    key = key or node._get_full_key(None)
+    return schemas.section(getattr(schemas, SECTION_SCHEMAS[key]), node, key)
+
+
 @pytest.fixture
 def cfg_factory(tmp_path):
     def factory(stage: str, *overrides: str, model: str = "vae", shrink: bool = True):

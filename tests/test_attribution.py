@@ -13,12 +13,12 @@ from influence_lab.attribution.scoring import attribute_prompts
 from influence_lab.data import load_data
 from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model
-from influence_lab.settings import AttributionSettings, section
+from influence_lab.settings import AttributionSettings, IndexSettings, section
+from influence_lab.settings.attribution import AutoencoderEmbedder as AutoencoderSettings
 from influence_lab.training.fit import fit
+from tests.conftest import typed
 
-INDEX = OmegaConf.create(
-    {"type": "flat", "metric": "ip", "nlist": 8, "nprobe": 8, "hnsw_m": 16, "ef_search": 64}
-)
+INDEX = IndexSettings(type="flat", metric="ip", nlist=8, nprobe=8, hnsw_m=16, ef_search=64)
 
 
 def attribution_cfg(**over):
@@ -29,7 +29,7 @@ def attribution_cfg(**over):
         "embedders": ["model", "autoencoder"],
         "paper_embedder": "autoencoder",
         "fused_weights": {},
-        "index": INDEX,
+        "index": INDEX.plain(),
         "search_k": None,
         "keep": 20,
         "grid_top": 10,
@@ -59,10 +59,10 @@ def digits_setup(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("attr")
     cfg = make_cfg("train", tmp)
-    bundle = load_data(cfg.data)
-    model = build_model(cfg.model, bundle, seed=0)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp / "run", seed=0)
-    ae_cfg = OmegaConf.create({"hidden": 64, "latent_dim": 16, "epochs": 5, "lr": 1e-3, "seed": 0})
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, seed=0)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp / "run", seed=0)
+    ae_cfg = AutoencoderSettings(hidden=64, latent_dim=16, epochs=5, lr=1e-3, seed=0)
     embedders = {
         "model": ModelEmbedder(model.eval(), "sig"),
         "autoencoder": AutoencoderEmbedder(ae_cfg, bundle.full, bundle.full_fingerprint, tmp),
@@ -199,9 +199,7 @@ def test_faiss_equals_brute_force(metric, kind):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 16)).astype(np.float32)
     q = rng.normal(size=(20, 16)).astype(np.float32)
-    cfg = OmegaConf.merge(
-        INDEX, {"type": kind, "metric": metric, "nlist": 8, "nprobe": 8, "ef_search": 300}
-    )
+    cfg = INDEX.model_copy(update={"type": kind, "metric": metric, "ef_search": 300})
     scores, idx = search(build_index(x, cfg), q, 10, cfg)
     if metric == "ip":
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -263,10 +261,11 @@ def test_paper_space_is_the_classifier_where_labels_exist():
 
 def test_paper_scorer_reads_the_classifier_space_without_searching_it(digits_setup, tmp_path):
     from influence_lab.attribution.embedders import ClassifierEmbedder
+    from influence_lab.settings.attribution import ClassifierEmbedder as ClassifierSettings
 
     bundle, embedders, caches = digits_setup
     classifier = ClassifierEmbedder(
-        OmegaConf.create({"epochs": 1, "seed": 0}), bundle.full, bundle.full_fingerprint, tmp_path
+        ClassifierSettings(epochs=1, seed=0), bundle.full, bundle.full_fingerprint, tmp_path
     )
     spaces = {**embedders, "classifier": classifier}
     all_caches = {**caches, "classifier": EmbeddingCache(tmp_path, classifier, bundle, INDEX)}

@@ -8,14 +8,14 @@ from influence_lab.data import load_data
 from influence_lab.data.canaries import canary_pattern
 from influence_lab.stages import train as train_stage
 from influence_lab.stages.attribute import attribute
-from tests.conftest import run_cli
+from tests.conftest import run_cli, typed
 
 CANARIES = ["+data.canaries.count=6", "+data.canaries.token=zxq", "+data.canaries.seed=0"]
 
 
 def test_canaries_join_the_training_split_only(cfg_factory):
-    plain = load_data(cfg_factory("train").data)
-    bundle = load_data(cfg_factory("train", *CANARIES).data)
+    plain = load_data(typed(cfg_factory("train").data))
+    bundle = load_data(typed(cfg_factory("train", *CANARIES).data))
     assert len(bundle.train) == len(plain.train) + 6 and len(bundle.val) == len(plain.val)
     ids = [i for i in bundle.train["id"] if i.startswith("canary-")]
     assert ids == [f"canary-{i:03d}" for i in range(6)] and set(ids) <= set(bundle.full["id"])
@@ -111,7 +111,7 @@ def test_canaries_with_an_ordinary_caption_are_found_by_content_alone(cfg_factor
         "generate.prompts=[" + ORDINARY.replace(",", "\\,") + "]",
     ]
     gen = generate(cfg_factory("generate", *common))
-    bundle = load_data(cfg_factory("train", *canaries).data)
+    bundle = load_data(typed(cfg_factory("train", *canaries).data))
     rows = bundle.train.select(range(len(bundle.train) - 6, len(bundle.train)))
     assert set(rows["caption"]) == {ORDINARY} and rows["id"][0] == "canary-000"
     assert sum(c == ORDINARY for c in bundle.train["caption"]) > 20  # many real items share it

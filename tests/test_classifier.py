@@ -16,6 +16,7 @@ from influence_lab.models.classifier import (
     frechet_distance,
     predict,
 )
+from tests.conftest import typed
 from tests.test_fashion import needs_package
 
 
@@ -78,7 +79,7 @@ def test_classifier_embedder_is_cached_and_refuses_text(tmp_path):
     from tests.conftest import make_cfg
 
     cfg = make_cfg("attribute", tmp_path, "data.source.max_items=400")
-    bundle = load_data(cfg.data)
+    bundle = load_data(typed(cfg.data))
     settings = ClassifierEmbedder(epochs=3)
     kwargs = {"model": None, "model_signature": "", "bundle": bundle, "root": tmp_path}
     first = build_embedder("classifier", settings, **kwargs)
@@ -90,6 +91,6 @@ def test_classifier_embedder_is_cached_and_refuses_text(tmp_path):
     assert (runs[0] / "weights.pt").stat().st_mtime_ns == written
     np.testing.assert_allclose(again.embed(images, []), first.embed(images, []), atol=1e-6)
     assert first.embed(images, []).shape == (40, 64)
-    names = load_data(make_cfg("attribute", tmp_path, model="chargpt").data)
+    names = load_data(typed(make_cfg("attribute", tmp_path, model="chargpt").data))
     with pytest.raises(InfluenceLabError, match="the classifier embedder needs images with labels"):
         build_embedder("classifier", settings, **{**kwargs, "bundle": names})

@@ -12,6 +12,7 @@ from influence_lab.evaluation.statistics import (
     effect_ratio,
     experiment_table,
 )
+from tests.conftest import typed
 
 
 def _ranking(n_targets=3, n_items=50, methods=("fused", "paper")):
@@ -98,7 +99,7 @@ def test_plan_bad_inputs():
 
 
 def test_removed_ids_never_reach_the_retrained_data(cfg_factory):
-    bundle = load_data(cfg_factory("train").data)
+    bundle = load_data(typed(cfg_factory("train").data))
     ids = list(bundle.train["id"])
     ranking = pd.DataFrame(
         [
@@ -118,7 +119,7 @@ def test_removed_ids_never_reach_the_retrained_data(cfg_factory):
     )
     for m in plan:
         retrained = load_data(
-            cfg_factory("train", f"data.exclude_ids=[{','.join(m.removed)}]").data
+            typed(cfg_factory("train", f"data.exclude_ids=[{','.join(m.removed)}]").data)
         )
         assert not set(m.removed) & set(retrained.train["id"])
         assert len(retrained.train) == len(bundle.train) - len(m.removed)

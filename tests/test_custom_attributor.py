@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import readme_commands, run_example
+from tests.conftest import readme_commands, run_example, typed
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_attributor"
 QUICK = [  # the same shrink for every stage: one model, one generation
@@ -29,7 +29,7 @@ def test_pixel_neighbours_ranks_an_exact_copy_first(monkeypatch):
     from influence_lab.settings import AttributionSettings
     from tests.conftest import make_cfg
 
-    bundle = load_data(make_cfg("attribute", Path("/tmp")).data)
+    bundle = load_data(typed(make_cfg("attribute", Path("/tmp")).data))
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     method = PixelNeighbours("pixel_l2")
     method.prepare(
@@ -60,7 +60,7 @@ def test_a_plugin_that_only_scores_gets_the_lds_fallback_subset_sums(monkeypatch
     from tests.conftest import make_cfg
 
     assert not isinstance(PixelNeighbours("x"), (SubsetSums, DampingGrid, PerModel))
-    bundle = load_data(make_cfg("attribute", Path("/tmp")).data)
+    bundle = load_data(typed(make_cfg("attribute", Path("/tmp")).data))
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     method = PixelNeighbours("pixel_l2")
     method.prepare(

@@ -17,12 +17,13 @@ from influence_lab.models.build import build_model, load_model, save_model
 from influence_lab.models.dalle import DALLE
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit
+from tests.conftest import typed
 
 
 @pytest.fixture
 def digits(cfg_factory):
     cfg = cfg_factory("train", model="dalle")
-    return cfg, load_data(cfg.data)
+    return cfg, load_data(typed(cfg.data))
 
 
 def _tok_state(model):
@@ -32,7 +33,7 @@ def _tok_state(model):
 def test_tokenizer_is_fitted_once_per_pool_and_frozen(digits, tmp_path, monkeypatch):
     cfg, bundle = digits
     frozen_module.TRAINED.clear()
-    model = build_model(cfg.model, bundle, seed=1, cache_root=tmp_path)
+    model = build_model(typed(cfg.model), bundle, seed=1, cache_root=tmp_path)
     assert model.tokenizer.grid == (4, 4)  # 8x8 digits -> 4x4 tokens
     # its reconstructions beat the mean image (what a tokenizer that learnt nothing would give)
     pixels = torch.as_tensor(np.asarray(bundle.full.with_format("numpy")["image"]))
@@ -43,7 +44,7 @@ def test_tokenizer_is_fitted_once_per_pool_and_frozen(digits, tmp_path, monkeypa
     # frozen: no tokenizer weight is a parameter (optimisers, packs, gradients never see it)
     assert not [n for n, _ in model.named_parameters() if n.startswith("tokenizer.")]
     before = _tok_state(model)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=1)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", seed=1)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
     # another process (empty in-memory cache) reads it, for a retrain without some items too
@@ -53,22 +54,24 @@ def test_tokenizer_is_fitted_once_per_pool_and_frozen(digits, tmp_path, monkeypa
         raise AssertionError("the cached tokenizer was fitted again")
 
     monkeypatch.setattr("influence_lab.models.dalle.fit_tokenizer", refit)
-    removed = OmegaConf.merge(cfg.data, {"exclude_ids": list(bundle.train["id"][:40])})
-    retrain = build_model(cfg.model, load_data(removed), seed=2, cache_root=tmp_path)
+    removed = typed(
+        OmegaConf.merge(cfg.data, {"exclude_ids": list(bundle.train["id"][:40])}), "data"
+    )
+    retrain = build_model(typed(cfg.model), load_data(removed), seed=2, cache_root=tmp_path)
     assert all(torch.equal(v, _tok_state(retrain)[k]) for k, v in before.items())
     monkeypatch.undo()
 
     # tok_refit: the retrain's tokenizer is fitted on its own training set, so it differs
     frozen_module.TRAINED.clear()
     refit_cfg = OmegaConf.merge(cfg.model, {"tok_refit": True})
-    own = build_model(refit_cfg, load_data(removed), seed=2, cache_root=tmp_path)
+    own = build_model(typed(refit_cfg, "model"), load_data(removed), seed=2, cache_root=tmp_path)
     assert len(list((tmp_path / "embedders").glob("dalle-tokenizer-*"))) == 2
     assert not torch.equal(own.tokenizer.codebook, model.tokenizer.codebook)
 
 
 def test_tokenizer_round_trip_and_its_grid(digits):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=0)
+    model = build_model(typed(cfg.model), bundle, seed=0)
     images = torch.as_tensor(np.asarray(bundle.val.with_format("numpy")["image"][:16]))
     tokens = model.image_tokens(images)
     assert tokens.shape == (16, 16) and int(tokens.max()) < 32
@@ -88,8 +91,8 @@ def test_measured_loss_is_the_autoregressive_nll_of_the_image_tokens(digits, tmp
     """Token by token, with only the caption and the earlier image tokens visible: a broken
     causal mask or an off-by-one between inputs and targets changes the sum."""
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=0)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=0)
+    model = build_model(typed(cfg.model), bundle, seed=0)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", seed=0)
     model.eval()
     batch = model.prepare(batch_of(bundle.val.select(range(3))))
     measured = model.example_loss(batch, noise_seed=0)
@@ -110,8 +113,8 @@ def test_measured_loss_is_the_autoregressive_nll_of_the_image_tokens(digits, tmp
 
 def test_sampling_is_fixed_by_the_seeds(digits, tmp_path):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=0)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=0)
+    model = build_model(typed(cfg.model), bundle, seed=0)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", seed=0)
     model.eval()
     prompts = ["digit three", "digit eight", "digit three"]
     a = model.sample(prompts, [5, 6, 7])
@@ -131,7 +134,9 @@ def test_sampling_is_fixed_by_the_seeds(digits, tmp_path):
 def test_top_k_filter_and_temperature_follow_dalle(digits):
     """filter_thres 0.99 keeps the top 1% of the 32 codes (one): sampling is then the argmax."""
     cfg, bundle = digits
-    model = build_model(OmegaConf.merge(cfg.model, {"filter_thres": 0.99}), bundle, seed=0)
+    model = build_model(
+        typed(OmegaConf.merge(cfg.model, {"filter_thres": 0.99}), "model"), bundle, seed=0
+    )
     model.eval()
     a = model.sample(["digit one"] * 2, [0, 1])
     torch.testing.assert_close(a[0], a[1])  # every seed draws the same greedy tokens
@@ -141,7 +146,7 @@ def test_gradients_see_the_transformer_only(digits):
     from influence_lab.attribution.example_gradients import per_example_gradients
 
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=0).eval()
+    model = build_model(typed(cfg.model), bundle, seed=0).eval()
     own = sum(p.numel() for p in model.parameters())
     rows = batch_of(bundle.train.select(range(3)))
     grads = torch.cat(list(per_example_gradients(model, rows, "measured")))
@@ -152,4 +157,4 @@ def test_gradients_see_the_transformer_only(digits):
 def test_a_caption_longer_than_text_len_is_refused_at_build(cfg_factory):
     cfg = cfg_factory("train", "model.text_len=2", model="dalle")
     with pytest.raises(InfluenceLabError, match="model.text_len is 2 but the caption"):
-        build_model(cfg.model, load_data(cfg.data), seed=0)
+        build_model(typed(cfg.model), load_data(typed(cfg.data)), seed=0)

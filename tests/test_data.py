@@ -10,13 +10,14 @@ from influence_lab.data.captions import NUMBER_WORDS
 from influence_lab.data.dataset import fingerprint
 from influence_lab.data.sources import load_digits, load_imagefolder, load_names
 from influence_lab.errors import InfluenceLabError
+from tests.conftest import typed
 
 CAPTION = re.compile(r"^digit (\w+), (thin|regular|bold), (leaning left|upright|leaning right)$")
 
 
 def data_cfg(*overrides):
     with initialize_config_module(config_module="influence_lab.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides)).data
+        return typed(compose(config_name="train", overrides=list(overrides)).data)
 
 
 def test_digits_columns_ids_and_captions():

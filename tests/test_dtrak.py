@@ -20,7 +20,7 @@ from influence_lab.models.build import build_model
 from influence_lab.models.ddpm import dtrak_seed
 from influence_lab.models.protocol import seeded_normal
 from influence_lab.training.batches import batch_of
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, typed
 
 TINY = {  # T = 20 (the tests' shrink); a few thousand parameters
     "ddpm": ["model.hidden=16", "model.depth=1", "model.cond_dim=4"],
@@ -38,8 +38,8 @@ def _compose(stage: str, *overrides: str):
 def tiny(request, tmp_path_factory):
     model = request.param
     cfg = make_cfg("train", tmp_path_factory.mktemp(model), *TINY[model], model=model)
-    bundle = load_data(cfg.data)
-    net = build_model(cfg.model, bundle, 0).eval()
+    bundle = load_data(typed(cfg.data))
+    net = build_model(typed(cfg.model), bundle, 0).eval()
     return model, net, batch_of(bundle.train.select(range(N)))
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from influence_lab.data.fashion import CLASSES, DEFAULT_PATH, FILES, fashion_items
 from influence_lab.errors import InfluenceLabError
+from tests.conftest import typed
 
 HAVE = all((Path(DEFAULT_PATH) / f).is_file() for pair in FILES.values() for f in pair)
 needs_package = pytest.mark.skipif(
@@ -150,9 +151,9 @@ def test_heldout_targets_come_from_the_test_file_of_the_same_classes(tiny, cfg_f
         "data.source.per_class=3",
         "data.split.val_fraction=0",
     )
-    bundle = load_data(cfg.data)
+    bundle = load_data(typed(cfg.data))
     assert all(i.startswith("fashion-train-") for i in bundle.train["id"])
-    ids, captions, images = heldout_items(cfg.data, bundle, 4, seed=0)
+    ids, captions, images = heldout_items(typed(cfg.data), bundle, 4, seed=0)
     rows = [int(i.rsplit("-", 1)[1]) for i in ids]
     assert all(i.startswith("fashion-test-") for i in ids) and len(set(rows)) == 4
     assert set(test_labels[rows]) <= {7, 9}  # sneakers and ankle boots only
@@ -160,6 +161,6 @@ def test_heldout_targets_come_from_the_test_file_of_the_same_classes(tiny, cfg_f
         assert caption.endswith("sneaker" if test_labels[row] == 7 else "ankle boot")
     assert images.shape == (4, 1, 28, 28)
     np.testing.assert_allclose(images[:, 0], test_images[rows] / 255.0, atol=1e-6)
-    assert heldout_items(cfg.data, bundle, 4, seed=0)[0] == ids
+    assert heldout_items(typed(cfg.data), bundle, 4, seed=0)[0] == ids
     with pytest.raises(InfluenceLabError, match="holds 7 items; lower lds.heldout_targets"):
-        heldout_items(cfg.data, bundle, 8, seed=0)
+        heldout_items(typed(cfg.data), bundle, 8, seed=0)

@@ -25,7 +25,7 @@ from influence_lab.stages import attribute as attribute_stage
 from influence_lab.stages.attribute import attribute
 from influence_lab.store.records import GenerateProvenance, load_outputs
 from influence_lab.training.batches import batch_of
-from tests.conftest import accept_edits
+from tests.conftest import accept_edits, typed
 
 SMALL = [
     "data.source.max_items=200",
@@ -41,8 +41,8 @@ SMALL = [
 @pytest.mark.parametrize("model", ["vae", "ddpm", "ldm", "chargpt"])
 def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory, model):
     cfg = cfg_factory("train", model=model)
-    bundle = load_data(cfg.data)
-    net = build_model(cfg.model, bundle, 0).eval()
+    bundle = load_data(typed(cfg.data))
+    net = build_model(typed(cfg.model), bundle, 0).eval()
     rows = batch_of(bundle.train.select(range(5)))
     outputs = ["measured", "dtrak"] if model in ("ddpm", "ldm") else ["measured"]
     for output in outputs:
@@ -78,8 +78,8 @@ def test_batches_projected_together_equal_each_batch_alone(cfg_factory):
     """The query gradients of several prompts share the dense projection's calls: calls that span
     batches give each batch what it gets alone, under its own fixed noise."""
     cfg = cfg_factory("train", model="ddpm")
-    bundle = load_data(cfg.data)
-    net = build_model(cfg.model, bundle, 0).eval()
+    bundle = load_data(typed(cfg.data))
+    net = build_model(typed(cfg.model), bundle, 0).eval()
     batches = [batch_of(bundle.train.select(range(a, b))) for a, b in ((0, 5), (5, 7), (7, 15))]
     for output in ("dtrak", "measured"):
         projector = CountingProjector(NormalProjector(n_params(net), 64, 3), batch_rows=4)
@@ -97,8 +97,8 @@ def test_measured_loss_is_example_loss(cfg_factory):
     """example_loss = measured_loss under measure_noise: the function the gradients
     differentiate."""
     cfg = cfg_factory("train", model="ddpm")
-    bundle = load_data(cfg.data)
-    net = build_model(cfg.model, bundle, 0).eval()
+    bundle = load_data(typed(cfg.data))
+    net = build_model(typed(cfg.model), bundle, 0).eval()
     rows = batch_of(bundle.train.select(range(4)))
     direct = net.measured_loss(net.prepare(rows), net.measure_noise(4, 7))
     assert torch.allclose(direct, net.example_loss(rows, 7))
@@ -171,7 +171,7 @@ def test_trak_ranks_a_planted_copy_first(cfg_factory, tmp_path):
     from influence_lab.stages.generate import generate
 
     planted = [3, 117]
-    bundle = load_data(cfg_factory("train", "data.source.max_items=200").data)
+    bundle = load_data(typed(cfg_factory("train", "data.source.max_items=200").data))
     captions = [bundle.train[i]["caption"].replace(",", "\\,") for i in planted]
     cfg = cfg_factory(
         "attribute",

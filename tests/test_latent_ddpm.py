@@ -22,6 +22,7 @@ from influence_lab.models.build import build_model, load_model, save_model
 from influence_lab.settings.model import LDMSettings
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit, fit_pack
+from tests.conftest import typed
 
 HAVE_FASHION = all(os.path.isfile(os.path.join(DEFAULT_PATH, f)) for p in FILES.values() for f in p)
 
@@ -34,12 +35,12 @@ def _ae_state(model) -> dict[str, torch.Tensor]:
 @pytest.fixture
 def digits(cfg_factory):
     cfg = cfg_factory("train", model="ldm")
-    return cfg, load_data(cfg.data)
+    return cfg, load_data(typed(cfg.data))
 
 
 def test_protocol_shapes_and_seeded_samples(digits):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle).eval()
+    model = build_model(typed(cfg.model), bundle).eval()
     batch = batch_of(bundle.train.select(range(6)))
     loss = model.example_loss(batch, noise_seed=3)
     assert loss.shape == (6,) and bool(torch.isfinite(loss).all()) and bool((loss > 0).all())
@@ -59,7 +60,7 @@ def test_protocol_shapes_and_seeded_samples(digits):
 
 def test_latents_are_normalised_over_the_pool(digits):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle)
+    model = build_model(typed(cfg.model), bundle)
     z = model.encode(torch.as_tensor(np.asarray(bundle.full.with_format("numpy")["image"])))
     assert float(z.mean(0).abs().max()) < 1e-4
     assert float((z.std(0) - 1).abs().max()) < 1e-4
@@ -67,7 +68,7 @@ def test_latents_are_normalised_over_the_pool(digits):
 
 def test_autoencoder_is_shared_frozen_and_outside_the_gradients(digits, tmp_path):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=1)
+    model = build_model(typed(cfg.model), bundle, seed=1)
     before = _ae_state(model)
     assert len(before) == 15 and bool(before["ae_fitted"])
     assert not any(name.startswith("ae.") for name, _ in model.named_parameters())
@@ -76,16 +77,20 @@ def test_autoencoder_is_shared_frozen_and_outside_the_gradients(digits, tmp_path
         p.numel() for name, p in model.named_parameters() if name.startswith(("net.", "text."))
     )
     assert ae_size > 10_000 and n_params(model) == own
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=1)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", seed=1)
     after = _ae_state(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     # every model of the dataset (another seed, a retrain without some items, a fresh process's
     # fit of the same autoencoder) gets the same autoencoder; the denoisers differ
     frozen_module.TRAINED.clear()
-    removed = OmegaConf.merge(cfg.data, {"exclude_ids": list(bundle.train["id"][:40])})
-    other = build_model(cfg.model, load_data(removed), seed=2)
+    removed = typed(
+        OmegaConf.merge(cfg.data, {"exclude_ids": list(bundle.train["id"][:40])}), "data"
+    )
+    other = build_model(typed(cfg.model), load_data(removed), seed=2)
     assert all(torch.equal(before[k], v) for k, v in _ae_state(other).items())
-    assert not torch.equal(other.net.inp.weight, build_model(cfg.model, bundle, 1).net.inp.weight)
+    assert not torch.equal(
+        other.net.inp.weight, build_model(typed(cfg.model), bundle, 1).net.inp.weight
+    )
     rows = batch_of(bundle.train.select(range(3)))
     grads = torch.cat(list(per_example_gradients(model.eval(), rows, "measured")))
     assert grads.shape == (3, own)
@@ -96,7 +101,7 @@ def test_autoencoder_is_fitted_once_per_pool_across_processes(digits, tmp_path, 
     empty in-memory cache) reads it instead of fitting it again."""
     cfg, bundle = digits
     frozen_module.TRAINED.clear()
-    first = build_model(cfg.model, bundle, seed=1, cache_root=tmp_path)
+    first = build_model(typed(cfg.model), bundle, seed=1, cache_root=tmp_path)
     (folder,) = (tmp_path / "embedders").glob("ldm-autoencoder-*")
     assert (folder / "state.pt").stat().st_size > 10_000 and (folder / "done").exists()
     frozen_module.TRAINED.clear()
@@ -105,17 +110,17 @@ def test_autoencoder_is_fitted_once_per_pool_across_processes(digits, tmp_path, 
         raise AssertionError("the cached autoencoder was fitted again")
 
     monkeypatch.setattr(LatentDDPM, "_train_autoencoder", refit)
-    second = build_model(cfg.model, bundle, seed=2, cache_root=tmp_path)
+    second = build_model(typed(cfg.model), bundle, seed=2, cache_root=tmp_path)
     assert all(torch.equal(v, _ae_state(second)[k]) for k, v in _ae_state(first).items())
     frozen_module.TRAINED.clear()
     with pytest.raises(AssertionError, match="fitted again"):  # no root: fitted in the process
-        build_model(cfg.model, bundle, seed=2)
+        build_model(typed(cfg.model), bundle, seed=2)
 
 
 def test_save_and_load_round_trip_needs_no_data(digits, tmp_path):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle, seed=4)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", seed=4)
+    model = build_model(typed(cfg.model), bundle, seed=4)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", seed=4)
     save_model(model.eval(), tmp_path / "saved")
     frozen_module.TRAINED.clear()
     loaded = load_model(tmp_path / "saved")
@@ -138,14 +143,22 @@ def test_a_pack_of_two_equals_two_solo_fits(digits, tmp_path):
     cfg, full = digits
     ids = list(full.train["id"])
     removals, seeds = [[], ids[::4]], [0, 5]
-    members = [build_model(cfg.model, full, s) for s in seeds]
+    members = [build_model(typed(cfg.model), full, s) for s in seeds]
     items = [np.array([i for i, x in enumerate(ids) if x not in set(r)]) for r in removals]
-    fit_pack(members, full.train, items, seeds, cfg.model.fit, cfg.trainer, tmp_path / "pack")
+    fit_pack(
+        members,
+        full.train,
+        items,
+        seeds,
+        typed(cfg.model.fit),
+        typed(cfg.trainer),
+        tmp_path / "pack",
+    )
     for m, (removed, seed) in enumerate(zip(removals, seeds, strict=True)):
-        bundle = load_data(OmegaConf.merge(cfg.data, {"exclude_ids": removed}))
-        solo = build_model(cfg.model, bundle, seed)
+        bundle = load_data(typed(OmegaConf.merge(cfg.data, {"exclude_ids": removed}), "data"))
+        solo = build_model(typed(cfg.model), bundle, seed)
         solo.record_losses = True
-        fit(solo, bundle, cfg.model.fit, cfg.trainer, tmp_path / f"solo{m}", seed)
+        fit(solo, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / f"solo{m}", seed)
         a, b = np.asarray(solo.loss_history), np.asarray(members[m].loss_history)
         assert len(a) == len(b) > 0
         assert float(np.abs(a - b).max() / np.abs(a).max()) < 1e-4
@@ -155,7 +168,7 @@ def test_a_pack_of_two_equals_two_solo_fits(digits, tmp_path):
 
 def test_dtrak_output_and_its_gradients_are_finite(digits):
     cfg, bundle = digits
-    model = build_model(cfg.model, bundle).eval()
+    model = build_model(typed(cfg.model), bundle).eval()
     rows = batch_of(bundle.train.select(range(4)))
     prepared = model.prepare(rows)
     out = model(prepared, model.measure_noise(4, 0), output="dtrak")
@@ -184,9 +197,9 @@ def test_fashion2_samples_are_the_prompted_class(cfg_factory, tmp_path):
         shrink=False,
         model="ldm",
     )
-    bundle = load_data(cfg.data)
-    model = build_model(cfg.model, bundle, 0)
-    fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / "run", 0)
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, 0)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / "run", 0)
     images = np.asarray(bundle.full.with_format("numpy")["image"], dtype=np.float32)
     labels = (np.asarray(bundle.full["label"]) == 9).astype(np.int64)  # 0 sneaker, 1 ankle boot
     classifier = fit_classifier(images, labels, seed=0)  # 3 epochs judged real items at 0.73
@@ -214,7 +227,7 @@ def test_the_autoencoder_is_the_same_at_any_thread_count(digits, cfg_factory):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             frozen_module.TRAINED.clear()
-            states.append(_ae_state(build_model(cfg.model, bundle, seed=1)))
+            states.append(_ae_state(build_model(typed(cfg.model), bundle, seed=1)))
             assert torch.get_num_threads() == threads  # the caller's count is restored
     finally:
         torch.set_num_threads(before)
@@ -222,4 +235,4 @@ def test_the_autoencoder_is_the_same_at_any_thread_count(digits, cfg_factory):
     spec = train_spec(settings_of(cfg), bundle)
     assert spec["frozen_fit"] == {"ae_threads": FIT_THREADS}
     vae = cfg_factory("train")  # a model without frozen parts: its signature is unchanged
-    assert "frozen_fit" not in train_spec(settings_of(vae), load_data(vae.data))
+    assert "frozen_fit" not in train_spec(settings_of(vae), load_data(typed(vae.data)))

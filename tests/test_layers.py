@@ -79,3 +79,24 @@ def test_no_module_name_is_repeated_and_no_module_rebinds_its_class():
     import influence_lab.reporting.sections  # noqa: F401
 
     assert il.report.__module__ == "influence_lab.api"
+
+
+def test_settings_are_validated_once_at_the_entry():
+    """Below `entry/` no module validates settings again: the stages' entry turns the config into
+    typed settings once, and pieces (load_data, build_model, fit, embedders, index) take them typed.
+    A call of `section(` or `from_config(` outside settings/, entry/ and the top (api, cli) fails."""
+    import re
+
+    src = ROOT / "src" / "influence_lab"
+    allowed = {"settings", "entry"}
+    top = {"api.py", "cli.py"}
+    calls = re.compile(r"(?<![\w.])(section|from_config|validated)\(")
+    found = []
+    for path in src.rglob("*.py"):
+        rel = path.relative_to(src)
+        if rel.parts[0] in allowed or str(rel) in top or "__pycache__" in rel.parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if calls.search(line) and not line.lstrip().startswith(("def ", "#")):
+                found.append(f"{rel}:{n}: {line.strip()}")
+    assert not found, "settings validated below the entry:\n" + "\n".join(found)

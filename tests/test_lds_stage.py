@@ -13,7 +13,7 @@ from influence_lab.evaluation.subsets import averaged_loss, target_batch
 from influence_lab.models.build import load_model
 from influence_lab.stages import lds as lds_stage
 from influence_lab.stages.lds import lds
-from tests.conftest import run_cli
+from tests.conftest import run_cli, typed
 
 PRESET = [
     "data.source.max_items=200",
@@ -159,7 +159,7 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
     cfg = cfg_factory("lds", *PRESET, model="ddpm")
     run = lds(cfg)
     check_table(run, predictions)
-    subset_runs = check_subset_models(run, load_data(cfg.data), tmp_path / "train")
+    subset_runs = check_subset_models(run, load_data(typed(cfg.data)), tmp_path / "train")
 
     # the subset models are reused by a later call with other methods: nothing is trained again
     before = sorted(p.name for p in (tmp_path / "train").iterdir())
@@ -185,8 +185,8 @@ def check_heldout(cfg_factory, cfg, run, tmp_path, trained) -> None:
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == trained
     table = pd.read_csv(held / "lds.csv").set_index("method")
     assert (table.loc[["raw_only", "tracin"], "targets"] == 5).all()
-    bundle = load_data(cfg.data)
-    ids, captions, images = heldout_items(cfg.data, bundle, 5, 0)
+    bundle = load_data(typed(cfg.data))
+    ids, captions, images = heldout_items(typed(cfg.data), bundle, 5, 0)
     assert set(ids) <= set(bundle.val["id"]) and not set(ids) & set(bundle.train["id"])
     per = pd.read_parquet(held / "lds_targets.parquet")
     assert list(per[per.method == "raw_only"].sort_values("target").prompt) == captions

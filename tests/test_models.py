@@ -6,6 +6,7 @@ from influence_lab.data import load_data
 from influence_lab.models.build import build_model, load_model, save_model
 from influence_lab.training.batches import batch_of
 from influence_lab.training.fit import fit
+from tests.conftest import typed
 
 MODELS = ["vae", "ddpm", "ldm", "chargpt"]
 
@@ -13,13 +14,13 @@ MODELS = ["vae", "ddpm", "ldm", "chargpt"]
 @pytest.fixture(params=MODELS)
 def setup(request, cfg_factory):
     cfg = cfg_factory("train", model=request.param)
-    bundle = load_data(cfg.data)
+    bundle = load_data(typed(cfg.data))
     return cfg, bundle
 
 
 def test_protocol_shapes(setup):
     cfg, bundle = setup
-    model = build_model(cfg.model, bundle).eval()
+    model = build_model(typed(cfg.model), bundle).eval()
     batch = batch_of(bundle.train.select(range(6)))
     loss = model.example_loss(batch, noise_seed=3)
     assert loss.shape == (6,) and torch.isfinite(loss).all() and (loss > 0).all()
@@ -41,8 +42,8 @@ def test_protocol_shapes(setup):
 
 def test_unconditional_model_ignores_captions(cfg_factory):
     cfg = cfg_factory("train", "model.conditional=false")
-    bundle = load_data(cfg.data)
-    model = build_model(cfg.model, bundle).eval()
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle).eval()
     a = model.sample(["digit one, thin, upright"], [5])
     b = model.sample(["digit eight, bold, upright"], [5])
     assert torch.equal(a, b)
@@ -52,8 +53,10 @@ def test_training_twice_with_one_seed_gives_identical_weights(setup, tmp_path):
     cfg, bundle = setup
     states = []
     for i in range(2):
-        model = build_model(cfg.model, bundle, seed=7)
-        metrics = fit(model, bundle, cfg.model.fit, cfg.trainer, tmp_path / f"run{i}", seed=7)
+        model = build_model(typed(cfg.model), bundle, seed=7)
+        metrics = fit(
+            model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp_path / f"run{i}", seed=7
+        )
         states.append(model.state_dict())
         assert metrics["epochs"] == cfg.model.fit.max_epochs
     assert states[0].keys() == states[1].keys()
@@ -63,7 +66,7 @@ def test_training_twice_with_one_seed_gives_identical_weights(setup, tmp_path):
 
 def test_save_and_load_round_trip(setup, tmp_path):
     cfg, bundle = setup
-    model = build_model(cfg.model, bundle).eval()
+    model = build_model(typed(cfg.model), bundle).eval()
     save_model(model, tmp_path)
     loaded = load_model(tmp_path)
     batch = batch_of(bundle.train.select(range(4)))
@@ -77,7 +80,7 @@ def test_model_for_the_wrong_kind_of_data_is_an_error(cfg_factory):
     with pytest.raises(
         InfluenceLabError, match="model=vae needs image data but data=names holds text"
     ):
-        build_model(cfg.model, load_data(cfg.data))
+        build_model(typed(cfg.model), load_data(typed(cfg.data)))
 
 
 def test_the_lds_ground_truth_averages_over_noise_draws(setup):
@@ -86,7 +89,7 @@ def test_the_lds_ground_truth_averages_over_noise_draws(setup):
     from influence_lab.evaluation.subsets import averaged_loss
 
     cfg, bundle = setup
-    model = build_model(cfg.model, bundle).eval()
+    model = build_model(typed(cfg.model), bundle).eval()
     batch = batch_of(bundle.train.select(range(6)))
     draws = [model.example_loss(batch, s).detach().numpy() for s in range(3)]
     np.testing.assert_allclose(averaged_loss(model, batch, 1), draws[0], rtol=1e-6)

@@ -8,6 +8,7 @@ import torch
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
 from influence_lab.training.fit import fit, fit_pack
+from tests.conftest import typed
 
 
 def _solo(cfg, bundle, seed, tmp, exclude=()):
@@ -15,10 +16,10 @@ def _solo(cfg, bundle, seed, tmp, exclude=()):
     from omegaconf import OmegaConf
 
     data_cfg = OmegaConf.merge(cfg.data, {"exclude_ids": list(exclude)})
-    b = load_data(data_cfg)
-    model = build_model(cfg.model, b, seed)
+    b = load_data(typed(data_cfg, "data"))
+    model = build_model(typed(cfg.model), b, seed)
     model.record_losses = True
-    fit(model, b, cfg.model.fit, cfg.trainer, tmp, seed)
+    fit(model, b, typed(cfg.model.fit), typed(cfg.trainer), tmp, seed)
     return model, b
 
 
@@ -31,7 +32,7 @@ def _rel(a, b):
 def test_pack_of_one_reproduces_the_solo_fit(cfg_factory, tmp_path, model):
     cfg = cfg_factory("train", model=model)
     solo, bundle = _solo(cfg, None, 3, tmp_path / "solo")
-    member = build_model(cfg.model, bundle, 3)
+    member = build_model(typed(cfg.model), bundle, 3)
     fit_pack(
         [member],
         bundle.train,
@@ -54,11 +55,11 @@ def test_members_match_themselves_alone_with_different_removals(cfg_factory, tmp
     member-batched arithmetic (`packed_loss`), the others vmap the solo module."""
     size = "data.source.max_per_list=200" if model == "chargpt" else "data.source.max_items=400"
     cfg = cfg_factory("train", size, model=model)
-    full = load_data(cfg.data)
+    full = load_data(typed(cfg.data))
     ids = list(full.train["id"])
     removals = [[], ids[:5], ids[100:160], ids[::3]]  # different dataset sizes, incl. fewer batches
     seeds = [0, 1, 2, 3]
-    members = [build_model(cfg.model, full, s) for s in seeds]
+    members = [build_model(typed(cfg.model), full, s) for s in seeds]
     items = [np.array([i for i, x in enumerate(ids) if x not in set(r)]) for r in removals]
     pack = fit_pack(
         members,
@@ -91,13 +92,20 @@ def test_a_canary_excluded_from_one_member_never_reaches_its_batches(cfg_factory
     cfg = cfg_factory(
         "train", "data.source.max_items=60", "model.fit.max_epochs=20", "model.fit.batch_size=16"
     )
-    full = load_data(cfg.data)
+    full = load_data(typed(cfg.data))
     n = len(full.train)
     canary = 17
     items = [np.arange(n), np.array([i for i in range(n) if i != canary])]
-    members = [build_model(cfg.model, full, s) for s in (0, 0)]
+    members = [build_model(typed(cfg.model), full, s) for s in (0, 0)]
     pack = fit_pack(
-        members, full.train, items, [0, 0], cfg.model.fit, cfg.trainer, tmp_path, record_seen=True
+        members,
+        full.train,
+        items,
+        [0, 0],
+        typed(cfg.model.fit),
+        typed(cfg.trainer),
+        tmp_path,
+        record_seen=True,
     )
     assert canary in pack.seen[0]
     assert canary not in pack.seen[1]
@@ -170,8 +178,8 @@ def test_packed_loss_is_each_members_own_loss(cfg_factory, model):
     from influence_lab.training.batches import batch_of
 
     cfg = cfg_factory("train", model=model)
-    bundle = load_data(cfg.data)
-    models = [build_model(cfg.model, bundle, s) for s in (0, 1, 2)]
+    bundle = load_data(typed(cfg.data))
+    models = [build_model(typed(cfg.model), bundle, s) for s in (0, 1, 2)]
     if model == "chargpt":  # trained-looking weights: the caption tables start at zero
         for m in models:
             with torch.no_grad():

@@ -12,7 +12,7 @@ import pytest
 
 from influence_lab.data import load_data
 from influence_lab.reporting.quality import prompt_labels, quality
-from tests.conftest import make_cfg, prompt_match_by_hand
+from tests.conftest import make_cfg, prompt_match_by_hand, typed
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def digits(tmp_path_factory):
     classifier is trained by the first test that needs it."""
     root = tmp_path_factory.mktemp("quality")
     cfg = make_cfg("generate", root)
-    return load_data(cfg.data), [str(p) for p in cfg.data.prompts], root
+    return load_data(typed(cfg.data)), [str(p) for p in cfg.data.prompts], root
 
 
 def real_images(bundle, labels: list[int], m: int, seed: int) -> np.ndarray:

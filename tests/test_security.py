@@ -24,7 +24,7 @@ from influence_lab.data import load_data
 from influence_lab.data.sources import load_imagefolder
 from influence_lab.errors import InfluenceLabError
 from influence_lab.store.paths import check_name, inside, is_safe_name, safe_name
-from tests.conftest import stage_error
+from tests.conftest import stage_error, typed
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "influence_lab"
 
@@ -389,12 +389,12 @@ def test_model_target_must_be_an_influence_lab_model(
     from influence_lab.stages import train as train_stage
 
     cfg = cfg_factory("train", "data.source.max_items=40")
-    bundle = load_data(cfg.data)
+    bundle = load_data(typed(cfg.data))
     cfg.model._target_ = target
     with pytest.raises(
         InfluenceLabError, match=rf"model._target_ is '{re.escape(target)}', {REFUSED}"
     ):
-        build_model(cfg.model, bundle)
+        build_model(typed(cfg.model), bundle)
     with pytest.raises(SystemExit) as info:
         train_stage.run(cfg)
     assert info.value.code == 2 and re.search(REFUSED, capsys.readouterr().err)
@@ -414,10 +414,10 @@ def test_real_model_targets_still_build_and_load(cfg_factory, tmp_path):
     from influence_lab.models.vae import VAE
 
     cfg = cfg_factory("train", "data.source.max_items=40")
-    bundle = load_data(cfg.data)
+    bundle = load_data(typed(cfg.data))
     for target in ("influence_lab.models.VAE", "influence_lab.models.vae.VAE"):
         cfg.model._target_ = target
-        model = build_model(cfg.model, bundle)
+        model = build_model(typed(cfg.model), bundle)
         assert isinstance(model, VAE)
     save_model(model, tmp_path)
     assert isinstance(load_model(tmp_path), VAE)
@@ -442,7 +442,7 @@ def test_data_source_target_must_be_an_influence_lab_loader(target, evil_module,
         match=rf"data.source._target_ is '{re.escape(target)}'; it must be one of "
         r"influence_lab.data.sources.load_digits",
     ):
-        load_data(cfg.data)
+        load_data(typed(cfg.data))
     assert not evil_module.exists()
 
 

@@ -17,13 +17,14 @@ from influence_lab.errors import InfluenceLabError
 from influence_lab.models.build import build_model
 from influence_lab.settings.attribution import GradientSettings
 from influence_lab.training.batches import batch_of
+from tests.conftest import typed
 
 
 @pytest.fixture
 def digits(cfg_factory):
     cfg = cfg_factory("train", "data.source.max_items=300")
-    bundle = load_data(cfg.data)
-    model = build_model(cfg.model, bundle, seed=0).eval()
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, seed=0).eval()
     return model, batch_of(bundle.train), bundle.fingerprint
 
 

@@ -135,12 +135,12 @@ from influence_lab.attribution import feature_store
 from influence_lab.data import load_data
 from influence_lab.models.build import build_model
 from influence_lab.training.batches import batch_of
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, typed
 
 root = Path(sys.argv[1])
 cfg = make_cfg("train", root, "data.source.max_items=300")
-bundle = load_data(cfg.data)
-model = build_model(cfg.model, bundle, seed=0).eval()
+bundle = load_data(typed(cfg.data))
+model = build_model(typed(cfg.model), bundle, seed=0).eval()
 computed, real = [], feature_store.projected_gradients
 def recording(*args, part_of=None, **kwargs):
     computed.append(part_of[0] // 64)

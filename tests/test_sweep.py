@@ -14,7 +14,7 @@ import pytest
 
 from influence_lab.stages.counterfactual import counterfactual
 from influence_lab.store.records import load_outputs
-from tests.conftest import SHRINK, accept_edits
+from tests.conftest import SHRINK, accept_edits, typed
 
 SWEEP = [
     "generate.m=2",
@@ -231,7 +231,9 @@ def test_planted_copies_raise_the_loss_far_more_than_random(cfg_factory, tmp_pat
         "data.source.max_items=120",
         "model.fit.max_epochs=400",
     ]  # small data, long training: memorised
-    captions = Counter(load_data(cfg_factory("train", *small, shrink=False).data).train["caption"])
+    captions = Counter(
+        load_data(typed(cfg_factory("train", *small, shrink=False).data)).train["caption"]
+    )
     prompts = [c for c, _ in captions.most_common(6)]  # 6 prompts: 6 units, enough to decide
     escaped = ",".join(p.replace(",", "\\,") for p in prompts)
     common = [*small, "generate.m=2", f"generate.prompts=[{escaped}]"]
@@ -242,7 +244,7 @@ def test_planted_copies_raise_the_loss_far_more_than_random(cfg_factory, tmp_pat
         "attribution.keep=20",
     ]
     gen = generate(gen_cfg)
-    bundle = load_data(gen_cfg.data)
+    bundle = load_data(typed(gen_cfg.data))
     images = np.asarray(bundle.train.with_format("numpy")["image"])
     planted = np.load(gen / "images.npy").copy()
     table = pd.read_parquet(gen / "outputs.parquet")

@@ -8,15 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
 from influence_lab.attribution.embedders import AutoencoderEmbedder
 from influence_lab.data import load_data
 from influence_lab.models.classifier import classifier_features, fit_classifier
 from influence_lab.models.threads import fixed_threads
+from influence_lab.settings.attribution import AutoencoderEmbedder as AutoencoderSettings
 from influence_lab.stages.attribute import attribute
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, typed
 
 PROMPTS = "digit zero\\, regular\\, upright,digit three\\, regular\\, leaning left"
 
@@ -52,8 +52,8 @@ def test_the_label_cnn_is_the_same_at_one_and_two_threads():
 
 
 def test_the_autoencoder_embedder_is_the_same_at_one_and_two_threads(tmp_path):
-    bundle = load_data(make_cfg("train", tmp_path).data)
-    cfg = OmegaConf.create({"hidden": 64, "latent_dim": 16, "epochs": 4, "lr": 1e-3, "seed": 0})
+    bundle = load_data(typed(make_cfg("train", tmp_path).data))
+    cfg = AutoencoderSettings(hidden=64, latent_dim=16, epochs=4, lr=1e-3, seed=0)
     fitted = {}
     for threads in (1, 2):
         with fixed_threads(threads):

@@ -26,6 +26,7 @@ from influence_lab.data import load_data
 from influence_lab.models.build import build_model
 from influence_lab.settings import AttributionSettings, section
 from influence_lab.training.batches import batch_of
+from tests.conftest import typed
 
 TINY = {  # a few thousand parameters each
     "vae": ["model.hidden=8", "model.latent_dim=2", "model.cond_dim=4"],
@@ -70,8 +71,8 @@ def _setup(cfg_factory, tmp_path, model, *overrides, ensemble: int = 1):
     that many, seeds 0, 1, ...), its gradient setup over the first N_TRAIN training items, and the
     next N_TARGET items as targets."""
     cfg = cfg_factory("attribute", *TINY[model], *overrides, model=model)
-    bundle = load_data(cfg.data)
-    nets = [build_model(cfg.model, bundle, seed).eval() for seed in range(ensemble)]
+    bundle = load_data(typed(cfg.data))
+    nets = [build_model(typed(cfg.model), bundle, seed).eval() for seed in range(ensemble)]
     net = nets[0] if ensemble == 1 else nets
     runs = [(tmp_path / f"model{j}", f"tiny{j}") for j in range(ensemble)]
     setup = AttributionContext(
@@ -303,7 +304,7 @@ def test_tracin_equals_autograd_sum_over_snapshots(cfg_factory, tmp_path, monkey
     folder.mkdir(parents=True)
     index = []
     for k, lr in enumerate([0.01, 0.005, 0.002]):
-        state = build_model(cfg.model, bundle, k + 1).state_dict()
+        state = build_model(typed(cfg.model), bundle, k + 1).state_dict()
         torch.save(state, folder / f"epoch{k + 1}.pt")
         index.append({"epoch": k + 1, "lr": lr, "file": f"epoch{k + 1}.pt"})
     (folder / "index.json").write_text(json.dumps(index))

@@ -22,7 +22,6 @@ from ..console import track
 from ..errors import InfluenceLabError
 from ..models.classifier import cached_classifier, classifier_features
 from ..models.threads import FIT_THREADS, fixed_threads
-from ..settings import section
 from ..settings.attribution import EMBEDDER_KINDS, EmbedderSettings
 from ..settings.attribution import AutoencoderEmbedder as AutoencoderSettings
 from ..settings.attribution import ClassifierEmbedder as ClassifierSettings
@@ -72,7 +71,7 @@ class AutoencoderEmbedder:
     name = "autoencoder"
 
     def __init__(self, cfg: AutoencoderSettings, full_dataset, full_fingerprint: str, root: Path):
-        cfg = self.cfg = section(AutoencoderSettings, cfg, "embedders.autoencoder")
+        self.cfg = cfg
         self.kind = "image" if "image" in full_dataset.column_names else "text"
         spec = {
             "hidden": cfg.hidden,
@@ -150,7 +149,6 @@ class ClassifierEmbedder:
     name = "classifier"
 
     def __init__(self, cfg: ClassifierSettings, full_dataset, full_fingerprint: str, root: Path):
-        cfg = section(ClassifierSettings, cfg, "embedders.classifier")
         if "image" not in full_dataset.column_names or "label" not in full_dataset.column_names:
             raise InfluenceLabError(
                 "the classifier embedder needs images with labels (data=digits, fashion, or a "
@@ -174,7 +172,6 @@ class PretrainedEmbedder:
     name = "pretrained"
 
     def __init__(self, cfg: PretrainedSettings, name: str = "pretrained"):
-        cfg = section(PretrainedSettings, cfg, f"embedders.{name}")
         path = check_weights(name, cfg)
         try:
             import torchvision
@@ -232,7 +229,6 @@ def check_weights(name: str, cfg) -> Path | None:
 def build_embedder(
     name: str, cfg: EmbedderSettings, *, model, model_signature: str, bundle, root: Path
 ):
-    cfg = section(EmbedderSettings, cfg, f"embedders.{name}")
     if cfg.kind == "model":
         return ModelEmbedder(model, model_signature)
     if cfg.kind == "autoencoder":

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InfluenceLabError
-from ..settings import IndexSettings, section
+from ..settings import IndexSettings
 from ..settings.attribution import INDEX_METRICS, INDEX_TYPES
 from ..store.files import RunDir, atomic_write, write_npy
 from ..store.signature import signature
@@ -106,7 +106,6 @@ class EmbeddingCache:
     def __init__(self, root: Path, embedder, bundle, index: IndexSettings):
         import faiss
 
-        index = section(IndexSettings, index, "attribution.index")
         sig = signature(embedder.signature, bundle.fingerprint, index.plain())
         self.run = RunDir(root, "embeddings", f"{embedder.name}-{bundle.name}", sig)
         self.cfg = index

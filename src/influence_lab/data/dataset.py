@@ -13,7 +13,7 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 
 from ..errors import InfluenceLabError
-from ..settings import DataSettings, section
+from ..settings import DataSettings
 from ..settings.data import SOURCES_MODULE
 from ..store.paths import check_name
 from . import sources
@@ -183,9 +183,7 @@ def source_loader(target):
 
 
 def load_data(data: DataSettings) -> DataBundle:
-    """Build the dataset that the `data` settings describe (a raw `data` section is validated
-    first)."""
-    data = section(DataSettings, data, "data")
+    """Build the dataset that the `data` settings describe."""
     check_name(data.name, "data.name")
     # called directly rather than through hydra's instantiate, which would wrap our clear errors
     kwargs = data.source.plain()

@@ -8,14 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InfluenceLabError
-from ..settings import DataSettings, section
+from ..settings import DataSettings
 from .dataset import DataBundle, columns, source_loader
 
 
 def heldout_items(data: DataSettings, bundle: DataBundle, count: int, seed: int):
     """`count` held-out items drawn at random (by `seed`) without replacement: (ids, captions,
     content), content as `dataset.columns` gives it (images (n, C, H, W) float32, or texts)."""
-    data = section(DataSettings, data, "data")
     kwargs = data.source.plain()
     if "split" in kwargs:  # the official test file, the same classes, every item of each
         loader = source_loader(kwargs.pop("_target_", None))

@@ -38,7 +38,6 @@ import pandas as pd
 
 from ..errors import InfluenceLabError
 from ..settings.counterfactual_settings import ARMS, CONTROLS, GROUPINGS, TESTED_ARMS, check_plan
-from ..settings.rules import PositiveInt, validated
 from ..store.files import read_json, write_json
 from ..store.paths import safe_name
 
@@ -293,8 +292,8 @@ def _arm_members(
 
 
 def jobs_of(members: list[Member], job_size: int) -> list[list[str]]:
-    """Group members into retrain jobs of at most `job_size` members each."""
-    validated(PositiveInt, job_size, "counterfactual.pack_size")
+    """Group members into retrain jobs of at most `job_size` members each (a positive integer:
+    `counterfactual.pack_size`, checked at the stage's entry)."""
     ids = [m.member_id for m in members]
     return [ids[i : i + job_size] for i in range(0, len(ids), job_size)]
 

@@ -12,7 +12,7 @@ import torch
 
 from ..data import DataBundle
 from ..errors import InfluenceLabError
-from ..settings import ModelSettings, section
+from ..settings import ModelSettings
 from ..settings.model import BUILT_IN_MODELS
 from ..settings.stage import MODULE_PATH
 from ..store.files import atomic_write, verify_result, write_json
@@ -21,9 +21,13 @@ from .text_encoder import build_vocab, caption_tokens
 
 
 def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
-    """The class path and the plain constructor arguments of the model the settings describe (a raw
-    `model` section is validated first)."""
-    model = section(ModelSettings, model, "model")
+    """The class path and the plain constructor arguments of the model the settings describe."""
+    _, target, params = _resolved(model, bundle)
+    return target, params
+
+
+def _resolved(model: ModelSettings, bundle: DataBundle) -> tuple[type, str, dict]:
+    """The model's class (looked up once), its path and its plain constructor arguments."""
     params = model.init_args()
     target = model.target
     cls = model_class(target, "model._target_")
@@ -40,7 +44,7 @@ def init_kwargs(model: ModelSettings, bundle: DataBundle) -> tuple[str, dict]:
     else:
         params["alphabet"] = "".join(sorted(set("".join(bundle.full["text"]))))
         _check_block_size(cls, params, bundle)
-    return target, params
+    return cls, target, params
 
 
 def _models_for(kind: str) -> str:
@@ -162,16 +166,15 @@ def build_model(
     """A freshly initialised model; the initialisation depends only on `seed`. Parts a model
     trains once on the whole pool (LatentDDPM's autoencoder) are cached under `cache_root`
     (the output root) when given, so other processes read them instead of fitting them again."""
-    settings = section(ModelSettings, model, "model")
-    target, params = init_kwargs(settings, bundle)
+    cls, target, params = _resolved(model, bundle)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_class(target, "model._target_").from_init(params, settings)
-    fit_frozen = getattr(model, "fit_frozen", None)
+        built = cls.from_init(params, model)
+    fit_frozen = getattr(built, "fit_frozen", None)
     if callable(fit_frozen):  # parts trained once on the whole pool (LatentDDPM's autoencoder)
         fit_frozen(bundle, cache_root)
-    model.init_spec = {"target": target, "init": params}
-    return model
+    built.init_spec = {"target": target, "init": params}
+    return built
 
 
 def save_model(model: GenerativeModel, run_dir: Path) -> None:

@@ -21,7 +21,7 @@ from ..console import show_progress
 from ..data import DataBundle
 from ..errors import InfluenceLabError
 from ..models.protocol import GenerativeModel
-from ..settings import FitSettings, TrainerSettings, section
+from ..settings import FitSettings, TrainerSettings
 from ..store.files import atomic_write, read_json, sha256, write_json, write_text
 from .batches import loader
 
@@ -211,10 +211,7 @@ def fit(
     seed: int,
     loggers=None,
 ) -> dict[str, float]:
-    """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics. (Raw
-    `model.fit` and `trainer` sections are validated first.)"""
-    fit_settings = section(FitSettings, fit_settings, "model.fit")
-    trainer_settings = section(TrainerSettings, trainer_settings, "trainer")
+    """Train `model` on `bundle.train` (validating on `bundle.val`); return the final metrics."""
     pl.seed_everything(seed, workers=True, verbose=False)
     model.noise_seed = int(seed)
     if trainer_settings.num_threads:
@@ -255,8 +252,6 @@ def fit_pack(
     of the rows `track` after every epoch)."""
     from .pack import Pack
 
-    fit_settings = section(FitSettings, fit_settings, "model.fit")
-    trainer_settings = section(TrainerSettings, trainer_settings, "trainer")
     pl.seed_everything(int(seeds[0]), workers=True, verbose=False)
     if trainer_settings.num_threads:
         torch.set_num_threads(trainer_settings.num_threads)
