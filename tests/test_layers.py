@@ -84,7 +84,8 @@ def test_no_module_name_is_repeated_and_no_module_rebinds_its_class():
 def test_settings_are_validated_once_at_the_entry():
     """Below `entry/` no module validates settings again: the stages' entry turns the config into
     typed settings once, and pieces (load_data, build_model, fit, embedders, index) take them typed.
-    A call of `section(` or `from_config(` outside settings/, entry/ and the top (api, cli) fails."""
+    A call of `section(`, `from_config(` or `validated(` outside settings/, entry/ and the top
+    (api, cli) fails."""
     import re
 
     src = ROOT / "src" / "influence_lab"

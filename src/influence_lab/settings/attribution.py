@@ -116,6 +116,19 @@ class GradientSettings(Settings):
         return self
 
 
+class UnlearnSettings(Settings):
+    """`unlearn` (attribution by unlearning, AbU): Fisher-preconditioned loss ascent on the target's
+    outputs. Not in conf/attribute.yaml (the attribute signatures hash the config as given): set
+    with `+attribution.unlearn.lr=0.05`."""
+
+    steps: PositiveInt = 1  # ascent steps, each with the gradient at the current weights
+    lr: PositiveNumber = 0.001  # the step size (the authors use 0.01 on their scale; see docs)
+    # delta, relative to the mean of N x the Fisher diagonal over each parameter tensor
+    fisher_damping: PositiveNumber = 0.1
+    # noise draws the target's gradient and each training item's loss are averaged over
+    noise_draws: PositiveInt = 8
+
+
 class AttributionSettings(Settings):
     methods: Methods = "auto"
     # a user's attributors: {label: "module.Class"}, the module under a prefix of `plugins`; the
@@ -145,6 +158,7 @@ class AttributionSettings(Settings):
     keep: PositiveInt = 100  # ranked rows kept per target and method
     grid_top: PositiveInt = 10  # training items shown in each neighbour grid
     gradient: GradientSettings = Field(default_factory=GradientSettings)
+    unlearn: UnlearnSettings = Field(default_factory=UnlearnSettings)
 
 
 class ModelEmbedder(Settings):

@@ -18,6 +18,7 @@ from .attributor import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_
 from .gradient import DTrak, TracIn, Trak
 from .protocols import DampingGrid
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
+from .unlearning import Unlearn
 
 BUILT_INS: dict[str, type[Attributor]] = {
     "paper": Paper,
@@ -28,6 +29,7 @@ BUILT_INS: dict[str, type[Attributor]] = {
     "tracin": TracIn,
     "trak": Trak,
     "dtrak": DTrak,
+    "unlearn": Unlearn,
 }
 WITH_OPTION: dict[str, type[Attributor]] = {"latent": LatentSpace}  # `latent:<embedder>`
 PACKAGE = "influence_lab.attribution"
