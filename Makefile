@@ -9,12 +9,17 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch first and pinned: it takes the CPU build on this machine's disk (no CUDA download);
-# the project's torch range is then already satisfied.
-$(STAMP): pyproject.toml
+# the project's torch range is then already satisfied. kronfluence (the `kfac` / `ekfac`
+# attributors) goes in without its declared torchvision, which it never imports: PyPI's torchvision
+# wheel does not load beside the CPU torch ("operator torchvision::nms does not exist"), and an
+# unpinned one pulls another torch with CUDA; its other needs are installed first.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,diffusers]'
+	$(BIN)/pip install --quiet accelerate einconv einops opt_einsum safetensors
+	$(BIN)/pip install --quiet --no-deps kronfluence==1.0.1
 	touch $(STAMP)
 
 demo: setup

@@ -187,3 +187,36 @@ def shard_features(root: Path) -> dict:
         json.loads(done.read_text())["signature"]: np.load(done.parent / "features.npy")
         for done in Path(root, "features").glob("*-shard-*/done")
     }
+
+
+CANARIES = ["+data.canaries.count=6", "+data.canaries.token=zxq", "+data.canaries.seed=0"]
+
+
+@pytest.fixture(scope="session")
+def canary_vae(tmp_path_factory):
+    """(output root, bundle): a VAE fitted for 60 epochs on 270 digits and 6 planted canaries
+    (copies of one pattern, caption "zxq pattern"), saved under `<root>/model`."""
+    from influence_lab.data import load_data
+    from influence_lab.models.build import build_model, save_model
+    from influence_lab.training.fit import fit
+
+    tmp = tmp_path_factory.mktemp("canary-vae")
+    cfg = make_cfg("train", tmp, "data.source.max_items=300", "model.fit.max_epochs=60", *CANARIES)
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, seed=0)
+    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp / "run", seed=0)
+    save_model(model, tmp / "model")
+    return tmp, bundle
+
+
+def prepared_method(trained, name: str, attribution: dict | None = None):
+    """The built-in method `name` prepared on a saved model `(root, bundle)` (`root/model`)."""
+    from influence_lab.attribution.methods import AttributionContext, registry
+    from influence_lab.settings import AttributionSettings
+
+    root, bundle = trained
+    settings = AttributionSettings.model_validate(attribution or {})
+    context = AttributionContext(settings, bundle, root, Path(root, "model"), "vae-test")
+    method = registry.methods_named([name], settings)[0].build()
+    method.prepare(context)
+    return method

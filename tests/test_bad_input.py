@@ -559,8 +559,8 @@ ROWS = [
     Row(
         "`attribution.methods=[best]`",
         "attribution.methods has 'best'; allowed values are paper, fused, caption_only, "
-        "raw_only, latent_only, tracin, trak, dtrak, unlearn and latent:<embedder>, or a label of "
-        "attribution.custom_methods.",
+        "raw_only, latent_only, tracin, trak, dtrak, unlearn, kfac, ekfac and "
+        "latent:<embedder>, or a label of attribution.custom_methods.",
         ["attribution.methods=[best]"],
         ("attribute",),
     ),
@@ -1008,7 +1008,8 @@ ROWS = [
     Row(
         "`lds.methods=[bogus]`",
         "lds.methods has 'bogus'; allowed values are paper, fused, caption_only, raw_only, "
-        "latent_only, tracin, trak, dtrak, unlearn and latent:<embedder>, or a label of "
+        "latent_only, tracin, trak, dtrak, unlearn, kfac, ekfac and latent:<embedder>, or a "
+        "label of "
         "attribution.custom_methods.",
         ["lds.methods=[bogus]"],
         ("lds",),

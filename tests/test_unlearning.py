@@ -1,45 +1,20 @@
 """Attribution by unlearning (`unlearn`, AbU): its small-step limit is the Fisher influence function
 it approximates, and unlearning planted canaries' pattern ranks the canaries first."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from influence_lab.attribution.example_gradients import per_example_gradients
-from influence_lab.attribution.methods import AttributionContext, Targets, registry
-from influence_lab.attribution.methods.unlearning import Unlearn
-from influence_lab.data import load_data
+from influence_lab.attribution.methods import Targets
 from influence_lab.data.canaries import canary_pattern
-from influence_lab.models.build import build_model, save_model
-from influence_lab.settings import AttributionSettings
 from influence_lab.training.batches import batch_of, outputs_batch
-from influence_lab.training.fit import fit
-from tests.conftest import make_cfg, typed
-
-CANARIES = ["+data.canaries.count=6", "+data.canaries.token=zxq", "+data.canaries.seed=0"]
+from tests.conftest import prepared_method
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A VAE fitted for 60 epochs on 270 digits and 6 planted canaries (copies of one pattern)."""
-    tmp = tmp_path_factory.mktemp("unlearn")
-    cfg = make_cfg("train", tmp, "data.source.max_items=300", "model.fit.max_epochs=60", *CANARIES)
-    bundle = load_data(typed(cfg.data))
-    model = build_model(typed(cfg.model), bundle, seed=0)
-    fit(model, bundle, typed(cfg.model.fit), typed(cfg.trainer), tmp / "run", seed=0)
-    save_model(model, tmp / "model")
-    return tmp, bundle
-
-
-def prepared(trained, **unlearn) -> Unlearn:
-    tmp, bundle = trained
-    settings = AttributionSettings.model_validate({"unlearn": unlearn})
-    context = AttributionContext(settings, bundle, tmp, Path(tmp, "model"), "vae-test")
-    method = registry.methods_named(["unlearn"], settings)[0].build()
-    method.prepare(context)
-    return method
+@pytest.fixture
+def trained(canary_vae):
+    return canary_vae
 
 
 def test_a_small_step_is_the_fisher_influence_function(trained):
@@ -48,7 +23,7 @@ def test_a_small_step_is_the_fisher_influence_function(trained):
     to within the step's second-order term."""
     _, bundle = trained
     lr = 1e-5
-    method = prepared(trained, lr=lr, noise_draws=1)
+    method = prepared_method(trained, "unlearn", {"unlearn": {"lr": lr, "noise_draws": 1}})
     picks = [3, 117, 250]
     outs = [np.asarray(bundle.train[i]["image"], dtype=np.float32)[None] for i in picks]
     prompts = [bundle.train[i]["caption"] for i in picks]
@@ -71,7 +46,7 @@ def test_unlearning_the_canary_pattern_ranks_the_canaries_first(trained):
     """The target is the canaries' pattern itself under their caption: its 6 planted copies are the
     method's top 6 of 276 items, and the model's weights are restored after scoring."""
     _, bundle = trained
-    method = prepared(trained)
+    method = prepared_method(trained, "unlearn")
     before = method.theta.clone()
     pattern = canary_pattern((1, 8, 8), 0)[None].astype(np.float32)
     scores = method.scores(Targets(["zxq pattern"], [pattern])).values[0]

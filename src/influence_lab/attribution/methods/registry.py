@@ -16,6 +16,7 @@ from ...errors import InfluenceLabError
 from ...models.build import allowed_class
 from .attributor import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
 from .gradient import DTrak, TracIn, Trak
+from .kronecker import EKFAC, KFAC
 from .protocols import DampingGrid
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
 from .unlearning import Unlearn
@@ -30,6 +31,8 @@ BUILT_INS: dict[str, type[Attributor]] = {
     "trak": Trak,
     "dtrak": DTrak,
     "unlearn": Unlearn,
+    "kfac": KFAC,
+    "ekfac": EKFAC,
 }
 WITH_OPTION: dict[str, type[Attributor]] = {"latent": LatentSpace}  # `latent:<embedder>`
 PACKAGE = "influence_lab.attribution"
