@@ -151,14 +151,15 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
 
     def recording(*args, **kwargs):
         # the predictions the stage correlates, kept for an independent check
-        out, families = predict(*args, **kwargs)
+        out, families, costs = predict(*args, **kwargs)
         predictions.update({label: np.array(p, copy=True) for label, p in out.items()})
-        return out, families
+        return out, families, costs
 
     monkeypatch.setattr(lds_stage, "method_predictions", recording)
     cfg = cfg_factory("lds", *PRESET, model="ddpm")
     run = lds(cfg)
     check_table(run, predictions)
+    check_cost(run)
     subset_runs = check_subset_models(run, load_data(typed(cfg.data)), tmp_path / "train")
 
     # the subset models are reused by a later call with other methods: nothing is trained again
@@ -174,6 +175,28 @@ def test_lds_stage_small_preset(cfg_factory, tmp_path, capsys, monkeypatch):
 
     check_export(tmp_path / "experiments" / "lds_benchmark", run)
     check_heldout(cfg_factory, cfg, run, tmp_path, before)
+
+
+def check_cost(run) -> None:
+    """cost.csv: one row per method (not per ensemble size), positive seconds per target that
+    scale to 1,000 items by the training set's size, a resident-memory peak at or above its rise;
+    the search methods marked as sharing one pass; the summary shows the table. lds.csv holds no
+    timing (it must not change between machines)."""
+    cost = pd.read_csv(run / "cost.csv").set_index("method")
+    assert set(cost.index) == {"raw_only", "fused", "tracin", "trak", "dtrak"}
+    assert (cost.seconds > 0).all() and (cost.seconds_per_target > 0).all()
+    items = len(np.load(run / "subsets.npy")[0])
+    np.testing.assert_allclose(
+        cost.seconds_per_target_per_1k_items, cost.seconds_per_target / (items / 1000)
+    )
+    targets = pd.read_csv(run / "lds.csv").targets.iloc[0]
+    np.testing.assert_allclose(cost.seconds_per_target, cost.seconds / targets)
+    assert (cost.peak_mb > 100).all() and (cost.peak_mb >= cost.rise_mb).all()
+    assert (cost.rise_mb >= 0).all()
+    assert cost.loc[["raw_only", "fused"], "shared"].str.contains("2 search methods").all()
+    assert cost.loc[["tracin", "trak", "dtrak"], "shared"].isna().all()
+    assert "s / target / 1k items" in (run / "summary.md").read_text()
+    assert not {"seconds", "peak_mb"} & set(pd.read_csv(run / "lds.csv").columns)
 
 
 def check_heldout(cfg_factory, cfg, run, tmp_path, trained) -> None:

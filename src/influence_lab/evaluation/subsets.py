@@ -25,6 +25,7 @@ from ..store.files import RunDir, atomic_write
 from ..store.records import GenerateProvenance
 from ..store.signature import signature
 from ..training.members import train_members
+from .cost import metered
 
 
 def subset_members(ids: list[str], masks: np.ndarray, seeds) -> list[dict]:
@@ -158,30 +159,44 @@ def method_predictions(
     t_outputs,
     masks: np.ndarray,
     dampings: list[float] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, dict]]:
     """Each method's LDS prediction per subset of `masks` (subsets, items): the sum of the
-    included items' scores per target, {label: (subsets, targets)}, and each label's family. A
-    method whose traits tune a damping gives (len(dampings), subsets, targets), one per damping
-    of `dampings` (else it scores at its own damping); an ensemble method is scored once per size
-    of `lds.trak_ensembles` (labels `<method>@<size>`). The search methods share one pass over
-    the targets; the others score every target as one batch. No method holds the targets x
-    items table of scores (the gradient methods stream over their features)."""
+    included items' scores per target, {label: (subsets, targets)}, each label's family, and each
+    method's cost ({name: seconds, peak_mb, ...}: `cost.metered` around its preparation and
+    scoring; the search methods' shared pass counts for each of them). A method whose traits tune
+    a damping gives (len(dampings), subsets, targets), one per damping of `dampings` (else it
+    scores at its own damping); an ensemble method is scored once per size of
+    `lds.trak_ensembles` (labels `<method>@<size>`). The search methods share one pass over the
+    targets; the others score every target as one batch. No method holds the targets x items
+    table of scores (the gradient methods stream over their features)."""
     sizes = sorted(set(settings.lds.trak_ensembles))
     context = context_for(
         settings, bundle, generated.model_dir, generated.model_signature, ensemble_size=max(sizes)
     )
-    attributors = prepared(methods, context)
+    costs: dict[str, dict] = {}
+    attributors = {}
+    for method in methods:
+        with metered(costs.setdefault(method.label, {})):
+            attributors.update(prepared([method], context))
     targets = Targets(t_prompts, t_outputs, joint=True)
     search = {k: a for k, a in attributors.items() if isinstance(a, EvidenceAttributor)}
-    out = subset_sums_of(context, search, targets, masks) if search else {}
+    shared: dict = {}
+    with metered(shared):
+        out = subset_sums_of(context, search, targets, masks) if search else {}
+    for label in search:
+        costs[label]["seconds"] += shared["seconds"]
+        costs[label]["peak_mb"] = max(costs[label]["peak_mb"], shared["peak_mb"])
+        costs[label]["shared"] = f"one pass shared by {len(search)} search methods"
     families = {label: a.traits.family for label, a in search.items()}
     for name, attributor in attributors.items():
         if name in search:
             continue
         console.print(f"lds: scores of {name}", highlight=False)
-        for label, sums in predictions_of(name, attributor, targets, masks, dampings, sizes):
+        with metered(costs[name]):
+            found = predictions_of(name, attributor, targets, masks, dampings, sizes)
+        for label, sums in found:
             out[label], families[label] = sums, attributor.traits.family
-    return out, families
+    return out, families, costs
 
 
 def predictions_of(

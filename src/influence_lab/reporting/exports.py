@@ -32,6 +32,7 @@ EXPORTED = (
 )
 LDS_EXPORTED = (
     "lds.csv",
+    "cost.csv",
     "lds.png",
     "lds_damping.png",
     "lds_damping.csv",

@@ -121,8 +121,50 @@ def print_table(table: pd.DataFrame, title: str) -> None:
     console.print(shown)
 
 
-def summary_markdown(table: pd.DataFrame, title: str, pictures: dict) -> str:
+COST_COLUMNS = ("method", "s / target", "s / target / 1k items", "peak MB", "rise MB", "shared")
+
+
+def cost_cells(cost: pd.DataFrame) -> list[list[str]]:
+    """The cost table's rows as text (`evaluation.cost.cost_rows`)."""
+    return [
+        [
+            str(r.method),
+            f"{r.seconds_per_target:.3g}",
+            f"{r.seconds_per_target_per_1k_items:.3g}",
+            f"{r.peak_mb:.0f}",
+            f"{r.rise_mb:.0f}",
+            str(r.shared or ""),
+        ]
+        for r in cost.itertuples()
+    ]
+
+
+def print_cost(cost: pd.DataFrame, items: int) -> None:
+    shown = Table(
+        title=f"cost: wall seconds and resident memory of each method ({items:,} training items)",
+        title_justify="left",
+    )
+    for col in COST_COLUMNS:
+        shown.add_column(col, justify="left" if col in ("method", "shared") else "right")
+    for cells in cost_cells(cost):
+        shown.add_row(*cells)
+    console.print(shown)
+
+
+def summary_markdown(
+    table: pd.DataFrame, title: str, pictures: dict, cost: pd.DataFrame | None = None
+) -> str:
     lines = [f"# {title}", "", *markdown_table(table)]
+    if cost is not None and len(cost):
+        lines += [
+            "",
+            "Cost (wall seconds and resident memory while each method prepared and scored; "
+            "`cost.csv`):",
+            "",
+            "| " + " | ".join(COST_COLUMNS) + " |",
+            "|" + "---|" * len(COST_COLUMNS),
+            *("| " + " | ".join(cells) + " |" for cells in cost_cells(cost)),
+        ]
     lines += [""] + [
         f"![{name}]({path.name})" for name, path in pictures.items() if path.suffix == ".png"
     ]

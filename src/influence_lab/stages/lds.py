@@ -33,6 +33,7 @@ from ..entry.stage_entry import (
     stage_tracking,
     upstream,
 )
+from ..evaluation.cost import cost_rows
 from ..evaluation.lds_score import (
     choose_dampings,
     draw_subsets,
@@ -53,7 +54,13 @@ from ..evaluation.subsets import (
 )
 from ..reporting.exports import export_lds
 from ..reporting.lds_figures import damping_lines, lds_bars
-from ..reporting.lds_summary import dynamics, memorized, print_table, summary_markdown
+from ..reporting.lds_summary import (
+    dynamics,
+    memorized,
+    print_cost,
+    print_table,
+    summary_markdown,
+)
 from ..settings import StageSettings
 from ..store.cached import cached, result_dir
 from ..store.files import RunDir, atomic_write, write_json, write_npy, write_text
@@ -128,7 +135,7 @@ def _score(settings: StageSettings, bundle, gen_run: RunDir, methods: list, run:
 
     split = split_subsets(len(masks), lset.selection)
     generated = GenerateProvenance.read(gen_run.path)
-    predictions, families = method_predictions(
+    predictions, families, costs = method_predictions(
         settings,
         bundle,
         generated,
@@ -165,6 +172,8 @@ def _score(settings: StageSettings, bundle, gen_run: RunDir, methods: list, run:
         run / "lds_targets.parquet", lambda p: pd.DataFrame(rows).to_parquet(p, index=False)
     )
     atomic_write(run / "lds.csv", lambda p: table.to_csv(p, index=False))
+    cost = pd.DataFrame(cost_rows(costs, len(t_prompts), len(ids)))
+    atomic_write(run / "cost.csv", lambda p: cost.to_csv(p, index=False))
     title = (
         f"LDS, {settings.model.name} on {settings.data.name}: "
         f"{len(masks)} subsets x {len(lset.seeds)} seeds, "
@@ -175,7 +184,7 @@ def _score(settings: StageSettings, bundle, gen_run: RunDir, methods: list, run:
         pictures["damping"] = damping_lines(curves, run / "lds_damping.png", title)
     pictures.update(memorized(bundle, member_masks, item_losses, run.path, lset.memorization_top))
     pictures.update(dynamics(runs, members, track_ids, run.path, bundle.name))
-    write_text(run / "summary.md", summary_markdown(table, title, pictures))
+    write_text(run / "summary.md", summary_markdown(table, title, pictures, cost))
     with stage_tracking(settings, run.path, "lds", {"signature": run.signature}) as tracking:
         tracking.log_frame("lds", table)
         for name, path in pictures.items():
@@ -183,6 +192,7 @@ def _score(settings: StageSettings, bundle, gen_run: RunDir, methods: list, run:
                 tracking.log_image(name, path)
         tracking.summary({f"lds/{r.method}": float(r.lds) for r in table.itertuples()})
     print_table(table, title)
+    print_cost(cost, len(ids))
     console.print("  " + "\n  ".join(f"{k}: {v}" for k, v in pictures.items()), highlight=False)
     return {"models": len(members)}
 
