@@ -559,7 +559,7 @@ ROWS = [
     Row(
         "`attribution.methods=[best]`",
         "attribution.methods has 'best'; allowed values are paper, fused, caption_only, "
-        "raw_only, latent_only, tracin, trak, dtrak, unlearn, kfac, ekfac and "
+        "raw_only, latent_only, tracin, trak, dtrak, das, unlearn, kfac, ekfac and "
         "latent:<embedder>, or a label of attribution.custom_methods.",
         ["attribution.methods=[best]"],
         ("attribute",),
@@ -1008,9 +1008,8 @@ ROWS = [
     Row(
         "`lds.methods=[bogus]`",
         "lds.methods has 'bogus'; allowed values are paper, fused, caption_only, raw_only, "
-        "latent_only, tracin, trak, dtrak, unlearn, kfac, ekfac and latent:<embedder>, or a "
-        "label of "
-        "attribution.custom_methods.",
+        "latent_only, tracin, trak, dtrak, das, unlearn, kfac, ekfac and latent:<embedder>, "
+        "or a label of attribution.custom_methods.",
         ["lds.methods=[bogus]"],
         ("lds",),
     ),

@@ -44,7 +44,7 @@ def test_per_example_gradients_equal_autograd_one_example_at_a_time(cfg_factory,
     bundle = load_data(typed(cfg.data))
     net = build_model(typed(cfg.model), bundle, 0).eval()
     rows = batch_of(bundle.train.select(range(5)))
-    outputs = ["measured", "dtrak"] if model in ("ddpm", "ldm") else ["measured"]
+    outputs = ["measured", "dtrak", "das"] if model in ("ddpm", "ldm") else ["measured"]
     for output in outputs:
         grads = torch.cat(list(per_example_gradients(net, rows, output, noise_seed=3, chunk=2)))
         assert grads.shape == (5, n_params(net))

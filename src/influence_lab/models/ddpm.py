@@ -201,6 +201,21 @@ class Diffusion(GenerativeModel):
         grid = self.dtrak_timestep_grid(eps.shape[1])
         return self._over_timesteps(batch, eps, grid, lambda pred, eps: pred.pow(2))
 
+    def output_das(self, batch, noise):
+        """DAS's output function (Lin et al., ICLR 2025; Jinxu-Lin/DAS, its "mean" output): the
+        predicted noise itself, averaged over the pixels and over D-TRAK's K timesteps and shared
+        noise draws; DAS linearises how this output changes when an item is removed."""
+        eps = noise["eps_dtrak"]
+        grid = self.dtrak_timestep_grid(eps.shape[1])
+        return self._over_timesteps(batch, eps, grid, lambda pred, eps: pred)
+
+    def das_residual(self, batch, noise):
+        """The residual of DAS's output on a prepared batch: predicted minus drawn noise, averaged
+        like `output_das` (what a Gauss-Newton step on the item fits away)."""
+        eps = noise["eps_dtrak"]
+        grid = self.dtrak_timestep_grid(eps.shape[1])
+        return self._over_timesteps(batch, eps, grid, lambda pred, eps: pred - eps)
+
     def _eps(self, x, t, c, c_null):
         if not self.conditional or self.hparams.guidance == 1.0:
             return self.net(x, t, c)

@@ -30,7 +30,7 @@ from ..feature_store import Features, check_fits, train_features
 from ..projectors import make_projector
 from ..spectrum import Spectrum
 from ..topk import top_scores_of
-from .attributor import Attributor, ScoreTable, Targets, Traits
+from .attributor import Attributor, ScoreTable, Targets, Traits, subset_sums
 
 
 class GradientAttributor(Attributor):
@@ -337,3 +337,52 @@ class DTrak(Trak):
 
     def output_options(self) -> dict:
         return {"dtrak_timesteps": self.context.attribution.gradient.dtrak_timesteps}
+
+
+class DAS(DTrak):
+    """The Diffusion Attribution Score (Lin et al., ICLR 2025): how far the target's output (the
+    predicted noise, `output_das`) moves when item i is removed, linearised with a Gauss-Newton
+    step. Removing i moves the weights by (Phi^T Phi + lambda I)^-1 phi_i r_i (r_i: the residual of
+    i's output, `das_residual`), which moves the target's output by phi(z)^T of that; the score is
+    its square (DAS is a distance between outputs), summed over the target's outputs and averaged
+    over the ensemble. D-TRAK's timesteps, noise and dense projection; its damping grid in the LDS.
+    Squares are not linear in the features, so scores are dense (never streamed over shards)."""
+
+    output = "das"
+    traits = Traits(family="gradient", needs=("ensemble", "output:das"), auto=())
+
+    def build(self, features: list[Features]) -> None:
+        super().build(features)
+        self.residuals = [self.residual(model) for model in self.models]
+
+    def residual(self, model, chunk: int = 256) -> np.ndarray:
+        """(items,) each training item's `das_residual` under `model`, with the features' noise."""
+        prepared = model.prepare(self.train_batch)
+        tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
+        n = len(self.train_batch["caption"])
+        noise = model.measure_noise(n, self.noise_seed, **self.output_options())
+        device = next(model.parameters()).device
+        out = []
+        with torch.no_grad():
+            for start in range(0, n, chunk):
+                sl = slice(start, start + chunk)
+                part = {k: v[sl].to(device) for k, v in tensors.items()}
+                out.append(
+                    model.das_residual(part, {k: v[sl].to(device) for k, v in noise.items()})
+                )
+        return torch.cat(out).double().cpu().numpy()
+
+    def per_model_batches(self, batches, dampings):
+        """Trak's linear scores phi(z)^T (...)^-1 phi_i per example, times r_i, squared."""
+        linear = super().per_model_batches(batches, dampings)
+        return [
+            [(scores * r) ** 2 for scores in per_batch]
+            for per_batch, r in zip(linear, self.residuals, strict=True)
+        ]
+
+    def scores(self, targets: Targets) -> ScoreTable:
+        return GradientAttributor.scores(self, targets)
+
+    def per_model_subset_sums(self, targets, masks, dampings=None):
+        n = masks.shape[1]
+        return [subset_sums(masks, table.dense(n)) for table in self.per_model(targets, dampings)]

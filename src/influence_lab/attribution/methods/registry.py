@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ...errors import InfluenceLabError
 from ...models.build import allowed_class
 from .attributor import CAPABILITIES, OUTPUT_PREFIX, Attributor, Traits, spaces_read
-from .gradient import DTrak, TracIn, Trak
+from .gradient import DAS, DTrak, TracIn, Trak
 from .kronecker import EKFAC, KFAC
 from .protocols import DampingGrid
 from .search import CaptionOnly, Fused, LatentOnly, LatentSpace, Paper, RawOnly
@@ -30,6 +30,7 @@ BUILT_INS: dict[str, type[Attributor]] = {
     "tracin": TracIn,
     "trak": Trak,
     "dtrak": DTrak,
+    "das": DAS,
     "unlearn": Unlearn,
     "kfac": KFAC,
     "ekfac": EKFAC,
