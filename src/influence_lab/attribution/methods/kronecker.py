@@ -111,7 +111,8 @@ class EKFAC(Attributor):
                 f"{self.name} needs kronfluence, which is not importable here ({exc}); run "
                 "`make setup` (it installs kronfluence 1.0.1)."
             ) from None
-        self.model = load_model(context.model_dir).eval()
+        self.model = load_model(context.model_dir)
+        self.model.eval()
         self.train = ExampleRows(self.model, batch_of(context.bundle.train))
         sig = signature(context.model_signature, context.bundle.fingerprint, NOISE_SEED)
         self.run = RunDir(context.root, "kronecker", f"{self.strategy}-{context.bundle.name}", sig)

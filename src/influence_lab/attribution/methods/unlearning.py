@@ -94,8 +94,8 @@ class Unlearn(Attributor):
     def prepare(self, context) -> None:
         super().prepare(context)
         self.cfg = context.attribution.unlearn
-        model = load_model(context.model_dir).to(context.device).eval()
-        self.model = model
+        model = self.model = load_model(context.model_dir).to(context.device)
+        model.eval()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.theta = parameters_to_vector(self.params).detach().clone()
         train = batch_of(context.bundle.train)
