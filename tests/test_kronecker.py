@@ -109,3 +109,33 @@ def test_the_canaries_rise_to_the_top(trained, strategy):
     ids = np.asarray(bundle.train["id"])[np.argsort(-scores)]
     assert ids[0].startswith("canary-")
     assert sum(i.startswith("canary-") for i in ids[:6]) >= 3
+
+
+def test_the_diffusion_models_draw_their_targets_for_the_true_fisher(tmp_path):
+    """The DDPM's `sampled_measured_loss` draws its targets from the model itself, so its gradient
+    averages to zero over draws (the score of a likelihood at its own samples), which the measured
+    loss's gradient does not: the factors then fit the GGN, not the empirical Fisher."""
+    from influence_lab.attribution.methods.kronecker import samples_targets
+    from influence_lab.data import load_data
+    from influence_lab.models.build import build_model
+    from influence_lab.models.vae import VAE
+    from tests.conftest import make_cfg, typed
+
+    cfg = make_cfg("train", tmp_path, "data.source.max_items=100", "model.hidden=8", model="ddpm")
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, seed=0).eval()
+    assert samples_targets(model) and not samples_targets(VAE)
+    rows = model.prepare(batch_of(bundle.train.select(range(4))))
+    tensors = {k: v for k, v in rows.items() if isinstance(v, torch.Tensor)}
+    noise = model.measure_noise(4, NOISE_SEED)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient(loss) -> torch.Tensor:
+        grads = torch.autograd.grad(loss(tensors, noise).sum(), params, allow_unused=True)
+        return torch.cat([g.flatten() for g in grads if g is not None])
+
+    torch.manual_seed(0)
+    draws = torch.stack([gradient(model.sampled_measured_loss) for _ in range(200)])
+    mean, single = draws.mean(0).norm(), draws.norm(dim=1).mean()
+    assert mean < 3 * single / 200**0.5  # zero up to the draws' own spread
+    assert gradient(model.measured_loss).norm() > 10 * mean

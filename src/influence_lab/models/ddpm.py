@@ -192,6 +192,18 @@ class Diffusion(GenerativeModel):
             batch, noise["eps"], self.loss_timestep_grid(), lambda pred, eps: (pred - eps).pow(2)
         )
 
+    def sampled_measured_loss(self, batch, noise):
+        """`measured_loss` with its targets drawn from the model's own predictive distribution (the
+        predicted noise plus a standard normal draw, torch's generator): its gradients' covariance
+        is the Fisher of the Gaussian denoising likelihood, i.e. the GGN that Mlodozeniec et al.
+        fit K-FAC to, where the `measured_loss` gives the empirical Fisher."""
+        return self._over_timesteps(
+            batch,
+            noise["eps"],
+            self.loss_timestep_grid(),
+            lambda pred, eps: (pred - (pred.detach() + torch.randn_like(pred))).pow(2),
+        )
+
     def output_dtrak(self, batch, noise):
         """D-TRAK's output function as its authors compute it (Zheng et al., ICLR 2024;
         sail-sg/D-TRAK grad_unconditional.py): the squared predicted noise averaged over the

@@ -57,11 +57,19 @@ class ExampleRows(Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
-def measured(model, rows: dict) -> torch.Tensor:
-    """The summed measured loss of a collated batch of `ExampleRows`."""
+def measured(model, rows: dict, sample: bool = False) -> torch.Tensor:
+    """The summed measured loss of a collated batch of `ExampleRows`; `sample`: with targets drawn
+    from the model (`sampled_measured_loss`, for the models that define it)."""
     batch = {k: v for k, v in rows.items() if not k.startswith(NOISE)}
     noise = {k[len(NOISE) :]: v for k, v in rows.items() if k.startswith(NOISE)}
-    return model.measured_loss(batch, noise).sum()
+    loss = model.sampled_measured_loss if sample else model.measured_loss
+    return loss(batch, noise).sum()
+
+
+def samples_targets(model) -> bool:
+    """Whether the model can draw its loss's targets from itself (then the factors fit the true
+    Fisher, the GGN; else the empirical Fisher of the measured loss)."""
+    return callable(getattr(model, "sampled_measured_loss", None))
 
 
 def measured_loss_task():
@@ -70,7 +78,7 @@ def measured_loss_task():
 
     class MeasuredLoss(Task):
         def compute_train_loss(self, batch, model, sample: bool = False) -> torch.Tensor:
-            return measured(model, batch)  # the empirical Fisher (use_empirical_fisher=True)
+            return measured(model, batch, sample)
 
         def compute_measurement(self, batch, model) -> torch.Tensor:
             return measured(model, batch)
@@ -114,7 +122,8 @@ class EKFAC(Attributor):
         self.model = load_model(context.model_dir)
         self.model.eval()
         self.train = ExampleRows(self.model, batch_of(context.bundle.train))
-        sig = signature(context.model_signature, context.bundle.fingerprint, NOISE_SEED)
+        fisher = "empirical" if not samples_targets(self.model) else "ggn"
+        sig = signature(context.model_signature, context.bundle.fingerprint, NOISE_SEED, fisher)
         self.run = RunDir(context.root, "kronecker", f"{self.strategy}-{context.bundle.name}", sig)
         self.run.compute_once(lambda: None, self.fit_factors)
 
@@ -122,17 +131,20 @@ class EKFAC(Attributor):
         from kronfluence.arguments import FactorArguments
 
         start = time.perf_counter()
+        empirical = not samples_targets(self.model)
         analyzer = analyzer_for(self.model, self.run.path, self.strategy)
-        analyzer.fit_all_factors(
-            factors_name=self.strategy,
-            dataset=self.train,
-            per_device_batch_size=self.batch_size,
-            factor_args=FactorArguments(strategy=self.strategy, use_empirical_fisher=True),
-            overwrite_output_dir=True,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(NOISE_SEED)  # the sampled targets: the same factors on every run
+            analyzer.fit_all_factors(
+                factors_name=self.strategy,
+                dataset=self.train,
+                per_device_batch_size=self.batch_size,
+                factor_args=FactorArguments(strategy=self.strategy, use_empirical_fisher=empirical),
+                overwrite_output_dir=True,
+            )
         console.print(
-            f"{self.name}: {self.strategy} factors of {len(self.train):,} items in "
-            f"{time.perf_counter() - start:.0f} s",
+            f"{self.name}: {self.strategy} factors ({'empirical Fisher' if empirical else 'GGN'}) "
+            f"of {len(self.train):,} items in {time.perf_counter() - start:.0f} s",
             highlight=False,
         )
 
