@@ -139,3 +139,25 @@ def test_the_diffusion_models_draw_their_targets_for_the_true_fisher(tmp_path):
     mean, single = draws.mean(0).norm(), draws.norm(dim=1).mean()
     assert mean < 3 * single / 200**0.5  # zero up to the draws' own spread
     assert gradient(model.measured_loss).norm() > 10 * mean
+
+
+def test_frozen_parts_are_not_tracked_and_dalle_scores(tmp_path):
+    """DALL-E's tokenizer is frozen (its weights are buffers): kronfluence tracks only the layers
+    that train, and K-FAC scores the transformer (it failed on the tokenizer's layers before)."""
+    from influence_lab.attribution.methods.kronecker import trained_layers
+    from influence_lab.data import load_data
+    from influence_lab.models.build import build_model, save_model
+    from tests.conftest import make_cfg, typed
+
+    cfg = make_cfg("train", tmp_path, "data.source.max_items=100", model="dalle")
+    bundle = load_data(typed(cfg.data))
+    model = build_model(typed(cfg.model), bundle, seed=0)
+    layers = trained_layers(model)
+    assert layers and not any(name.startswith("tokenizer") for name in layers)
+    assert any(name.startswith("tokenizer") for name, _ in model.named_modules())
+    save_model(model, tmp_path / "model")
+    images = np.asarray(bundle.train.with_format("numpy")["image"][:2], dtype=np.float32)
+    prompts = list(bundle.train["caption"][:2])
+    method = prepared_method((tmp_path, bundle), "kfac")
+    scores = np.asarray(method.scores(Targets(prompts, [images[:1], images[1:]])).values)
+    assert scores.shape == (2, len(bundle.train)) and np.isfinite(scores).all()

@@ -5,11 +5,13 @@ The wrapper adds nothing to kronfluence's computation: the model's measured loss
 `Task` (its training loss and its measurement, each summed over a batch), every example carries its
 fixed noise (`measure_noise`, row by example, as the gradient methods' features and queries), and
 the score of item i for a target is kronfluence's pairwise score g_target^T H^-1 g_i with H its
-K-FAC or EK-FAC approximation of the empirical Fisher of the measured loss over the training set
+K-FAC or EK-FAC approximation of the Fisher of the measured loss over the training set (the GGN
+where the model draws its loss's targets, `sampled_measured_loss`; else the empirical Fisher)
 ("higher = the item lowers the target's loss", the convention of every method here; a target's
-group of outputs is summed). Only `nn.Linear` and `nn.Conv2d` layers are tracked, as kronfluence
-does; embeddings and norms are not. `tests/test_kronecker.py` checks the scores against kronfluence
-used directly on the same model and data.
+group of outputs is summed). Only the `nn.Linear` and `nn.Conv2d` layers that train are tracked
+(kronfluence's supported modules; frozen parts have no gradient); embeddings and norms are not.
+`tests/test_kronecker.py` checks the scores against kronfluence used directly on the same model
+and data.
 
 The factors are fitted once per model and cached under `<root>/kronecker/`; scoring reads them.
 Cost: the attribute stage prints the factor fit once and the time per target.
@@ -72,9 +74,25 @@ def samples_targets(model) -> bool:
     return callable(getattr(model, "sampled_measured_loss", None))
 
 
-def measured_loss_task():
-    """A kronfluence Task whose training loss and measurement are the model's measured loss."""
+def trained_layers(model) -> list[str]:
+    """The `nn.Linear` and `nn.Conv2d` layers (kronfluence's supported modules) whose weights
+    train: not the parts a model holds frozen (DALL-E's tokenizer, the latent DDPM's autoencoder,
+    their weights buffers), which have no gradient to fit factors to."""
+    kinds = (torch.nn.Linear, torch.nn.Conv2d)
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, kinds)
+        and any(p.requires_grad for p in module.parameters(recurse=False))
+    ]
+
+
+def measured_loss_task(model):
+    """A kronfluence Task whose training loss and measurement are the model's measured loss, over
+    the model's trained layers."""
     from kronfluence.task import Task
+
+    layers = trained_layers(model)
 
     class MeasuredLoss(Task):
         def compute_train_loss(self, batch, model, sample: bool = False) -> torch.Tensor:
@@ -83,6 +101,9 @@ def measured_loss_task():
         def compute_measurement(self, batch, model) -> torch.Tensor:
             return measured(model, batch)
 
+        def get_influence_tracked_modules(self):
+            return layers
+
     return MeasuredLoss()
 
 
@@ -90,7 +111,7 @@ def analyzer_for(model, output_dir: Path, name: str):
     """`model` prepared for kronfluence (in place) and its Analyzer writing under `output_dir`."""
     from kronfluence.analyzer import Analyzer, prepare_model
 
-    task = measured_loss_task()
+    task = measured_loss_task(model)
     model = prepare_model(model.eval(), task)
     return Analyzer(
         analysis_name=name,
