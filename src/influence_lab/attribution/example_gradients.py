@@ -67,6 +67,22 @@ def per_example_gradients(
         yield torch.cat([grads[k].reshape(grads[k].shape[0], -1) for k in params], 1)
 
 
+def per_example_values(model, output, prepared: dict, noise: dict, chunk: int = 256):
+    """(examples,) `output(rows, noise rows)` of a prepared batch without gradients, `chunk`
+    examples at a time on the model's device: a model function of fixed noise evaluated over a
+    training set (the measured loss, DAS's residual)."""
+    device = next(model.parameters()).device
+    tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
+    n = len(prepared["caption"])
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            rows = {k: v[sl].to(device) for k, v in tensors.items()}
+            out.append(output(rows, {k: v[sl].to(device) for k, v in noise.items()}))
+    return torch.cat(out)
+
+
 def projected_gradients(
     model: GenerativeModel,
     batch: dict,

@@ -25,7 +25,7 @@ from ...models.build import load_model
 from ...models.protocol import NOISE_SEED
 from ...store.files import read_json
 from ...training.batches import batch_of, outputs_batch
-from ..example_gradients import n_params, projected_gradients_many
+from ..example_gradients import n_params, per_example_values, projected_gradients_many
 from ..feature_store import Features, check_fits, train_features
 from ..projectors import make_projector
 from ..spectrum import Spectrum
@@ -355,22 +355,12 @@ class DAS(DTrak):
         super().build(features)
         self.residuals = [self.residual(model) for model in self.models]
 
-    def residual(self, model, chunk: int = 256) -> np.ndarray:
+    def residual(self, model) -> np.ndarray:
         """(items,) each training item's `das_residual` under `model`, with the features' noise."""
-        prepared = model.prepare(self.train_batch)
-        tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
         n = len(self.train_batch["caption"])
         noise = model.measure_noise(n, self.noise_seed, **self.output_options())
-        device = next(model.parameters()).device
-        out = []
-        with torch.no_grad():
-            for start in range(0, n, chunk):
-                sl = slice(start, start + chunk)
-                part = {k: v[sl].to(device) for k, v in tensors.items()}
-                out.append(
-                    model.das_residual(part, {k: v[sl].to(device) for k, v in noise.items()})
-                )
-        return torch.cat(out).double().cpu().numpy()
+        prepared = model.prepare(self.train_batch)
+        return per_example_values(model, model.das_residual, prepared, noise).double().cpu().numpy()
 
     def per_model_batches(self, batches, dampings):
         """Trak's linear scores phi(z)^T (...)^-1 phi_i per example, times r_i, squared."""

@@ -143,7 +143,8 @@ class EKFAC(Attributor):
         self.model = load_model(context.model_dir)
         self.model.eval()
         self.train = ExampleRows(self.model, batch_of(context.bundle.train))
-        fisher = "empirical" if not samples_targets(self.model) else "ggn"
+        self.empirical = not samples_targets(self.model)
+        fisher = "empirical" if self.empirical else "ggn"
         sig = signature(context.model_signature, context.bundle.fingerprint, NOISE_SEED, fisher)
         self.run = RunDir(context.root, "kronecker", f"{self.strategy}-{context.bundle.name}", sig)
         self.run.compute_once(lambda: None, self.fit_factors)
@@ -152,7 +153,7 @@ class EKFAC(Attributor):
         from kronfluence.arguments import FactorArguments
 
         start = time.perf_counter()
-        empirical = not samples_targets(self.model)
+        empirical = self.empirical
         analyzer = analyzer_for(self.model, self.run.path, self.strategy)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(NOISE_SEED)  # the sampled targets: the same factors on every run

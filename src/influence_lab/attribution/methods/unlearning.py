@@ -36,7 +36,7 @@ from ...models.protocol import NOISE_SEED
 from ...store.files import RunDir, write_npy
 from ...store.signature import signature
 from ...training.batches import batch_of, outputs_batch
-from ..example_gradients import per_example_gradients
+from ..example_gradients import per_example_gradients, per_example_values
 from .attributor import Attributor, ScoreTable, Targets, Traits
 
 
@@ -68,21 +68,14 @@ def draw_noise(model, n: int, draw: int) -> dict:
     return {k: v.to(model.device) for k, v in noise.items()}
 
 
-def measured_losses(model, prepared: dict, draws: int, chunk: int = 256) -> np.ndarray:
+def measured_losses(model, prepared: dict, draws: int) -> np.ndarray:
     """(examples,) measured loss of a prepared batch, the mean over `draws` fixed noise draws (the
     same at every call), in chunks, float64."""
-    tensors = {k: v for k, v in prepared.items() if isinstance(v, torch.Tensor)}
-    n = len(prepared["caption"])
-    total = np.zeros(n)
-    with torch.no_grad():
-        for draw in range(draws):
-            noise = draw_noise(model, n, draw)
-            out = []
-            for start in range(0, n, chunk):
-                sl = slice(start, start + chunk)
-                part = {k: v[sl] for k, v in tensors.items()}
-                out.append(model.measured_loss(part, {k: v[sl] for k, v in noise.items()}))
-            total += torch.cat(out).double().cpu().numpy()
+    total = np.zeros(len(prepared["caption"]))
+    for draw in range(draws):
+        noise = draw_noise(model, len(total), draw)
+        losses = per_example_values(model, model.measured_loss, prepared, noise)
+        total += losses.double().cpu().numpy()
     return total / draws
 
 
