@@ -107,6 +107,25 @@ def run_stage(stage: str, argv: list[str], started: float | None = None) -> None
     app()
 
 
+def review_overrides(argv: list[str]) -> list[str]:
+    """`review ACTION [NAME] [overrides]` as Hydra overrides: `review invite Ada seed=1` ->
+    `review.action=invite review.reviewer='Ada' seed=1` (a bare override list passes as is)."""
+    from .settings.review_settings import REVIEW_ACTIONS
+
+    if not argv or argv[0] not in REVIEW_ACTIONS:
+        return argv
+    action, rest = argv[0], argv[1:]
+    out = [f"review.action={action}"]
+    if action == "invite":
+        if not rest or "=" in rest[0] or rest[0].startswith(("-", "+")):
+            print("error: review invite needs a name: influence-lab review invite NAME.",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
+        name = rest.pop(0).replace("\\", "\\\\").replace("'", "\\'")
+        out.append(f"review.reviewer='{name}'")
+    return out + rest
+
+
 def main() -> None:
     started = time.perf_counter()
     argv = sys.argv[1:]
@@ -117,7 +136,8 @@ def main() -> None:
     if stage not in STAGES:
         print(f"error: unknown stage '{stage}'; stages are {', '.join(STAGES)}.", file=sys.stderr)
         sys.exit(2)
-    run_stage(stage, argv[1:], started)
+    rest = review_overrides(argv[1:]) if stage == "review" else argv[1:]
+    run_stage(stage, rest, started)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .model import FitSettings, ModelSettings
 from .paths_settings import PathsSettings
 from .pipeline_settings import PipelineSettings
 from .report_settings import ReportSettings
+from .review_settings import ReviewSettings
 from .rules import Settings, show, validated
 from .stage import (
     ReportStageSettings,
@@ -49,6 +50,7 @@ __all__ = [
     "PipelineSettings",
     "ReportSettings",
     "ReportStageSettings",
+    "ReviewSettings",
     "StageSettings",
     "from_config",
     "not_set",

@@ -30,6 +30,7 @@ from .model import ModelSettings, VAESettings
 from .paths_settings import PathsSettings
 from .pipeline_settings import PipelineSettings
 from .report_settings import ReportSettings
+from .review_settings import ReviewSettings
 from .rules import (
     Bool,
     NonNegativeIntOrNull,
@@ -58,6 +59,7 @@ STAGES = (
     "report",
     "pipeline",
     "calibrate",
+    "review",
 )
 MISSING = "???"
 # what to say about a required setting that is not set (Hydra's `???`)
@@ -109,6 +111,7 @@ class StageSettings(Settings):
     lds: LDSSettings | None = None
     pipeline: PipelineSettings | None = None
     calibrate: CalibrateSettings | None = None
+    review: ReviewSettings | None = None
     report: ReportSettings | None = None
     sweep_dir: str | None = (
         None  # retrain: the counterfactual run directory holding plan.json and config.yaml
@@ -309,7 +312,7 @@ def section(schema, cfg, prefix: str):
 # to any stage); train and generate read none of them, so they are dropped there, unchecked
 NOT_READ = dict.fromkeys(
     ("train", "generate"),
-    ("attribution", "embedders", "counterfactual", "lds", "pipeline", "calibrate"),
+    ("attribution", "embedders", "counterfactual", "lds", "pipeline", "calibrate", "review"),
 )
 
 
