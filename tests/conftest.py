@@ -220,3 +220,25 @@ def prepared_method(trained, name: str, attribution: dict | None = None):
     method = registry.methods_named([name], settings)[0].build()
     method.prepare(context)
     return method
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (Debian's `postgresql`; `.ci/run` installs it) for the
+    session; tests take a fresh database of it with `postgres_url`. Skipped where PostgreSQL is not
+    installed, unless REQUIRE_POSTGRES is set (CI), where that fails."""
+    from .postgres_cluster import postgres_bin, throwaway_cluster
+
+    if postgres_bin() is None:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("REQUIRE_POSTGRES is set but PostgreSQL is not installed")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with throwaway_cluster() as prefix:
+        yield prefix
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    from .postgres_cluster import new_database
+
+    return new_database(postgres_cluster)
