@@ -1,0 +1,136 @@
+"""Load on the review app over loopback: N simulated reviewers (default 20) each load a task, grade
+every candidate at random and save, task after task, for S seconds (default 60), against the app
+served by uvicorn in its own process. Afterwards every reviewer's last grade of every candidate must
+be in the database exactly once. Prints the saves, their latency percentiles and that check:
+
+    python -m benchmarks.review_load [--seconds 60] [--reviewers 20] [--postgres]
+
+(`--postgres` starts a throwaway PostgreSQL cluster from Debian's `postgresql`; the default is the
+SQLite file.) tests/test_review_load.py runs the same against both databases."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reviewer(base: str, token: str, seed: int, until: float, tasks: int, out: dict) -> None:
+    rng = random.Random(seed)
+    last, latencies, errors = {}, [], 0
+    with httpx.Client(base_url=base, follow_redirects=False, timeout=60) as client:
+        client.get("/join", params={"token": token})
+        position = 1
+        while time.time() < until:
+            page = client.get(f"/task/{position}")
+            csrf = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
+            ids = [int(i) for i in re.findall(r'data-candidate="(\d+)"', page.text)]
+            grades = {i: rng.choice((0, 1, 2)) for i in ids}
+            data = {"csrftoken": csrf, **{f"grade_{i}": str(g) for i, g in grades.items()}}
+            started = time.perf_counter()
+            response = client.post(f"/task/{position}", data=data)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code == 303:
+                last.update(grades)
+            else:
+                errors += 1
+            position = position % tasks + 1
+    out[seed] = (last, latencies, errors)
+
+
+def run_load(url: str, folder: Path, reviewers: int = 20, seconds: float = 60.0) -> dict:
+    """The load against the study of `folder` in the database `url`; returns the counts, latency
+    percentiles (seconds) and whether every last grade is stored exactly once."""
+    from influence_lab.review.access import invite
+    from influence_lab.review.judgements import judgement_table, rank_table
+    from tests.review_helpers import build, free_port
+
+    engine, study, _ = build(url, folder)
+    tokens = [invite(engine, study.id, f"sim-{r:02d}") for r in range(reviewers)]
+    pool = rank_table(engine, study.id)
+    tasks, candidates = pool.task.nunique(), pool.candidate.nunique()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.review_helpers", url, str(folder), str(port)], cwd=ROOT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                httpx.get(base + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("the review server did not start") from None
+                time.sleep(0.2)
+        out: dict = {}
+        until = time.time() + seconds
+        threads = [
+            threading.Thread(target=_reviewer, args=(base, t, r, until, tasks, out))
+            for r, t in enumerate(tokens)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    table = judgement_table(engine, study.id)
+    expected = {(f"sim-{r:02d}", c): g for r, (last, _, _) in out.items() for c, g in last.items()}
+    stored = {(r.reviewer, r.candidate): r.grade for r in table.itertuples()}
+    latencies = np.concatenate([np.asarray(lat) for _, lat, _ in out.values()])
+    p50, p90, p99 = np.quantile(latencies, [0.5, 0.9, 0.99])
+    return {
+        "database": engine.dialect.name,
+        "reviewers": reviewers,
+        "seconds": seconds,
+        "tasks": int(tasks),
+        "candidates": int(candidates),
+        "saves": int(len(latencies)),
+        "errors": int(sum(e for _, _, e in out.values())),
+        "judgements": len(table),
+        "duplicates": int(table.duplicated(["reviewer", "candidate"]).sum()),
+        "exactly_once": stored == expected,
+        "p50_ms": 1000 * p50,
+        "p90_ms": 1000 * p90,
+        "p99_ms": 1000 * p99,
+        "max_ms": 1000 * float(latencies.max()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--reviewers", type=int, default=20)
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.postgres:
+            from tests.postgres_cluster import new_database, throwaway_cluster
+
+            with throwaway_cluster() as prefix:
+                result = run_load(new_database(prefix), Path(tmp), args.reviewers, args.seconds)
+        else:
+            result = run_load(f"sqlite:///{tmp}/review.sqlite", Path(tmp), args.reviewers,
+                              args.seconds)  # fmt: skip
+    print("| " + " | ".join(result) + " |")
+    print("|" + "---|" * len(result))
+    print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v)
+                            for v in result.values()) + " |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
