@@ -15,9 +15,10 @@ from ..evaluation.removal_plans import design_of
 from .document import Block, Section
 from .lds_summary import COLUMNS as LDS_COLUMNS
 from .lds_summary import table_rows
+from .review_summary import review_finding, review_section
 from .sweep_summary import forest_plot, headline, replicate_count, shown_columns, stable_mask
 
-STAGES = ("attribute", "counterfactual", "lds")
+STAGES = ("attribute", "counterfactual", "lds", "review")
 
 
 def newest(root: Path, stage: str, name: str) -> Path | None:
@@ -382,6 +383,13 @@ def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path)
         words.append(calibration_finding(pd.read_csv(found["calibration"] / "rates.csv")))
     if found["lds"]:
         words.append(lds_finding(pd.read_csv(found["lds"] / "lds.csv")))
+    if found.get("review"):
+        words.append(
+            review_finding(
+                pd.read_csv(found["review"] / "agreement.csv"),
+                pd.read_csv(found["review"] / "side_by_side.csv"),
+            )
+        )
     if words:
         sections.append(Section("Finding", finding=" ".join(words)))
     config = next(
@@ -410,6 +418,8 @@ def report_sections(found: dict[str, Path | None], max_grids: int, folder: Path)
         sections.append(calibration_section(found["calibration"]))
     if found["lds"]:
         sections.append(lds_section(found["lds"]))
+    if found.get("review"):
+        sections.append(review_section(found["review"]))
     if found["attribute"]:
         sections.append(attribution_section(found["attribute"], max_grids))
     sources = Section(

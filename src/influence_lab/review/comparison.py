@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 COLUMNS = (
-    "method", "precision", "precision_low", "precision_high", "ndcg", "ndcg_low", "ndcg_high",
+    "method", "k", "precision", "precision_low", "precision_high", "ndcg", "ndcg_low", "ndcg_high",
     "tasks", "lds", "lds_low", "lds_high", "delta_loss_vs_random", "delta_loss_low",
     "delta_loss_high", "counterfactual_units",
 )  # fmt: skip

@@ -24,6 +24,7 @@ from ..data import load_data
 from ..entry.stage_entry import console, output_dir, settings_of, stage_entry, stage_tracking
 from ..errors import InfluenceLabError
 from ..reporting.document import table_markdown
+from ..reporting.review_summary import review_plot
 from ..reporting.sections import newest
 from ..review.access import ADMIN, invite, link
 from ..review.agreement import agreement, method_scores
@@ -124,6 +125,7 @@ def results(settings: StageSettings, engine, study: Study) -> RunDir:
     )
     atomic_write(run / "methods.csv", lambda p: methods.to_csv(p, index=False))
     atomic_write(run / "side_by_side.csv", lambda p: compared.to_csv(p, index=False))
+    review_plot(compared, run / "experts.png")
     write_text(run / "summary.md", summary_markdown(study, agreed, compared, lds, sweep))
     with stage_tracking(
         settings, run.path, "review", {"attribute_signature": study.attribute_signature,
