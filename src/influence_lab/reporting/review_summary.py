@@ -71,8 +71,10 @@ def review_section(run: Path) -> Section:
             "by rank and by the mean grade. Intervals resample prompts.",
         ),
         Block(
-            "image", caption="each method against the experts and the LDS", path=run / "experts.png"
-        ),  # fmt: skip
+            "image",
+            caption="each method against the experts (and its LDS where an lds run scored it)",
+            path=run / "experts.png",
+        ),
         Block(
             "table",
             caption="the numbers of the plot, with the counterfactual effect",
