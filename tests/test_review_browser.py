@@ -119,3 +119,80 @@ def test_two_reviewers_at_once_and_a_visitor_without_a_token(served, browser):
     response = stranger.goto(url + "/join?token=guessed")
     assert response.status == 403
     assert stranger.goto(url + "/item/1.png").status == 401
+
+
+@pytest.mark.slow
+def test_the_command_line_serves_a_study_that_a_reviewer_completes(tmp_path, browser):
+    """As the docs say: `influence-lab review invite NAME` prints a link, `influence-lab review`
+    serves the study of the config's attribute run (made first here, on a shrunken demo), a
+    reviewer completes every task in Chromium, and `review results` prints the agreement."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    from .review_helpers import free_port
+
+    cli = str(Path(sys.executable).parent / "influence-lab")
+    port = free_port()
+    common = [
+        f"paths.output_dir={tmp_path}", "logger=csv", "model.fit.max_epochs=3", "generate.m=2",
+        "embedders.autoencoder.epochs=3", "review.top_k=2", f"review.port={port}",
+        "generate.prompts=[digit zero\\, regular\\, upright,digit seven\\, bold\\, upright]",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    links = []
+    for name in ("Ada Lovelace", "Bob"):
+        out = subprocess.run([cli, "review", "invite", name, *common], capture_output=True,
+                             text=True, env=env, timeout=600)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        links.append(out.stdout.strip().split(": ", 1)[1])
+    assert links[0].startswith(f"http://127.0.0.1:{port}/join?token=")
+    server = subprocess.Popen([cli, "review", *common], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read()[-2000:]
+                time.sleep(0.2)
+        for link_, key in zip(links, ("1", "3"), strict=True):
+            page = browser.new_context().new_page()
+            page.goto(link_)
+            assert page.locator("#prompt").inner_text() == "digit zero, regular, upright"
+            assert page.locator(".outputs img").count() == 2
+            for position in (1, 2):
+                for _ in range(page.locator(".candidate").count()):
+                    page.keyboard.press(key)
+                page.keyboard.press("Enter")
+                page.wait_for_url("**/done" if position == 2 else "**/task/2")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    out = subprocess.run([cli, "review", "results", *common, "logger=wandb"], capture_output=True,
+                         text=True, env=env, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Krippendorff's alpha" in out.stderr and "raw_only" in out.stderr
+    folder = next((tmp_path / "review").glob("vae-digits-*"))
+    import pandas as pd
+
+    judged = pd.read_csv(folder / "judgements.csv")
+    assert set(judged.reviewer) == {"Ada Lovelace", "Bob"}
+    assert set(judged[judged.reviewer == "Bob"].grade) == {0}
+    # the summary run in W&B (offline, read back as `wandb sync` would upload it)
+    from .test_tracking import leet_records
+
+    agreement = pd.read_csv(folder / "agreement.csv").iloc[0]
+    for run in sorted((tmp_path / "wandb").glob("offline-run-*")):
+        records = leet_records(str(run))
+        if next(r["run"] for r in records if r.get("type") == "run")["job_type"] == "review":
+            break
+    summary = {}
+    for record in records:
+        if record.get("type") == "summary":
+            summary.update(record["summary"].get("update", {}))
+    assert summary["alpha"] == pytest.approx(agreement.alpha)
+    assert summary["reviewers"] == 2 and "precision/raw_only" in summary
