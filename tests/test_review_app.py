@@ -222,3 +222,45 @@ def test_two_reviewers_at_once_store_every_judgement_once(backend, tmp_path, req
     assert stored(engine) == expected
     table = judgement_table(engine, study.id)
     assert not table.duplicated(["reviewer", "candidate"]).any()
+
+
+def test_a_text_study_shows_texts_and_serves_no_pictures(tmp_path):
+    """Names (a text model): the outputs and candidates are shown as text, escaped; there are no
+    pictures to serve."""
+    from influence_lab.review.pictures import StudyContent
+
+    engine, study, _ = build(f"sqlite:///{tmp_path / 'r.sqlite'}", tmp_path / "att")
+    items = {f"item-{i:03d}": f"NAME{i}<b>" for i in range(30)}
+    content = StudyContent("text", items, [["ANNA", "<script>x</script>"]] * 4)
+    app = create_app(engine, study, content)
+    client = joined(app, engine, study, "Ada")
+    page = client.get("/task/1").text
+    assert "<code>ANNA</code>" in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "<script>x</script>" not in page and "&lt;b&gt;" in page
+    shown = re.findall(r'<code class="item-text">NAME(\d+)&lt;b&gt;</code>', page)
+    pool = rank_table(engine, study.id)
+    assert sorted(f"item-{int(i):03d}" for i in shown) == sorted(set(pool[pool.task == 1].id))
+    _, ids, _ = form_of(client, 1)
+    assert client.get(f"/item/{ids[0]}.png").status_code == 404
+    assert client.get("/output/1/0.png").status_code == 404
+
+
+def test_a_note_and_a_caption_come_back_escaped(tmp_path):
+    """A note (typed by a reviewer) and a caption (from the data) are shown as text, never as
+    markup."""
+    import pandas as pd
+
+    folder = tmp_path / "att"
+    from .review_helpers import fake_attribute_run
+
+    fake_attribute_run(folder)
+    table = pd.read_parquet(folder / "attribution.parquet")
+    table["caption"] = '<img src=x onerror="alert(1)">'
+    table.to_parquet(folder / "attribution.parquet", index=False)
+    engine, study, content = build(f"sqlite:///{tmp_path / 'r.sqlite'}", folder)
+    client = joined(create_app(engine, study, content), engine, study, "Ada")
+    token, ids, page = form_of(client, 1)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=" in page
+    submit(client, 1, token, ids, note="</textarea><script>alert(2)</script>")
+    page = client.get("/task/1").text
+    assert "<script>alert(2)" not in page and "&lt;script&gt;alert(2)" in page

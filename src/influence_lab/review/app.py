@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+import jinja2
 from asgi_csrf import asgi_csrf
 from sqlalchemy import Engine, select
 from starlette.applications import Starlette
@@ -51,7 +52,9 @@ ASSETS = ("review.css", "review.js")
 
 def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette:
     """The ASGI app of one study, wrapped in asgi-csrf (signed with the database's secret)."""
-    templates = Jinja2Templates(directory=str(files("influence_lab.review") / "templates"))
+    # autoescape everything: Starlette's default escapes only *.html names, and ours end in .j2
+    loader = jinja2.FileSystemLoader(str(files("influence_lab.review") / "templates"))
+    templates = Jinja2Templates(env=jinja2.Environment(loader=loader, autoescape=True))
     assets = {name: (files("influence_lab.review") / "templates" / name).read_bytes()
               for name in ASSETS}  # fmt: skip
 
