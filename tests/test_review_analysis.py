@@ -114,3 +114,61 @@ def test_majority_and_ndcg_on_a_hand_made_case():
     assert scores.loc["worst", "ndcg"] == pytest.approx(
         (0.667 * disc[0] + 1.667 * disc[1]) / (1.667 * disc[0] + 0.667 * disc[1]), abs=1e-3
     )
+
+
+def test_a_tie_has_no_majority_and_counts_in_no_precision():
+    judged = pd.DataFrame(
+        {
+            "reviewer": ["a", "b"] * 3,
+            "task": [1] * 6,
+            "candidate": [1, 1, 2, 2, 3, 3],
+            "grade": [2, 0, 2, 1, 0, 0],  # 1: a tie; 2: influential; 3: not
+        }
+    )
+    votes = majority(judged, min_reviewers=2)
+    assert np.isnan(votes.loc[1, "influential"]) and votes.loc[2, "influential"] == 1.0
+    ranks = pd.DataFrame({"task": 1, "candidate": [1, 2, 1, 3], "method": ["x", "x", "y", "y"],
+                          "rank": [1, 2, 1, 2]})  # fmt: skip
+    scores = per_task_scores(ranks, votes, k=2).set_index("method")
+    assert scores.loc["x", "precision"] == 1.0 and scores.loc["y", "precision"] == 0.0
+
+
+def test_tasks_nobody_graded_change_no_number():
+    """A study half done: the tasks not yet graded are in no mean and no resample, so the
+    intervals are those of the graded half (they would otherwise shift with the ungraded count)."""
+    judged, ranks, _ = simulated(0.85, {"a": 0.6, "b": 0.2}, seed=2)
+    judged = judged[judged.task <= 20]
+    graded_only = method_scores(ranks[ranks.task <= 20], judged, K, 2, 300, 0)
+    with_ungraded = method_scores(ranks, judged, K, 2, 300, 0)
+    pd.testing.assert_frame_equal(graded_only, with_ungraded)
+    assert (with_ungraded.tasks == 20).all()
+    young = judged[judged.reviewer == "r0"]  # one reviewer so far: nothing has a majority
+    empty = method_scores(ranks, young, K, 2, 300, 0)
+    assert empty.empty and "precision_low" in empty  # no row: no method has a defined score
+    assert np.isnan(agreement(young, count=50, seed=0).alpha)
+
+
+def test_alpha_is_ordinal_a_near_miss_counts_less_than_a_far_one():
+    """Grades one step apart (clearly vs partly) disagree less than two apart: the ordinal alpha of
+    reviewers who miss by one step exceeds the nominal alpha of the same grades, and falls when
+    the same number of misses are two steps."""
+    import krippendorff
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice([0, 1, 2], size=400)
+
+    def grades(step: int) -> pd.DataFrame:
+        rows = []
+        for r in range(3):
+            miss = rng.random(400) < 0.3
+            said = np.where(miss, np.clip(truth + np.where(truth == 2, -step, step), 0, 2), truth)
+            rows += [{"reviewer": r, "task": c // 10, "candidate": c, "grade": int(g)}
+                     for c, g in enumerate(said)]  # fmt: skip
+        return pd.DataFrame(rows)
+
+    near, far = grades(1), grades(2)
+    ordinal_near = agreement(near, count=50, seed=0).alpha
+    matrix = near.pivot(index="reviewer", columns="candidate", values="grade").to_numpy(float)
+    nominal_near = krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal")
+    assert ordinal_near > nominal_near + 0.05
+    assert agreement(far, count=50, seed=0).alpha < ordinal_near - 0.1

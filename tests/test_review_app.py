@@ -264,3 +264,38 @@ def test_a_note_and_a_caption_come_back_escaped(tmp_path):
     submit(client, 1, token, ids, note="</textarea><script>alert(2)</script>")
     page = client.get("/task/1").text
     assert "<script>alert(2)" not in page and "&lt;script&gt;alert(2)" in page
+
+
+def test_a_forged_session_a_huge_body_and_a_refused_form(review):
+    """A valid CSRF token with a made-up session cookie is refused; a body over the limit or of no
+    declared length is refused before anything reads it; a form refused for a missing grade comes
+    back with the grades that were sent; redirects carry the security headers too."""
+    from influence_lab.review.app import MAX_BODY
+
+    engine, study, app = review
+    ada = joined(app, engine, study, "Ada")
+    token, ids, _ = form_of(ada, 1)
+    forger = TestClient(app, follow_redirects=False)
+    forger.cookies.set(COOKIE, "made-up")
+    forger.cookies.set("csrftoken", ada.cookies.get("csrftoken"))
+    data = {"csrftoken": token, **{f"grade_{i}": "2" for i in ids}}
+    assert forger.post("/task/1", data=data).status_code == 401
+    assert forger.get("/task/1").status_code == 401
+    big = ada.post("/task/1", content=b"x" * (MAX_BODY + 1),
+                   headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert big.status_code == 413
+    chunked = ada.post("/task/1", content=iter([b"a=1"]),
+                       headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert chunked.status_code == 411
+    assert stored(engine) == 0
+    partial = {"csrftoken": token, f"grade_{ids[0]}": "0", f"note_{ids[0]}": "kept"}
+    page = ada.post("/task/1", data=partial)
+    assert page.status_code == 400 and "kept" in page.text
+    assert re.search(rf'name="grade_{ids[0]}" value="0" checked', page.text)
+    redirect = submit(ada, 1, token, ids)
+    assert redirect.status_code == 303 and redirect.headers["x-frame-options"] == "DENY"
+    joined_again = TestClient(app, follow_redirects=False).get(
+        f"/join?token={invite(engine, study.id, 'Bob')}"
+    )
+    cookie = joined_again.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie

@@ -120,7 +120,12 @@ def test_the_command_line_words_become_overrides():
     ]  # fmt: skip
     assert review_overrides(["results"]) == ["review.action=results"]
     assert review_overrides(["review.port=9000"]) == ["review.port=9000"]
-    assert review_overrides(["invite", "O'Hara"])[1] == "review.reviewer='O\\'Hara'"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for name in ("O'Hara", "Ada Lovelace", "名前 #1"):
+        override = review_overrides(["invite", name])[1]
+        assert parser.parse_override(override).value() == name
     with pytest.raises(SystemExit):
         review_overrides(["invite", "seed=1"])
 
@@ -130,6 +135,26 @@ def test_bad_review_settings_are_one_sentence(cfg_factory):
         ("review.action=delete", "allowed values are serve, invite, admin, results"),
         ("review.port=70000", "TCP port"),
         ("review.top_k=0", "positive integer"),
+        ("review.reviewer=a\\b", "without a backslash"),
     ):
         with pytest.raises(InfluenceLabError, match=words):
             from_config(cfg_factory("review", override))
+
+
+def test_results_of_a_young_study_and_invitations_need_a_port(cfg_factory, tmp_path):
+    """One reviewer so far: `results` writes its tables (no method scored yet) and a picture that
+    says so, instead of failing; an invitation cannot name port 0."""
+    from influence_lab.stages.review import review
+
+    review(cfg_factory("review", *SMALL, "review.action=invite", "review.reviewer=Ada"))
+    engine = open_database(default_url(tmp_path))
+    attribute_dir = next((tmp_path / "attribute").glob("vae-digits-*"))
+    study = open_study(engine, "vae-digits", attribute_dir, attribute_dir.name[-10:], 3)
+    view = task_view(engine, study.id, 1, 1)
+    record(engine, 1, view["task_id"], {c["id"]: (2, "") for c in view["candidates"]})
+    run = review(cfg_factory("review", *SMALL, "review.action=results"))
+    assert pd.read_csv(run / "methods.csv").empty
+    assert (run / "experts.png").exists() and run.done
+    with pytest.raises(InfluenceLabError, match="port is 0"):
+        review(cfg_factory("review", *SMALL, "review.action=invite", "review.reviewer=B",
+                           "review.port=0"))  # fmt: skip

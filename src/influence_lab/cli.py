@@ -121,7 +121,7 @@ def review_overrides(argv: list[str]) -> list[str]:
             print("error: review invite needs a name: influence-lab review invite NAME.",
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
-        name = rest.pop(0).replace("\\", "\\\\").replace("'", "\\'")
+        name = rest.pop(0).replace("'", "\\'")  # Hydra's quoted string; names hold no backslash
         out.append(f"review.reviewer='{name}'")
     return out + rest
 

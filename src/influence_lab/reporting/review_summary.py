@@ -28,6 +28,14 @@ def review_plot(compared: pd.DataFrame, path: Path) -> Path:
     95% interval, methods in the order of their precision."""
     rows = compared.sort_values("precision", ascending=True)
     panels = [p for p in PANELS if rows[p[0]].notna().any()]
+    if not panels:  # a young study: no candidate has enough reviewers yet
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no candidate has been graded by enough reviewers yet",
+                ha="center", va="center")  # fmt: skip
+        atomic_write(Path(path), lambda p: fig.savefig(p, dpi=100, format="png"))
+        plt.close(fig)
+        return Path(path)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 0.5 * len(rows) + 1.4),
                              squeeze=False, sharey=True)  # fmt: skip
     y = np.arange(len(rows))
@@ -48,7 +56,13 @@ def review_plot(compared: pd.DataFrame, path: Path) -> Path:
 
 def review_finding(agreement: pd.DataFrame, compared: pd.DataFrame) -> str:
     a = agreement.iloc[0]
-    best = compared.sort_values("precision", ascending=False).iloc[0]
+    scored = compared[compared["precision"].notna()]
+    if scored.empty:
+        return (
+            f"{int(a.reviewers)} experts have graded candidates of {int(a.tasks)} prompts; no "
+            "candidate has been graded by enough of them yet for a method's precision."
+        )
+    best = scored.sort_values("precision", ascending=False).iloc[0]
     return (
         f"{int(a.reviewers)} experts graded {int(a.candidates)} candidates of {int(a.tasks)} "
         f"prompts, blinded; their agreement (Krippendorff's alpha) is {a.alpha:.2f} "

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import Engine, select
 
-from .database import reviewers, upsert
+from .database import reviewers, upsert, writing
 
 ROLES = ("reviewer", "admin")
 ADMIN = "admin"
@@ -33,7 +33,7 @@ def invite(engine: Engine, study_id: int, name: str, role: str = "reviewer") -> 
         "token_hash": token_hash(token),
         "created": time.time(),
     }
-    with engine.begin() as conn:
+    with writing(engine).begin() as conn:
         conn.execute(upsert(engine, reviewers, ["study_id", "name", "role"]).values(**row))
     return token
 

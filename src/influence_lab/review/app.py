@@ -11,8 +11,9 @@ front-end build). Routes:
     GET  /output/N/J.png  task N's output J
     GET  /admin           progress per reviewer and task (the admin's token only)
 
-Every page but /join needs the session cookie (HttpOnly, SameSite=Strict); a request without it is
-refused (401), a reviewer's token on the admin page too (403). The reviewer is the session's, never
+Every page but /join needs the session cookie (HttpOnly, SameSite=Lax) of a valid token; a request
+without one is refused (401), a reviewer on the admin page too (403). A POST must declare a body
+under MAX_BODY; every response carries HEADERS. The reviewer is the session's, never
 a form field, so a reviewer reads and writes only their own judgements. asgi-csrf checks a signed
 double-submit token on every POST."""
 
@@ -48,6 +49,40 @@ HEADERS = {  # pages and pictures: nothing from elsewhere, no framing, no referr
     "Cache-Control": "no-store",
 }
 ASSETS = ("review.css", "review.js")
+MAX_BODY = 256 * 1024  # bytes a request body may have (a task's form is a few kB)
+
+
+def guarded(app):
+    """The outermost layer: a POST must declare its length and stay under MAX_BODY (413 or 411
+    before anything reads it, CSRF check included), and every response carries HEADERS."""
+
+    async def wrapped(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if scope["method"] not in ("GET", "HEAD"):
+            length = headers.get(b"content-length")
+            status = (
+                411
+                if length is None or not length.isdigit()
+                else (413 if int(length) > MAX_BODY else 0)
+            )
+            if status:
+                response = PlainTextResponse("request body refused", status_code=status)
+                response.headers.update(HEADERS)
+                return await response(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()
+                         if k.lower().encode() not in present]  # fmt: skip
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await app(scope, receive, with_headers)
+
+    return wrapped
 
 
 def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette:
@@ -78,7 +113,9 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
             return refused(request, 403, "This invitation link is not valid (or was replaced).")
         target = "/admin" if person.role == ADMIN else "/"
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        # Lax, not Strict: a link clicked in webmail is a cross-site navigation, which a Strict
+        # cookie would not follow through this redirect; every POST carries the CSRF token
+        response.set_cookie(COOKIE, token, httponly=True, samesite="lax", path="/")
         response.headers.update(HEADERS)
         return response
 
@@ -96,10 +133,14 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
             return RedirectResponse("/admin", status_code=303)
         return refused(request, 403, "This page is for the study's admin.")
 
-    def show_task(request: Request, person, position: int, error: str = "", status=200):
+    def show_task(request: Request, person, position: int, error: str = "", status=200,
+                  submitted: dict | None = None):  # fmt: skip
         view = task_view(engine, study.id, person.id, position)
         if view is None:
             return refused(request, 404, f"There is no task {position}.")
+        for c in view["candidates"]:  # a refused form comes back as it was sent
+            if submitted and c["id"] in submitted:
+                c["grade"], c["note"] = submitted[c["id"]]
         items = progress(engine, study.id, person.id)
         outputs = content.outputs[view["target"]]
         return page(
@@ -140,13 +181,13 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
                 continue
             try:
                 grade = int(raw)
-            except ValueError:
+            except (TypeError, ValueError):  # a file field, or text
                 return refused(request, 400, "A grade must be a number.")
             grades[c["id"]] = (grade, str(form.get(f"note_{c['id']}", "")))
         if missing:
             return show_task(
-                request, person, position,
-                error=f"{missing} candidate(s) still need a grade; nothing was saved.", status=400,
+                request, person, position, status=400, submitted=grades,
+                error=f"{missing} candidate(s) still need a grade; nothing was saved.",
             )  # fmt: skip
         try:
             record(engine, person.id, view["task_id"], grades)
@@ -221,4 +262,4 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
             Route("/static/{name}", asset),
         ]
     )
-    return asgi_csrf(app, signing_secret=secret_of(engine), cookie_samesite="Strict")
+    return guarded(asgi_csrf(app, signing_secret=secret_of(engine), cookie_samesite="Strict"))

@@ -1,11 +1,12 @@
 """The review database: one versioned schema in SQLAlchemy Core, opened from a URL (a SQLite file by
 default, PostgreSQL or any SQLAlchemy URL as an option).
 
-Every write is one transaction (`engine.begin()`); a judgement is unique per (reviewer, candidate)
-and written by an upsert, so a submission repeated (a double click, a retry after the server was
-killed) or two reviewers submitting at once never store a judgement twice. SQLite runs in WAL mode
-with `BEGIN IMMEDIATE` (writers queue for the lock instead of failing on an upgrade) and a busy
-timeout, so the app's worker threads can write at once.
+Every write is one transaction (`writing(engine).begin()`); a judgement is unique per (reviewer,
+candidate) and written by an upsert, so a submission repeated (a double click, a retry after the
+server was killed) or two reviewers submitting at once never store a judgement twice. SQLite runs
+in WAL mode with `BEGIN IMMEDIATE` for writes (writers queue for the lock instead of failing on an
+upgrade), deferred reads and a busy timeout, so the app's worker threads can read and write at
+once.
 
 The schema is versioned by hand (`meta.schema_version`) rather than with alembic: there is one
 version so far, and a database of another version is refused with a sentence saying so; the first
@@ -113,9 +114,16 @@ def default_url(output_dir: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def writing(engine: Engine) -> Engine:
+    """The engine for a transaction that writes (`writing(engine).begin()`): in SQLite it begins
+    IMMEDIATE, taking the write lock at once, so concurrent writers queue instead of failing on a
+    lock upgrade; reads begin deferred and, in WAL mode, never wait for a writer."""
+    return engine.execution_options(review_write=True)
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL, a busy timeout, and BEGIN IMMEDIATE for every transaction (SQLAlchemy's documented
-    recipe for pysqlite): concurrent writers wait for the lock instead of failing."""
+    """WAL, a busy timeout, and the transaction's BEGIN emitted by us (SQLAlchemy's documented
+    recipe for pysqlite): IMMEDIATE for the transactions of `writing`, deferred for reads."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
@@ -128,7 +136,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        write = conn.get_execution_options().get("review_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def open_database(url: str) -> Engine:
@@ -143,8 +152,8 @@ def open_database(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
     try:
-        metadata.create_all(engine)
-        with engine.begin() as conn:
+        metadata.create_all(writing(engine))
+        with writing(engine).begin() as conn:
             found = conn.execute(
                 select(meta.c.value).where(meta.c.key == "schema_version")
             ).scalar()

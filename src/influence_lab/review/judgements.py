@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, func, select
 
 from ..errors import InfluenceLabError
-from .database import candidate_ranks, candidates, judgements, reviewers, tasks, upsert
+from .database import candidate_ranks, candidates, judgements, reviewers, tasks, upsert, writing
 
 # the grades a reviewer gives, best first: value, label, keyboard key
 GRADES = ((2, "clearly influenced", "1"), (1, "partly", "2"), (0, "not influenced", "3"))
@@ -129,7 +129,7 @@ def record(
     if any(g not in GRADE_VALUES for g, _ in grades.values()):
         raise InfluenceLabError(f"a grade must be one of {GRADE_VALUES}.")
     now = time.time()
-    with engine.begin() as conn:
+    with writing(engine).begin() as conn:
         own = set(
             conn.execute(select(candidates.c.id).where(candidates.c.task_id == task_id)).scalars()
         )

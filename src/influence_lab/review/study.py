@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import InfluenceLabError
-from .database import candidate_ranks, candidates, studies, tasks
+from .database import candidate_ranks, candidates, studies, tasks, writing
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,25 @@ def pooled_candidates(table: pd.DataFrame, top_k: int) -> pd.DataFrame:
 def open_study(engine: Engine, name: str, attribute_dir: Path, signature: str, top_k: int) -> Study:
     """The study of the attribute run `attribute_dir` (by its signature), created on first use with
     its tasks and pooled candidates, in one transaction."""
-    with engine.begin() as conn:
-        row = conn.execute(
-            select(studies).where(studies.c.attribute_signature == signature)
-        ).first()
-        if row is None:
-            table = pd.read_parquet(Path(attribute_dir) / "attribution.parquet")
-            study_id = conn.execute(
-                studies.insert().values(
-                    name=name,
-                    attribute_signature=signature,
-                    attribute_dir=str(attribute_dir),
-                    top_k=top_k,
-                    created=time.time(),
-                )
-            ).inserted_primary_key[0]
-            _fill(conn, study_id, pooled_candidates(table, top_k))
-            row = conn.execute(select(studies).where(studies.c.id == study_id)).one()
+    try:
+        with writing(engine).begin() as conn:
+            row = _find(conn, signature)
+            if row is None:
+                table = pd.read_parquet(Path(attribute_dir) / "attribution.parquet")
+                study_id = conn.execute(
+                    studies.insert().values(
+                        name=name,
+                        attribute_signature=signature,
+                        attribute_dir=str(attribute_dir),
+                        top_k=top_k,
+                        created=time.time(),
+                    )
+                ).inserted_primary_key[0]
+                _fill(conn, study_id, pooled_candidates(table, top_k))
+                row = _find(conn, signature)
+    except IntegrityError:  # another process made the same study at the same moment
+        with engine.connect() as conn:
+            row = _find(conn, signature)
     if row.top_k != top_k:
         raise InfluenceLabError(
             f"review.top_k is {top_k}, but the review of this attribute run ({name}-{signature}) "
@@ -60,6 +63,10 @@ def open_study(engine: Engine, name: str, attribute_dir: Path, signature: str, t
             f"review.top_k={row.top_k}, or a new review.database."
         )
     return Study(row.id, row.name, row.attribute_signature, Path(row.attribute_dir), row.top_k)
+
+
+def _find(conn, signature: str):
+    return conn.execute(select(studies).where(studies.c.attribute_signature == signature)).first()
 
 
 def _fill(conn, study_id: int, pooled: pd.DataFrame) -> None:

@@ -22,9 +22,16 @@ ReviewerName = Annotated[
     rule(
         lambda v: (
             v is None
-            or (isinstance(v, str) and 0 < len(v) <= 100 and v.strip() == v and v.isprintable())
+            or (
+                isinstance(v, str)
+                and 0 < len(v) <= 100
+                and v.strip() == v
+                and v.isprintable()
+                and "\\" not in v
+            )
         ),
-        "{key} {is} {value}; give a name of 1 to 100 printable characters, e.g. 'Ada Lovelace'.",
+        "{key} {is} {value}; give a name of 1 to 100 printable characters without a backslash, "
+        "e.g. 'Ada Lovelace'.",
     ),
 ]
 
@@ -41,5 +48,5 @@ class ReviewSettings(Settings):
     port: Port = 8765
     top_k: PositiveInt = 5  # each method's top items pooled (duplicates merged) into a task
     bootstrap: PositiveInt = 2000  # resamples of tasks behind every interval of `results`
-    seed: Seed = 0  # the bootstrap's seed (each reviewer's order comes from their own token)
+    seed: Seed = 0  # the bootstrap's seed (a reviewer's order is seeded by reviewer and task)
     min_reviewers: NonNegativeInt = 2  # results: a candidate counts once this many graded it

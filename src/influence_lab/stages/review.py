@@ -44,6 +44,11 @@ def review(settings: StageSettings):
     attributed = attribute(settings.replaced({"force": False}))
     engine = open_database(rv.database or default_url(output_dir(settings)))
     study = open_study(engine, run_name(settings), attributed.path, attributed.signature, rv.top_k)
+    if rv.action in ("invite", "admin") and not rv.port:
+        raise InfluenceLabError(
+            "review.port is 0 (any free port), so an invitation link cannot name it; give the "
+            "port the app is served on, e.g. review.port=8765."
+        )
     if rv.action == "invite":
         if not rv.reviewer:
             raise InfluenceLabError(
