@@ -149,7 +149,7 @@ ROWS = [
     Row(
         "`influence-lab trian`",
         "unknown stage 'trian'; stages are train, generate, attribute, counterfactual, retrain, "
-        "featurise, lds, report, pipeline, calibrate.",
+        "featurise, lds, report, pipeline, calibrate, review.",
         cli=("trian",),
     ),
     # --- where results go ---
@@ -919,6 +919,17 @@ ROWS = [
         ("calibrate",),
     ),
     Row(
+        "`influence-lab review review.port=70000`",
+        "review.port is 70000; give a TCP port from 0 to 65535 (0: any free port).",
+        ["review.port=70000"],
+        ("review",),
+    ),
+    Row(
+        "`influence-lab review invite` without a name",
+        "review invite needs a name: influence-lab review invite NAME.",
+        cli=("review", "invite"),
+    ),
+    Row(
         "`counterfactual.nulls=true` without a control in `counterfactual.arms`",
         "counterfactual.nulls needs topk and at least one control in counterfactual.arms.",
         ["counterfactual.nulls=true", "counterfactual.arms=[topk]"],
@@ -1275,7 +1286,7 @@ def test_unknown_source_model_and_stage_from_therun_cli(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: unknown stage 'trian'; stages are train, generate, attribute, counterfactual, "
-        "retrain, featurise, lds, report, pipeline, calibrate."
+        "retrain, featurise, lds, report, pipeline, calibrate, review."
     )
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0 and "train " in out.stdout and "generate " in out.stdout

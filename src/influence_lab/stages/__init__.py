@@ -44,12 +44,12 @@ STAGES = {
         "a self-contained HTML report (and markdown twin) of the results of one model and dataset"
     ),
     "pipeline": "train -> generate -> attribute -> counterfactual, and a short summary",
-    "review": (
-        "domain experts grade the attribute run's candidates, blinded, in a local web app "
-        "(review [serve | invite NAME | admin | results])"
-    ),
     "calibrate": (
         "the false-positive rate of a counterfactual design: N null runs (null arms against "
         "their own controls, seeds shifted)"
+    ),
+    "review": (
+        "domain experts grade the attribute run's candidates, blinded, in a local web app "
+        "(review [serve | invite NAME | admin | results])"
     ),
 }
