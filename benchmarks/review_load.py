@@ -52,8 +52,8 @@ def _reviewer(base: str, token: str, seed: int, until: float, tasks: int, out: d
 def run_load(url: str, folder: Path, reviewers: int = 20, seconds: float = 60.0) -> dict:
     """The load against the study of `folder` in the database `url`; returns the counts, latency
     percentiles (seconds) and whether every last grade is stored exactly once."""
-    from influence_lab.review.access import invite
-    from influence_lab.review.judgements import judgement_table, rank_table
+    from influence_lab.reviewing.access import invite
+    from influence_lab.reviewing.judgements import judgement_table, rank_table
     from tests.review_helpers import build, free_port
 
     engine, study, _ = build(url, folder)

@@ -15,10 +15,10 @@ import argparse
 import random
 
 from influence_lab.entry.stage_entry import compose_stage
-from influence_lab.review.access import invite, who
-from influence_lab.review.database import default_url, open_database
-from influence_lab.review.judgements import progress, record, task_view
-from influence_lab.review.study import open_study
+from influence_lab.reviewing.access import invite, who
+from influence_lab.reviewing.database import default_url, open_database
+from influence_lab.reviewing.judgements import progress, record, task_view
+from influence_lab.reviewing.study import open_study
 from influence_lab.settings import from_config, run_name
 from influence_lab.stages.attribute import attribute
 from influence_lab.store.paths import output_dir

@@ -41,7 +41,7 @@ def fake_attribute_run(folder: Path, targets: int = 4, items: int = 30, seed: in
 
 
 def fake_content(items: int = 30, targets: int = 4, seed: int = 0):
-    from influence_lab.review.pictures import StudyContent
+    from influence_lab.reviewing.pictures import StudyContent
 
     rng = np.random.default_rng(seed)
     return StudyContent(
@@ -53,8 +53,8 @@ def fake_content(items: int = 30, targets: int = 4, seed: int = 0):
 
 def build(url: str, folder: Path, top_k: int = 5, signature: str = "fake0001"):
     """(engine, study, content) of the fake run in `folder` (made when missing)."""
-    from influence_lab.review.database import open_database
-    from influence_lab.review.study import open_study
+    from influence_lab.reviewing.database import open_database
+    from influence_lab.reviewing.study import open_study
 
     if not (folder / "attribution.parquet").exists():
         fake_attribute_run(folder)
@@ -98,7 +98,7 @@ class ThreadServer:
 def main(url: str, folder: str, port: str) -> None:
     import uvicorn
 
-    from influence_lab.review.app import create_app
+    from influence_lab.reviewing.app import create_app
 
     engine, study, content = build(url, Path(folder))
     uvicorn.run(create_app(engine, study, content), host="127.0.0.1", port=int(port),

@@ -32,7 +32,7 @@ def test_pyproject_lists_every_package_and_every_config_group():
     }
     data_folders = {f"influence_lab.conf.{g}" for g in groups} | {
         "influence_lab.reporting.templates",
-        "influence_lab.review.templates",
+        "influence_lab.reviewing.templates",
     }
     assert set(project["packages"]) == found | {"influence_lab.conf"} | data_folders
     assert project["package-dir"]["influence_lab.conf"] == "conf"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from influence_lab.review.agreement import agreement, majority, method_scores, per_task_scores
+from influence_lab.reviewing.agreement import agreement, majority, method_scores, per_task_scores
 
 TASKS, POOL, K, REVIEWERS = 120, 10, 5, 3
 

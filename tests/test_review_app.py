@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from influence_lab.errors import InfluenceLabError
-from influence_lab.review.access import ADMIN, invite
-from influence_lab.review.app import COOKIE, create_app
-from influence_lab.review.database import judgements, meta, open_database
-from influence_lab.review.judgements import judgement_table, rank_table, task_view
+from influence_lab.reviewing.access import ADMIN, invite
+from influence_lab.reviewing.app import COOKIE, create_app
+from influence_lab.reviewing.database import judgements, meta, open_database
+from influence_lab.reviewing.judgements import judgement_table, rank_table, task_view
 
 from .review_helpers import METHODS, build
 
@@ -227,7 +227,7 @@ def test_two_reviewers_at_once_store_every_judgement_once(backend, tmp_path, req
 def test_a_text_study_shows_texts_and_serves_no_pictures(tmp_path):
     """Names (a text model): the outputs and candidates are shown as text, escaped; there are no
     pictures to serve."""
-    from influence_lab.review.pictures import StudyContent
+    from influence_lab.reviewing.pictures import StudyContent
 
     engine, study, _ = build(f"sqlite:///{tmp_path / 'r.sqlite'}", tmp_path / "att")
     items = {f"item-{i:03d}": f"NAME{i}<b>" for i in range(30)}
@@ -270,7 +270,7 @@ def test_a_forged_session_a_huge_body_and_a_refused_form(review):
     """A valid CSRF token with a made-up session cookie is refused; a body over the limit or of no
     declared length is refused before anything reads it; a form refused for a missing grade comes
     back with the grades that were sent; redirects carry the security headers too."""
-    from influence_lab.review.app import MAX_BODY
+    from influence_lab.reviewing.app import MAX_BODY
 
     engine, study, app = review
     ada = joined(app, engine, study, "Ada")

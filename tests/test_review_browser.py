@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from influence_lab.review.access import invite, link
-from influence_lab.review.app import create_app
-from influence_lab.review.judgements import judgement_table
+from influence_lab.reviewing.access import invite, link
+from influence_lab.reviewing.app import create_app
+from influence_lab.reviewing.judgements import judgement_table
 
 from .review_helpers import ThreadServer, build
 

@@ -76,8 +76,8 @@ def test_a_server_killed_mid_save_loses_and_doubles_nothing(backend, tmp_path, r
 
     import httpx
 
-    from influence_lab.review.access import invite
-    from influence_lab.review.judgements import judgement_table
+    from influence_lab.reviewing.access import invite
+    from influence_lab.reviewing.judgements import judgement_table
 
     from .review_helpers import build, free_port
 

@@ -13,10 +13,10 @@ from starlette.testclient import TestClient
 
 from influence_lab.cli import review_overrides
 from influence_lab.errors import InfluenceLabError
-from influence_lab.review.access import who
-from influence_lab.review.database import default_url, open_database
-from influence_lab.review.judgements import GRADE_VALUES, record, task_view
-from influence_lab.review.study import open_study
+from influence_lab.reviewing.access import who
+from influence_lab.reviewing.database import default_url, open_database
+from influence_lab.reviewing.judgements import GRADE_VALUES, record, task_view
+from influence_lab.reviewing.study import open_study
 from influence_lab.settings import from_config
 
 SMALL = [
@@ -90,8 +90,8 @@ def test_review_stage_invites_scores_and_reports(cfg_factory, tmp_path, capsys):
 
 
 def test_the_app_serves_the_stage_study(cfg_factory, tmp_path):
-    from influence_lab.review.app import create_app
-    from influence_lab.review.pictures import study_content
+    from influence_lab.reviewing.app import create_app
+    from influence_lab.reviewing.pictures import study_content
     from influence_lab.stages.review import review
 
     token = review(cfg_factory("review", *SMALL, "review.action=invite", "review.reviewer=Ada"))

@@ -3,8 +3,8 @@ does removing them change it. `import influence_lab as il` gives the stages as f
 (`il.train`, `il.generate`, `il.attribute`, `il.featurise`, `il.counterfactual`, `il.lds`,
 `il.report`, `il.pipeline`; see `influence_lab.api`), imported on first use so that the CLI
 starts without them. No subpackage is named like a stage function (the report code is
-`influence_lab.reporting`, the sweeps and LDS `influence_lab.evaluation`), so `il.report` is the
-function."""
+`influence_lab.reporting`, the sweeps and LDS `influence_lab.evaluation`, the experts' review
+`influence_lab.reviewing`), so `il.report` is the function."""
 
 from __future__ import annotations
 

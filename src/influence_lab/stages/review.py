@@ -26,12 +26,12 @@ from ..errors import InfluenceLabError
 from ..reporting.document import table_markdown
 from ..reporting.review_summary import review_plot
 from ..reporting.sections import newest
-from ..review.access import ADMIN, invite, link
-from ..review.agreement import agreement, method_scores
-from ..review.comparison import side_by_side
-from ..review.database import default_url, open_database
-from ..review.judgements import judgement_table, rank_table
-from ..review.study import Study, open_study
+from ..reviewing.access import ADMIN, invite, link
+from ..reviewing.agreement import agreement, method_scores
+from ..reviewing.comparison import side_by_side
+from ..reviewing.database import default_url, open_database
+from ..reviewing.judgements import judgement_table, rank_table
+from ..reviewing.study import Study, open_study
 from ..settings import StageSettings, run_name
 from ..store.files import RunDir, atomic_write, write_text
 from ..store.records import AttributeProvenance, load_outputs
@@ -81,8 +81,8 @@ def free_port(host: str) -> int:
 def serve(settings: StageSettings, engine, study: Study) -> None:
     import uvicorn
 
-    from ..review.app import create_app
-    from ..review.pictures import study_content
+    from ..reviewing.app import create_app
+    from ..reviewing.pictures import study_content
 
     rv = settings.review
     bundle = load_data(settings.data)

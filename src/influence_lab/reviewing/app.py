@@ -88,9 +88,9 @@ def guarded(app):
 def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette:
     """The ASGI app of one study, wrapped in asgi-csrf (signed with the database's secret)."""
     # autoescape everything: Starlette's default escapes only *.html names, and ours end in .j2
-    loader = jinja2.FileSystemLoader(str(files("influence_lab.review") / "templates"))
+    loader = jinja2.FileSystemLoader(str(files("influence_lab.reviewing") / "templates"))
     templates = Jinja2Templates(env=jinja2.Environment(loader=loader, autoescape=True))
-    assets = {name: (files("influence_lab.review") / "templates" / name).read_bytes()
+    assets = {name: (files("influence_lab.reviewing") / "templates" / name).read_bytes()
               for name in ASSETS}  # fmt: skip
 
     def page(request: Request, name: str, status: int = 200, **context) -> Response:
