@@ -159,7 +159,7 @@ def test_the_command_line_serves_a_study_that_a_reviewer_completes(tmp_path, bro
             except httpx.TransportError:
                 assert server.poll() is None, server.stderr.read()[-2000:]
                 time.sleep(0.2)
-        for link_, key in zip(links, ("1", "3"), strict=True):
+        for link_, key in zip(links, ("1", "2"), strict=True):  # clearly, partly
             page = browser.new_context().new_page()
             page.goto(link_)
             assert page.locator("#prompt").inner_text() == "digit zero, regular, upright"
@@ -181,7 +181,9 @@ def test_the_command_line_serves_a_study_that_a_reviewer_completes(tmp_path, bro
 
     judged = pd.read_csv(folder / "judgements.csv")
     assert set(judged.reviewer) == {"Ada Lovelace", "Bob"}
-    assert set(judged[judged.reviewer == "Bob"].grade) == {0}
+    assert set(judged[judged.reviewer == "Bob"].grade) == {1}
+    methods = pd.read_csv(folder / "methods.csv")  # both call every candidate influenced
+    assert set(methods.method) == {"paper", "fused", "raw_only"} and (methods.precision == 1).all()
     # the summary run in W&B (offline, read back as `wandb sync` would upload it)
     from .test_tracking import leet_records
 
