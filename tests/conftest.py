@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,14 @@ def postgres_url(postgres_cluster):
     from .postgres_cluster import new_database
 
     return new_database(postgres_cluster)
+
+
+def chromium_path() -> str:
+    """The Debian Chromium the browser tests drive (the report's screenshots, the review app);
+    skips without it, unless REQUIRE_BROWSER is set (CI installs it), where that fails."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found and os.environ.get("REQUIRE_BROWSER"):
+        pytest.fail("REQUIRE_BROWSER is set but chromium is not installed")
+    if not found:
+        pytest.skip("chromium is not installed (CI installs it)")
+    return found

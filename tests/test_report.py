@@ -3,9 +3,7 @@ Chromium."""
 
 import base64
 import io
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -22,7 +20,7 @@ from influence_lab.stages.attribute import attribute
 from influence_lab.stages.lds import lds
 from influence_lab.stages.report import report
 from influence_lab.store.files import RunDir
-from tests.conftest import run_cli
+from tests.conftest import chromium_path, run_cli
 
 PRESET = [
     "data.source.max_items=200",
@@ -125,21 +123,12 @@ def test_report_without_results_is_a_clear_error(cfg_factory, capsys):
     )
 
 
-def _chromium():
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found and os.environ.get("REQUIRE_BROWSER"):
-        pytest.fail("REQUIRE_BROWSER is set but chromium is not installed")
-    if not found:
-        pytest.skip("chromium is not installed (CI installs it)")
-    return found
-
-
 MAX_HEIGHT = 3600  # px at 1200 px wide, folded parts closed: about four screens
 
 
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
-    browser = _chromium()
+    browser = chromium_path()
     page = (report_dir / "report.html").resolve().as_uri()
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     shot = tmp_path / "shot.png"

@@ -5,7 +5,6 @@ work at once, and a visitor without a valid token is refused."""
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -13,24 +12,16 @@ from influence_lab.reviewing.access import invite, link
 from influence_lab.reviewing.app import create_app
 from influence_lab.reviewing.judgements import judgement_table
 
+from .conftest import chromium_path
 from .review_helpers import ThreadServer, build
 
 pytestmark = pytest.mark.browser
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found and os.environ.get("REQUIRE_BROWSER"):
-        pytest.fail("REQUIRE_BROWSER is set but chromium is not installed")
-    if not found:
-        pytest.skip("chromium is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
+    executable = chromium_path()
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         yield chromium

@@ -157,33 +157,13 @@ def _interval(value, low, high) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def print_results(agreed, compared: pd.DataFrame, k: int) -> None:
-    console.print(
-        f"agreement (Krippendorff's alpha, ordinal): "
-        f"{_interval(agreed.alpha, agreed.low, agreed.high)} "
-        f"({agreed.reviewers} reviewers, {agreed.tasks} tasks, {agreed.candidates} candidates; "
-        "bootstrap over tasks)",
-        highlight=False,
-    )
-    table = Table(title=f"each method against the experts' majority (top {k})",
-                  title_justify="left")  # fmt: skip
-    for col in ("method", f"precision@{k}", f"nDCG@{k}", "tasks", "LDS", "Δ loss vs random"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    for r in compared.itertuples():
-        table.add_row(
-            r.method,
-            _interval(r.precision, r.precision_low, r.precision_high),
-            _interval(r.ndcg, r.ndcg_low, r.ndcg_high),
-            str(r.tasks),
-            _interval(r.lds, r.lds_low, r.lds_high),
-            _interval(r.delta_loss_vs_random, r.delta_loss_low, r.delta_loss_high),
-        )
-    console.print(table)
+def result_header(k: int) -> list[str]:
+    return ["method", f"precision@{k}", f"nDCG@{k}", "tasks", "LDS", "Δ loss vs random"]
 
 
-def summary_markdown(study: Study, agreed, compared: pd.DataFrame, lds, sweep) -> str:
-    k = study.top_k
-    rows = [
+def result_rows(compared: pd.DataFrame) -> list[list[str]]:
+    """The side-by-side table as text cells: each value with its 95% interval."""
+    return [
         [
             r.method,
             _interval(r.precision, r.precision_low, r.precision_high),
@@ -194,7 +174,28 @@ def summary_markdown(study: Study, agreed, compared: pd.DataFrame, lds, sweep) -
         ]
         for r in compared.itertuples()
     ]
-    header = ["method", f"precision@{k}", f"nDCG@{k}", "tasks", "LDS", "Δ loss vs random"]
+
+
+def print_results(agreed, compared: pd.DataFrame, k: int) -> None:
+    console.print(
+        f"agreement (Krippendorff's alpha, ordinal): "
+        f"{_interval(agreed.alpha, agreed.low, agreed.high)} "
+        f"({agreed.reviewers} reviewers, {agreed.tasks} tasks, {agreed.candidates} candidates; "
+        "bootstrap over tasks)",
+        highlight=False,
+    )
+    table = Table(title=f"each method against the experts' majority (top {k})",
+                  title_justify="left")  # fmt: skip
+    for col in result_header(k):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for cells in result_rows(compared):
+        table.add_row(*cells)
+    console.print(table)
+
+
+def summary_markdown(study: Study, agreed, compared: pd.DataFrame, lds, sweep) -> str:
+    k = study.top_k
+    rows, header = result_rows(compared), result_header(k)
     return "\n".join(
         [
             f"# Expert review: {study.name}",
