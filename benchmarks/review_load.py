@@ -26,6 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def task_form(html: str) -> tuple[str, list[int]]:
+    """A task page's CSRF token and its candidates' ids, in the order shown."""
+    csrf = re.search(r'name="csrftoken" value="([^"]+)"', html).group(1)
+    return csrf, [int(i) for i in re.findall(r'data-candidate="(\d+)"', html)]
+
+
 def _reviewer(base: str, token: str, seed: int, until: float, tasks: int, out: dict) -> None:
     rng = random.Random(seed)
     last, latencies, errors = {}, [], 0
@@ -34,8 +40,7 @@ def _reviewer(base: str, token: str, seed: int, until: float, tasks: int, out: d
         position = 1
         while time.time() < until:
             page = client.get(f"/task/{position}")
-            csrf = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
-            ids = [int(i) for i in re.findall(r'data-candidate="(\d+)"', page.text)]
+            csrf, ids = task_form(page.text)
             grades = {i: rng.choice((0, 1, 2)) for i in ids}
             data = {"csrftoken": csrf, **{f"grade_{i}": str(g) for i, g in grades.items()}}
             started = time.perf_counter()
@@ -54,13 +59,14 @@ def run_load(url: str, folder: Path, reviewers: int = 20, seconds: float = 60.0)
     percentiles (seconds) and whether every last grade is stored exactly once."""
     from influence_lab.reviewing.access import invite
     from influence_lab.reviewing.judgements import judgement_table, rank_table
-    from tests.review_helpers import build, free_port
+    from influence_lab.stages.review import free_port
+    from tests.review_helpers import build
 
     engine, study, _ = build(url, folder)
     tokens = [invite(engine, study.id, f"sim-{r:02d}") for r in range(reviewers)]
     pool = rank_table(engine, study.id)
     tasks, candidates = pool.task.nunique(), pool.candidate.nunique()
-    port = free_port()
+    port = free_port("127.0.0.1")
     server = subprocess.Popen(
         [sys.executable, "-m", "tests.review_helpers", url, str(folder), str(port)], cwd=ROOT
     )

@@ -4,7 +4,6 @@ or, for the load test, in its own process (`python -m tests.review_helpers URL F
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
@@ -64,9 +63,10 @@ def build(url: str, folder: Path, top_k: int = 5, signature: str = "fake0001"):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 (the stage's own helper)."""
+    from influence_lab.stages.review import free_port as stage_free_port
+
+    return stage_free_port("127.0.0.1")
 
 
 class ThreadServer:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from benchmarks.review_load import task_form
 from influence_lab.errors import InfluenceLabError
 from influence_lab.reviewing.access import ADMIN, invite
 from influence_lab.reviewing.app import COOKIE, create_app
@@ -37,8 +38,7 @@ def joined(app, engine, study, name: str, role: str = "reviewer") -> TestClient:
 def form_of(client: TestClient, position: int) -> tuple[str, list[int], str]:
     page = client.get(f"/task/{position}")
     assert page.status_code == 200
-    token = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
-    ids = [int(i) for i in re.findall(r'data-candidate="(\d+)"', page.text)]
+    token, ids = task_form(page.text)
     return token, ids, page.text
 
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from benchmarks.review_load import run_load
+from benchmarks.review_load import run_load, task_form
 
 SECONDS = float(os.environ.get("REVIEW_LOAD_SECONDS", 60))
 
@@ -37,7 +37,6 @@ def _saver(base: str, token: str, seed: int, acked: dict, inflight: dict) -> Non
     """Save random grades task after task until the server goes away; record what was
     acknowledged last per task and what was in flight when the connection broke."""
     import random
-    import re
 
     import httpx
 
@@ -48,8 +47,7 @@ def _saver(base: str, token: str, seed: int, acked: dict, inflight: dict) -> Non
             position = 1
             while True:
                 page = client.get(f"/task/{position}")
-                csrf = re.search(r'name="csrftoken" value="([^"]+)"', page.text).group(1)
-                ids = [int(i) for i in re.findall(r'data-candidate="(\d+)"', page.text)]
+                csrf, ids = task_form(page.text)
                 grades = {i: rng.choice((0, 1, 2)) for i in ids}
                 inflight[(seed, position)] = grades
                 data = {"csrftoken": csrf, **{f"grade_{i}": str(g) for i, g in grades.items()}}

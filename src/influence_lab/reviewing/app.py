@@ -19,6 +19,7 @@ double-submit token on every POST."""
 
 from __future__ import annotations
 
+import inspect
 from importlib.resources import files
 
 import jinja2
@@ -119,10 +120,20 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
         response.headers.update(HEADERS)
         return response
 
-    def home(request: Request) -> Response:
-        person = session(request)
-        if person is None or person.role != "reviewer":
-            return _gate(request, person)
+    def reviewer_page(handler):
+        """`handler(request, person)` for a reviewer's session; anyone else gets `_gate`."""
+
+        async def page_of(request: Request) -> Response:
+            person = session(request)
+            if person is None or person.role != "reviewer":
+                return _gate(request, person)
+            response = handler(request, person)
+            return await response if inspect.isawaitable(response) else response
+
+        return page_of
+
+    @reviewer_page
+    def home(request: Request, person) -> Response:
         position = next_task(progress(engine, study.id, person.id))
         return RedirectResponse(f"/task/{position}" if position else "/done", status_code=303)
 
@@ -158,16 +169,12 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
             error=error,
         )
 
-    def task_get(request: Request) -> Response:
-        person = session(request)
-        if person is None or person.role != "reviewer":
-            return _gate(request, person)
+    @reviewer_page
+    def task_get(request: Request, person) -> Response:
         return show_task(request, person, request.path_params["position"])
 
-    async def task_post(request: Request) -> Response:
-        person = session(request)
-        if person is None or person.role != "reviewer":
-            return _gate(request, person)
+    @reviewer_page
+    async def task_post(request: Request, person) -> Response:
         position = request.path_params["position"]
         view = task_view(engine, study.id, person.id, position)
         if view is None:
@@ -196,10 +203,8 @@ def create_app(engine: Engine, study: Study, content: StudyContent) -> Starlette
         following = next_task(progress(engine, study.id, person.id))
         return RedirectResponse(f"/task/{following}" if following else "/done", status_code=303)
 
-    def done(request: Request) -> Response:
-        person = session(request)
-        if person is None or person.role != "reviewer":
-            return _gate(request, person)
+    @reviewer_page
+    def done(request: Request, person) -> Response:
         items = progress(engine, study.id, person.id)
         return page(request, "done.html.j2", reviewer=person.name, tasks=items)
 

@@ -36,6 +36,15 @@ class Progress:
         return self.graded >= self.candidates
 
 
+def offered_counts():
+    """The subquery (task_id, offered): how many candidates each task offers."""
+    return (
+        select(candidates.c.task_id, func.count().label("offered"))
+        .group_by(candidates.c.task_id)
+        .subquery()
+    )
+
+
 def progress(engine: Engine, study_id: int, reviewer_id: int) -> list[Progress]:
     """Every task of the study, in order, with how many of its candidates this reviewer graded."""
     graded = (
@@ -45,13 +54,9 @@ def progress(engine: Engine, study_id: int, reviewer_id: int) -> list[Progress]:
         .group_by(candidates.c.task_id)
         .subquery()
     )
-    counts = (
-        select(candidates.c.task_id, func.count().label("n"))
-        .group_by(candidates.c.task_id)
-        .subquery()
-    )
+    counts = offered_counts()
     query = (
-        select(tasks.c.position, tasks.c.id, tasks.c.prompt, counts.c.n, graded.c.n)
+        select(tasks.c.position, tasks.c.id, tasks.c.prompt, counts.c.offered, graded.c.n)
         .join(counts, counts.c.task_id == tasks.c.id)
         .outerjoin(graded, graded.c.task_id == tasks.c.id)
         .where(tasks.c.study_id == study_id)
@@ -163,11 +168,7 @@ def admin_progress(engine: Engine, study_id: int) -> pd.DataFrame:
         .group_by(judgements.c.reviewer_id, candidates.c.task_id)
         .subquery()
     )
-    offered = (
-        select(candidates.c.task_id, func.count().label("offered"))
-        .group_by(candidates.c.task_id)
-        .subquery()
-    )
+    offered = offered_counts()
     query = (
         select(reviewers.c.name, tasks.c.position, offered.c.offered, graded.c.graded)
         .select_from(reviewers)
