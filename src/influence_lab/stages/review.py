@@ -21,7 +21,14 @@ import pandas as pd
 from rich.table import Table
 
 from ..data import load_data
-from ..entry.stage_entry import console, output_dir, settings_of, stage_entry, stage_tracking
+from ..entry.stage_entry import (
+    console,
+    output_dir,
+    settings_of,
+    stage_entry,
+    stage_tracking,
+    upstream,
+)
 from ..errors import InfluenceLabError
 from ..reporting.document import table_markdown
 from ..reporting.review_summary import review_plot
@@ -41,7 +48,7 @@ from .attribute import attribute
 def review(settings: StageSettings):
     settings = settings_of(settings)
     rv = settings.review
-    attributed = attribute(settings.replaced({"force": False}))
+    attributed = attribute(upstream(settings))
     engine = open_database(rv.database or default_url(output_dir(settings)))
     study = open_study(engine, run_name(settings), attributed.path, attributed.signature, rv.top_k)
     if rv.action in ("invite", "admin") and not rv.port:
