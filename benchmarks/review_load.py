@@ -3,14 +3,20 @@ every candidate at random and save, task after task, for S seconds (default 60),
 served by uvicorn in its own process. Afterwards every reviewer's last grade of every candidate must
 be in the database exactly once. Prints the saves, their latency percentiles and that check:
 
-    python -m benchmarks.review_load [--seconds 60] [--reviewers 20] [--postgres]
+    python -m benchmarks.review_load [--seconds 60] [--reviewers 20] [--postgres] [--record]
 
 (`--postgres` starts a throwaway PostgreSQL cluster from Debian's `postgresql`; the default is the
-SQLite file.) tests/test_review_load.py runs the same against both databases."""
+SQLite file; `--record` runs both and writes them to benchmarks/review_load.json with the date and
+the machine, the record tests/test_review_load.py checks.) The slow test runs the same load for a
+shorter time (REVIEW_LOAD_SECONDS, 15 s) against both databases on every CI run."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import platform
 import random
 import re
 import subprocess
@@ -24,6 +30,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RECORD = ROOT / "benchmarks" / "review_load.json"
 
 
 def task_form(html: str) -> tuple[str, list[int]]:
@@ -117,25 +124,43 @@ def run_load(url: str, folder: Path, reviewers: int = 20, seconds: float = 60.0)
     }
 
 
+def load_on(backend: str, reviewers: int, seconds: float) -> dict:
+    """One load run against a fresh SQLite file or a throwaway PostgreSQL cluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if backend == "postgresql":
+            from tests.postgres_cluster import new_database, throwaway_cluster
+
+            with throwaway_cluster() as prefix:
+                return run_load(new_database(prefix), Path(tmp), reviewers, seconds)
+        return run_load(f"sqlite:///{tmp}/review.sqlite", Path(tmp), reviewers, seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--reviewers", type=int, default=20)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--record", action="store_true", help=f"both databases, into {RECORD}")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.postgres:
-            from tests.postgres_cluster import new_database, throwaway_cluster
-
-            with throwaway_cluster() as prefix:
-                result = run_load(new_database(prefix), Path(tmp), args.reviewers, args.seconds)
-        else:
-            result = run_load(f"sqlite:///{tmp}/review.sqlite", Path(tmp), args.reviewers,
-                              args.seconds)  # fmt: skip
-    print("| " + " | ".join(result) + " |")
-    print("|" + "---|" * len(result))
-    print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v)
-                            for v in result.values()) + " |")  # fmt: skip
+    backends = (
+        ["sqlite", "postgresql"] if args.record else ["postgresql" if args.postgres else "sqlite"]
+    )
+    results = [load_on(b, args.reviewers, args.seconds) for b in backends]
+    keys = list(results[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "---|" * len(keys))
+    for result in results:
+        print("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v)
+                                for v in result.values()) + " |")  # fmt: skip
+    if args.record:
+        record = {
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": "python -m benchmarks.review_load --record",
+            "runs": results,
+        }
+        RECORD.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"recorded in {RECORD.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""20 simulated reviewers save tasks for 60 s over loopback against the app in its own process, in
-SQLite and in PostgreSQL: every save succeeds, every reviewer's last grade of every candidate is
-stored exactly once, and the latency percentiles are recorded (printed and in a JSON file)."""
+"""20 simulated reviewers save tasks over loopback against the app in its own process, in SQLite
+and in PostgreSQL: every save succeeds, every reviewer's last grade of every candidate is stored
+exactly once, and the latency percentiles are recorded. The minute-long run is a benchmark
+(`python -m benchmarks.review_load --record`) whose record a test here checks; CI runs the same
+load for 15 s against both databases."""
 
 from __future__ import annotations
 
@@ -9,14 +11,36 @@ import os
 
 import pytest
 
-from benchmarks.review_load import run_load, task_form
+from benchmarks.review_load import RECORD, run_load, task_form
 
-SECONDS = float(os.environ.get("REVIEW_LOAD_SECONDS", 60))
+SECONDS = float(os.environ.get("REVIEW_LOAD_SECONDS", 15))
+
+
+def _check_load(result: dict, backend: str, reviewers: int) -> None:
+    assert result["database"] == backend
+    assert result["reviewers"] == reviewers
+    assert result["errors"] == 0 and result["duplicates"] == 0
+    assert result["exactly_once"], result
+    assert result["saves"] >= reviewers * 4  # every reviewer got through the study at least once
+    assert result["judgements"] == reviewers * result["candidates"]  # each graded every candidate
+    assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert result["p99_ms"] < 10_000  # no save waited out the lock
+
+
+def test_the_recorded_minute_of_twenty_reviewers_lost_and_doubled_nothing():
+    """The benchmark's record (docs/review.md quotes it): 20 reviewers for 60 s against each
+    database, every judgement stored exactly once."""
+    record = json.loads(RECORD.read_text())
+    runs = {r["database"]: r for r in record["runs"]}
+    assert set(runs) == {"sqlite", "postgresql"}
+    for backend, result in runs.items():
+        assert result["seconds"] >= 60
+        _check_load(result, backend, reviewers=20)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_twenty_reviewers_for_a_minute_store_every_judgement_once(backend, tmp_path, request):
+def test_twenty_reviewers_at_once_store_every_judgement_once(backend, tmp_path, request):
     url = (
         request.getfixturevalue("postgres_url")
         if backend == "postgresql"
@@ -25,12 +49,7 @@ def test_twenty_reviewers_for_a_minute_store_every_judgement_once(backend, tmp_p
     result = run_load(url, tmp_path / "study", reviewers=20, seconds=SECONDS)
     (tmp_path / "load.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
-    assert result["database"] == backend
-    assert result["errors"] == 0 and result["duplicates"] == 0
-    assert result["exactly_once"], result
-    assert result["saves"] >= 20 * 4  # every reviewer got through the study at least once
-    assert result["judgements"] == 20 * result["candidates"]  # each graded every candidate
-    assert result["p99_ms"] < 10_000  # no save waited out the lock
+    _check_load(result, backend, reviewers=20)
 
 
 def _saver(base: str, token: str, seed: int, acked: dict, inflight: dict) -> None:
